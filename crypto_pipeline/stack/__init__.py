@@ -1,0 +1,191 @@
+"""`crypto-pipeline stack up | down | status | reset`: real servers as local processes.
+
+Every process is started in its own session, recorded in a PID file (pid + kernel start time,
+so a recycled PID is never mistaken for ours) and stopped by that PID only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from crypto_pipeline.console import say
+from crypto_pipeline.settings import Settings
+from crypto_pipeline.stack.artifacts import StackError
+from crypto_pipeline.stack.services import Service, services, wait_healthy
+
+__all__ = ["StackError", "down", "reset", "status", "up"]
+
+STOP_TIMEOUT_S = 30.0
+LOG_TAIL_LINES = 25
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    pid: int
+    start_time: str
+
+    @staticmethod
+    def start_time_of(pid: int) -> str | None:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        # Field 22 (starttime), counted after the ")" that closes the command name.
+        return stat.rsplit(")", 1)[1].split()[19]
+
+    def is_alive(self) -> bool:
+        return self.start_time_of(self.pid) == self.start_time
+
+
+def _pid_file(service: Service) -> Path:
+    return service.settings.stack_dir / "run" / f"{service.name}.pid"
+
+
+def _read_record(service: Service) -> ProcessRecord | None:
+    try:
+        pid_text, start_time = _pid_file(service).read_text().split()
+    except (OSError, ValueError):
+        return None
+    record = ProcessRecord(int(pid_text), start_time)
+    return record if record.is_alive() else None
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _log_tail(service: Service) -> str:
+    try:
+        lines = service.log_file.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(lines[-LOG_TAIL_LINES:])
+
+
+def _start(service: Service) -> None:
+    command = service.prepare()
+    service.log_file.parent.mkdir(parents=True, exist_ok=True)
+    _pid_file(service).parent.mkdir(parents=True, exist_ok=True)
+    with service.log_file.open("a") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=service.settings.stack_dir,
+            start_new_session=True,
+        )
+    start_time = ProcessRecord.start_time_of(process.pid) or ""
+    record = ProcessRecord(process.pid, start_time)
+    _pid_file(service).write_text(f"{record.pid} {record.start_time}\n")
+    try:
+        wait_healthy(service, lambda: process.poll() is None, service.startup_timeout_s)
+        service.after_first_healthy()
+    except StackError as error:
+        _stop(service, record)
+        raise StackError(
+            f"{error}\n--- last lines of {service.log_file} ---\n{_log_tail(service)}"
+        ) from None
+
+
+def _stop(service: Service, record: ProcessRecord) -> None:
+    try:
+        os.killpg(record.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while record.is_alive() and time.monotonic() < deadline:
+        _reap(record.pid)
+        time.sleep(0.2)
+    if record.is_alive():
+        os.killpg(record.pid, signal.SIGKILL)
+        while record.is_alive():
+            _reap(record.pid)
+            time.sleep(0.1)
+    _pid_file(service).unlink(missing_ok=True)
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if the process is our child (it is when `up` ran in this process)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def up(settings: Settings) -> None:
+    """Start every service that is not running; a no-op for those already healthy."""
+    chosen = services(settings)
+    to_start = [service for service in chosen if _read_record(service) is None]
+    for service in to_start:
+        for setting, port in service.ports.items():
+            if not _port_is_free(port):
+                raise StackError(
+                    f"{service.name}: port {port} on 127.0.0.1 is already in use by another "
+                    f"process (not started by this stack); stop it or change {setting}"
+                )
+    for service in chosen:
+        if service in to_start:
+            started = time.monotonic()
+            say(f"[stack] starting {service.name} ...")
+            _start(service)
+            say(f"[stack] {service.name} healthy in {time.monotonic() - started:.1f}s")
+        else:
+            service.check_health()
+            say(f"[stack] {service.name} already running")
+    if settings.mongo_is_external:
+        say("[stack] MongoDB: using MONGO_URI, nothing started")
+
+
+def down(settings: Settings) -> None:
+    """Stop exactly the processes this stack started, by PID. Data stays."""
+    for service in reversed(services(settings)):
+        record = _read_record(service)
+        if record is None:
+            _pid_file(service).unlink(missing_ok=True)
+            say(f"[stack] {service.name} not running")
+            continue
+        _stop(service, record)
+        say(f"[stack] {service.name} stopped (pid {record.pid})")
+
+
+def status(settings: Settings) -> bool:
+    """Print one line per service; True when all are running and healthy."""
+    all_healthy = True
+    for service in services(settings):
+        record = _read_record(service)
+        ports = ", ".join(str(port) for port in service.ports.values())
+        if record is None:
+            state = "stopped"
+            all_healthy = False
+        else:
+            try:
+                service.check_health()
+                state = f"healthy  pid {record.pid}"
+            except Exception as error:
+                state = f"UNHEALTHY pid {record.pid}: {error}"
+                all_healthy = False
+        say(f"{service.name:<10} {state:<40} 127.0.0.1:{ports}  log {service.log_file}")
+    if settings.mongo_is_external:
+        say("mongodb    external (MONGO_URI)")
+    return all_healthy
+
+
+def reset(settings: Settings) -> None:
+    """Stop everything and wipe the state directory (data, logs, config)."""
+    down(settings)
+    shutil.rmtree(settings.stack_dir, ignore_errors=True)
+    say(f"[stack] wiped {settings.stack_dir}")

@@ -1,0 +1,247 @@
+"""The three servers of the local stack: how each is prepared, started and health-checked."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from crypto_pipeline.settings import Settings
+from crypto_pipeline.stack.artifacts import (
+    STACK_FILES,
+    StackError,
+    ferretdb_binary,
+    influxd_binary,
+    kafka_jars,
+    require_tool,
+    spark_connector_jars,
+)
+
+HEALTH_TOPIC = "__stack_health"
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    settings: Settings
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.stack_dir / "data" / self.name
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.settings.stack_dir / "conf"
+
+    @property
+    def log_file(self) -> Path:
+        return self.settings.stack_dir / "logs" / f"{self.name}.log"
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """Every loopback port the service binds, named by the setting that controls it."""
+        raise NotImplementedError
+
+    @property
+    def startup_timeout_s(self) -> float:
+        return 60.0
+
+    def prepare(self) -> list[str]:
+        """Fetch or build what the service needs, write its config; return its command line."""
+        raise NotImplementedError
+
+    def check_health(self) -> None:
+        """Raise if the service does not answer a real request."""
+        raise NotImplementedError
+
+    def after_first_healthy(self) -> None:
+        """One-time initialisation once the service answers (idempotent)."""
+
+    def render(self, template: str, target: str, **values: object) -> Path:
+        text = Template((STACK_FILES / "templates" / template).read_text()).substitute(values)
+        path = self.conf_dir / target
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+
+class Kafka(Service):
+    @property
+    def ports(self) -> dict[str, int]:
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.settings.kafka_port,
+            "STACK_KAFKA_CONTROLLER_PORT": self.settings.kafka_controller_port,
+        }
+
+    @property
+    def startup_timeout_s(self) -> float:
+        return 120.0
+
+    def prepare(self) -> list[str]:
+        java = require_tool("java")
+        jars = kafka_jars(self.settings)
+        # The Spark connectors are fetched here too, so that everything is cached after one `up`.
+        spark_connector_jars(self.settings)
+        server_properties = self.render(
+            "kafka-server.properties",
+            "kafka-server.properties",
+            broker_port=self.settings.kafka_port,
+            controller_port=self.settings.kafka_controller_port,
+            data_dir=self.data_dir,
+        )
+        log4j = self.render("kafka-log4j2.yaml", "kafka-log4j2.yaml")
+        classpath = f"{jars}/*"
+        if not (self.data_dir / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            subprocess.run(
+                [
+                    java,
+                    "-cp",
+                    classpath,
+                    f"-Dlog4j2.configurationFile={log4j}",
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--standalone",
+                    "--cluster-id",
+                    cluster_id,
+                    "--config",
+                    str(server_properties),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+        return [
+            java,
+            "-Xms256m",
+            "-Xmx1g",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log4j}",
+            "-cp",
+            classpath,
+            "kafka.Kafka",
+            str(server_properties),
+        ]
+
+    def check_health(self) -> None:
+        """A real produce and consume round trip through the broker."""
+        from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+        from kafka.admin import KafkaAdminClient, NewTopic
+        from kafka.errors import TopicAlreadyExistsError
+
+        servers = self.settings.kafka_bootstrap_servers
+        admin = KafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=5000)
+        try:
+            if HEALTH_TOPIC not in admin.list_topics():
+                try:
+                    admin.create_topics([NewTopic(HEALTH_TOPIC, 1, 1)])
+                except TopicAlreadyExistsError:
+                    pass
+        finally:
+            admin.close()
+        producer = KafkaProducer(bootstrap_servers=servers, request_timeout_ms=5000)
+        marker = uuid.uuid4().bytes
+        try:
+            sent = producer.send(HEALTH_TOPIC, marker).get(timeout=10)
+        finally:
+            producer.close()
+        consumer = KafkaConsumer(bootstrap_servers=servers, request_timeout_ms=5000)
+        try:
+            partition = TopicPartition(HEALTH_TOPIC, sent.partition)
+            consumer.assign([partition])
+            consumer.seek(partition, sent.offset)
+            records = consumer.poll(timeout_ms=5000).get(partition, [])
+        finally:
+            consumer.close()
+        if not records or records[0].value != marker:
+            raise StackError("Kafka accepted a message but did not return it")
+
+
+class FerretDB(Service):
+    @property
+    def ports(self) -> dict[str, int]:
+        return {"MONGO_URI": self.settings.mongo_port}
+
+    def prepare(self) -> list[str]:
+        binary = ferretdb_binary(self.settings)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return [
+            str(binary),
+            "-listen",
+            f"127.0.0.1:{self.settings.mongo_port}",
+            "-data-dir",
+            str(self.data_dir),
+        ]
+
+    def check_health(self) -> None:
+        from pymongo import MongoClient
+
+        with MongoClient(self.settings.mongo_uri, serverSelectionTimeoutMS=2000) as client:
+            client.admin.command("ping")
+
+
+class InfluxDB(Service):
+    @property
+    def ports(self) -> dict[str, int]:
+        return {
+            "INFLUXDB_URL": self.settings.influxdb_port,
+            "STACK_INFLUXDB_RPC_PORT": self.settings.influxdb_rpc_port,
+        }
+
+    def prepare(self) -> list[str]:
+        binary = influxd_binary(self.settings)
+        config = self.render(
+            "influxdb.conf",
+            "influxdb.conf",
+            rpc_port=self.settings.influxdb_rpc_port,
+            http_port=self.settings.influxdb_port,
+            data_dir=self.data_dir,
+        )
+        return [str(binary), "run", "-config", str(config)]
+
+    def _request(self, path: str, data: bytes | None = None) -> int:
+        request = urllib.request.Request(self.settings.influxdb_url + path, data=data)
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status)
+
+    def check_health(self) -> None:
+        if self._request("/ping") != 204:
+            raise StackError("InfluxDB /ping did not answer 204")
+
+    def after_first_healthy(self) -> None:
+        # The 2.x-compatible API writes to bucket "db/rp"; the database must exist (idempotent).
+        query = urllib.parse.urlencode({"q": f'CREATE DATABASE "{self.settings.influxdb_database}"'})
+        self._request("/query", data=query.encode())
+
+
+def services(settings: Settings) -> list[Service]:
+    """The services `stack up` manages, in start order; an external MONGO_URI replaces FerretDB."""
+    chosen: list[Service] = [Kafka("kafka", settings)]
+    if not settings.mongo_is_external:
+        chosen.append(FerretDB("ferretdb", settings))
+    chosen.append(InfluxDB("influxdb", settings))
+    return chosen
+
+
+def wait_healthy(service: Service, is_alive: Callable[[], bool], deadline_s: float) -> None:
+    """Poll the health check until it passes, the process dies, or the deadline passes."""
+    started = time.monotonic()
+    last_error: Exception | None = None
+    while time.monotonic() - started < deadline_s:
+        if not is_alive():
+            raise StackError(f"{service.name} exited during start-up")
+        try:
+            service.check_health()
+            return
+        except Exception as error:  # retried until the deadline, then reported
+            last_error = error
+        time.sleep(0.5)
+    raise StackError(f"{service.name} not healthy after {deadline_s:.0f}s: {last_error}")

@@ -6,10 +6,17 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 
 from crypto_pipeline import stack
+from crypto_pipeline.clients import KafkaUnavailable
 from crypto_pipeline.console import say
-from crypto_pipeline.settings import Settings
+from crypto_pipeline.replay.binance import DEFAULT_BASE_URL, FetchError, fetch_monthly_klines
+from crypto_pipeline.replay.formats import InputFormatError
+from crypto_pipeline.replay.generator import INTERVALS_MS, generate, write_csv
+from crypto_pipeline.replay.producer import ReplayError, ReplayOptions, replay
+from crypto_pipeline.settings import REPO_ROOT, Settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -33,6 +40,69 @@ def _stack_reset(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def parse_speed(text: str) -> float | None:
+    if text == "max":
+        return None
+    try:
+        speed = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"speed must be a number or 'max', got {text!r}") from None
+    if speed <= 0:
+        raise argparse.ArgumentTypeError("speed must be positive")
+    return speed
+
+
+def parse_time_ms(text: str) -> int:
+    """An ISO-8601 time (UTC unless it says otherwise) or epoch milliseconds."""
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def parse_symbols(text: str) -> frozenset[str]:
+    return frozenset(symbol.strip().upper() for symbol in text.split(",") if symbol.strip())
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    options = ReplayOptions(
+        path=args.path,
+        topic=args.topic or settings.kafka_topic,
+        speed=args.speed,
+        symbols=args.symbols,
+        start_ms=args.start,
+        end_ms=args.end,
+        limit=args.limit,
+        loop=args.loop,
+        rebase_now=args.rebase_now,
+        partitions=args.partitions,
+        retention_ms=None if args.retention_hours is None else args.retention_hours * 3_600_000,
+    )
+    summary = replay(options, settings, show_progress=not args.quiet)
+    for line in summary.lines():
+        say(line)
+    return 130 if summary.interrupted else 0
+
+
+def _data_generate(args: argparse.Namespace, settings: Settings) -> int:
+    start = datetime.fromtimestamp(parse_time_ms(args.start) / 1000, tz=UTC)
+    candles = generate(args.symbols, start, args.days, args.interval, args.seed)
+    write_csv(candles, args.out)
+    say(f"wrote {len(candles):,} candles for {len(args.symbols)} symbols to {args.out}")
+    return 0
+
+
+def _data_fetch_binance(args: argparse.Namespace, settings: Settings) -> int:
+    path = fetch_monthly_klines(args.symbol, args.interval, args.month, args.out_dir, args.base_url)
+    say(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crypto-pipeline",
@@ -51,6 +121,58 @@ def build_parser() -> argparse.ArgumentParser:
         ("reset", _stack_reset, "stop everything and wipe the state directory"),
     ]:
         stack_commands.add_parser(name, help=help_text).set_defaults(handler=handler)
+
+    replay_parser = commands.add_parser(
+        "replay", help="replay a market-data CSV into Kafka at real-time or accelerated speed"
+    )
+    replay_parser.add_argument("path", type=Path, help="CSV or CSV.gz (canonical or Binance)")
+    replay_parser.add_argument("--topic", help="Kafka topic (default: $KAFKA_TOPIC)")
+    replay_parser.add_argument(
+        "--speed",
+        type=parse_speed,
+        default=None,
+        help="1 = real event-time spacing, 60 = 60x faster, max = as fast as possible (default)",
+    )
+    replay_parser.add_argument("--symbols", type=parse_symbols, help="comma-separated symbols")
+    replay_parser.add_argument("--start", type=parse_time_ms, help="first event time (inclusive)")
+    replay_parser.add_argument("--end", type=parse_time_ms, help="last event time (exclusive)")
+    replay_parser.add_argument("--limit", type=int, help="stop after this many messages")
+    replay_parser.add_argument(
+        "--loop", action="store_true", help="start over, event times shifted by the file's span"
+    )
+    replay_parser.add_argument(
+        "--rebase-now", action="store_true", help="shift event times so the first row is now"
+    )
+    replay_parser.add_argument("--partitions", type=int, default=3, help="for a new topic")
+    replay_parser.add_argument("--retention-hours", type=int, help="for a new topic")
+    replay_parser.add_argument("--quiet", action="store_true", help="no progress output")
+    replay_parser.set_defaults(handler=_replay)
+
+    data_parser = commands.add_parser("data", help="generate or download market data")
+    data_commands = data_parser.add_subparsers(dest="data_command", required=True)
+    generate_parser = data_commands.add_parser(
+        "generate", help="write a deterministic, realistic sample of candles"
+    )
+    generate_parser.add_argument(
+        "--symbols", type=lambda t: sorted(parse_symbols(t)), default=["BTCUSDT", "ETHUSDT"]
+    )
+    generate_parser.add_argument("--start", default="2025-01-01T00:00:00Z")
+    generate_parser.add_argument("--days", type=float, default=1.0)
+    generate_parser.add_argument("--interval", choices=sorted(INTERVALS_MS), default="1m")
+    generate_parser.add_argument("--seed", type=int, default=42)
+    generate_parser.add_argument(
+        "--out", type=Path, default=REPO_ROOT / "data" / "generated_klines.csv.gz"
+    )
+    generate_parser.set_defaults(handler=_data_generate)
+    fetch_parser = data_commands.add_parser(
+        "fetch-binance", help="download one month of Binance spot klines (needs internet)"
+    )
+    fetch_parser.add_argument("--symbol", required=True)
+    fetch_parser.add_argument("--interval", default="1m")
+    fetch_parser.add_argument("--month", required=True, help="e.g. 2025-01")
+    fetch_parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "data")
+    fetch_parser.add_argument("--base-url", default=DEFAULT_BASE_URL)
+    fetch_parser.set_defaults(handler=_data_fetch_binance)
     return parser
 
 
@@ -65,8 +187,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("interrupted")
         return 130
-    except (stack.StackError, ValueError, OSError) as error:
-        print(f"crypto-pipeline: error: {error}", file=sys.stderr)  # noqa: T201
+    except (
+        stack.StackError,
+        ReplayError,
+        InputFormatError,
+        KafkaUnavailable,
+        FetchError,
+        ValueError,
+        OSError,
+    ) as error:
+        print(f"crypto-pipeline: error: {error}", file=sys.stderr)
         return 1
 
 

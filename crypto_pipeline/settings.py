@@ -16,7 +16,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS: dict[str, str] = {
     "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
     "KAFKA_TOPIC": "crypto.klines",
-    # Unset: the local stack starts FerretDB on 127.0.0.1:27017. Set: that server is used.
+    # Unset: the local stack starts FerretDB on 127.0.0.1:STACK_MONGO_PORT. Set: that server is
+    # used and the stack starts no MongoDB-compatible server.
     "MONGO_URI": "",
     "MONGO_DATABASE": "crypto",
     "MONGO_COLLECTION": "realtime",
@@ -29,11 +30,10 @@ DEFAULTS: dict[str, str] = {
     "SPARK_MASTER": "local[*]",
     "STACK_DIR": str(REPO_ROOT / ".stack"),
     "STACK_CACHE_DIR": str(Path.home() / ".cache" / "crypto-pipeline"),
+    "STACK_MONGO_PORT": "27017",
     "STACK_KAFKA_CONTROLLER_PORT": "9093",
     "STACK_INFLUXDB_RPC_PORT": "8089",
 }
-
-LOCAL_MONGO_URI = "mongodb://127.0.0.1:27017/"
 
 
 def load_env_file() -> None:
@@ -70,7 +70,7 @@ class Settings:
         return cls(
             kafka_bootstrap_servers=env("KAFKA_BOOTSTRAP_SERVERS"),
             kafka_topic=env("KAFKA_TOPIC"),
-            mongo_uri=mongo_uri or LOCAL_MONGO_URI,
+            mongo_uri=mongo_uri or f"mongodb://127.0.0.1:{int(env('STACK_MONGO_PORT'))}/",
             mongo_is_external=bool(mongo_uri),
             mongo_database=env("MONGO_DATABASE"),
             mongo_collection=env("MONGO_COLLECTION"),

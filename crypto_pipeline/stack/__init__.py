@@ -20,7 +20,7 @@ from crypto_pipeline.settings import Settings
 from crypto_pipeline.stack.artifacts import StackError
 from crypto_pipeline.stack.services import Service, services, wait_healthy
 
-__all__ = ["StackError", "down", "reset", "status", "up"]
+__all__ = ["StackError", "down", "is_running", "reset", "status", "up"]
 
 STOP_TIMEOUT_S = 30.0
 LOG_TAIL_LINES = 25
@@ -124,6 +124,11 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def is_running(settings: Settings) -> bool:
+    """True when every service of the stack has a live process of ours."""
+    return all(_read_record(service) is not None for service in services(settings))
 
 
 def up(settings: Settings) -> None:

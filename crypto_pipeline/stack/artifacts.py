@@ -87,7 +87,7 @@ def content_hash(*paths: Path) -> str:
 
 
 def cached(cache_dir: Path, key: str, build: Callable[[Path, Path], None]) -> Path:
-    """Return `cache_dir/key`, building it (into a staging folder, logging to `key.log`) if needed."""
+    """Return `cache_dir/key`, first building it in a staging folder (log: `key.log`) if needed."""
     target = cache_dir / key
     if (target / ".complete").exists():
         return target

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from crypto_pipeline.clients import mongo_client
 from crypto_pipeline.settings import Settings
 from crypto_pipeline.stack.artifacts import (
     STACK_FILES,
@@ -182,9 +183,7 @@ class FerretDB(Service):
         ]
 
     def check_health(self) -> None:
-        from pymongo import MongoClient
-
-        with MongoClient(self.settings.mongo_uri, serverSelectionTimeoutMS=2000) as client:
+        with mongo_client(self.settings) as client:
             client.admin.command("ping")
 
 
@@ -218,7 +217,9 @@ class InfluxDB(Service):
 
     def after_first_healthy(self) -> None:
         # The 2.x-compatible API writes to bucket "db/rp"; the database must exist (idempotent).
-        query = urllib.parse.urlencode({"q": f'CREATE DATABASE "{self.settings.influxdb_database}"'})
+        query = urllib.parse.urlencode(
+            {"q": f'CREATE DATABASE "{self.settings.influxdb_database}"'}
+        )
         self._request("/query", data=query.encode())
 
 

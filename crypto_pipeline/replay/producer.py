@@ -1,0 +1,235 @@
+"""Replay a market-data CSV into Kafka as if it were live.
+
+One message per row, key = symbol (one partition per symbol keeps its order), value = compact JSON.
+Bad rows go to `<topic>.dlq` with the raw line, file, line number and reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crypto_pipeline.clients import end_offsets, ensure_topic, kafka_producer
+from crypto_pipeline.replay.formats import InputFormatError, ParsedLine, read_rows
+from crypto_pipeline.replay.progress import Progress
+from crypto_pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ReplayError(RuntimeError):
+    """The replay cannot run (bad file, Kafka unreachable, delivery failed)."""
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    path: Path
+    topic: str
+    # Event-time speed-up: 1.0 keeps the real spacing, None sends as fast as the broker accepts.
+    speed: float | None = None
+    symbols: frozenset[str] | None = None
+    start_ms: int | None = None  # inclusive, source event time
+    end_ms: int | None = None  # exclusive, source event time
+    limit: int | None = None
+    loop: bool = False
+    rebase_now: bool = False
+    partitions: int = 3
+    retention_ms: int | None = None
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.topic}.dlq"
+
+
+@dataclass
+class ReplaySummary:
+    topic: str
+    sent: int = 0
+    rejected: int = 0
+    bytes_sent: int = 0
+    elapsed_s: float = 0.0
+    loops: int = 0
+    interrupted: bool = False
+    first_event_ms: int | None = None
+    last_event_ms: int | None = None
+    end_offsets: dict[int, int] = field(default_factory=dict)
+    rejection_reasons: dict[str, int] = field(default_factory=dict)
+
+    def record_sent(self, size: int, event_ms: int) -> None:
+        self.sent += 1
+        self.bytes_sent += size
+        if self.first_event_ms is None or event_ms < self.first_event_ms:
+            self.first_event_ms = event_ms
+        if self.last_event_ms is None or event_ms > self.last_event_ms:
+            self.last_event_ms = event_ms
+
+    def record_rejection(self, reason: str) -> None:
+        self.rejected += 1
+        kind = reason.split(":")[0]
+        self.rejection_reasons[kind] = self.rejection_reasons.get(kind, 0) + 1
+
+    @property
+    def messages_per_s(self) -> float:
+        return self.sent / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def lines(self) -> list[str]:
+        status = "interrupted" if self.interrupted else "done"
+        return [
+            f"replay {status}: topic {self.topic}",
+            f"  sent       {self.sent:>12,}",
+            f"  rejected   {self.rejected:>12,}  (dead letters in {self.topic}.dlq)",
+            f"  bytes      {self.bytes_sent:>12,}",
+            f"  elapsed    {self.elapsed_s:>12.2f} s",
+            f"  rate       {self.messages_per_s:>12,.0f} messages/s",
+        ]
+
+
+class _Pacer:
+    """Sleeps so that event-time gaps become wall-clock gaps divided by the speed."""
+
+    def __init__(self, speed: float | None) -> None:
+        self.speed = speed
+        self.started = time.monotonic()
+        self.first_event_ms: int | None = None
+
+    def wait_for(self, event_ms: int) -> None:
+        if self.first_event_ms is None:
+            self.first_event_ms = event_ms
+        if self.speed is None:
+            return
+        due = self.started + (event_ms - self.first_event_ms) / (1000 * self.speed)
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
+
+
+@dataclass
+class _Span:
+    """First and last event time of one pass, and the smallest step between distinct times."""
+
+    first: int | None = None
+    last: int | None = None
+    step: int | None = None
+
+    def add(self, event_ms: int) -> None:
+        if self.last is not None and event_ms > self.last:
+            gap = event_ms - self.last
+            self.step = gap if self.step is None else min(self.step, gap)
+        self.first = event_ms if self.first is None else min(self.first, event_ms)
+        self.last = event_ms if self.last is None else max(self.last, event_ms)
+
+    @property
+    def length_ms(self) -> int:
+        assert self.first is not None and self.last is not None
+        return self.last - self.first + (self.step or 1)
+
+
+def _keep(options: ReplayOptions, parsed: ParsedLine) -> bool:
+    candle = parsed.candle
+    if candle is None:
+        return True  # every bad row goes to the dead-letter topic, whatever the filters
+    if options.symbols is not None and candle.symbol not in options.symbols:
+        return False
+    if options.start_ms is not None and candle.open_time_ms < options.start_ms:
+        return False
+    return options.end_ms is None or candle.open_time_ms < options.end_ms
+
+
+def _encode(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _count_data_lines(path: Path) -> int:
+    return sum(1 for parsed in read_rows(path))
+
+
+def replay(
+    options: ReplayOptions,
+    settings: Settings,
+    *,
+    show_progress: bool = True,
+    now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+) -> ReplaySummary:
+    """Send the file's rows to Kafka, paced by event time; flushes and returns on Ctrl-C too."""
+    try:
+        read_rows(options.path)  # a bad file is an error before anything is sent
+        total = None if options.loop else _count_data_lines(options.path)
+    except InputFormatError as error:
+        raise ReplayError(str(error)) from None
+    if total is not None and options.limit is not None:
+        total = min(total, options.limit)
+
+    producer = kafka_producer(settings)
+    ensure_topic(settings, options.topic, options.partitions, options.retention_ms)
+    ensure_topic(settings, options.dlq_topic, 1, options.retention_ms)
+    summary = ReplaySummary(topic=options.topic)
+    delivery_errors: list[Exception] = []
+    progress = Progress(total=total, enabled=show_progress)
+    source_file = str(options.path)
+
+    pacer = _Pacer(options.speed)
+    rebase_ms = 0
+    loop_shift_ms = 0
+    span = _Span()
+    try:
+        while True:
+            for parsed in read_rows(options.path):
+                if not _keep(options, parsed):
+                    continue
+                if parsed.candle is None:
+                    dead_letter = {
+                        "raw": parsed.raw,
+                        "source_file": source_file,
+                        "source_line": parsed.line,
+                        "reason": parsed.reason,
+                        "topic": options.topic,
+                    }
+                    producer.send(
+                        options.dlq_topic, key=source_file.encode(), value=_encode(dead_letter)
+                    ).add_errback(delivery_errors.append)
+                    summary.record_rejection(parsed.reason or "")
+                    progress.update(summary.sent, summary.rejected)
+                    continue
+                if options.limit is not None and summary.sent >= options.limit:
+                    break
+                event = parsed.candle.open_time_ms
+                if span.first is None and options.rebase_now:
+                    rebase_ms = now_ms() - event
+                if summary.loops == 0:
+                    span.add(event)
+                pacer.wait_for(event + loop_shift_ms)
+                shift_ms = rebase_ms + loop_shift_ms
+                value = _encode(parsed.candle.to_message(source_file, parsed.line, shift_ms))
+                key = parsed.candle.symbol.encode()
+                producer.send(options.topic, key=key, value=value).add_errback(
+                    delivery_errors.append
+                )
+                summary.record_sent(len(key) + len(value), event + shift_ms)
+                progress.update(summary.sent, summary.rejected)
+            summary.loops += 1
+            limit_reached = options.limit is not None and summary.sent >= options.limit
+            if not options.loop or limit_reached or span.first is None:
+                break
+            # Next pass: event times move forward by the file's span, so none repeats.
+            loop_shift_ms += span.length_ms
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        producer.flush()
+        producer.close()
+        summary.elapsed_s = pacer.elapsed_s()
+        progress.close(summary.sent, summary.rejected)
+    if delivery_errors:
+        raise ReplayError(
+            f"{len(delivery_errors)} messages were not delivered; first error: {delivery_errors[0]}"
+        )
+    summary.end_offsets = end_offsets(settings, options.topic)
+    return summary

@@ -1,0 +1,36 @@
+"""SparkSession settings shared by the Spark job, the Dagster Spark resource and the tests."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from crypto_pipeline.settings import Settings
+from crypto_pipeline.stack.artifacts import installed_spark_connector_jars
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+def spark_conf(settings: Settings) -> dict[str, str]:
+    """Connector jars as `spark.jars` (Ivy's --packages would not use this machine's Maven),
+    the driver bound to loopback, UTC session time, no web UI."""
+    jars = installed_spark_connector_jars(settings)
+    return {
+        "spark.master": settings.spark_master,
+        "spark.jars": ",".join(str(jar) for jar in jars),
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.ui.enabled": "false",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": "4",
+        "spark.sql.adaptive.enabled": "false",
+    }
+
+
+def build_spark_session(settings: Settings, app_name: str) -> SparkSession:
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(app_name)
+    for key, value in spark_conf(settings).items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()

@@ -103,6 +103,28 @@ def _data_fetch_binance(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    """Bring the local stack up and replay the shipped sample into Kafka."""
+    stack.up(settings)
+    sample = REPO_ROOT / "data" / "sample_klines_1m.csv.gz"
+    summary = replay(ReplayOptions(path=sample, topic=settings.kafka_topic), settings)
+    for line in summary.lines():
+        say(line)
+    say("")
+    stack.status(settings)
+    say("")
+    say(f"Kafka topic {settings.kafka_topic} on {settings.kafka_bootstrap_servers}: the sample's")
+    say("candles, one JSON message per row. Stop the stack with `crypto-pipeline stack down`.")
+    return 0
+
+
+def _bench_producer(args: argparse.Namespace, settings: Settings) -> int:
+    from crypto_pipeline.bench import bench_producer
+
+    bench_producer(settings, args.rows)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crypto-pipeline",
@@ -173,6 +195,19 @@ def build_parser() -> argparse.ArgumentParser:
     fetch_parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "data")
     fetch_parser.add_argument("--base-url", default=DEFAULT_BASE_URL)
     fetch_parser.set_defaults(handler=_data_fetch_binance)
+
+    demo_parser = commands.add_parser(
+        "demo", help="start the local stack and replay the shipped sample into Kafka"
+    )
+    demo_parser.set_defaults(handler=_demo)
+
+    bench_parser = commands.add_parser("bench", help="measure throughput on the local stack")
+    bench_commands = bench_parser.add_subparsers(dest="bench_command", required=True)
+    producer_bench = bench_commands.add_parser(
+        "producer", help="python replay vs Kafka's ProducerPerformance, messages/s"
+    )
+    producer_bench.add_argument("--rows", type=int, default=1_000_000)
+    producer_bench.set_defaults(handler=_bench_producer)
     return parser
 
 

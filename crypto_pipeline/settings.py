@@ -28,6 +28,8 @@ DEFAULTS: dict[str, str] = {
     "INFLUXDB_ORG": "-",
     "INFLUXDB_BUCKET": "crypto/autogen",
     "SPARK_MASTER": "local[*]",
+    # Files dropped here are replayed by the Dagster sensor.
+    "INCOMING_DIR": str(REPO_ROOT / "data" / "incoming"),
     "STACK_DIR": str(REPO_ROOT / ".stack"),
     "STACK_CACHE_DIR": str(Path.home() / ".cache" / "crypto-pipeline"),
     "STACK_MONGO_PORT": "27017",
@@ -45,6 +47,15 @@ def env(name: str) -> str:
     return os.environ.get(name) or DEFAULTS[name]
 
 
+def export_defaults() -> None:
+    """Put every setting into the environment (keeping values already there), so that Dagster's
+    `EnvVar` resolves on the local stack without a .env file."""
+    load_env_file()
+    for name, default in DEFAULTS.items():
+        if not os.environ.get(name) and default:
+            os.environ[name] = default
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap_servers: str
@@ -58,6 +69,7 @@ class Settings:
     influxdb_org: str
     influxdb_bucket: str
     spark_master: str
+    incoming_dir: Path
     stack_dir: Path
     cache_dir: Path
     kafka_controller_port: int
@@ -79,6 +91,7 @@ class Settings:
             influxdb_org=env("INFLUXDB_ORG"),
             influxdb_bucket=env("INFLUXDB_BUCKET"),
             spark_master=env("SPARK_MASTER"),
+            incoming_dir=Path(env("INCOMING_DIR")).resolve(),
             stack_dir=Path(env("STACK_DIR")).resolve(),
             cache_dir=Path(env("STACK_CACHE_DIR")).resolve(),
             kafka_controller_port=int(env("STACK_KAFKA_CONTROLLER_PORT")),

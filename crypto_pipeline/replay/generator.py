@@ -59,12 +59,13 @@ def generate_symbol(
     price, base_volume = _KNOWN.get(symbol, (rng.uniform(1, 500), rng.uniform(100, 10_000)))
     scale = math.sqrt(interval_ms / 60_000)
     variance = _OMEGA / (1 - _ALPHA - _BETA)
-    last_return = 0.0
+    last_shock = 0.0  # per-minute return; the candle's return scales it to the interval
     for i in range(count):
         open_time = start_ms + i * interval_ms
-        variance = _OMEGA + _ALPHA * last_return**2 + _BETA * variance
+        variance = _OMEGA + _ALPHA * last_shock**2 + _BETA * variance
+        last_shock = rng.gauss(0.0, math.sqrt(variance))
         sigma = math.sqrt(variance) * scale
-        last_return = rng.gauss(0.0, sigma)
+        last_return = last_shock * scale
         open_price = _round(price)
         close_price = _round(price * math.exp(last_return))
         high = _round(max(open_price, close_price) * math.exp(abs(rng.gauss(0, sigma / 2))))
@@ -104,8 +105,8 @@ def generate(
 
 
 def write_csv(candles: Sequence[Candle], path: Path) -> None:
-    """Canonical CSV (gzip-compressed when the name ends in .gz, with a fixed mtime so the bytes
-    are the same on every run)."""
+    """Canonical CSV (gzip-compressed when the name ends in .gz, with no name and a fixed mtime in
+    the gzip header, so the bytes are the same on every run)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CANONICAL_HEADER)
@@ -126,7 +127,8 @@ def write_csv(candles: Sequence[Candle], path: Path) -> None:
     data = buffer.getvalue().encode()
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".gz":
-        with path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as zipped:
-            zipped.write(data)
+        with path.open("wb") as raw:
+            with gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as zipped:
+                zipped.write(data)
     else:
         path.write_bytes(data)

@@ -6,6 +6,7 @@ Bad rows go to `<topic>.dlq` with the raw line, file, line number and reason.
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import time
@@ -13,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from kafka.partitioner.default import murmur2
 
 from crypto_pipeline.clients import end_offsets, ensure_topic, kafka_producer
 from crypto_pipeline.replay.formats import InputFormatError, ParsedLine, read_rows
@@ -147,8 +150,27 @@ def _encode(value: dict[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-def _count_data_lines(path: Path) -> int:
-    return sum(1 for parsed in read_rows(path))
+def _count_lines(path: Path) -> int:
+    """Lines in the file (for the progress bar's total), without parsing them."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as stream:
+        return sum(block.count(b"\n") for block in iter(lambda: stream.read(1 << 20), b""))
+
+
+class _KeyPartitions:
+    """The default (murmur2) partition of each key, computed once per key: the producer would
+    otherwise hash every message's key again."""
+
+    def __init__(self, partitions: set[int]) -> None:
+        self.partitions = sorted(partitions)
+        self.by_key: dict[bytes, int] = {}
+
+    def __call__(self, key: bytes) -> int:
+        partition = self.by_key.get(key)
+        if partition is None:
+            index = (murmur2(key) & 0x7FFFFFFF) % len(self.partitions)
+            partition = self.by_key[key] = self.partitions[index]
+        return partition
 
 
 def replay(
@@ -161,7 +183,7 @@ def replay(
     """Send the file's rows to Kafka, paced by event time; flushes and returns on Ctrl-C too."""
     try:
         read_rows(options.path)  # a bad file is an error before anything is sent
-        total = None if options.loop else _count_data_lines(options.path)
+        total = None if options.loop else _count_lines(options.path)
     except InputFormatError as error:
         raise ReplayError(str(error)) from None
     if total is not None and options.limit is not None:
@@ -174,6 +196,8 @@ def replay(
     delivery_errors: list[Exception] = []
     progress = Progress(total=total, enabled=show_progress)
     source_file = str(options.path)
+    source_file_json = json.dumps(source_file)
+    partition_of = _KeyPartitions(producer.partitions_for(options.topic))
 
     pacer = _Pacer(options.speed)
     rebase_ms = 0
@@ -207,11 +231,11 @@ def replay(
                     span.add(event)
                 pacer.wait_for(event + loop_shift_ms)
                 shift_ms = rebase_ms + loop_shift_ms
-                value = _encode(parsed.candle.to_message(source_file, parsed.line, shift_ms))
+                value = parsed.candle.to_json(source_file_json, parsed.line, shift_ms)
                 key = parsed.candle.symbol.encode()
-                producer.send(options.topic, key=key, value=value).add_errback(
-                    delivery_errors.append
-                )
+                producer.send(
+                    options.topic, key=key, value=value, partition=partition_of(key)
+                ).add_errback(delivery_errors.append)
                 summary.record_sent(len(key) + len(value), event + shift_ms)
                 progress.update(summary.sent, summary.rejected)
             summary.loops += 1

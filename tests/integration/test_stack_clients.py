@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from influxdb_client import Point
 from influxdb_client.client.write_api import SYNCHRONOUS
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
@@ -17,6 +16,7 @@ from pyspark.sql import SparkSession
 
 from crypto_pipeline.clients import influx_client, mongo_client
 from crypto_pipeline.settings import Settings
+from tests.integration.kafka_helpers import consume_all
 
 
 def create_topic(settings: Settings, topic: str, partitions: int) -> None:
@@ -25,22 +25,6 @@ def create_topic(settings: Settings, topic: str, partitions: int) -> None:
         admin.create_topics([NewTopic(topic, partitions, 1)])
     finally:
         admin.close()
-
-
-def consume_all(settings: Settings, topic: str, expected: int, timeout_s: float = 60) -> list:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        records: list = []
-        deadline = time.monotonic() + timeout_s
-        while len(records) < expected and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=1000).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
 
 
 def test_kafka_round_trip_of_10000_keyed_messages(local_stack: Settings, unique_name: str) -> None:

@@ -18,7 +18,8 @@ from kafka import KafkaProducer
 from crypto_pipeline.clients import influx_client, mongo_client
 from crypto_pipeline.settings import Settings
 from tests.integration.conftest import free_port
-from tests.integration.test_stack_clients import consume_all, create_topic
+from tests.integration.kafka_helpers import consume_all
+from tests.integration.test_stack_clients import create_topic
 
 
 def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,221 @@
+"""The replay producer against the real broker. Expected messages come from reading the CSV with
+the csv module here, not from the producer's parser."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from crypto_assets.assets.market_data import kafka_klines
+from crypto_assets.resources import KafkaResource
+from crypto_pipeline.clients import KafkaUnavailable
+from crypto_pipeline.replay.producer import ReplayOptions, replay
+from crypto_pipeline.settings import REPO_ROOT, Settings
+from tests.conftest import SHARED_DATA
+from tests.integration.conftest import free_port
+from tests.integration.kafka_helpers import consume_all, decoded
+
+SHARED_Q1 = SHARED_DATA / "binance_spot_15m_10sym_2025Q1.csv.gz"
+SAMPLE = REPO_ROOT / "data" / "sample_klines_1m.csv.gz"
+HEADER = "open_time_ms,symbol,open,high,low,close,volume,quote_volume,trades"
+
+
+def expected_messages(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    return [
+        (
+            row["symbol"],
+            {
+                "symbol": row["symbol"],
+                "event_time_ms": int(row["open_time_ms"]),
+                "open": float(row["open"]),
+                "high": float(row["high"]),
+                "low": float(row["low"]),
+                "close": float(row["close"]),
+                "volume": float(row["volume"]),
+                "quote_volume": float(row["quote_volume"]),
+                "trades": int(row["trades"]),
+                "source_file": str(path),
+                "source_line": line,
+            },
+        )
+        for line, row in enumerate(rows, start=2)
+    ]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(SHARED_Q1, id="binance-15m-2025Q1"),
+        pytest.param(SAMPLE, id="generated-sample"),
+    ],
+)
+def test_replay_delivers_every_row_once_in_per_symbol_order(
+    local_stack: Settings, unique_name: str, path: Path
+) -> None:
+    if not path.exists():
+        pytest.skip(f"{path} is not present")
+    expected = expected_messages(path)
+
+    summary = replay(ReplayOptions(path=path, topic=unique_name), local_stack, show_progress=False)
+
+    assert (summary.sent, summary.rejected) == (len(expected), 0)
+    records = consume_all(local_stack, unique_name, expected=len(expected))
+    assert len(records) == len(expected)
+    assert sorted(decoded(records), key=lambda kv: kv[1]["source_line"]) == expected
+    assert sum(summary.end_offsets.values()) == len(expected)
+    for symbol in {key for key, _ in expected}:
+        mine = [r for r in records if r.key.decode() == symbol]
+        assert len({r.partition for r in mine}) == 1
+        in_partition_order = sorted(mine, key=lambda r: r.offset)
+        times = [value["event_time_ms"] for _, value in decoded(in_partition_order)]
+        assert times == sorted(times)
+
+
+def test_bad_rows_go_to_the_dead_letter_topic_with_reasons(
+    local_stack: Settings, unique_name: str, tmp_path: Path
+) -> None:
+    good = [f"{60_000 * i},BTCUSDT,10,12,9,11,5,55,3" for i in range(1, 11)]
+    bad = {
+        "60000,BTCUSDT,10,12,9,11,,55,3": "missing volume",
+        "60000,BTCUSDT,ten,12,9,11,5,55,3": "open is not a number: 'ten'",
+        "sometime,BTCUSDT,10,12,9,11,5,55,3": "open_time is not a number: 'sometime'",
+        "60000,BTCUSDT,10,8,9,8.5,5,55,3": "high 8.0 < low 9.0",
+        "60000,BTCUSDT,10,12,9,13,5,55,3": "close 13.0 outside [low 9.0, high 12.0]",
+        "60000,BTCUSDT,10,12,9,11,-5,55,3": "negative volume -5.0",
+    }
+    lines = [HEADER, *good[:5], *bad, *good[5:]]
+    path = tmp_path / "broken.csv"
+    path.write_text("\n".join(lines) + "\n")
+
+    summary = replay(ReplayOptions(path=path, topic=unique_name), local_stack, show_progress=False)
+
+    assert (summary.sent, summary.rejected) == (10, 6)
+    assert summary.sent + summary.rejected == len(lines) - 1
+    assert len(consume_all(local_stack, unique_name, expected=10)) == 10
+    dead = decoded(consume_all(local_stack, f"{unique_name}.dlq", expected=6))
+    assert sorted((v["source_line"], v["raw"], v["reason"]) for _, v in dead) == [
+        (line_number, raw, reason) for line_number, (raw, reason) in enumerate(bad.items(), start=7)
+    ]
+    assert {v["source_file"] for _, v in dead} == {str(path)}
+
+
+def test_speed_scales_event_time_spacing(
+    local_stack: Settings, unique_name: str, tmp_path: Path
+) -> None:
+    rows = [f"{1_000 * i},ETHUSDT,10,12,9,11,5,55,3" for i in range(20)]  # 1 s apart, 19 s span
+    path = tmp_path / "paced.csv"
+    path.write_text("\n".join([HEADER, *rows]) + "\n")
+
+    started = time.monotonic()
+    summary = replay(
+        ReplayOptions(path=path, topic=unique_name, speed=10), local_stack, show_progress=False
+    )
+    elapsed = time.monotonic() - started
+
+    assert summary.sent == 20
+    assert 1.7 <= elapsed <= 5.0  # 19 s of event time at 10x is 1.9 s
+
+
+def test_loop_shifts_event_times_by_the_span_and_rebase_starts_at_now(
+    local_stack: Settings, unique_name: str, tmp_path: Path
+) -> None:
+    rows = [f"{60_000 * i},SOLUSDT,10,12,9,11,5,55,3" for i in range(5)]  # 0..4 min, span 5 min
+    path = tmp_path / "loop.csv"
+    path.write_text("\n".join([HEADER, *rows]) + "\n")
+    now = 1_800_000_000_000
+
+    summary = replay(
+        ReplayOptions(path=path, topic=unique_name, loop=True, limit=12, rebase_now=True),
+        local_stack,
+        show_progress=False,
+        now_ms=lambda: now,
+    )
+
+    assert (summary.sent, summary.loops) == (12, 3)
+    times = [v["event_time_ms"] for _, v in decoded(consume_all(local_stack, unique_name, 12))]
+    assert sorted(times) == [now + 60_000 * i for i in range(12)]
+
+
+def test_symbol_and_time_filters(local_stack: Settings, unique_name: str) -> None:
+    options = ReplayOptions(
+        path=SAMPLE,
+        topic=unique_name,
+        symbols=frozenset({"ETHUSDT"}),
+        start_ms=1735689600000 + 60_000 * 10,  # 2025-01-01T00:10Z
+        end_ms=1735689600000 + 60_000 * 70,  # 2025-01-01T01:10Z
+    )
+    summary = replay(options, local_stack, show_progress=False)
+    values = [v for _, v in decoded(consume_all(local_stack, unique_name, expected=60))]
+    assert summary.sent == len(values) == 60
+    assert {v["symbol"] for v in values} == {"ETHUSDT"}
+    assert min(v["event_time_ms"] for v in values) == options.start_ms
+    assert max(v["event_time_ms"] for v in values) == (options.end_ms or 0) - 60_000
+
+
+def test_unreachable_broker_is_a_quick_clear_error(local_stack: Settings) -> None:
+    nowhere = dataclasses.replace(local_stack, kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")
+    started = time.monotonic()
+    with pytest.raises(KafkaUnavailable, match=r"cannot reach Kafka at 127\.0\.0\.1:"):
+        replay(ReplayOptions(path=SAMPLE, topic="never"), nowhere, show_progress=False)
+    assert time.monotonic() - started < 15
+
+
+def test_ctrl_c_flushes_and_prints_the_summary(local_stack: Settings, unique_name: str) -> None:
+    command = [sys.executable, "-m", "crypto_pipeline.cli", "replay", str(SAMPLE)]
+    process = subprocess.Popen(
+        [*command, "--topic", unique_name, "--speed", "600"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    time.sleep(6)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+
+    assert process.returncode == 130, err
+    assert "replay interrupted" in out
+    sent = int(
+        next(line for line in out.splitlines() if "sent" in line).split()[1].replace(",", "")
+    )
+    assert 0 < sent < 8640
+    assert len(consume_all(local_stack, unique_name, expected=sent, timeout_s=30)) == sent
+
+
+def test_replay_materializes_the_topic_asset_with_metadata(
+    local_stack: Settings, unique_name: str
+) -> None:
+    kafka = KafkaResource(bootstrap_servers=local_stack.kafka_bootstrap_servers, topic=unique_name)
+    config = {"path": str(SAMPLE), "symbols": ["BTCUSDT"], "limit": 500}
+
+    result = dg.materialize(
+        [kafka_klines],
+        run_config={"ops": {"kafka_klines": {"config": config}}},
+        resources={"kafka": kafka},
+    )
+
+    assert result.success
+    [materialization] = result.asset_materializations_for_node("kafka_klines")
+    metadata = {key: value.value for key, value in materialization.metadata.items()}
+    assert metadata["rows_sent"] == 500
+    assert metadata["rows_rejected"] == 0
+    assert sum(metadata["end_offsets"].values()) == 500
+    assert metadata["first_event_time"] == "2025-01-01T00:00:00+00:00"
+    assert metadata["last_event_time"] == "2025-01-01T08:19:00+00:00"
+    keys = Counter(r.key for r in consume_all(local_stack, unique_name, expected=500))
+    assert keys == {b"BTCUSDT": 500}

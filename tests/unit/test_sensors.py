@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from crypto_assets.sensors import file_digest, incoming_files_sensor
+
+
+@pytest.fixture
+def incoming(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    monkeypatch.setenv("INCOMING_DIR", str(folder))
+    return folder
+
+
+def tick(cursor: str | None) -> dg.SensorResult:
+    result = incoming_files_sensor(dg.build_sensor_context(cursor=cursor))
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
+def test_same_file_twice_gives_one_run_and_a_change_gives_another(incoming: Path) -> None:
+    csv_file = incoming / "btc.csv"
+    csv_file.write_text("open_time_ms,symbol,open,high,low,close,volume\n")
+    (incoming / "notes.txt").write_text("not replayable")
+
+    first = tick(None)
+    digest = file_digest(csv_file)
+    assert [(r.run_key, r.run_config) for r in first.run_requests or []] == [
+        (
+            f"{csv_file}:{digest}",
+            {"ops": {"kafka_klines": {"config": {"path": str(csv_file)}}}},
+        )
+    ]
+    assert json.loads(first.cursor or "") == {str(csv_file): digest}
+
+    second = tick(first.cursor)
+    assert second.run_requests == []
+    assert second.cursor == first.cursor
+
+    csv_file.write_text("open_time_ms,symbol,open,high,low,close,volume\n60000,X,1,2,0.5,1,3\n")
+    third = tick(second.cursor)
+    new_digest = file_digest(csv_file)
+    assert new_digest != digest
+    assert [r.run_key for r in third.run_requests or []] == [f"{csv_file}:{new_digest}"]
+    assert json.loads(third.cursor or "") == {str(csv_file): new_digest}
+
+
+def test_gzip_files_are_picked_up_in_name_order(incoming: Path) -> None:
+    (incoming / "b.csv.gz").write_bytes(gzip.compress(b"x"))
+    (incoming / "a.csv").write_text("y")
+    paths = [
+        r.run_config["ops"]["kafka_klines"]["config"]["path"] for r in tick(None).run_requests or []
+    ]
+    assert paths == [str(incoming / "a.csv"), str(incoming / "b.csv.gz")]
+
+
+def test_missing_folder_requests_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INCOMING_DIR", str(tmp_path / "absent"))
+    result = tick(None)
+    assert result.run_requests == []
+    assert result.cursor == "{}"

@@ -15,9 +15,9 @@ from crypto_pipeline.settings import Settings
 Document = dict[str, Any]
 
 
-def mongo_client(settings: Settings) -> MongoClient[Document]:
+def mongo_client(uri: str) -> MongoClient[Document]:
     return MongoClient(
-        settings.mongo_uri,
+        uri,
         serverSelectionTimeoutMS=10_000,
         connectTimeoutMS=10_000,
         socketTimeoutMS=120_000,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import TYPE_CHECKING
 
 from crypto_pipeline.settings import Settings
@@ -17,10 +19,14 @@ def spark_conf(settings: Settings) -> dict[str, str]:
     jars = installed_spark_connector_jars(settings)
     return {
         "spark.master": settings.spark_master,
+        # Python workers run this interpreter, so they import the same pinned packages.
+        "spark.pyspark.python": sys.executable,
+        "spark.pyspark.driver.python": sys.executable,
         "spark.jars": ",".join(str(jar) for jar in jars),
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": "4",
         "spark.sql.adaptive.enabled": "false",
@@ -30,6 +36,9 @@ def spark_conf(settings: Settings) -> dict[str, str]:
 def build_spark_session(settings: Settings, app_name: str) -> SparkSession:
     from pyspark.sql import SparkSession
 
+    # Local Python workers start from PYSPARK_PYTHON (default: `python3` on the PATH, which may
+    # not be this environment).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
     for key, value in spark_conf(settings).items():
         builder = builder.config(key, value)

@@ -183,7 +183,7 @@ class FerretDB(Service):
         ]
 
     def check_health(self) -> None:
-        with mongo_client(self.settings) as client:
+        with mongo_client(self.settings.mongo_uri) as client:
             client.admin.command("ping")
 
 

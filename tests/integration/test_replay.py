@@ -211,7 +211,7 @@ def test_replay_materializes_the_topic_asset_with_metadata(
 
     assert result.success
     [materialization] = result.asset_materializations_for_node("kafka_klines")
-    metadata = {key: value.value for key, value in materialization.metadata.items()}
+    metadata: dict[str, Any] = {k: v.value for k, v in materialization.metadata.items()}
     assert metadata["rows_sent"] == 500
     assert metadata["rows_rejected"] == 0
     assert sum(metadata["end_offsets"].values()) == 500

@@ -50,7 +50,7 @@ def test_kafka_round_trip_of_10000_keyed_messages(local_stack: Settings, unique_
 def test_mongo_insert_unique_index_upsert_and_sorted_find(
     local_stack: Settings, unique_name: str
 ) -> None:
-    with mongo_client(local_stack) as client:
+    with mongo_client(local_stack.mongo_uri) as client:
         collection = client[unique_name]["docs"]
         collection.insert_many([{"_id": i, "symbol": f"S{i % 5}", "n": i} for i in range(100)])
         collection.create_index([("symbol", ASCENDING), ("n", ASCENDING)], unique=True)
@@ -119,7 +119,7 @@ def test_spark_reads_kafka_and_writes_mongo_through_connectors(
         .save()
     )
 
-    with mongo_client(local_stack) as client:
+    with mongo_client(local_stack.mongo_uri) as client:
         documents = list(client[unique_name]["from_kafka"].find())
         client.drop_database(unique_name)
     assert {doc["_id"]: json.loads(doc["payload"]) for doc in documents} == expected

@@ -78,7 +78,7 @@ def test_up_twice_then_down_up_keeps_data(private_env: dict[str, str], unique_na
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     producer.send(unique_name, key=b"k", value=b"kept").get(timeout=10)
     producer.close()
-    with mongo_client(settings) as client:
+    with mongo_client(settings.mongo_uri) as client:
         client["kept"]["docs"].insert_one({"_id": unique_name})
     when = datetime(2025, 2, 1, tzinfo=UTC)
     with influx_client(settings) as client:
@@ -98,7 +98,7 @@ def test_up_twice_then_down_up_keeps_data(private_env: dict[str, str], unique_na
 
     records = consume_all(settings, unique_name, expected=1)
     assert [(r.key, r.value) for r in records] == [(b"k", b"kept")]
-    with mongo_client(settings) as client:
+    with mongo_client(settings.mongo_uri) as client:
         assert client["kept"]["docs"].find_one({"_id": unique_name}) == {"_id": unique_name}
     with influx_client(settings) as client:
         tables = client.query_api().query(

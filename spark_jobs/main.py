@@ -1,0 +1,201 @@
+"""The OHLCV streaming job: Kafka -> validated candles -> windowed aggregates -> MongoDB + InfluxDB.
+
+    spark-submit --jars <connectors> spark_jobs/main.py --trigger available-now
+    python -m spark_jobs.main --trigger "1 second"
+
+`main` only wires configuration, the source, the queries and the sinks; one streaming query per
+window length (each with its own checkpoint) and one for dead letters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from functools import partial
+from types import FrameType
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
+
+from crypto_pipeline.settings import Settings
+from crypto_pipeline.spark import build_spark_session
+from spark_jobs.config import JobConfig
+from spark_jobs.progress import ProgressTracker, open_reporter
+from spark_jobs.sinks import ensure_mongo_index, write_dead_letters, write_influx, write_mongo
+from spark_jobs.transform import build_aggregates, dead_letters, parse_messages, valid_candles
+
+log = logging.getLogger("spark_jobs")
+
+MONGO_ASSET = "mongo_realtime"
+INFLUX_ASSET = "influx_ohlcv"
+
+
+def read_source(spark: SparkSession, config: JobConfig) -> DataFrame:
+    reader = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", config.bootstrap_servers)
+        .option("subscribe", config.topic)
+        .option("startingOffsets", config.starting_offsets)
+        # Never skip data that is gone from Kafka: fail loudly instead.
+        .option("failOnDataLoss", "true")
+    )
+    if config.max_offsets_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", str(config.max_offsets_per_trigger))
+    return reader.load()
+
+
+def write_aggregates(batch: DataFrame, batch_id: int, config: JobConfig) -> None:
+    batch.persist()
+    try:
+        if "mongo" in config.sinks:
+            write_mongo(batch, batch_id, config)
+        if "influx" in config.sinks:
+            write_influx(batch, batch_id, config)
+        if "noop" in config.sinks:
+            batch.write.format("noop").mode("overwrite").save()
+    finally:
+        batch.unpersist()
+
+
+def write_rejected(
+    batch: DataFrame, batch_id: int, config: JobConfig, count: Callable[[int], None]
+) -> None:
+    batch.persist()
+    try:
+        rejected = batch.count()
+        if rejected:
+            write_dead_letters(batch, batch_id, config)
+        count(rejected)
+    finally:
+        batch.unpersist()
+
+
+def _with_trigger(writer: DataStreamWriter, config: JobConfig) -> DataStreamWriter:
+    if config.trigger == "available-now":
+        return writer.trigger(availableNow=True)
+    return writer.trigger(processingTime=config.trigger)
+
+
+def start_queries(
+    spark: SparkSession, config: JobConfig, tracker: ProgressTracker
+) -> list[StreamingQuery]:
+    parsed = parse_messages(read_source(spark, config))
+    candles = valid_candles(parsed)
+    queries = []
+    for window in config.windows:
+        writer = (
+            build_aggregates(candles, window, config.watermark)
+            .writeStream.queryName(f"ohlcv_{window}")
+            .outputMode("update")
+            .option("checkpointLocation", f"{config.checkpoint_dir}/ohlcv_{window}")
+            .foreachBatch(partial(write_aggregates, config=config))
+        )
+        queries.append(_with_trigger(writer, config).start())
+    rejected_writer = (
+        dead_letters(parsed)
+        .writeStream.queryName("dead_letters")
+        .outputMode("append")
+        .option("checkpointLocation", f"{config.checkpoint_dir}/dead_letters")
+        .foreachBatch(partial(write_rejected, config=config, count=tracker.add_dead_letters))
+    )
+    queries.append(_with_trigger(rejected_writer, config).start())
+    return queries
+
+
+def await_queries(spark: SparkSession, queries: list[StreamingQuery], config: JobConfig) -> None:
+    """Available-now: wait for every query to finish. Continuous: run until one fails (its
+    exception is raised) or a stop is requested."""
+    if config.trigger == "available-now":
+        for query in queries:
+            query.awaitTermination()
+        return
+    spark.streams.awaitAnyTermination()
+    for query in queries:
+        query.stop()
+    failed = [query.exception() for query in queries if query.exception() is not None]
+    if failed:
+        raise RuntimeError(f"streaming query failed: {failed[0]}")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trigger", default="available-now", help='"available-now" or "1 second"')
+    parser.add_argument("--topic")
+    parser.add_argument("--windows", help="comma-separated window lengths, e.g. 5m,1h,4h")
+    parser.add_argument("--watermark", help='e.g. "30 minutes"')
+    parser.add_argument("--checkpoint-dir")
+    parser.add_argument("--starting-offsets", help="earliest (default) or latest")
+    parser.add_argument("--max-offsets-per-trigger", type=int)
+    parser.add_argument("--sinks", help="comma-separated: mongo,influx (default) or noop")
+    parser.add_argument("--mongo-database")
+    parser.add_argument("--mongo-collection")
+    parser.add_argument("--influx-bucket")
+    parser.add_argument("--measurement")
+    return parser.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace, settings: Settings) -> JobConfig:
+    def split(text: str | None) -> tuple[str, ...] | None:
+        return None if text is None else tuple(p.strip() for p in text.split(",") if p.strip())
+
+    return JobConfig.from_settings(
+        settings,
+        topic=args.topic,
+        windows=split(args.windows),
+        watermark=args.watermark,
+        checkpoint_dir=args.checkpoint_dir,
+        trigger=args.trigger,
+        starting_offsets=args.starting_offsets,
+        max_offsets_per_trigger=args.max_offsets_per_trigger,
+        sinks=split(args.sinks),
+        mongo_database=args.mongo_database,
+        mongo_collection=args.mongo_collection,
+        influx_bucket=args.influx_bucket,
+        measurement=args.measurement,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = Settings.from_env()
+    config = config_from_args(parse_args(argv), settings)
+    reporter = open_reporter()
+    spark = build_spark_session(settings, f"crypto-ohlcv-{config.topic}")
+    spark.sparkContext.setLogLevel("WARN")
+    tracker = ProgressTracker(reporter)
+    spark.streams.addListener(tracker)
+    stop_requested: list[int] = []
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop_requested.append(signum)
+        for query in spark.streams.active:
+            query.stop()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        if "mongo" in config.sinks:
+            ensure_mongo_index(config)
+        queries = start_queries(spark, config, tracker)
+        reporter.log.info(
+            f"started {len(queries)} queries on {config.topic} ({config.trigger}); "
+            f"checkpoints in {config.checkpoint_dir}"
+        )
+        await_queries(spark, queries, config)
+        metadata: dict[str, Any] = {**tracker.summary(), "stopped_by_signal": bool(stop_requested)}
+        if "mongo" in config.sinks:
+            reporter.report_asset_materialization(metadata=metadata, asset_key=MONGO_ASSET)
+        if "influx" in config.sinks:
+            reporter.report_asset_materialization(metadata=metadata, asset_key=INFLUX_ASSET)
+        return 0
+    finally:
+        spark.stop()
+        reporter.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Reading the aggregates back from both sinks into one shape, for checks and tests:
+(symbol, window, window_start_ms) -> {field: value}."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from crypto_pipeline.clients import influx_client, mongo_client
+from crypto_pipeline.settings import Settings
+
+AggregateKey = tuple[str, str, int]
+Aggregates = dict[AggregateKey, dict[str, Any]]
+VALUE_FIELDS = (
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "vwap",
+    "trades",
+    "rows",
+    "first_event_ms",
+    "last_event_ms",
+)
+
+
+def _epoch_ms(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def read_mongo(uri: str, database: str, collection: str) -> tuple[Aggregates, list[str]]:
+    """All aggregate documents, and the `_id`s that do not match their own key."""
+    result: Aggregates = {}
+    bad_ids = []
+    with mongo_client(uri) as client:
+        for doc in client[database][collection].find({}):
+            key = (doc["symbol"], doc["window"], _epoch_ms(doc["window_start"]))
+            if doc["_id"] != f"{key[0]}|{key[1]}|{key[2]}":
+                bad_ids.append(str(doc["_id"]))
+            result[key] = {name: doc.get(name) for name in VALUE_FIELDS}
+    return result, bad_ids
+
+
+def read_influx(settings: Settings, measurement: str) -> Aggregates:
+    """Every point of the measurement, fields pivoted into one row per (symbol, window, time)."""
+    query = (
+        f'from(bucket: "{settings.influxdb_bucket}")'
+        " |> range(start: 1970-01-01T00:00:00Z, stop: 2100-01-01T00:00:00Z)"
+        f' |> filter(fn: (r) => r._measurement == "{measurement}")'
+        ' |> pivot(rowKey: ["_time", "symbol", "window"], columnKey: ["_field"],'
+        ' valueColumn: "_value")'
+    )
+    result: Aggregates = {}
+    with influx_client(settings) as client:
+        for table in client.query_api().query(query):
+            for record in table.records:
+                values = record.values
+                key = (values["symbol"], values["window"], _epoch_ms(record.get_time()))
+                result[key] = {name: values.get(name) for name in VALUE_FIELDS}
+    return result

@@ -19,7 +19,7 @@ def read_csv_rows(
 ) -> list[dict[str, Any]]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", newline="") as stream:
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "symbol": r["symbol"],
                 "t": int(r["open_time_ms"]),

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import glob
+import sys
+from pathlib import Path
 
 import dagster as dg
 
 from crypto_pipeline.clients import end_offsets
-from crypto_pipeline.settings import Settings
+from crypto_pipeline.settings import REPO_ROOT, Settings
+from crypto_pipeline.stack.artifacts import spark_jars_glob
 
 
 class KafkaResource(dg.ConfigurableResource):
@@ -32,3 +36,69 @@ class KafkaResource(dg.ConfigurableResource):
 
     def end_offsets(self, topic: str | None = None) -> dict[int, int]:
         return end_offsets(self.settings(), topic or self.topic)
+
+
+class MongoResource(dg.ConfigurableResource):
+    """The MongoDB-compatible store of the aggregates (FerretDB on the local stack).
+    An empty `uri` means the one from the settings: MONGO_URI, or the local stack's FerretDB."""
+
+    uri: str = ""
+    database: str
+    collection: str
+
+    def resolved_uri(self) -> str:
+        return self.uri or Settings.from_env().mongo_uri
+
+
+class InfluxResource(dg.ConfigurableResource):
+    """InfluxDB holding the `ohlcv` measurement, through the 2.x API (url, token, org, bucket)."""
+
+    url: str
+    token: str
+    org: str
+    bucket: str
+    measurement: str = "ohlcv"
+
+    def settings(self) -> Settings:
+        return dataclasses.replace(
+            Settings.from_env(),
+            influxdb_url=self.url,
+            influxdb_token=self.token,
+            influxdb_org=self.org,
+            influxdb_bucket=self.bucket,
+        )
+
+
+class SparkSubmitResource(dg.ConfigurableResource):
+    """Launches the streaming job (`spark_jobs/main.py`) with `spark-submit`, the connector jars
+    and this environment's Python, on any Spark master."""
+
+    master: str
+
+    def command(self, job_args: list[str]) -> list[str]:
+        settings = Settings.from_env()
+        jars = sorted(glob.glob(spark_jars_glob(settings)))
+        if not jars:
+            raise dg.Failure("Spark connector jars are missing: run `crypto-pipeline stack up`")
+        spark_submit = Path(sys.executable).parent / "spark-submit"
+        return [
+            str(spark_submit),
+            "--master",
+            self.master,
+            "--jars",
+            ",".join(jars),
+            "--conf",
+            "spark.driver.host=127.0.0.1",
+            "--conf",
+            "spark.driver.bindAddress=127.0.0.1",
+            str(REPO_ROOT / "spark_jobs" / "main.py"),
+            *job_args,
+        ]
+
+    def env(self) -> dict[str, str]:
+        return {
+            "PYSPARK_PYTHON": sys.executable,
+            "PYSPARK_DRIVER_PYTHON": sys.executable,
+            "SPARK_MASTER": self.master,
+            "PYTHONPATH": str(REPO_ROOT),
+        }

@@ -2,11 +2,17 @@
 
 import hashlib
 import json
+import os
+import time
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
+from crypto_assets.assets.aggregates import INFLUX_ASSET, MONGO_ASSET
 from crypto_assets.jobs import replay_job
+from crypto_assets.streaming import status_file
+from crypto_pipeline.clients import end_offsets
 from crypto_pipeline.settings import Settings
 
 REPLAYABLE_SUFFIXES = (".csv", ".csv.gz")
@@ -53,3 +59,51 @@ def incoming_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResul
             )
         )
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def streaming_health(settings: Settings, status: dict, now: float) -> dict[str, Any]:
+    """Alive, seconds since the last progress, and the Kafka lag of the slowest query."""
+    topic = settings.kafka_topic
+    latest = end_offsets(settings, topic)
+    lag = 0
+    for processed in status["processed_offsets"].values():
+        done = {int(p): o for p, o in processed.get(topic, {}).items()}
+        lag = max(lag, sum(end - done.get(p, 0) for p, end in latest.items()))
+    return {
+        "alive": _pid_alive(int(status["pid"])),
+        "pid": int(status["pid"]),
+        "seconds_since_progress": round(now - float(status["last_progress_at"]), 1),
+        "kafka_lag_messages": lag,
+        "kafka_end_offsets": {str(p): o for p, o in latest.items()},
+    }
+
+
+@dg.sensor(
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Health of the continuous Spark job: alive, last progress, Kafka lag; recorded "
+    "as observations of both sink assets.",
+)
+def streaming_health_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    settings = Settings.from_env()
+    path = status_file(settings.kafka_topic)
+    if not path.exists():
+        return dg.SensorResult(skip_reason=f"no streaming job has run for {settings.kafka_topic}")
+    health = streaming_health(settings, json.loads(path.read_text()), time.time())
+    context.log.info(f"streaming job health: {health}")
+    return dg.SensorResult(
+        asset_events=[
+            dg.AssetObservation(asset_key=key, metadata=health)
+            for key in (MONGO_ASSET, INFLUX_ASSET)
+        ]
+    )

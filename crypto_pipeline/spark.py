@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
 from typing import TYPE_CHECKING
 
 from crypto_pipeline.settings import Settings
-from crypto_pipeline.stack.artifacts import installed_spark_connector_jars
+from crypto_pipeline.stack.artifacts import spark_jars_glob
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -16,13 +17,12 @@ if TYPE_CHECKING:
 def spark_conf(settings: Settings) -> dict[str, str]:
     """Connector jars as `spark.jars` (Ivy's --packages would not use this machine's Maven),
     the driver bound to loopback, UTC session time, no web UI."""
-    jars = installed_spark_connector_jars(settings)
     return {
         "spark.master": settings.spark_master,
         # Python workers run this interpreter, so they import the same pinned packages.
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
-        "spark.jars": ",".join(str(jar) for jar in jars),
+        "spark.jars": ",".join(sorted(glob.glob(spark_jars_glob(settings)))),
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.ui.enabled": "false",

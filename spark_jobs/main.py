@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -106,14 +107,21 @@ def start_queries(
     return queries
 
 
-def await_queries(spark: SparkSession, queries: list[StreamingQuery], config: JobConfig) -> None:
+def await_queries(
+    spark: SparkSession,
+    queries: list[StreamingQuery],
+    config: JobConfig,
+    stop_requested: Callable[[], bool],
+) -> None:
     """Available-now: wait for every query to finish. Continuous: run until one fails (its
-    exception is raised) or a stop is requested."""
+    exception is raised) or a stop is requested (SIGTERM/SIGINT), then stop all queries."""
     if config.trigger == "available-now":
         for query in queries:
             query.awaitTermination()
         return
-    spark.streams.awaitAnyTermination()
+    while not stop_requested():
+        if spark.streams.awaitAnyTermination(1):  # seconds
+            break
     for query in queries:
         query.stop()
     failed = [query.exception() for query in queries if query.exception() is not None]
@@ -135,6 +143,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--mongo-collection")
     parser.add_argument("--influx-bucket")
     parser.add_argument("--measurement")
+    parser.add_argument("--status-file", type=Path, help="heartbeat JSON for the health sensor")
     return parser.parse_args(argv)
 
 
@@ -162,18 +171,18 @@ def config_from_args(args: argparse.Namespace, settings: Settings) -> JobConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = Settings.from_env()
-    config = config_from_args(parse_args(argv), settings)
+    args = parse_args(argv)
+    config = config_from_args(args, settings)
     reporter = open_reporter()
     spark = build_spark_session(settings, f"crypto-ohlcv-{config.topic}")
     spark.sparkContext.setLogLevel("WARN")
-    tracker = ProgressTracker(reporter)
+    tracker = ProgressTracker(reporter, args.status_file)
     spark.streams.addListener(tracker)
     stop_requested: list[int] = []
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
+        # Only a flag: py4j calls are not safe from inside a signal handler.
         stop_requested.append(signum)
-        for query in spark.streams.active:
-            query.stop()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
@@ -185,12 +194,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"started {len(queries)} queries on {config.topic} ({config.trigger}); "
             f"checkpoints in {config.checkpoint_dir}"
         )
-        await_queries(spark, queries, config)
+        await_queries(spark, queries, config, lambda: bool(stop_requested))
         metadata: dict[str, Any] = {**tracker.summary(), "stopped_by_signal": bool(stop_requested)}
+        if config.trigger != "available-now":
+            # A continuous run is an op, not an asset materialization: log the totals.
+            reporter.log.info(f"stream stopped: {metadata}")
+            return 0
+        # Pipes takes raw numbers and strings as they are; nested values are declared as JSON.
+        typed = {
+            key: {"raw_value": value, "type": "json"} if isinstance(value, dict) else value
+            for key, value in metadata.items()
+        }
         if "mongo" in config.sinks:
-            reporter.report_asset_materialization(metadata=metadata, asset_key=MONGO_ASSET)
+            reporter.report_asset_materialization(metadata=typed, asset_key=MONGO_ASSET)
         if "influx" in config.sinks:
-            reporter.report_asset_materialization(metadata=metadata, asset_key=INFLUX_ASSET)
+            reporter.report_asset_materialization(metadata=typed, asset_key=INFLUX_ASSET)
         return 0
     finally:
         spark.stop()

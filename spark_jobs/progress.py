@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pyspark.sql.streaming import StreamingQueryListener
@@ -28,8 +30,9 @@ class QueryTotals:
 class ProgressTracker(StreamingQueryListener):
     """Totals per query name, updated from Spark's progress events (thread-safe)."""
 
-    def __init__(self, reporter: Any) -> None:
+    def __init__(self, reporter: Any, status_file: Path | None = None) -> None:
         self.reporter = reporter
+        self.status_file = status_file
         self.totals: dict[str, QueryTotals] = {}
         self.dead_letters = 0
         self.last_progress_at = time.time()
@@ -52,6 +55,7 @@ class ProgressTracker(StreamingQueryListener):
                 if source.endOffset:
                     totals.end_offsets = json.loads(source.endOffset)
             self.last_progress_at = time.time()
+            self._write_status()
         if progress.numInputRows or dropped:
             self.reporter.log.info(
                 f"{progress.name} batch {progress.batchId}: {progress.numInputRows} rows, "
@@ -66,6 +70,21 @@ class ProgressTracker(StreamingQueryListener):
     def onQueryTerminated(self, event: Any) -> None:
         if event.exception:
             self.reporter.log.error(f"query {event.id} failed: {event.exception}")
+
+    def _write_status(self) -> None:
+        """Heartbeat for the Dagster health sensor: our pid, the last progress time and the
+        Kafka offsets each query has processed (written atomically)."""
+        if self.status_file is None:
+            return
+        status = {
+            "pid": os.getpid(),
+            "last_progress_at": self.last_progress_at,
+            "processed_offsets": {name: t.end_offsets for name, t in self.totals.items()},
+        }
+        self.status_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.status_file.with_suffix(".tmp")
+        partial.write_text(json.dumps(status))
+        partial.replace(self.status_file)
 
     def add_dead_letters(self, count: int) -> None:
         with self._lock:

@@ -135,24 +135,33 @@ def _artifact(jar: Path) -> str:
     return match.group("artifact") if match else jar.stem
 
 
-def spark_connector_jars(settings: Settings) -> list[Path]:
-    """The Kafka and MongoDB connector jars (with dependencies pyspark does not already ship)."""
+def _spark_connectors_folder(settings: Settings) -> Path:
     pom_dir = STACK_FILES / "maven" / "spark"
-    key = f"spark-connectors-{content_hash(pom_dir / 'pom.xml')}"
-    folder = cached(settings.cache_dir, key, _maven_copy(pom_dir, "fetching Spark connector jars"))
-    import pyspark
-
-    shipped = {_artifact(jar) for jar in (Path(pyspark.__file__).parent / "jars").glob("*.jar")}
-    return sorted(jar for jar in folder.glob("*.jar") if _artifact(jar) not in shipped)
+    return settings.cache_dir / f"spark-connectors-{content_hash(pom_dir / 'pom.xml')}"
 
 
-def installed_spark_connector_jars(settings: Settings) -> list[Path]:
-    """The connector jars if `stack up` has fetched them; a clear error otherwise."""
+def spark_connector_jars(settings: Settings) -> Path:
+    """A folder holding exactly the Kafka and MongoDB connector jars and their dependencies,
+    without the jars pyspark already ships (so `spark.jars` can name `<folder>/*.jar`)."""
     pom_dir = STACK_FILES / "maven" / "spark"
-    folder = settings.cache_dir / f"spark-connectors-{content_hash(pom_dir / 'pom.xml')}"
-    if not (folder / ".complete").exists():
-        raise StackError("Spark connector jars are not fetched yet: run `crypto-pipeline stack up`")
-    return spark_connector_jars(settings)
+    copy = _maven_copy(pom_dir, "fetching Spark connector jars")
+
+    def build(out: Path, log_file: Path) -> None:
+        import pyspark
+
+        copy(out, log_file)
+        shipped = {_artifact(j) for j in (Path(pyspark.__file__).parent / "jars").glob("*.jar")}
+        for jar in out.glob("*.jar"):
+            if _artifact(jar) in shipped:
+                jar.unlink()
+
+    folder = _spark_connectors_folder(settings)
+    return cached(folder.parent, folder.name, build)
+
+
+def spark_jars_glob(settings: Settings) -> str:
+    """The `spark.jars` value; valid once `stack up` has fetched the connectors."""
+    return str(_spark_connectors_folder(settings) / "*.jar")
 
 
 def _go_build(

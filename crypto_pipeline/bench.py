@@ -6,6 +6,7 @@ import os
 import platform
 import re
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,3 +103,40 @@ def bench_producer(settings: Settings, rows: int) -> None:
         f"| {datetime.now(tz=UTC):%Y-%m-%d} | {machine_description()} | {rows:,} | {record_size} "
         f"| {python_rate:,.0f} | {java_rate:,.0f} | {ratio:.2f} |"
     )
+
+
+def _run_spark_job(settings: Settings, topic: str, checkpoint: Path, sinks: str) -> float:
+    """Wall-clock seconds of one available-now run of the job (Spark start-up included)."""
+    command = [sys.executable, "-m", "spark_jobs.main", "--trigger", "available-now"]
+    args = ["--topic", topic, "--mongo-database", topic.replace(".", "_"), "--measurement", topic]
+    started = time.monotonic()
+    result = subprocess.run(
+        [*command, *args, "--checkpoint-dir", str(checkpoint), "--sinks", sinks],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StackError(f"the Spark job failed: {result.stderr.strip()[-800:]}")
+    return time.monotonic() - started
+
+
+def bench_stream(settings: Settings, rows: int) -> None:
+    path = bench_rows_file(settings, rows)
+    topic = f"bench.stream.{int(time.time())}"
+    say(f"[bench] replaying {rows:,} rows into {topic}")
+    replay(ReplayOptions(path=path, topic=topic), settings)
+    checkpoints = settings.stack_dir / "bench" / "checkpoints" / topic
+    results = {}
+    for sinks in ("noop", "mongo,influx"):
+        say(f"[bench] Spark job, available-now, windows 5m/1h/4h, sinks {sinks}")
+        seconds = _run_spark_job(settings, topic, checkpoints / sinks.replace(",", "_"), sinks)
+        results[sinks] = seconds
+        say(f"[bench]   {seconds:.1f} s, {rows / seconds:,.0f} events/s")
+    say("")
+    say("| date | machine | rows | sinks | seconds | events/s |")
+    for sinks, seconds in results.items():
+        say(
+            f"| {datetime.now(tz=UTC):%Y-%m-%d} | {machine_description()} | {rows:,} | {sinks} "
+            f"| {seconds:.1f} | {rows / seconds:,.0f} |"
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -104,17 +105,28 @@ def _data_fetch_binance(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    """Bring the local stack up and replay the shipped sample into Kafka."""
+    """The main job on the local stack: replay the sample, aggregate it into both sinks."""
+    from crypto_pipeline.readback import read_influx, read_mongo
+
     stack.up(settings)
     sample = REPO_ROOT / "data" / "sample_klines_1m.csv.gz"
     summary = replay(ReplayOptions(path=sample, topic=settings.kafka_topic), settings)
     for line in summary.lines():
         say(line)
+    say("[demo] running the Spark OHLCV job (available-now) into MongoDB and InfluxDB ...")
+    job = subprocess.run([sys.executable, "-m", "spark_jobs.main", "--trigger", "available-now"])
+    if job.returncode != 0:
+        raise stack.StackError(f"the Spark job failed (exit {job.returncode}); see its log above")
+    mongo, _ = read_mongo(settings.mongo_uri, settings.mongo_database, settings.mongo_collection)
+    influx = read_influx(settings, "ohlcv")
+    say("")
+    say(
+        f"MongoDB  {settings.mongo_database}.{settings.mongo_collection}: {len(mongo):,} aggregates"
+    )
+    say(f"InfluxDB {settings.influxdb_bucket} measurement ohlcv: {len(influx):,} points")
     say("")
     stack.status(settings)
-    say("")
-    say(f"Kafka topic {settings.kafka_topic} on {settings.kafka_bootstrap_servers}: the sample's")
-    say("candles, one JSON message per row. Stop the stack with `crypto-pipeline stack down`.")
+    say("Stop the stack with `crypto-pipeline stack down`.")
     return 0
 
 
@@ -122,6 +134,13 @@ def _bench_producer(args: argparse.Namespace, settings: Settings) -> int:
     from crypto_pipeline.bench import bench_producer
 
     bench_producer(settings, args.rows)
+    return 0
+
+
+def _bench_stream(args: argparse.Namespace, settings: Settings) -> int:
+    from crypto_pipeline.bench import bench_stream
+
+    bench_stream(settings, args.rows)
     return 0
 
 
@@ -197,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch_parser.set_defaults(handler=_data_fetch_binance)
 
     demo_parser = commands.add_parser(
-        "demo", help="start the local stack and replay the shipped sample into Kafka"
+        "demo", help="local stack up, replay the sample, aggregate it into MongoDB and InfluxDB"
     )
     demo_parser.set_defaults(handler=_demo)
 
@@ -208,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     producer_bench.add_argument("--rows", type=int, default=1_000_000)
     producer_bench.set_defaults(handler=_bench_producer)
+    stream_bench = bench_commands.add_parser(
+        "stream", help="Spark job events/s to both sinks vs a no-op sink, available-now"
+    )
+    stream_bench.add_argument("--rows", type=int, default=1_000_000)
+    stream_bench.set_defaults(handler=_bench_stream)
     return parser
 
 

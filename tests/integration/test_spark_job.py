@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -107,5 +109,46 @@ def test_failed_sink_fails_the_job_and_a_restart_completes_it(
     assert "FOREACH_BATCH_USER_FUNCTION_ERROR" in failed.stderr + failed.stdout
 
     restarted = run_job(local_stack, unique_name, tmp_path / "ckpt", "--windows", "1h")
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert_sinks_match(local_stack, unique_name, expected)
+
+
+def test_killed_mid_stream_then_restarted_ends_exact(
+    local_stack: Settings, unique_name: str, tmp_path: Path
+) -> None:
+    """SIGKILL after some micro-batches committed; the restart resumes from the checkpoint and
+    both sinks end equal to the expected aggregates: nothing lost, nothing counted twice."""
+    replay(ReplayOptions(path=SAMPLE, topic=unique_name), local_stack, show_progress=False)
+    expected = expected_aggregates(read_csv_rows(SAMPLE), ("5m",))
+    checkpoint = tmp_path / "ckpt"
+    command = [sys.executable, "-m", "spark_jobs.main", "--trigger", "available-now"]
+    args = ["--topic", unique_name, "--mongo-database", unique_name, "--measurement", unique_name]
+    job = subprocess.Popen(
+        [
+            *command,
+            *args,
+            "--checkpoint-dir",
+            str(checkpoint),
+            "--windows",
+            "5m",
+            *["--max-offsets-per-trigger", "600"],
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    commits = checkpoint / "ohlcv_5m" / "commits"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(commits.glob("[0-9]*"))) < 2:
+        time.sleep(0.5)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    committed = len(list(commits.glob("[0-9]*")))
+    assert 2 <= committed < 15, "the job should have been killed mid-stream"
+    mongo, _ = read_mongo(local_stack.mongo_uri, unique_name, local_stack.mongo_collection)
+    assert 0 < len(mongo) < len(expected)
+
+    restarted = run_job(local_stack, unique_name, checkpoint, "--windows", "5m")
+
     assert restarted.returncode == 0, restarted.stderr[-3000:]
     assert_sinks_match(local_stack, unique_name, expected)

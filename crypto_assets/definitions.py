@@ -12,10 +12,11 @@ from crypto_assets.resources import (
     KafkaResource,
     MongoResource,
     SparkSubmitResource,
+    pyspark_resource,
 )
 from crypto_assets.sensors import incoming_files_sensor, streaming_health_sensor
 from crypto_assets.streaming import streaming_job
-from crypto_pipeline.settings import export_defaults
+from crypto_pipeline.settings import Settings, export_defaults
 
 export_defaults()
 
@@ -40,5 +41,6 @@ defs = dg.Definitions(
         ),
         "spark_submit": SparkSubmitResource(master=dg.EnvVar("SPARK_MASTER")),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
+        "pyspark": pyspark_resource(Settings.from_env()),
     },
 )

@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+from dagster_pyspark import PySparkResource
 
 from crypto_pipeline.clients import end_offsets
 from crypto_pipeline.settings import REPO_ROOT, Settings
+from crypto_pipeline.spark import spark_conf
 from crypto_pipeline.stack.artifacts import spark_jars_glob
 
 
@@ -102,3 +104,8 @@ class SparkSubmitResource(dg.ConfigurableResource):
             "SPARK_MASTER": self.master,
             "PYTHONPATH": str(REPO_ROOT),
         }
+
+
+def pyspark_resource(settings: Settings) -> PySparkResource:
+    """In-process Spark for batch work (reconciliation, ad-hoc reads), with the connector jars."""
+    return PySparkResource(spark_config=spark_conf(settings))

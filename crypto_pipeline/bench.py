@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -11,7 +12,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from crypto_pipeline.clients import ensure_topic
+from crypto_pipeline.clients import ensure_topic, influx_client, mongo_client
 from crypto_pipeline.console import say
 from crypto_pipeline.replay.generator import generate, write_csv
 from crypto_pipeline.replay.producer import ReplayOptions, replay
@@ -140,3 +141,121 @@ def bench_stream(settings: Settings, rows: int) -> None:
             f"| {datetime.now(tz=UTC):%Y-%m-%d} | {machine_description()} | {rows:,} | {sinks} "
             f"| {seconds:.1f} | {rows / seconds:,.0f} |"
         )
+
+
+def _visible_by_symbol_influx(settings: Settings, measurement: str) -> dict[str, int]:
+    query = (
+        f'from(bucket: "{settings.influxdb_bucket}") |> range(start: 1970-01-01T00:00:00Z)'
+        f' |> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "last_event_ms")'
+        ' |> group(columns: ["symbol"]) |> max()'
+    )
+    with influx_client(settings) as client:
+        tables = client.query_api().query(query)
+    return {r.values["symbol"]: int(r.get_value()) for t in tables for r in t.records}
+
+
+def _visible_by_symbol_mongo(settings: Settings, database: str) -> dict[str, int]:
+    with mongo_client(settings.mongo_uri) as client:
+        newest = client[database][settings.mongo_collection].find(
+            {}, {"symbol": 1, "last_event_ms": 1}, sort=[("last_event_ms", -1)], limit=50
+        )
+        visible: dict[str, int] = {}
+        for doc in newest:
+            visible[doc["symbol"]] = max(visible.get(doc["symbol"], 0), doc["last_event_ms"])
+    return visible
+
+
+def _percentiles(values: list[float]) -> str:
+    ordered = sorted(values)
+    pick = [ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in (0.5, 0.95, 0.99)]
+    return " / ".join(f"{v * 1000:,.0f}" for v in pick)
+
+
+def bench_latency(settings: Settings, rate: int, seconds: int) -> None:
+    """Continuous job (1 s trigger, 5m windows) with a steady replay at `rate` rows/s: latency
+    from each message's Kafka timestamp to the first poll at which its window in a sink shows it."""
+    import bisect
+    import threading
+
+    from crypto_pipeline.replay.generator import INTERVALS_MS
+
+    rows = rate * seconds
+    path = bench_rows_file(settings, rows)
+    topic = f"bench.latency.{int(time.time())}"
+    database = topic.replace(".", "_")
+    ensure_topic(settings, topic, partitions=3)
+    status = settings.stack_dir / "bench" / f"{topic}.status.json"
+    command = [sys.executable, "-m", "spark_jobs.main", "--trigger", "1 second", "--windows", "5m"]
+    args = ["--topic", topic, "--mongo-database", database, "--measurement", topic]
+    checkpoint = settings.stack_dir / "bench" / "checkpoints" / topic
+    job = subprocess.Popen(
+        [*command, *args, "--checkpoint-dir", str(checkpoint), "--status-file", str(status)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while not status.exists():
+            if job.poll() is not None:
+                raise StackError("the streaming job exited during start-up")
+            time.sleep(0.5)
+        # 1-minute candles of len(BENCH_SYMBOLS) symbols: one row per 60 s / symbols of event time.
+        speed = rate * INTERVALS_MS["1m"] / 1000 / len(BENCH_SYMBOLS)
+        say(f"[bench] replaying {rows:,} rows at {rate:,} rows/s into {topic}; polling both sinks")
+        options = ReplayOptions(path=path, topic=topic, speed=speed)
+        producer = threading.Thread(target=replay, args=(options, settings), daemon=True)
+        producer.start()
+        timelines: dict[str, list[tuple[float, dict[str, int]]]] = {"mongo": [], "influx": []}
+        last_event = read_last_event_ms(path)
+        deadline = time.time() + seconds + 120
+        while time.time() < deadline:
+            polled = {
+                "influx": _visible_by_symbol_influx(settings, topic),
+                "mongo": _visible_by_symbol_mongo(settings, database),
+            }
+            now = time.time()
+            for sink, visible in polled.items():
+                timelines[sink].append((now, visible))
+            if all(v and min(v.values()) >= last_event for v in polled.values()):
+                break
+            time.sleep(0.25)
+        producer.join()
+    finally:
+        job.terminate()
+        job.wait(timeout=120)
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    produced: list[tuple[str, int, float]] = []
+    while len(produced) < rows:
+        for batch in consumer.poll(timeout_ms=2000, max_records=50_000).values():
+            for record in batch:
+                message = json.loads(record.value)
+                produced.append(
+                    (message["symbol"], message["event_time_ms"], record.timestamp / 1000)
+                )
+    consumer.close()
+    say("| date | machine | rate rows/s | messages | sink | latency p50 / p95 / p99 ms |")
+    for sink, timeline in timelines.items():
+        times = [t for t, _ in timeline]
+        latencies = []
+        for symbol, event, sent in produced:
+            # First poll at which the sink shows this symbol's events up to `event`.
+            index = bisect.bisect_left(times, sent)
+            while index < len(timeline) and timeline[index][1].get(symbol, -1) < event:
+                index += 1
+            if index < len(timeline):
+                latencies.append(timeline[index][0] - sent)
+        say(
+            f"| {datetime.now(tz=UTC):%Y-%m-%d} | {machine_description()} | {rate:,} "
+            f"| {len(latencies):,}/{len(produced):,} | {sink} | {_percentiles(latencies)} |"
+        )
+
+
+def read_last_event_ms(path: Path) -> int:
+    from crypto_pipeline.replay.formats import read_rows
+
+    return max(row.candle.open_time_ms for row in read_rows(path) if row.candle is not None)

@@ -138,9 +138,11 @@ def _bench_producer(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench_stream(args: argparse.Namespace, settings: Settings) -> int:
-    from crypto_pipeline.bench import bench_stream
+    from crypto_pipeline.bench import bench_latency, bench_stream
 
-    bench_stream(settings, args.rows)
+    if not args.latency_only:
+        bench_stream(settings, args.rows)
+    bench_latency(settings, args.rate, args.seconds)
     return 0
 
 
@@ -228,9 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     producer_bench.add_argument("--rows", type=int, default=1_000_000)
     producer_bench.set_defaults(handler=_bench_producer)
     stream_bench = bench_commands.add_parser(
-        "stream", help="Spark job events/s to both sinks vs a no-op sink, available-now"
+        "stream", help="Spark job events/s (both sinks vs no-op) and end-to-end latency p50/95/99"
     )
     stream_bench.add_argument("--rows", type=int, default=1_000_000)
+    stream_bench.add_argument("--rate", type=int, default=5_000, help="latency run: rows/s")
+    stream_bench.add_argument("--seconds", type=int, default=30, help="latency run: duration")
+    stream_bench.add_argument("--latency-only", action="store_true")
     stream_bench.set_defaults(handler=_bench_stream)
     return parser
 

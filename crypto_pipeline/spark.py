@@ -17,12 +17,13 @@ if TYPE_CHECKING:
 def spark_conf(settings: Settings) -> dict[str, str]:
     """Connector jars as `spark.jars` (Ivy's --packages would not use this machine's Maven),
     the driver bound to loopback, UTC session time, no web UI."""
+    jars = sorted(glob.glob(spark_jars_glob(settings)))
     return {
+        **({"spark.jars": ",".join(jars)} if jars else {}),
         "spark.master": settings.spark_master,
         # Python workers run this interpreter, so they import the same pinned packages.
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
-        "spark.jars": ",".join(sorted(glob.glob(spark_jars_glob(settings)))),
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.ui.enabled": "false",

@@ -19,6 +19,7 @@ from crypto_assets.resources import (
     KafkaResource,
     MongoResource,
     SparkSubmitResource,
+    pyspark_resource,
 )
 from crypto_assets.sensors import streaming_health
 from crypto_pipeline.readback import read_influx, read_mongo
@@ -70,6 +71,28 @@ def test_sink_assets_materialize_through_pipes_with_progress_metadata(
     mongo, _ = read_mongo(local_stack.mongo_uri, unique_name, local_stack.mongo_collection)
     assert mismatches(expected, mongo) == []
     assert mismatches(expected, read_influx(local_stack, unique_name)) == []
+
+
+def test_pyspark_resource_reads_kafka_through_the_connector(
+    local_stack: Settings, unique_name: str
+) -> None:
+    replay(
+        ReplayOptions(path=SAMPLE, topic=unique_name, limit=250), local_stack, show_progress=False
+    )
+    resource = pyspark_resource(local_stack)
+    resource.setup_for_execution(dg.build_init_resource_context())
+    frame = (
+        resource.spark_session.read.format("kafka")
+        .option("kafka.bootstrap.servers", local_stack.kafka_bootstrap_servers)
+        .option("subscribe", unique_name)
+        .load()
+    )
+    assert frame.count() == 250
+    assert {row["key"] for row in frame.select("key").collect()} == {
+        b"BTCUSDT",
+        b"ETHUSDT",
+        b"SOLUSDT",
+    }
 
 
 def test_continuous_job_picks_up_new_rows_and_reports_health(

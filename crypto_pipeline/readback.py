@@ -6,24 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from crypto_pipeline.aggregates import AGGREGATE_FIELDS
 from crypto_pipeline.clients import influx_client, mongo_client
 from crypto_pipeline.settings import Settings
 
 AggregateKey = tuple[str, str, int]
 Aggregates = dict[AggregateKey, dict[str, Any]]
-VALUE_FIELDS = (
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "vwap",
-    "trades",
-    "rows",
-    "first_event_ms",
-    "last_event_ms",
-)
 
 
 def _epoch_ms(moment: datetime) -> int:
@@ -41,7 +29,7 @@ def read_mongo(uri: str, database: str, collection: str) -> tuple[Aggregates, li
             key = (doc["symbol"], doc["window"], _epoch_ms(doc["window_start"]))
             if doc["_id"] != f"{key[0]}|{key[1]}|{key[2]}":
                 bad_ids.append(str(doc["_id"]))
-            result[key] = {name: doc.get(name) for name in VALUE_FIELDS}
+            result[key] = {name: doc.get(name) for name in AGGREGATE_FIELDS}
     return result, bad_ids
 
 
@@ -60,5 +48,5 @@ def read_influx(settings: Settings, measurement: str) -> Aggregates:
             for record in table.records:
                 values = record.values
                 key = (values["symbol"], values["window"], _epoch_ms(record.get_time()))
-                result[key] = {name: values.get(name) for name in VALUE_FIELDS}
+                result[key] = {name: values.get(name) for name in AGGREGATE_FIELDS}
     return result

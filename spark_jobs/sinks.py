@@ -16,26 +16,13 @@ from typing import Any
 from pyspark.sql import DataFrame, Row
 from pyspark.sql import functions as F
 
+from crypto_pipeline.aggregates import AGGREGATE_FIELDS, INTEGER_FIELDS
 from crypto_pipeline.clients import mongo_client
 from spark_jobs.config import JobConfig
 from spark_jobs.transform import document_id
 
 log = logging.getLogger(__name__)
 
-INFLUX_FIELDS = (
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "vwap",
-    "trades",
-    "rows",
-    "first_event_ms",
-    "last_event_ms",
-)
-INTEGER_FIELDS = {"trades", "rows", "first_event_ms", "last_event_ms"}
 RETRIES = 5
 
 
@@ -110,7 +97,7 @@ def line_protocol(row: Row | dict[str, Any], measurement: str) -> str:
     """One point: tags symbol and window, the aggregates as fields, time = window start (ms)."""
     values = row.asDict() if isinstance(row, Row) else row
     fields = []
-    for name in INFLUX_FIELDS:
+    for name in AGGREGATE_FIELDS:
         value = values[name]
         if value is None:
             continue

@@ -1,0 +1,48 @@
+"""Pure helpers of the Spark job: no Spark session, no server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from spark_jobs.config import window_duration, window_ms
+from spark_jobs.sinks import line_protocol
+
+
+@pytest.mark.parametrize(
+    ("label", "duration", "ms"),
+    [("5m", "5 minutes", 300_000), ("1h", "1 hours", 3_600_000), ("1d", "1 days", 86_400_000)],
+)
+def test_window_labels(label: str, duration: str, ms: int) -> None:
+    assert (window_duration(label), window_ms(label)) == (duration, ms)
+
+
+@pytest.mark.parametrize("label", ["5", "5 minutes", "m5", "5s"])
+def test_bad_window_label(label: str) -> None:
+    with pytest.raises(ValueError, match="must look like 5m"):
+        window_duration(label)
+
+
+def test_line_protocol_point() -> None:
+    row = {
+        "symbol": "BTC USDT",
+        "window": "5m",
+        "window_start": datetime(2025, 1, 1, 0, 5, tzinfo=UTC),
+        "open": 1.5,
+        "high": 2.0,
+        "low": 1.0,
+        "close": 1.75,
+        "volume": 10.0,
+        "quote_volume": None,
+        "vwap": 1.6,
+        "trades": 42,
+        "rows": 5,
+        "first_event_ms": 1735689900000,
+        "last_event_ms": 1735690140000,
+    }
+    assert line_protocol(row, "ohlcv") == (
+        "ohlcv,symbol=BTC\\ USDT,window=5m open=1.5,high=2.0,low=1.0,close=1.75,volume=10.0,"
+        "vwap=1.6,trades=42i,rows=5i,first_event_ms=1735689900000i,last_event_ms=1735690140000i"
+        " 1735689900000"
+    )

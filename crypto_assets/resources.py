@@ -97,6 +97,12 @@ class SparkSubmitResource(dg.ConfigurableResource):
             *job_args,
         ]
 
+    def driver_command(self, job_args: list[str]) -> list[str]:
+        """The job with its driver as the top process (Spark started through pyspark, the same
+        master and jars): a supervised stream whose SIGINT/SIGTERM stops its queries cleanly.
+        Under spark-submit the signal would reach the JVM first and kill the driver mid-batch."""
+        return [sys.executable, "-m", "spark_jobs.main", *job_args]
+
     def env(self) -> dict[str, str]:
         return {
             "PYSPARK_PYTHON": sys.executable,

@@ -37,7 +37,7 @@ def run_streaming_ohlcv(
 ) -> None:
     args = job_arguments(config, config.trigger, kafka, mongo, influx)
     args += ["--status-file", str(status_file(kafka.topic))]
-    command = spark_submit.command(args)
+    command = spark_submit.driver_command(args)
     context.log.info(" ".join(command))
     env = job_environment(spark_submit, kafka, mongo, influx)
     # Blocks while the stream runs; on termination Dagster interrupts this op and the client

@@ -51,9 +51,10 @@ class JobConfig:
     max_offsets_per_trigger: int | None = None
     sinks: tuple[str, ...] = ("mongo", "influx")
     influx_batch_lines: int = 5_000
-    # Parallel Mongo writers; 1 for FerretDB (SQLite), more for a real MongoDB.
-    mongo_writers: int = 1
-    # "replace" (connector replace-upsert) for MongoDB; "delete-insert" for FerretDB.
+    # Parallel connector writers for MongoDB ("replace" mode).
+    mongo_writers: int = 4
+    # "replace": the connector's replace-upsert (MongoDB); "insert-or-replace": bulk insert,
+    # existing ids deleted and inserted again, from one writer (FerretDB on the local stack).
     mongo_write_mode: str = "replace"
     measurement: str = "ohlcv"
 
@@ -70,7 +71,7 @@ class JobConfig:
             "mongo_uri": settings.mongo_uri,
             "mongo_database": settings.mongo_database,
             "mongo_collection": settings.mongo_collection,
-            "mongo_write_mode": "replace" if settings.mongo_is_external else "delete-insert",
+            "mongo_write_mode": "replace" if settings.mongo_is_external else "insert-or-replace",
             "influx_url": settings.influxdb_url,
             "influx_token": settings.influxdb_token,
             "influx_org": settings.influxdb_org,

@@ -11,7 +11,8 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from pyspark.sql import DataFrame, Row
 from pyspark.sql import functions as F
@@ -22,6 +23,7 @@ from spark_jobs.config import JobConfig
 from spark_jobs.transform import document_id
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RETRIES = 5
 
@@ -47,45 +49,67 @@ def ensure_mongo_index(config: JobConfig) -> None:
 # One writer at a time across the job's queries (foreachBatch runs on driver threads): FerretDB's
 # SQLite backend stalls under concurrent writes to one database.
 _MONGO_WRITE_LOCK = threading.Lock()
-DELETE_CHUNK = 1_000
+INSERT_CHUNK = 5_000
+DUPLICATE_KEY = 11000
 
 
-def _delete_ids(ids: list[str], config: JobConfig) -> int:
-    deleted = 0
+def _as_bson(row: Row) -> dict[str, Any]:
+    document = row.asDict()
+    for name in ("window_start", "window_end"):
+        document[name] = datetime.fromtimestamp(document.pop(f"{name}_ms") / 1000, tz=UTC)
+    return document
+
+
+def insert_or_replace(documents: Iterable[dict[str, Any]], config: JobConfig) -> None:
+    """Insert new documents in bulk; documents whose `_id` exists are deleted and inserted again.
+
+    For FerretDB, whose bulk replaces of existing documents hang and whose single replaces scan
+    the collection: a batch mostly holds new windows, so the delete touches only the few updated
+    ones. A failure between the delete and the insert fails the batch; Spark's retry of it from
+    the checkpoint writes those documents again."""
+    from pymongo.errors import BulkWriteError
+
     with mongo_client(config.mongo_uri) as client:
         collection = client[config.mongo_database][config.mongo_collection]
-        for start in range(0, len(ids), DELETE_CHUNK):
-            chunk = ids[start : start + DELETE_CHUNK]
-            deleted += collection.delete_many({"_id": {"$in": chunk}}).deleted_count
-    return deleted
+        for chunk in _chunks(documents, INSERT_CHUNK):
+            try:
+                collection.insert_many(chunk, ordered=False)
+            except BulkWriteError as error:
+                errors = error.details["writeErrors"]
+                if any(e["code"] != DUPLICATE_KEY for e in errors):
+                    raise
+                existing = [chunk[e["index"]] for e in errors]
+                collection.delete_many({"_id": {"$in": [doc["_id"] for doc in existing]}})
+                collection.insert_many(existing, ordered=True)
 
 
 def write_mongo(batch: DataFrame, batch_id: int, config: JobConfig) -> None:
-    """Idempotent upsert by `_id` through the MongoDB Spark connector.
-
-    "replace": the connector's replace-upsert (MongoDB). "delete-insert": delete the batch's ids,
-    then insert them with the connector; for FerretDB, whose SQLite backend hangs on bulk
-    replaces of existing documents. A failure between the two steps fails the batch, and
-    Spark's retry of it from the checkpoint writes the documents again.
-    """
-    documents = mongo_documents(batch).coalesce(config.mongo_writers)
-    writer = (
-        documents.write.format("mongodb")
-        .mode("append")
-        .option("connection.uri", config.mongo_uri)
-        .option("database", config.mongo_database)
-        .option("collection", config.mongo_collection)
-    )
+    """Idempotent upsert by `_id`: the MongoDB Spark connector's replace-upsert against MongoDB
+    ("replace"), or `insert_or_replace` from one Spark task against FerretDB."""
+    documents = mongo_documents(batch)
     with _MONGO_WRITE_LOCK:
         if config.mongo_write_mode == "replace":
-            writer.option("operationType", "replace").option("idFieldList", "_id").option(
-                "upsertDocument", "true"
-            ).save()
+            (
+                documents.coalesce(config.mongo_writers)
+                .write.format("mongodb")
+                .mode("append")
+                .option("connection.uri", config.mongo_uri)
+                .option("database", config.mongo_database)
+                .option("collection", config.mongo_collection)
+                .option("operationType", "replace")
+                .option("idFieldList", "_id")
+                .option("upsertDocument", "true")
+                .save()
+            )
         else:
-            ids = [row["_id"] for row in documents.select("_id").collect()]
-            deleted = _delete_ids(ids, config)
-            writer.option("operationType", "insert").save()
-            log.info("batch %d: replaced %d of %d documents", batch_id, deleted, len(ids))
+            timestamps_as_ms = documents.select(
+                "*",
+                F.unix_millis("window_start").alias("window_start_ms"),
+                F.unix_millis("window_end").alias("window_end_ms"),
+            ).drop("window_start", "window_end")
+            timestamps_as_ms.coalesce(1).foreachPartition(
+                lambda rows: insert_or_replace((_as_bson(row) for row in rows), config)
+            )
     log.info("batch %d: upserted into MongoDB %s", batch_id, config.mongo_collection)
 
 
@@ -107,10 +131,10 @@ def line_protocol(row: Row | dict[str, Any], measurement: str) -> str:
     return f"{measurement},{tags} {','.join(fields)} {start_ms}"
 
 
-def _chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
-    chunk: list[str] = []
-    for line in lines:
-        chunk.append(line)
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
         if len(chunk) == size:
             yield chunk
             chunk = []

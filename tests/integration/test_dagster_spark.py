@@ -88,7 +88,7 @@ def test_pyspark_resource_reads_kafka_through_the_connector(
         .load()
     )
     assert frame.count() == 250
-    assert {row["key"] for row in frame.select("key").collect()} == {
+    assert {bytes(row["key"]) for row in frame.select("key").collect()} == {
         b"BTCUSDT",
         b"ETHUSDT",
         b"SOLUSDT",

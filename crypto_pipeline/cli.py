@@ -14,7 +14,7 @@ from crypto_pipeline import stack
 from crypto_pipeline.clients import KafkaUnavailable
 from crypto_pipeline.console import say
 from crypto_pipeline.replay.binance import DEFAULT_BASE_URL, FetchError, fetch_monthly_klines
-from crypto_pipeline.replay.formats import InputFormatError
+from crypto_pipeline.replay.formats import InputFormatError, iso_to_ms
 from crypto_pipeline.replay.generator import INTERVALS_MS, generate, write_csv
 from crypto_pipeline.replay.producer import ReplayError, ReplayOptions, replay
 from crypto_pipeline.settings import REPO_ROOT, Settings
@@ -58,12 +58,9 @@ def parse_time_ms(text: str) -> int:
     if text.isdigit():
         return int(text)
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return iso_to_ms(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
 
 
 def parse_symbols(text: str) -> frozenset[str]:

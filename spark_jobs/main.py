@@ -170,6 +170,7 @@ def config_from_args(args: argparse.Namespace, settings: Settings) -> JobConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # one line per callback otherwise
     settings = Settings.from_env()
     args = parse_args(argv)
     config = config_from_args(args, settings)

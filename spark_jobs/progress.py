@@ -50,7 +50,8 @@ class ProgressTracker(StreamingQueryListener):
             totals.input_rows += progress.numInputRows
             totals.dropped_by_watermark += dropped
             totals.batch_durations_ms.append(int(progress.durationMs.get("triggerExecution", 0)))
-            totals.last_rows_per_s = float(progress.processedRowsPerSecond or 0.0)
+            if progress.numInputRows:  # empty trigger batches report 0 rows/s
+                totals.last_rows_per_s = float(progress.processedRowsPerSecond or 0.0)
             for source in progress.sources:
                 if source.endOffset:
                     totals.end_offsets = json.loads(source.endOffset)

@@ -9,6 +9,7 @@ import dagster as dg
 from pydantic import Field
 
 from crypto_assets.resources import KafkaResource
+from crypto_pipeline.replay.formats import iso_to_ms
 from crypto_pipeline.replay.producer import ReplayOptions, replay
 from crypto_pipeline.settings import REPO_ROOT
 
@@ -38,23 +39,14 @@ class ReplayConfig(dg.Config):
             topic=kafka.topic,
             speed=self.speed,
             symbols=frozenset(s.upper() for s in self.symbols) or None,
-            start_ms=_iso_to_ms(self.start),
-            end_ms=_iso_to_ms(self.end),
+            start_ms=None if self.start is None else iso_to_ms(self.start),
+            end_ms=None if self.end is None else iso_to_ms(self.end),
             limit=self.limit,
             loop=self.loop,
             rebase_now=self.rebase_now,
             partitions=kafka.partitions,
             retention_ms=kafka.retention_ms,
         )
-
-
-def _iso_to_ms(text: str | None) -> int | None:
-    if text is None:
-        return None
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
 
 
 def _iso(ms: int | None) -> str:

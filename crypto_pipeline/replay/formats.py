@@ -95,7 +95,8 @@ def _epoch_ms(value: str) -> int:
     return stamp // 1000 if stamp > MICROSECONDS_ABOVE else stamp
 
 
-def _iso_ms(value: str) -> int:
+def iso_to_ms(value: str) -> int:
+    """Epoch milliseconds of an ISO-8601 time (UTC unless it says otherwise)."""
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -128,7 +129,7 @@ def _header_parser(header: list[str]) -> RowParser | None:
     time_column = next((c for c in ("open_time_ms", "open_time") if c in columns), None)
     if time_column is None or not all(name in columns for name in REQUIRED):
         return None
-    to_ms = _epoch_ms if time_column == "open_time_ms" else _iso_ms
+    to_ms = _epoch_ms if time_column == "open_time_ms" else iso_to_ms
     width = len(columns)
     i_time, i_symbol, i_open, i_high, i_low, i_close, i_volume = (
         columns.index(name) for name in (time_column, *REQUIRED)

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
 from spark_jobs.transform import build_aggregates, dead_letters, parse_messages, valid_candles
 
@@ -94,7 +93,7 @@ def test_out_of_order_duplicate_and_late_events(spark: SparkSession, tmp_path: P
 
 def batch_frame(spark: SparkSession, values: list[str]) -> DataFrame:
     rows = [(v, "t", 0, i, None) for i, v in enumerate(values)]
-    return spark.createDataFrame(rows, RAW_SCHEMA).withColumn("value", F.col("value"))
+    return spark.createDataFrame(rows, RAW_SCHEMA)
 
 
 def test_vwap_falls_back_to_typical_price_without_quote_volume(spark: SparkSession) -> None:

@@ -10,7 +10,14 @@ from pathlib import Path
 import dagster as dg
 from dagster_pyspark import PySparkResource
 
-from crypto_pipeline.clients import end_offsets
+from crypto_pipeline.clients import end_offsets, read_messages
+from crypto_pipeline.readback import (
+    Aggregates,
+    newest_influx_event_ms,
+    newest_mongo_event_ms,
+    read_influx,
+    read_mongo,
+)
 from crypto_pipeline.settings import REPO_ROOT, Settings
 from crypto_pipeline.spark import spark_conf
 from crypto_pipeline.stack.artifacts import spark_jars_glob
@@ -36,8 +43,15 @@ class KafkaResource(dg.ConfigurableResource):
     def retention_ms(self) -> int | None:
         return None if self.retention_hours is None else self.retention_hours * 3_600_000
 
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.topic}.dlq"
+
     def end_offsets(self, topic: str | None = None) -> dict[int, int]:
         return end_offsets(self.settings(), topic or self.topic)
+
+    def read_messages(self, topic: str | None = None, last_only: bool = False) -> list[bytes]:
+        return read_messages(self.settings(), topic or self.topic, last_only=last_only)
 
 
 class MongoResource(dg.ConfigurableResource):
@@ -51,6 +65,13 @@ class MongoResource(dg.ConfigurableResource):
     def resolved_uri(self) -> str:
         return self.uri or Settings.from_env().mongo_uri
 
+    def read_aggregates(self) -> tuple[Aggregates, list[str]]:
+        """Every aggregate document, and the `_id`s that do not match their own key."""
+        return read_mongo(self.resolved_uri(), self.database, self.collection)
+
+    def newest_event_ms(self) -> int | None:
+        return newest_mongo_event_ms(self.resolved_uri(), self.database, self.collection)
+
 
 class InfluxResource(dg.ConfigurableResource):
     """InfluxDB holding the `ohlcv` measurement, through the 2.x API (url, token, org, bucket)."""
@@ -59,7 +80,7 @@ class InfluxResource(dg.ConfigurableResource):
     token: str
     org: str
     bucket: str
-    measurement: str = "ohlcv"
+    measurement: str
 
     def settings(self) -> Settings:
         return dataclasses.replace(
@@ -68,7 +89,14 @@ class InfluxResource(dg.ConfigurableResource):
             influxdb_token=self.token,
             influxdb_org=self.org,
             influxdb_bucket=self.bucket,
+            influxdb_measurement=self.measurement,
         )
+
+    def read_aggregates(self) -> Aggregates:
+        return read_influx(self.settings(), self.measurement)
+
+    def newest_event_ms(self) -> int | None:
+        return newest_influx_event_ms(self.settings(), self.measurement)
 
 
 class SparkSubmitResource(dg.ConfigurableResource):

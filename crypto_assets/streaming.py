@@ -1,24 +1,23 @@
 """The continuous OHLCV job as a supervised Dagster run: it lives as long as the stream, logs the
 job's progress, and stops the job cleanly when the run is terminated from the UI."""
 
-from pathlib import Path
-
 import dagster as dg
 from pydantic import Field
 
-from crypto_assets.assets.aggregates import SparkJobConfig, job_arguments, job_environment
+from crypto_assets.assets.aggregates import (
+    SparkJobConfig,
+    job_arguments,
+    job_environment,
+    refuse_if_streaming,
+)
+from crypto_assets.job_state import status_file
+from crypto_assets.jobs import SPARK_JOB_TAG
 from crypto_assets.resources import (
     InfluxResource,
     KafkaResource,
     MongoResource,
     SparkSubmitResource,
 )
-from crypto_pipeline.settings import Settings
-
-
-def status_file(topic: str) -> Path:
-    """Where the running job writes its heartbeat for the health sensor."""
-    return Settings.from_env().stack_dir / "streaming" / f"{topic}.json"
 
 
 class StreamingConfig(SparkJobConfig):
@@ -35,6 +34,7 @@ def run_streaming_ohlcv(
     spark_submit: SparkSubmitResource,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> None:
+    refuse_if_streaming(kafka.topic)
     args = job_arguments(config, config.trigger, kafka, mongo, influx)
     args += ["--status-file", str(status_file(kafka.topic))]
     command = spark_submit.driver_command(args)
@@ -45,6 +45,9 @@ def run_streaming_ohlcv(
     pipes_subprocess_client.run(command=command, context=context, env=env)
 
 
-@dg.job(description="The continuous Spark job (processing-time trigger), supervised by Dagster.")
+@dg.job(
+    tags={SPARK_JOB_TAG: "streaming"},
+    description="The continuous Spark job (processing-time trigger), supervised by Dagster.",
+)
 def streaming_job() -> None:
     run_streaming_ohlcv()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from influxdb_client import InfluxDBClient
@@ -105,5 +106,44 @@ def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
         partitions = consumer.partitions_for_topic(topic) or set()
         offsets = consumer.end_offsets([TopicPartition(topic, p) for p in sorted(partitions)])
         return {tp.partition: offset for tp, offset in sorted(offsets.items())}
+    finally:
+        consumer.close()
+
+
+def read_messages(
+    settings: Settings, topic: str, last_only: bool = False, timeout_s: float = 120
+) -> list[bytes]:
+    """The values of every message in the topic now (or only the newest of each partition),
+    read up to the end offsets taken at the start; empty if the topic does not exist."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        bootstrap_timeout_ms=KAFKA_BOOTSTRAP_TIMEOUT_MS,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=8 << 20,
+    )
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = consumer.end_offsets(partitions)
+        starts = consumer.beginning_offsets(partitions)
+        pending = {tp: end for tp, end in ends.items() if end > starts[tp]}
+        consumer.assign(list(pending))
+        for tp, end in pending.items():
+            consumer.seek(tp, max(end - 1, starts[tp]) if last_only else starts[tp])
+        values: list[bytes] = []
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise KafkaUnavailable(
+                    f"reading {topic} did not reach its end in {timeout_s:.0f} s"
+                )
+            for tp, records in consumer.poll(timeout_ms=1000, max_records=50_000).items():
+                end = pending.get(tp)
+                if end is None:
+                    continue
+                values.extend(r.value for r in records if r.offset < end)
+                if records[-1].offset >= end - 1:
+                    del pending[tp]
+                    consumer.pause(tp)
+        return values
     finally:
         consumer.close()

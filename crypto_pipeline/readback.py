@@ -50,3 +50,28 @@ def read_influx(settings: Settings, measurement: str) -> Aggregates:
                 key = (values["symbol"], values["window"], _epoch_ms(record.get_time()))
                 result[key] = {name: values.get(name) for name in AGGREGATE_FIELDS}
     return result
+
+
+def newest_mongo_event_ms(uri: str, database: str, collection: str) -> int | None:
+    """The latest `last_event_ms` of any aggregate document (None if there is none)."""
+    with mongo_client(uri) as client:
+        docs = list(
+            client[database][collection]
+            .find({}, {"last_event_ms": 1})
+            .sort("last_event_ms", -1)
+            .limit(1)
+        )
+    return int(docs[0]["last_event_ms"]) if docs else None
+
+
+def newest_influx_event_ms(settings: Settings, measurement: str) -> int | None:
+    """The latest `last_event_ms` field of any point of the measurement (None if there is none)."""
+    query = (
+        f'from(bucket: "{settings.influxdb_bucket}")'
+        " |> range(start: 1970-01-01T00:00:00Z, stop: 2100-01-01T00:00:00Z)"
+        f' |> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "last_event_ms")'
+        " |> group() |> max()"
+    )
+    with influx_client(settings) as client:
+        values = [r.get_value() for t in client.query_api().query(query) for r in t.records]
+    return int(values[0]) if values else None

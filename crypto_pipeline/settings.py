@@ -27,6 +27,7 @@ DEFAULTS: dict[str, str] = {
     "INFLUXDB_TOKEN": "local:local",
     "INFLUXDB_ORG": "-",
     "INFLUXDB_BUCKET": "crypto/autogen",
+    "INFLUXDB_MEASUREMENT": "ohlcv",
     "SPARK_MASTER": "local[*]",
     # Files dropped here are replayed by the Dagster sensor.
     "INCOMING_DIR": str(REPO_ROOT / "data" / "incoming"),
@@ -68,6 +69,7 @@ class Settings:
     influxdb_token: str
     influxdb_org: str
     influxdb_bucket: str
+    influxdb_measurement: str
     spark_master: str
     incoming_dir: Path
     stack_dir: Path
@@ -90,6 +92,7 @@ class Settings:
             influxdb_token=env("INFLUXDB_TOKEN"),
             influxdb_org=env("INFLUXDB_ORG"),
             influxdb_bucket=env("INFLUXDB_BUCKET"),
+            influxdb_measurement=env("INFLUXDB_MEASUREMENT"),
             spark_master=env("SPARK_MASTER"),
             incoming_dir=Path(env("INCOMING_DIR")).resolve(),
             stack_dir=Path(env("STACK_DIR")).resolve(),

@@ -76,6 +76,7 @@ class JobConfig:
             "influx_token": settings.influxdb_token,
             "influx_org": settings.influxdb_org,
             "influx_bucket": settings.influxdb_bucket,
+            "measurement": settings.influxdb_measurement,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         config = cls(**values)  # type: ignore[arg-type]

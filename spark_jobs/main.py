@@ -196,14 +196,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"checkpoints in {config.checkpoint_dir}"
         )
         await_queries(spark, queries, config, lambda: bool(stop_requested))
-        metadata: dict[str, Any] = {**tracker.summary(), "stopped_by_signal": bool(stop_requested)}
+        metadata: dict[str, Any] = {
+            **tracker.summary(),
+            "stopped_by_signal": bool(stop_requested),
+            # What the asset checks need to find this run's output and checkpoints.
+            "topic": config.topic,
+            "windows": list(config.windows),
+            "checkpoint_dir": config.checkpoint_dir,
+        }
         if config.trigger != "available-now":
             # A continuous run is an op, not an asset materialization: log the totals.
             reporter.log.info(f"stream stopped: {metadata}")
             return 0
         # Pipes takes raw numbers and strings as they are; nested values are declared as JSON.
         typed = {
-            key: {"raw_value": value, "type": "json"} if isinstance(value, dict) else value
+            key: {"raw_value": value, "type": "json"} if isinstance(value, dict | list) else value
             for key, value in metadata.items()
         }
         if "mongo" in config.sinks:

@@ -7,13 +7,13 @@ import dagster as dg
 from pydantic import Field
 
 from crypto_assets.assets.market_data import kafka_klines
+from crypto_assets.job_state import default_checkpoint_dir, running_stream_pid
 from crypto_assets.resources import (
     InfluxResource,
     KafkaResource,
     MongoResource,
     SparkSubmitResource,
 )
-from crypto_pipeline.settings import Settings
 
 MONGO_ASSET = dg.AssetKey("mongo_realtime")
 INFLUX_ASSET = dg.AssetKey("influx_ohlcv")
@@ -55,7 +55,7 @@ def job_arguments(
         "--measurement",
         influx.measurement,
         "--checkpoint-dir",
-        config.checkpoint_dir or str(Settings.from_env().stack_dir / "checkpoints" / kafka.topic),
+        config.checkpoint_dir or str(default_checkpoint_dir(kafka.topic)),
     ]
     if config.max_offsets_per_trigger:
         args += ["--max-offsets-per-trigger", str(config.max_offsets_per_trigger)]
@@ -77,6 +77,16 @@ def job_environment(
         "INFLUXDB_TOKEN": influx.token,
         "INFLUXDB_ORG": influx.org,
     }
+
+
+def refuse_if_streaming(topic: str) -> None:
+    """Two jobs on the same checkpoints would corrupt them: one Spark job per topic at a time."""
+    stream_pid = running_stream_pid(topic)
+    if stream_pid is not None:
+        raise dg.Failure(
+            f"the continuous job (pid {stream_pid}) is processing {topic} with the same "
+            "checkpoints; stop streaming_job first"
+        )
 
 
 @dg.multi_asset(
@@ -105,6 +115,7 @@ def ohlcv_sinks(
     spark_submit: SparkSubmitResource,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    refuse_if_streaming(kafka.topic)
     command = spark_submit.command(job_arguments(config, "available-now", kafka, mongo, influx))
     context.log.info(" ".join(command))
     env = job_environment(spark_submit, kafka, mongo, influx)

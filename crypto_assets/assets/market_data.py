@@ -2,14 +2,14 @@
 
 (No `from __future__ import annotations` here: Dagster reads the config annotations at run time.)"""
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
+from crypto_assets.reconcile import ReplayScope
 from crypto_assets.resources import KafkaResource
-from crypto_pipeline.replay.formats import iso_to_ms
+from crypto_pipeline.replay.formats import iso_to_ms, ms_to_iso
 from crypto_pipeline.replay.producer import ReplayOptions, replay
 from crypto_pipeline.settings import REPO_ROOT
 
@@ -49,10 +49,6 @@ class ReplayConfig(dg.Config):
         )
 
 
-def _iso(ms: int | None) -> str:
-    return "" if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat()
-
-
 @dg.asset(
     group_name="ingestion",
     kinds={"kafka", "python"},
@@ -79,8 +75,17 @@ def kafka_klines(
             "messages_per_s": round(summary.messages_per_s, 1),
             "bytes_sent": summary.bytes_sent,
             "end_offsets": {str(p): o for p, o in summary.end_offsets.items()},
-            "first_event_time": _iso(summary.first_event_ms),
-            "last_event_time": _iso(summary.last_event_ms),
+            "first_event_time": ms_to_iso(summary.first_event_ms),
+            "last_event_time": ms_to_iso(summary.last_event_ms),
             "interrupted": summary.interrupted,
+            "replay_scope": ReplayScope(
+                path=str(options.path),
+                symbols=tuple(sorted(options.symbols or ())),
+                start_ms=options.start_ms,
+                end_ms=options.end_ms,
+                limit=options.limit,
+                event_shift_ms=summary.event_shift_ms,
+                pass_span_ms=summary.pass_span_ms,
+            ).to_metadata(),
         }
     )

@@ -106,6 +106,17 @@ def iso_to_ms(value: str) -> int:
     return int(parsed.timestamp() * 1000)
 
 
+def reason_kind(reason: str) -> str:
+    """A rejection reason without the row's values, for grouping: 'close is not a number',
+    'high < low', 'open outside [low, high]'."""
+    return re.sub(r"\s*-?\d[\d.eE+-]*", "", reason.split(":")[0]).strip()
+
+
+def ms_to_iso(ms: int | None) -> str:
+    """ISO-8601 UTC of epoch milliseconds; empty for None."""
+    return "" if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat()
+
+
 def validate(candle: Candle) -> None:
     if candle.high < candle.low:
         raise ValueError(f"high {candle.high} < low {candle.low}")

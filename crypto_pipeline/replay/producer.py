@@ -18,7 +18,7 @@ from typing import Any
 from kafka.partitioner.default import murmur2
 
 from crypto_pipeline.clients import end_offsets, ensure_topic, kafka_producer
-from crypto_pipeline.replay.formats import InputFormatError, ParsedLine, read_rows
+from crypto_pipeline.replay.formats import InputFormatError, ParsedLine, read_rows, reason_kind
 from crypto_pipeline.replay.progress import Progress
 from crypto_pipeline.settings import Settings
 
@@ -60,6 +60,10 @@ class ReplaySummary:
     interrupted: bool = False
     first_event_ms: int | None = None
     last_event_ms: int | None = None
+    # What the first pass added to the file's event times (--rebase-now), and how far each later
+    # pass moved them (--loop): what a reconciliation needs to recompute the replayed windows.
+    event_shift_ms: int = 0
+    pass_span_ms: int | None = None
     end_offsets: dict[int, int] = field(default_factory=dict)
     rejection_reasons: dict[str, int] = field(default_factory=dict)
 
@@ -73,7 +77,7 @@ class ReplaySummary:
 
     def record_rejection(self, reason: str) -> None:
         self.rejected += 1
-        kind = reason.split(":")[0]
+        kind = reason_kind(reason)
         self.rejection_reasons[kind] = self.rejection_reasons.get(kind, 0) + 1
 
     @property
@@ -227,6 +231,7 @@ def replay(
                 event = parsed.candle.open_time_ms
                 if span.first is None and options.rebase_now:
                     rebase_ms = now_ms() - event
+                    summary.event_shift_ms = rebase_ms
                 if summary.loops == 0:
                     span.add(event)
                 pacer.wait_for(event + loop_shift_ms)
@@ -244,6 +249,7 @@ def replay(
                 break
             # Next pass: event times move forward by the file's span, so none repeats.
             loop_shift_ms += span.length_ms
+            summary.pass_span_ms = span.length_ms
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:

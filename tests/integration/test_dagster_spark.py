@@ -14,36 +14,15 @@ from typing import Any
 import dagster as dg
 
 from crypto_assets.assets.aggregates import INFLUX_ASSET, MONGO_ASSET, ohlcv_sinks
-from crypto_assets.resources import (
-    InfluxResource,
-    KafkaResource,
-    MongoResource,
-    SparkSubmitResource,
-    pyspark_resource,
-)
+from crypto_assets.resources import pyspark_resource
 from crypto_assets.sensors import streaming_health
 from crypto_pipeline.readback import read_influx, read_mongo
 from crypto_pipeline.replay.producer import ReplayOptions, replay
 from crypto_pipeline.settings import REPO_ROOT, Settings
 from tests.expected_ohlcv import expected_aggregates, mismatches, read_csv_rows
+from tests.integration.dagster_helpers import resources_for, wait_until
 
 SAMPLE = REPO_ROOT / "data" / "sample_klines_1m.csv.gz"
-
-
-def resources(settings: Settings, name: str) -> dict[str, Any]:
-    return {
-        "kafka": KafkaResource(bootstrap_servers=settings.kafka_bootstrap_servers, topic=name),
-        "mongo": MongoResource(database=name, collection=settings.mongo_collection),
-        "influx": InfluxResource(
-            url=settings.influxdb_url,
-            token=settings.influxdb_token,
-            org=settings.influxdb_org,
-            bucket=settings.influxdb_bucket,
-            measurement=name,
-        ),
-        "spark_submit": SparkSubmitResource(master="local[2]"),
-        "pipes_subprocess_client": dg.PipesSubprocessClient(),
-    }
 
 
 def test_sink_assets_materialize_through_pipes_with_progress_metadata(
@@ -54,7 +33,7 @@ def test_sink_assets_materialize_through_pipes_with_progress_metadata(
 
     result = dg.materialize(
         [ohlcv_sinks],
-        resources=resources(local_stack, unique_name),
+        resources=resources_for(local_stack, unique_name),
         run_config={"ops": {"ohlcv_sinks": {"config": config}}},
     )
 
@@ -151,12 +130,3 @@ def test_continuous_job_picks_up_new_rows_and_reports_health(
     finally:
         job.terminate()
         assert job.wait(timeout=120) == 0
-
-
-def wait_until(condition: Any, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(2)
-    raise AssertionError(f"condition not met within {timeout_s}s")

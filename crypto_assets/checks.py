@@ -1,0 +1,219 @@
+"""Asset checks on the two sinks: they agree with each other, they match the source CSV, the job
+left nothing unread in Kafka, and they keep up with the stream. Each check runs on both assets
+and reports counts and a sample of what differs."""
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from crypto_assets.assets.aggregates import INFLUX_ASSET, MONGO_ASSET
+from crypto_assets.assets.market_data import kafka_klines
+from crypto_assets.job_state import default_checkpoint_dir
+from crypto_assets.reconcile import ReplayScope, committed_offsets, compare, reference_aggregates
+from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource
+from crypto_pipeline.readback import Aggregates
+from crypto_pipeline.replay.formats import ms_to_iso, reason_kind
+from spark_jobs.config import DEFAULT_WINDOWS
+
+SINKS = {MONGO_ASSET: "mongodb", INFLUX_ASSET: "influxdb"}
+
+
+def both_sinks(name: str, description: str, blocking: bool = False) -> list[dg.AssetCheckSpec]:
+    """One check name on both sink assets, each depending on the other."""
+    return [
+        dg.AssetCheckSpec(
+            name,
+            asset=key,
+            additional_deps=[other],
+            blocking=blocking,
+            description=description,
+        )
+        for key, other in ((MONGO_ASSET, INFLUX_ASSET), (INFLUX_ASSET, MONGO_ASSET))
+    ]
+
+
+def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, Any]:
+    """The metadata of the asset's latest materialization, as plain values."""
+    event = instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None:
+        return {}
+    return {name: entry.value for name, entry in event.asset_materialization.metadata.items()}
+
+
+def dead_letter_reason(value: bytes) -> str:
+    """The kind of rejection a dead letter carries ("high < low", ...), for grouping."""
+    try:
+        reason = str(json.loads(value).get("reason") or "no reason given")
+    except (ValueError, AttributeError):
+        return "unreadable dead letter"
+    return reason_kind(reason)
+
+
+def results_for_both(passed: bool, metadata: dict[str, Any], **kwargs: Any) -> Iterator[Any]:
+    for key in SINKS:
+        yield dg.AssetCheckResult(asset_key=key, passed=passed, metadata=metadata, **kwargs)
+
+
+@dg.multi_asset_check(
+    specs=both_sinks(
+        "sinks_agree",
+        "MongoDB and InfluxDB hold the same (symbol, window, window_start) keys with equal "
+        "values (1e-9 relative), and every document's _id matches its key.",
+        blocking=True,
+    )
+)
+def sinks_agree(mongo: MongoResource, influx: InfluxResource) -> Iterator[dg.AssetCheckResult]:
+    mongo_aggregates, bad_ids = mongo.read_aggregates()
+    comparison = compare(mongo_aggregates, influx.read_aggregates())
+    description = comparison.summary("mongodb", "influxdb")
+    if bad_ids:
+        description += f"; {len(bad_ids)} documents whose _id is not their key (e.g. {bad_ids[0]})"
+    metadata = {
+        "mongodb_aggregates": len(mongo_aggregates),
+        "influxdb_aggregates": comparison.compared + len(comparison.only_right),
+        "ids_not_matching_key": bad_ids[:10],
+        **comparison.metadata("mongodb", "influxdb"),
+    }
+    yield from results_for_both(
+        comparison.passed and not bad_ids, metadata, description=description
+    )
+
+
+@dg.multi_asset_check(
+    specs=both_sinks(
+        "matches_source",
+        "The closed windows of the latest replay, recomputed from its CSV in pandas, equal the "
+        "aggregates in each sink (1e-9 relative).",
+    )
+)
+def matches_source(
+    context: dg.AssetCheckExecutionContext, mongo: MongoResource, influx: InfluxResource
+) -> Iterator[dg.AssetCheckResult]:
+    replay_metadata = latest_metadata(context.instance, kafka_klines.key)
+    if "replay_scope" not in replay_metadata:
+        yield from results_for_both(
+            False, {}, description="no replay is recorded for kafka_klines: nothing to compare"
+        )
+        return
+    scope = ReplayScope.from_metadata(replay_metadata["replay_scope"])
+    windows = latest_metadata(context.instance, MONGO_ASSET).get("windows") or DEFAULT_WINDOWS
+    expected = reference_aggregates(scope.candles(), list(windows), scope)
+    sinks: dict[dg.AssetKey, Aggregates] = {
+        MONGO_ASSET: mongo.read_aggregates()[0],
+        INFLUX_ASSET: influx.read_aggregates(),
+    }
+    for key, actual in sinks.items():
+        comparison = compare(expected, actual, left_only_keys=True)
+        description = comparison.summary("source", SINKS[key])
+        if not expected:
+            description = f"the latest replay ({scope.path}) covers no closed window"
+        yield dg.AssetCheckResult(
+            asset_key=key,
+            passed=bool(expected) and comparison.passed,
+            description=description,
+            metadata={
+                "source_file": scope.path,
+                "windows": list(windows),
+                "expected_aggregates": len(expected),
+                **comparison.metadata("source", SINKS[key]),
+            },
+        )
+
+
+@dg.multi_asset_check(
+    specs=both_sinks(
+        "nothing_left_behind",
+        "Every streaming query of the job has committed the topic's end offsets; dead letters "
+        "are counted (WARN above zero, reasons grouped).",
+    )
+)
+def nothing_left_behind(
+    context: dg.AssetCheckExecutionContext, kafka: KafkaResource
+) -> Iterator[dg.AssetCheckResult]:
+    job_metadata = latest_metadata(context.instance, MONGO_ASSET)
+    checkpoint = Path(
+        job_metadata["checkpoint_dir"]
+        if job_metadata.get("topic") == kafka.topic
+        else default_checkpoint_dir(kafka.topic)
+    )
+    ends = kafka.end_offsets()
+    queries = sorted(p for p in checkpoint.iterdir() if p.is_dir()) if checkpoint.is_dir() else []
+    behind: dict[str, int] = {}
+    for query in queries:
+        committed = (committed_offsets(query) or {}).get(kafka.topic, {})
+        behind[query.name] = sum(end - committed.get(p, 0) for p, end in ends.items())
+    reasons = Counter(dead_letter_reason(value) for value in kafka.read_messages(kafka.dlq_topic))
+    dead_letters = sum(reasons.values())
+    metadata = {
+        "topic": kafka.topic,
+        "end_offsets": {str(p): o for p, o in ends.items()},
+        "messages_not_committed_per_query": behind,
+        "checkpoint_dir": str(checkpoint),
+        "dead_letters": dead_letters,
+        "dead_letter_reasons": dict(reasons.most_common()),
+    }
+    left_behind = {name: lag for name, lag in behind.items() if lag}
+    if not queries:
+        passed, severity = False, dg.AssetCheckSeverity.ERROR
+        description = f"no streaming query has a checkpoint in {checkpoint}"
+    elif left_behind:
+        passed, severity = False, dg.AssetCheckSeverity.ERROR
+        description = f"messages not committed by the job: {left_behind}"
+    elif dead_letters:
+        passed, severity = False, dg.AssetCheckSeverity.WARN
+        description = f"all offsets committed; {dead_letters} dead letters: {dict(reasons)}"
+    else:
+        passed, severity = True, dg.AssetCheckSeverity.ERROR
+        description = f"all {sum(ends.values()):,} messages committed by {len(queries)} queries"
+    yield from results_for_both(passed, metadata, severity=severity, description=description)
+
+
+class FreshnessConfig(dg.Config):
+    max_lag_minutes: float = Field(
+        default=15.0,
+        description="how far (in event time) the newest aggregate may trail the newest event",
+    )
+
+
+@dg.multi_asset_check(
+    specs=both_sinks(
+        "fresh",
+        "The newest event in each sink is no further behind the newest event in Kafka than "
+        "max_lag_minutes (event time).",
+    )
+)
+def fresh(
+    config: FreshnessConfig, kafka: KafkaResource, mongo: MongoResource, influx: InfluxResource
+) -> Iterator[dg.AssetCheckResult]:
+    newest = [json.loads(v)["event_time_ms"] for v in kafka.read_messages(last_only=True)]
+    if not newest:
+        yield from results_for_both(False, {}, description=f"{kafka.topic} holds no events")
+        return
+    newest_event_ms = max(newest)
+    sinks = {MONGO_ASSET: mongo.newest_event_ms(), INFLUX_ASSET: influx.newest_event_ms()}
+    for key, sink_newest_ms in sinks.items():
+        metadata: dict[str, Any] = {
+            "newest_event_in_kafka": ms_to_iso(newest_event_ms),
+            "newest_event_in_sink": ms_to_iso(sink_newest_ms),
+            "checked_at": ms_to_iso(int(time.time() * 1000)),
+        }
+        if sink_newest_ms is None:
+            yield dg.AssetCheckResult(
+                asset_key=key, passed=False, metadata=metadata, description="the sink is empty"
+            )
+            continue
+        lag_minutes = (newest_event_ms - sink_newest_ms) / 60_000
+        metadata["lag_minutes"] = round(lag_minutes, 2)
+        yield dg.AssetCheckResult(
+            asset_key=key,
+            passed=lag_minutes <= config.max_lag_minutes,
+            metadata=metadata,
+            description=f"{SINKS[key]} trails Kafka by {lag_minutes:.1f} min of event time "
+            f"(bound {config.max_lag_minutes:g})",
+        )

@@ -1,0 +1,213 @@
+"""What the asset checks compute, as plain functions: the reference aggregates of a replay
+recomputed from its CSV with pandas (no code shared with the Spark job), key-by-key comparison of
+two sets of aggregates, and the Kafka offsets a Spark checkpoint has committed."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from crypto_pipeline.aggregates import AGGREGATE_FIELDS
+from crypto_pipeline.readback import AggregateKey, Aggregates
+from crypto_pipeline.replay.formats import Candle, read_rows
+from spark_jobs.config import window_ms
+
+RELATIVE_TOLERANCE = 1e-9
+SAMPLE_SIZE = 10
+
+
+@dataclass(frozen=True)
+class ReplayScope:
+    """Which rows a replay sent: the file, its filters, and how event times were shifted.
+    Recorded on every `kafka_klines` materialization; read back by `matches_source`."""
+
+    path: str
+    symbols: tuple[str, ...] = ()
+    start_ms: int | None = None
+    end_ms: int | None = None
+    limit: int | None = None
+    event_shift_ms: int = 0
+    # Set when the replay looped: later passes start this much later, so windows reaching past
+    # the end of the first pass mix two passes and are not compared.
+    pass_span_ms: int | None = None
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {**asdict(self), "symbols": list(self.symbols)}
+
+    @classmethod
+    def from_metadata(cls, value: dict[str, Any]) -> ReplayScope:
+        return cls(**{**value, "symbols": tuple(value.get("symbols") or ())})
+
+    def candles(self) -> list[Candle]:
+        """The good rows of the first pass, as the producer filtered them."""
+        selected: list[Candle] = []
+        for parsed in read_rows(Path(self.path)):
+            candle = parsed.candle
+            if candle is None or (self.symbols and candle.symbol not in self.symbols):
+                continue
+            if self.start_ms is not None and candle.open_time_ms < self.start_ms:
+                continue
+            if self.end_ms is not None and candle.open_time_ms >= self.end_ms:
+                continue
+            if self.limit is not None and len(selected) >= self.limit:
+                break
+            selected.append(candle)
+        return selected
+
+    def covers(self, window_start_ms: int, size_ms: int, first_event_ms: int) -> bool:
+        """Whether the whole window lies inside what the replay sent (a closed window whose every
+        row came from this replay), so that the sinks must equal the recomputation there."""
+        shift = self.event_shift_ms
+        if self.start_ms is not None and window_start_ms < self.start_ms + shift:
+            return False
+        if self.end_ms is not None and window_start_ms + size_ms > self.end_ms + shift:
+            return False
+        return self.pass_span_ms is None or (
+            window_start_ms + size_ms <= first_event_ms + self.pass_span_ms
+        )
+
+
+def reference_aggregates(
+    candles: list[Candle], windows: list[str], scope: ReplayScope | None = None
+) -> Aggregates:
+    """OHLCV per (symbol, window, window start) from candles, in pandas. One candle per (symbol,
+    event time) counts, the last one sent; quote volume and trades are null when any candle lacks
+    them; VWAP is quote volume / volume, with the typical price standing in for a missing quote
+    volume, and null when the volume is zero. With a scope, only the windows it covers."""
+    if not candles:
+        return {}
+    frame = pd.DataFrame(candles, columns=list(Candle._fields))
+    frame["t"] = frame["open_time_ms"] + (scope.event_shift_ms if scope else 0)
+    frame = frame.drop_duplicates(["symbol", "t"], keep="last").sort_values(["symbol", "t"])
+    frame["typical_turnover"] = (
+        (frame["high"] + frame["low"] + frame["close"]) / 3 * frame["volume"]
+    )
+    frame["quote_volume_missing"] = frame["quote_volume"].isna()
+    frame["trades_missing"] = frame["trades"].isna()
+    first_event_ms = int(frame["t"].min())
+    result: Aggregates = {}
+    for window in windows:
+        size = window_ms(window)
+        frame["window_start"] = frame["t"] - frame["t"] % size
+        grouped = frame.groupby(["symbol", "window_start"], sort=False).agg(
+            open=("open", "first"),
+            high=("high", "max"),
+            low=("low", "min"),
+            close=("close", "last"),
+            volume=("volume", "sum"),
+            quote_volume=("quote_volume", "sum"),
+            quote_volume_missing=("quote_volume_missing", "any"),
+            typical_turnover=("typical_turnover", "sum"),
+            trades=("trades", "sum"),
+            trades_missing=("trades_missing", "any"),
+            rows=("t", "size"),
+            first_event_ms=("t", "min"),
+            last_event_ms=("t", "max"),
+        )
+        for (symbol, start), row in grouped.iterrows():
+            if scope is not None and not scope.covers(int(start), size, first_event_ms):
+                continue
+            quote_volume = None if row.quote_volume_missing else float(row.quote_volume)
+            turnover = float(row.typical_turnover) if quote_volume is None else quote_volume
+            volume = float(row.volume)
+            result[(str(symbol), window, int(start))] = {
+                "open": float(row.open),
+                "high": float(row.high),
+                "low": float(row.low),
+                "close": float(row.close),
+                "volume": volume,
+                "quote_volume": quote_volume,
+                "vwap": turnover / volume if volume > 0 else None,
+                "trades": None if row.trades_missing else int(row.trades),
+                "rows": int(row.rows),
+                "first_event_ms": int(row.first_event_ms),
+                "last_event_ms": int(row.last_event_ms),
+            }
+    return result
+
+
+def _same(want: Any, got: Any) -> bool:
+    if want is None or got is None:
+        return want is got
+    return math.isclose(float(got), float(want), rel_tol=RELATIVE_TOLERANCE, abs_tol=0.0)
+
+
+def _label(key: AggregateKey) -> str:
+    return f"{key[0]}|{key[1]}|{key[2]}"
+
+
+@dataclass
+class Comparison:
+    """Keys only on one side and values that differ beyond the relative tolerance."""
+
+    compared: int = 0
+    only_left: list[AggregateKey] = field(default_factory=list)
+    only_right: list[AggregateKey] = field(default_factory=list)
+    different: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not (self.only_left or self.only_right or self.different)
+
+    def metadata(self, left: str, right: str) -> dict[str, Any]:
+        return {
+            "keys_compared": self.compared,
+            f"only_in_{left}": len(self.only_left),
+            f"only_in_{right}": len(self.only_right),
+            "values_different": len(self.different),
+            f"sample_only_in_{left}": [_label(k) for k in self.only_left[:SAMPLE_SIZE]],
+            f"sample_only_in_{right}": [_label(k) for k in self.only_right[:SAMPLE_SIZE]],
+            "sample_differences": self.different[:SAMPLE_SIZE],
+        }
+
+    def summary(self, left: str, right: str) -> str:
+        if self.passed:
+            return f"{self.compared:,} aggregates equal in {left} and {right}"
+        parts = []
+        if self.only_left:
+            parts.append(f"{len(self.only_left)} only in {left} (e.g. {_label(self.only_left[0])})")
+        if self.only_right:
+            parts.append(
+                f"{len(self.only_right)} only in {right} (e.g. {_label(self.only_right[0])})"
+            )
+        if self.different:
+            parts.append(f"{len(self.different)} values differ (e.g. {self.different[0]})")
+        return "; ".join(parts)
+
+
+def compare(left: Aggregates, right: Aggregates, *, left_only_keys: bool = False) -> Comparison:
+    """Every aggregate field of every key, at 1e-9 relative. With `left_only_keys`, keys that only
+    `right` has are ignored (a sink holds more than one replay's windows)."""
+    common = sorted(left.keys() & right.keys())
+    result = Comparison(
+        compared=len(common),
+        only_left=sorted(left.keys() - right.keys()),
+        only_right=[] if left_only_keys else sorted(right.keys() - left.keys()),
+    )
+    for key in common:
+        for name in AGGREGATE_FIELDS:
+            want, got = left[key].get(name), right[key].get(name)
+            if not _same(want, got):
+                result.different.append(f"{_label(key)} {name}: {want!r} vs {got!r}")
+    return result
+
+
+def committed_offsets(query_checkpoint: Path) -> dict[str, dict[int, int]] | None:
+    """The Kafka offsets up to which a streaming query's last committed micro-batch read (Spark's
+    checkpoint: offsets/<batch> holds the batch's end offsets, commits/<batch> marks it done).
+    None if no batch has been committed."""
+    commits = query_checkpoint / "commits"
+    batches = (
+        [int(p.name) for p in commits.iterdir() if p.name.isdigit()] if commits.is_dir() else []
+    )
+    if not batches:
+        return None
+    lines = (query_checkpoint / "offsets" / str(max(batches))).read_text().splitlines()
+    # Line 1 is the log version, line 2 the batch metadata, then one line per source.
+    source = json.loads(lines[2])
+    return {topic: {int(p): o for p, o in parts.items()} for topic, parts in source.items()}

@@ -121,6 +121,9 @@ class SparkSubmitResource(dg.ConfigurableResource):
             "spark.driver.host=127.0.0.1",
             "--conf",
             "spark.driver.bindAddress=127.0.0.1",
+            # Spark's own INFO lines drown the job's progress in the run log.
+            "--conf",
+            "spark.log.level=WARN",
             str(REPO_ROOT / "spark_jobs" / "main.py"),
             *job_args,
         ]

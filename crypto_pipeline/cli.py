@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ from pathlib import Path
 from crypto_pipeline import stack
 from crypto_pipeline.clients import KafkaUnavailable
 from crypto_pipeline.console import say
+from crypto_pipeline.demo import ONCE_END, ONCE_START
 from crypto_pipeline.replay.binance import DEFAULT_BASE_URL, FetchError, fetch_monthly_klines
 from crypto_pipeline.replay.formats import InputFormatError, iso_to_ms
 from crypto_pipeline.replay.generator import INTERVALS_MS, generate, write_csv
@@ -102,29 +102,11 @@ def _data_fetch_binance(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    """The main job on the local stack: replay the sample, aggregate it into both sinks."""
-    from crypto_pipeline.readback import read_influx, read_mongo
+    from crypto_pipeline import demo
 
-    stack.up(settings)
-    sample = REPO_ROOT / "data" / "sample_klines_1m.csv.gz"
-    summary = replay(ReplayOptions(path=sample, topic=settings.kafka_topic), settings)
-    for line in summary.lines():
-        say(line)
-    say("[demo] running the Spark OHLCV job (available-now) into MongoDB and InfluxDB ...")
-    job = subprocess.run([sys.executable, "-m", "spark_jobs.main", "--trigger", "available-now"])
-    if job.returncode != 0:
-        raise stack.StackError(f"the Spark job failed (exit {job.returncode}); see its log above")
-    mongo, _ = read_mongo(settings.mongo_uri, settings.mongo_database, settings.mongo_collection)
-    influx = read_influx(settings, "ohlcv")
-    say("")
-    say(
-        f"MongoDB  {settings.mongo_database}.{settings.mongo_collection}: {len(mongo):,} aggregates"
-    )
-    say(f"InfluxDB {settings.influxdb_bucket} measurement ohlcv: {len(influx):,} points")
-    say("")
-    stack.status(settings)
-    say("Stop the stack with `crypto-pipeline stack down`.")
-    return 0
+    if args.once:
+        return demo.run_once(settings, args.start, args.end)
+    return demo.run_interactive(settings)
 
 
 def _bench_producer(args: argparse.Namespace, settings: Settings) -> int:
@@ -215,8 +197,15 @@ def build_parser() -> argparse.ArgumentParser:
     fetch_parser.set_defaults(handler=_data_fetch_binance)
 
     demo_parser = commands.add_parser(
-        "demo", help="local stack up, replay the sample, aggregate it into MongoDB and InfluxDB"
+        "demo",
+        help="the whole pipeline on the local stack with the Dagster UI on 127.0.0.1:3001 "
+        "(until Ctrl-C); --once: one bounded run and every check, for scripts",
     )
+    demo_parser.add_argument(
+        "--once", action="store_true", help="replay a fixed range, run the job and every check"
+    )
+    demo_parser.add_argument("--start", default=ONCE_START, help="--once: first event time")
+    demo_parser.add_argument("--end", default=ONCE_END, help="--once: end of range (exclusive)")
     demo_parser.set_defaults(handler=_demo)
 
     bench_parser = commands.add_parser("bench", help="measure throughput on the local stack")

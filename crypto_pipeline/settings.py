@@ -29,6 +29,8 @@ DEFAULTS: dict[str, str] = {
     "INFLUXDB_BUCKET": "crypto/autogen",
     "INFLUXDB_MEASUREMENT": "ohlcv",
     "SPARK_MASTER": "local[*]",
+    # The Dagster UI, on 127.0.0.1 (docker compose publishes it on the same port).
+    "DAGSTER_PORT": "3001",
     # Files dropped here are replayed by the Dagster sensor.
     "INCOMING_DIR": str(REPO_ROOT / "data" / "incoming"),
     "STACK_DIR": str(REPO_ROOT / ".stack"),
@@ -71,6 +73,7 @@ class Settings:
     influxdb_bucket: str
     influxdb_measurement: str
     spark_master: str
+    dagster_port: int
     incoming_dir: Path
     stack_dir: Path
     cache_dir: Path
@@ -94,6 +97,7 @@ class Settings:
             influxdb_bucket=env("INFLUXDB_BUCKET"),
             influxdb_measurement=env("INFLUXDB_MEASUREMENT"),
             spark_master=env("SPARK_MASTER"),
+            dagster_port=int(env("DAGSTER_PORT")),
             incoming_dir=Path(env("INCOMING_DIR")).resolve(),
             stack_dir=Path(env("STACK_DIR")).resolve(),
             cache_dir=Path(env("STACK_CACHE_DIR")).resolve(),

@@ -1,0 +1,259 @@
+"""The project's main command on the local stack.
+
+`crypto-pipeline demo`: the stack, the Dagster webserver and daemon, a first replay whose Spark
+run and checks the replay sensor starts, then the continuous Spark job and an endless replay of
+the sample; runs until Ctrl-C and then stops everything it started.
+
+`crypto-pipeline demo --once`: replay a fixed range, run the Spark job available-now and every
+check, in this process, against the same Dagster instance; print a summary; exit 1 if a check
+fails."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from crypto_pipeline import stack
+from crypto_pipeline.console import say
+from crypto_pipeline.dagster_services import (
+    ASSET_GRAPH_PATH,
+    FINISHED,
+    DagsterApi,
+    DagsterServices,
+    prepare_dagster_home,
+)
+from crypto_pipeline.settings import Settings
+from crypto_pipeline.stack.artifacts import StackError
+
+SAMPLE_FILE = "data/sample_klines_1m.csv.gz"
+# The whole sample: 3 symbols x 2 days of 1-minute candles.
+ONCE_START = "2025-01-01T00:00:00Z"
+ONCE_END = "2025-01-03T00:00:00Z"
+CHECKS = ("sinks_agree", "matches_source", "nothing_left_behind", "fresh")
+SINK_ASSETS = ("mongo_realtime", "influx_ohlcv")
+LOOP_REPLAY = {"path": SAMPLE_FILE, "loop": True, "rebase_now": True, "speed": 60.0}
+DEMO_TAG = "crypto/demo"
+
+
+def run_once(settings: Settings, start: str = ONCE_START, end: str = ONCE_END) -> int:
+    began = time.monotonic()
+    stack.up(settings)
+    prepare_dagster_home(settings)
+    import dagster as dg
+
+    from crypto_assets.definitions import defs
+
+    quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    replay_config = {"path": SAMPLE_FILE, "start": start, "end": end}
+    with dg.DagsterInstance.get() as instance:
+        say(f"[demo] replaying {SAMPLE_FILE} [{start}, {end}) into {settings.kafka_topic} ...")
+        replayed = defs.resolve_job_def("replay_job").execute_in_process(
+            instance=instance,
+            run_config={**quiet, "ops": {"kafka_klines": {"config": replay_config}}},
+            raise_on_error=False,
+        )
+        if not replayed.success:
+            raise StackError(f"the replay failed (run {replayed.run_id}); see its log above")
+        replay_metadata = _metadata(replayed.get_asset_materialization_events()[0])
+        say("[demo] running the Spark job available-now, then every check of both sinks ...")
+        job = defs.resolve_job_def("ohlcv_job").execute_in_process(
+            instance=instance, run_config=quiet, raise_on_error=False
+        )
+    evaluations = {
+        (e.asset_key.to_user_string(), e.check_name): e for e in job.get_asset_check_evaluations()
+    }
+    failed = [
+        key
+        for key, e in evaluations.items()
+        if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+    ]
+    lines = _summary(replay_metadata, evaluations, time.monotonic() - began)
+    say("")
+    for line in lines:
+        say(line)
+    if not evaluations:
+        raise StackError(f"the Spark job failed before any check ran (run {job.run_id})")
+    if failed:
+        raise StackError(
+            f"{len(failed)} checks failed: " + ", ".join(f"{a}/{c}" for a, c in failed)
+        )
+    return 0
+
+
+def _metadata(event: Any) -> dict[str, Any]:
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def _summary(
+    replay: dict[str, Any], evaluations: dict[tuple[str, str], Any], elapsed: float
+) -> list[str]:
+    def status(asset: str, check: str) -> str:
+        evaluation = evaluations.get((asset, check))
+        if evaluation is None:
+            return "not run"
+        return "passed" if evaluation.passed else f"FAILED ({evaluation.severity.value})"
+
+    def metadata(asset: str, check: str, name: str) -> Any:
+        evaluation = evaluations.get((asset, check))
+        entry = evaluation.metadata.get(name) if evaluation else None
+        return "?" if entry is None else entry.value
+
+    def windows(name: str) -> str:
+        count = metadata("mongo_realtime", "sinks_agree", name)
+        return f"{count:,}" if isinstance(count, int) else str(count)
+
+    dead_letters = metadata("mongo_realtime", "nothing_left_behind", "dead_letters")
+    lines = [
+        f"{'rows in':<22}{replay['rows_sent']:>12,}",
+        f"{'dead letters':<22}{dead_letters:>12}  (rejected by this replay: "
+        f"{replay['rows_rejected']})",
+        f"{'windows in MongoDB':<22}{windows('mongodb_aggregates'):>12}",
+        f"{'windows in InfluxDB':<22}{windows('influxdb_aggregates'):>12}",
+        "",
+        f"{'check':<22}{'mongo_realtime':<22}influx_ohlcv",
+    ]
+    lines += [
+        f"{check:<22}{status('mongo_realtime', check):<22}{status('influx_ohlcv', check)}"
+        for check in CHECKS
+    ]
+    for (asset, check), evaluation in sorted(evaluations.items()):
+        if not evaluation.passed:
+            lines.append(f"  {asset}/{check}: {evaluation.description}")
+    lines += ["", f"{'elapsed':<22}{elapsed:>10.1f} s"]
+    return lines
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C and SIGTERM both end the demo through KeyboardInterrupt (even when started
+    without job control, where SIGINT may arrive ignored)."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def run_interactive(settings: Settings) -> int:
+    from crypto_assets.sensors import REPLAY_RUN_TAG
+
+    started_stack = not stack.is_running(settings)
+    launched: list[str] = []
+    services: DagsterServices | None = None
+    with _interruptible():
+        try:
+            stack.up(settings)
+            services = DagsterServices(prepare_dagster_home(settings), settings.dagster_port)
+            say(f"[demo] starting the Dagster webserver and daemon on {services.url} ...")
+            services.start()
+            api = DagsterApi(services.url)
+
+            say("[demo] replay_job: the sample into Kafka ...")
+            replay_id = api.launch("replay_job", tags={DEMO_TAG: "first replay"})
+            launched.append(replay_id)
+            _expect(api, replay_id, "SUCCESS", api.wait_for_run(replay_id, 600))
+            say("[demo] the replay sensor starts ohlcv_job (Spark available-now, then checks) ...")
+            ohlcv_id = _wait_for_tagged_run(api, REPLAY_RUN_TAG, replay_id)
+            launched.append(ohlcv_id)
+            _expect(api, ohlcv_id, "SUCCESS", api.wait_for_run(ohlcv_id, 900))
+            for (asset, check), status in sorted(api.check_statuses().items()):
+                say(f"[demo]   check {asset}/{check}: {status.lower()}")
+
+            stream_id = api.launch("streaming_job", tags={DEMO_TAG: "continuous job"})
+            launched.append(stream_id)
+            status = api.wait_for_run(
+                stream_id, 300, until=lambda s: s == "STARTED" or s in FINISHED
+            )
+            _expect(api, stream_id, "STARTED", status)
+            loop_config = {"ops": {"kafka_klines": {"config": LOOP_REPLAY}}}
+            launched.append(api.launch("replay_job", loop_config, {DEMO_TAG: "looping replay"}))
+            _print_guide(services.url, settings)
+            while True:
+                time.sleep(60)
+                _print_status(api, launched, settings)
+        except KeyboardInterrupt:
+            say("\n[demo] stopping ...")
+        finally:
+            if services is not None:
+                _terminate_runs(services, launched)
+                services.stop()
+                say("[demo] Dagster webserver and daemon stopped")
+            if started_stack:
+                stack.down(settings)
+    return 0
+
+
+def _expect(api: DagsterApi, run_id: str, wanted: str, status: str) -> None:
+    if status != wanted:
+        raise StackError(f"run {run_id} ended {status}; open {api.url[:-8]}/runs/{run_id}")
+
+
+def _wait_for_tagged_run(api: DagsterApi, key: str, value: str, timeout_s: float = 180) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = api.runs_tagged(key, value)
+        if runs:
+            return runs[0]["runId"]
+        time.sleep(2)
+    raise StackError(f"no run tagged {key}={value} within {timeout_s:.0f} s: is the daemon up?")
+
+
+def _terminate_runs(services: DagsterServices, run_ids: list[str]) -> None:
+    if not services.processes:
+        return
+    api = DagsterApi(services.url)
+    try:
+        running = [r for r in run_ids if api.run_status(r) not in FINISHED]
+        for run_id in running:
+            api.terminate(run_id)
+        for run_id in running:
+            api.wait_for_run(run_id, 120)
+        if running:
+            say(f"[demo] {len(running)} runs terminated (the Spark job stopped its queries)")
+    except (OSError, StackError) as error:
+        say(f"[demo] could not terminate the runs cleanly ({error}); stopping the processes")
+
+
+def _print_guide(url: str, settings: Settings) -> None:
+    for line in [
+        "",
+        "The pipeline is running:",
+        f"  Dagster UI          {url}",
+        f"  asset graph         {url}{ASSET_GRAPH_PATH}",
+        f"  runs                {url}/runs  (streaming_job and the looping replay stay started)",
+        f"  checks              {url}/assets/mongo_realtime?view=checks",
+        "What to look at: the four checks of each sink (green after the first replay), the",
+        "streaming health observations (every 30 s) and the `fresh` check (every 2 minutes).",
+        f"MongoDB {settings.mongo_uri} {settings.mongo_database}.{settings.mongo_collection}; "
+        f"InfluxDB {settings.influxdb_url} bucket {settings.influxdb_bucket}.",
+        "Grafana dashboards come with the docker compose deployment (see the README).",
+        "Press Ctrl-C to stop everything this command started.",
+        "",
+    ]:
+        say(line)
+
+
+def _print_status(api: DagsterApi, run_ids: list[str], settings: Settings) -> None:
+    from crypto_assets.job_state import status_file
+    from crypto_assets.sensors import streaming_health
+
+    path = status_file(settings.kafka_topic)
+    if path.exists():
+        health = streaming_health(settings, json.loads(path.read_text()), time.time())
+        stream = (
+            f"stream {'alive' if health['alive'] else 'DOWN'}, lag {health['kafka_lag_messages']} "
+            f"messages, last progress {health['seconds_since_progress']:.0f} s ago"
+        )
+    else:
+        stream = "stream: no heartbeat yet"
+    runs = ", ".join(f"{r[:8]} {api.run_status(r).lower()}" for r in run_ids[-2:])
+    say(f"[demo] {stream}; runs {runs}")

@@ -1,0 +1,89 @@
+"""The Dagster webserver and daemon as users run them: a replay launched through GraphQL makes
+the replay sensor run the Spark job and every check; the asset graph renders in Chromium."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from crypto_pipeline.dagster_services import (
+    ASSET_GRAPH_PATH,
+    DagsterApi,
+    DagsterServices,
+    prepare_dagster_home,
+)
+from crypto_pipeline.settings import Settings
+from tests.integration.browser import chromium_page
+from tests.integration.conftest import free_port
+from tests.integration.dagster_helpers import wait_until
+
+SENSOR_TAG = "crypto/replay-run-id"
+
+
+@pytest.fixture(scope="module")
+def dagster_ui(
+    local_stack: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DagsterApi]:
+    """Webserver + daemon on a free port, their own instance, topic, database, measurement and
+    an empty incoming folder; stopped by pid at the end."""
+    name = f"t_ui_{uuid.uuid4().hex[:8]}"
+    root = tmp_path_factory.mktemp("dagster_ui")
+    (root / "incoming").mkdir()
+    overrides = {
+        "DAGSTER_HOME": str(root / "dagster_home"),
+        "KAFKA_TOPIC": name,
+        "MONGO_DATABASE": name,
+        "INFLUXDB_MEASUREMENT": name,
+        "INCOMING_DIR": str(root / "incoming"),
+    }
+    saved = {key: os.environ.get(key) for key in overrides}
+    os.environ.update(overrides)
+    services = DagsterServices(prepare_dagster_home(local_stack), free_port())
+    try:
+        services.start()
+        yield DagsterApi(services.url)
+    finally:
+        services.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def test_replay_launched_through_graphql_runs_the_job_and_all_checks_pass(
+    dagster_ui: DagsterApi,
+) -> None:
+    replay_id = dagster_ui.launch("replay_job")
+    assert dagster_ui.wait_for_run(replay_id, 300) == "SUCCESS"
+
+    triggered = wait_until(
+        lambda: dagster_ui.runs_tagged(SENSOR_TAG, replay_id), 180, "the replay sensor's run"
+    )
+    assert [run["jobName"] for run in triggered] == ["ohlcv_job"]
+    assert dagster_ui.wait_for_run(triggered[0]["runId"], 900) == "SUCCESS"
+
+    statuses = dagster_ui.check_statuses()
+    assert statuses == {
+        (asset, check): "SUCCEEDED"
+        for asset in ("mongo_realtime", "influx_ohlcv")
+        for check in ("sinks_agree", "matches_source", "nothing_left_behind", "fresh")
+    }
+
+
+def test_asset_graph_renders_in_headless_chromium(dagster_ui: DagsterApi, tmp_path: Path) -> None:
+    """After the test above: the graph shows the three assets and both sinks' checks passed."""
+    ui_url = dagster_ui.url.removesuffix("/graphql")
+    screenshot = tmp_path / "asset_graph.png"
+    with chromium_page(ui_url + ASSET_GRAPH_PATH, tmp_path / "profile", free_port()) as page:
+        assets = ["kafka_klines", "mongo_realtime", "influx_ohlcv"]
+        shown = page.wait_for_texts([*assets, "4 / 4 Passed"], 120)
+        page.screenshot(screenshot)
+    assert shown.count("4 / 4 Passed") == 2
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert screenshot.stat().st_size > 20_000
+    print(f"screenshot: {screenshot}")

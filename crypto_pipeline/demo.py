@@ -175,7 +175,9 @@ def run_interactive(settings: Settings) -> int:
             )
             _expect(api, stream_id, "STARTED", status)
             loop_config = {"ops": {"kafka_klines": {"config": LOOP_REPLAY}}}
-            launched.append(api.launch("replay_job", loop_config, {DEMO_TAG: "looping replay"}))
+            loop_id = api.launch("replay_job", loop_config, {DEMO_TAG: "looping replay"})
+            launched.append(loop_id)
+            _expect(api, loop_id, "STARTED", api.wait_for_run(loop_id, 300, until=started))
             _print_guide(services.url, settings)
             while True:
                 time.sleep(60)
@@ -190,6 +192,10 @@ def run_interactive(settings: Settings) -> int:
             if started_stack:
                 stack.down(settings)
     return 0
+
+
+def started(status: str) -> bool:
+    return status == "STARTED" or status in FINISHED
 
 
 def _expect(api: DagsterApi, run_id: str, wanted: str, status: str) -> None:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import dagster as dg
+import pytest
+from dagster._config import validate_config
 
 from crypto_assets.definitions import defs
 
@@ -9,7 +11,6 @@ def test_every_job_sensor_and_asset_resolves() -> None:
     assert defs.resolve_job_def("replay_job").name == "replay_job"
     assert defs.resolve_job_def("streaming_job").name == "streaming_job"
     assert defs.resolve_sensor_def("incoming_files_sensor").job_name == "replay_job"
-    assert defs.resolve_sensor_def("streaming_health_sensor").name == "streaming_health_sensor"
     assert {key.to_user_string() for key in defs.resolve_all_asset_keys()} == {
         "kafka_klines",
         "mongo_realtime",
@@ -24,10 +25,32 @@ def test_sink_assets_depend_on_the_topic() -> None:
         assert parents == {dg.AssetKey("kafka_klines")}
 
 
-def test_replay_job_default_config_is_valid() -> None:
-    job = defs.resolve_job_def("replay_job")
-    assert job.run_config_schema.config_type is not None
-    from dagster._config import validate_config
+JOBS = ("replay_job", "ohlcv_job", "streaming_job", "reconciliation_job", "freshness_job")
 
+
+@pytest.mark.parametrize("name", JOBS)
+def test_every_job_launches_from_the_ui_with_its_default_config(name: str) -> None:
+    job = defs.resolve_job_def(name)
     result = validate_config(job.run_config_schema.config_type, job.run_config or {})
     assert result.success, result.errors
+
+
+def test_every_check_covers_both_sinks_and_agreement_blocks() -> None:
+    graph = defs.resolve_asset_graph()
+    checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
+    assert checks == {
+        (asset, name)
+        for asset in ("mongo_realtime", "influx_ohlcv")
+        for name in ("sinks_agree", "matches_source", "nothing_left_behind", "fresh")
+    }
+    blocking = {key.name for key in graph.asset_check_keys if graph.get_check_spec(key).blocking}
+    assert blocking == {"sinks_agree"}
+
+
+def test_replays_trigger_the_job_and_reconciliation_runs_nightly() -> None:
+    assert defs.resolve_sensor_def("replay_done_sensor").job_name == "ohlcv_job"
+    assert defs.resolve_sensor_def("streaming_health_sensor").job_name == "freshness_job"
+    schedule = defs.resolve_schedule_def("nightly_reconciliation")
+    assert schedule.job_name == "reconciliation_job"
+    assert schedule.cron_schedule == "0 3 * * *"
+    assert schedule.execution_timezone == "UTC"

@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from crypto_assets.assets.aggregates import refuse_if_streaming
+from crypto_assets.job_state import running_stream_pid, status_file
 from crypto_assets.sensors import file_digest, incoming_files_sensor
 
 
@@ -65,3 +68,17 @@ def test_missing_folder_requests_nothing(tmp_path: Path, monkeypatch: pytest.Mon
     result = tick(None)
     assert result.run_requests == []
     assert result.cursor == "{}"
+
+
+def test_no_second_spark_job_starts_on_the_checkpoints_of_a_running_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STACK_DIR", str(tmp_path))
+    refuse_if_streaming("t")  # no heartbeat: free to start
+    status_file("t").parent.mkdir(parents=True)
+    status_file("t").write_text(json.dumps({"pid": os.getpid()}))
+    assert running_stream_pid("t") == os.getpid()
+    with pytest.raises(dg.Failure, match=f"continuous job \\(pid {os.getpid()}\\)"):
+        refuse_if_streaming("t")
+    status_file("t").write_text(json.dumps({"pid": 2**22 + 1}))  # above pid_max: never alive
+    assert running_stream_pid("t") is None

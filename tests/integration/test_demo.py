@@ -1,0 +1,121 @@
+"""The main command as users run it (a subprocess): `demo --once` passes on a clean stack and
+fails after one MongoDB document is corrupted; `demo` serves the UI, streams, and stops
+everything it started on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from crypto_pipeline.clients import mongo_client
+from crypto_pipeline.dagster_services import DagsterApi
+from crypto_pipeline.settings import Settings
+from tests.integration.conftest import free_port
+
+CLI = [sys.executable, "-m", "crypto_pipeline.cli"]
+
+
+def demo_env(name: str, tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "incoming").mkdir(exist_ok=True)
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "KAFKA_TOPIC": name,
+        "MONGO_DATABASE": name,
+        "INFLUXDB_MEASUREMENT": name,
+        "INCOMING_DIR": str(tmp_path / "incoming"),
+    }
+
+
+def test_demo_once_passes_then_fails_after_a_document_is_corrupted(
+    local_stack: Settings, unique_name: str, tmp_path: Path
+) -> None:
+    env = demo_env(unique_name, tmp_path)
+    clean = subprocess.run([*CLI, "demo", "--once"], env=env, capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    assert "rows in                      8,640" in clean.stdout
+    assert "windows in MongoDB           1,908" in clean.stdout
+    assert "sinks_agree           passed                passed" in clean.stdout
+    assert "fresh                 passed                passed" in clean.stdout
+
+    # The first 4h window: the watermark is past it, so the second run cannot rewrite it.
+    with mongo_client(local_stack.mongo_uri) as client:
+        collection = client[unique_name][local_stack.mongo_collection]
+        changed = collection.update_one({"_id": "SOLUSDT|4h|1735689600000"}, {"$inc": {"rows": 1}})
+        assert changed.modified_count == 1
+
+    broken = subprocess.run([*CLI, "demo", "--once"], env=env, capture_output=True, text=True)
+    assert broken.returncode == 1
+    assert "sinks_agree           FAILED (ERROR)        FAILED (ERROR)" in broken.stdout
+    assert "matches_source        FAILED (ERROR)        passed" in broken.stdout
+    assert "SOLUSDT|4h|1735689600000 rows: 240 vs 241" in broken.stdout
+    last_line = broken.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("crypto-pipeline: error: 3 checks failed: ")
+    assert "Traceback" not in broken.stderr
+
+
+def processes_with(marker: str) -> list[int]:
+    """Pids of live processes whose environment contains `marker` (our DAGSTER_HOME)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (proc / "environ").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_demo_runs_until_ctrl_c_and_then_stops_everything_it_started(
+    local_stack: Settings, unique_name: str, tmp_path: Path
+) -> None:
+    env = {**demo_env(unique_name, tmp_path), "DAGSTER_PORT": str(free_port())}
+    demo = subprocess.Popen(
+        [*CLI, "demo"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    output: list[str] = []
+    try:
+        assert demo.stdout is not None
+        deadline = time.monotonic() + 900
+        for line in demo.stdout:
+            output.append(line)
+            if "Press Ctrl-C" in line or time.monotonic() > deadline:
+                break
+        text = "".join(output)
+        assert "Press Ctrl-C" in text, text[-3000:]
+        assert "check mongo_realtime/matches_source: succeeded" in text
+        assert f"Dagster UI          http://127.0.0.1:{env['DAGSTER_PORT']}" in text
+
+        api = DagsterApi(f"http://127.0.0.1:{env['DAGSTER_PORT']}")
+        runs = {r["jobName"]: r["status"] for r in api.runs_tagged("crypto/demo", "looping replay")}
+        assert runs == {"replay_job": "STARTED"}
+        stream = api.runs_tagged("crypto/demo", "continuous job")
+        assert [r["status"] for r in stream] == ["STARTED"]
+        time.sleep(20)  # let the stream process some of the looping replay
+    finally:
+        demo.send_signal(signal.SIGINT)
+        rest, _ = demo.communicate(timeout=300)
+    text = "".join(output) + rest
+    assert demo.returncode == 0, text[-3000:]
+    assert "runs terminated (the Spark job stopped its queries)" in text
+    assert processes_with(env["DAGSTER_HOME"]) == []
+
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        statuses = {
+            run.tags["crypto/demo"]: run.status
+            for run in instance.get_runs()
+            if "crypto/demo" in run.tags
+        }
+    assert statuses == {
+        "first replay": dg.DagsterRunStatus.SUCCESS,
+        "continuous job": dg.DagsterRunStatus.CANCELED,
+        "looping replay": dg.DagsterRunStatus.CANCELED,
+    }

@@ -3,7 +3,12 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lint test test-unit demo stack-up stack-down clean
+# Debian packages the tests use: headless Chromium (UI test), docker-compose 1.29 (`config` check of
+# the compose file; no Docker engine is needed for that).
+SYSTEM_COMMANDS := chromium docker-compose
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install system-packages lint test test-unit demo stack-up stack-down clean
 
 install: $(VENV)/.installed
 
@@ -12,6 +17,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --progress-bar off -e ".[dev]"
 	touch $@
+
+system-packages:
+	@missing=""; for command in $(SYSTEM_COMMANDS); do \
+	  command -v $$command >/dev/null || missing="$$missing $$command"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq$$missing; \
+	fi
 
 lint: install
 	$(BIN)/ruff format --check .
@@ -22,7 +36,7 @@ test-unit: install
 	$(BIN)/pytest tests/unit
 
 # The integration tests start the local stack once per session (and stop it if they started it).
-test: lint
+test: lint system-packages
 	$(BIN)/pytest tests
 
 demo: install

@@ -109,6 +109,14 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     return demo.run_interactive(settings)
 
 
+def _dashboards(args: argparse.Namespace, settings: Settings) -> int:
+    from crypto_pipeline.dashboards import write_dashboards
+
+    for path in write_dashboards():
+        say(f"wrote {path.relative_to(REPO_ROOT)}")
+    return 0
+
+
 def _bench_producer(args: argparse.Namespace, settings: Settings) -> int:
     from crypto_pipeline.bench import bench_producer
 
@@ -207,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument("--start", default=ONCE_START, help="--once: first event time")
     demo_parser.add_argument("--end", default=ONCE_END, help="--once: end of range (exclusive)")
     demo_parser.set_defaults(handler=_demo)
+
+    dashboards_parser = commands.add_parser(
+        "dashboards", help="write the Grafana dashboards (built in code) to docker/grafana/"
+    )
+    dashboards_parser.set_defaults(handler=_dashboards)
 
     bench_parser = commands.add_parser("bench", help="measure throughput on the local stack")
     bench_commands = bench_parser.add_subparsers(dest="bench_command", required=True)

@@ -25,7 +25,7 @@ INSTANCE_CONFIG = REPO_ROOT / "local_stack" / "dagster.yaml"
 WORKSPACE = REPO_ROOT / "workspace.yaml"
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 # The UI page with the asset graph of the pipeline (the sink assets and their upstream topic).
-ASSET_GRAPH_PATH = "/locations/crypto_assets.definitions:defs/asset-groups/aggregates"
+ASSET_GRAPH_PATH = "/locations/crypto_pipeline/asset-groups/aggregates"
 
 
 def prepare_dagster_home(settings: Settings) -> Path:

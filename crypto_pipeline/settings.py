@@ -41,6 +41,12 @@ DEFAULTS: dict[str, str] = {
 }
 
 
+# Ports of the servers the local stack starts; docker compose has its own services instead.
+LOCAL_STACK_ONLY = frozenset(
+    {"STACK_MONGO_PORT", "STACK_KAFKA_CONTROLLER_PORT", "STACK_INFLUXDB_RPC_PORT"}
+)
+
+
 def load_env_file() -> None:
     """Read `.env` from the repository root; real environment variables win."""
     load_dotenv(REPO_ROOT / ".env", override=False)

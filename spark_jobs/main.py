@@ -26,7 +26,13 @@ from crypto_pipeline.settings import Settings
 from crypto_pipeline.spark import build_spark_session
 from spark_jobs.config import JobConfig
 from spark_jobs.progress import ProgressTracker, open_reporter
-from spark_jobs.sinks import ensure_mongo_index, write_dead_letters, write_influx, write_mongo
+from spark_jobs.sinks import (
+    ensure_mongo_index,
+    write_batch_metrics,
+    write_dead_letters,
+    write_influx,
+    write_mongo,
+)
 from spark_jobs.transform import build_aggregates, dead_letters, parse_messages, valid_candles
 
 log = logging.getLogger("spark_jobs")
@@ -49,13 +55,14 @@ def read_source(spark: SparkSession, config: JobConfig) -> DataFrame:
     return reader.load()
 
 
-def write_aggregates(batch: DataFrame, batch_id: int, config: JobConfig) -> None:
+def write_aggregates(batch: DataFrame, batch_id: int, config: JobConfig, query: str) -> None:
     batch.persist()
     try:
         if "mongo" in config.sinks:
             write_mongo(batch, batch_id, config)
         if "influx" in config.sinks:
             write_influx(batch, batch_id, config)
+            write_batch_metrics(query, batch_id, {"windows": batch.count()}, config)
         if "noop" in config.sinks:
             batch.write.format("noop").mode("overwrite").save()
     finally:
@@ -70,6 +77,8 @@ def write_rejected(
         rejected = batch.count()
         if rejected:
             write_dead_letters(batch, batch_id, config)
+        if "influx" in config.sinks:
+            write_batch_metrics("dead_letters", batch_id, {"dead_letters": rejected}, config)
         count(rejected)
     finally:
         batch.unpersist()
@@ -93,7 +102,7 @@ def start_queries(
             .writeStream.queryName(f"ohlcv_{window}")
             .outputMode("update")
             .option("checkpointLocation", f"{config.checkpoint_dir}/ohlcv_{window}")
-            .foreachBatch(partial(write_aggregates, config=config))
+            .foreachBatch(partial(write_aggregates, config=config, query=f"ohlcv_{window}"))
         )
         queries.append(_with_trigger(writer, config).start())
     rejected_writer = (

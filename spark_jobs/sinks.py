@@ -177,6 +177,17 @@ def write_influx_lines(lines: Iterable[str], config: JobConfig) -> int:
     return written
 
 
+def write_batch_metrics(
+    query: str, batch_id: int, counts: dict[str, int], config: JobConfig
+) -> None:
+    """One point per micro-batch in `<measurement>_batches` (tag query, time = now): what the
+    pipeline dashboard charts as windows written and dead letters per minute."""
+    fields = ",".join(f"{name}={value}i" for name, value in counts.items())
+    now_ms = int(time.time() * 1000)
+    line = f"{config.measurement}_batches,query={query} {fields},batch_id={batch_id}i {now_ms}"
+    write_influx_lines([line], config)
+
+
 def write_influx(batch: DataFrame, batch_id: int, config: JobConfig) -> None:
     """Each Spark partition writes its own points (no collect to the driver)."""
     measurement = config.measurement

@@ -1,0 +1,237 @@
+"""The Grafana dashboards, as code (grafana-foundation-sdk). `crypto-pipeline dashboards` writes
+them to docker/grafana/dashboards/; a test checks the committed files equal what this builds.
+
+Every query is Flux that both InfluxDB 1.8 (the local stack) and 2.x (docker compose) run. The
+bucket and measurement are hidden dashboard constants (Grafana does not substitute environment
+variables in provisioned dashboards): change them here if INFLUXDB_BUCKET or INFLUXDB_MEASUREMENT
+differ from the defaults of .env.example."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from grafana_foundation_sdk.builders import candlestick, dashboard, stat, timeseries
+from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.cog import variants as cogvariants
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import candlestick as candlestick_model
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableOption, VariableRefresh
+
+from crypto_pipeline.settings import REPO_ROOT
+
+DASHBOARD_DIR = REPO_ROOT / "docker" / "grafana" / "dashboards"
+DATASOURCE = DataSourceRef(type_val="influxdb", uid="influxdb-ohlcv")
+DEFAULT_BUCKET = "crypto"  # .env.example INFLUXDB_BUCKET
+DEFAULT_MEASUREMENT = "ohlcv"
+WINDOWS = ("5m", "1h", "4h")
+TIME_RANGE = "range(start: v.timeRangeStart, stop: v.timeRangeStop)"
+SERIES = (
+    'from(bucket: "${bucket}")\n'
+    f"  |> {TIME_RANGE}\n"
+    '  |> filter(fn: (r) => r._measurement == "${measurement}" and r.symbol == "${symbol}"'
+    ' and r.window == "${window}")\n'
+)
+
+
+@dataclass
+class FluxQuery(cogvariants.Dataquery):
+    """A Flux query of Grafana's InfluxDB datasource (the SDK ships no InfluxDB query type)."""
+
+    ref_id: str
+    query: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"refId": self.ref_id, "datasource": DATASOURCE.to_json(), "query": self.query}
+
+
+class Flux(cogbuilder.Builder[FluxQuery]):
+    def __init__(self, query: str, ref_id: str = "A") -> None:
+        self.query = FluxQuery(ref_id, query)
+
+    def build(self) -> FluxQuery:
+        return self.query
+
+
+def fields(*names: str) -> str:
+    """The series' fields, one column each, keyed by time."""
+    chosen = " or ".join(f'r._field == "{name}"' for name in names)
+    return (
+        SERIES + f"  |> filter(fn: (r) => {chosen})\n"
+        '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
+        f'  |> keep(columns: ["_time", {", ".join(json.dumps(n) for n in names)}])'
+    )
+
+
+def batch_metric(field: str) -> str:
+    """A per-micro-batch counter of the Spark job summed per minute, one series per query."""
+    return (
+        'from(bucket: "${bucket}")\n'
+        f"  |> {TIME_RANGE}\n"
+        '  |> filter(fn: (r) => r._measurement == "${measurement}_batches" and r._field == '
+        f'"{field}")\n'
+        '  |> group(columns: ["query"])\n'
+        "  |> aggregateWindow(every: 1m, fn: sum, createEmpty: false)"
+    )
+
+
+FRESHNESS = (
+    'from(bucket: "${bucket}")\n'
+    "  |> range(start: -30d)\n"
+    '  |> filter(fn: (r) => r._measurement == "${measurement}" and r._field == "close")\n'
+    '  |> group(columns: ["symbol"])\n'
+    '  |> sort(columns: ["_time"])\n'
+    "  |> last()\n"
+    "  |> map(fn: (r) => ({_time: r._time, symbol: r.symbol,"
+    " _value: float(v: int(v: now()) - int(v: r._time)) / 1000000000.0}))"
+)
+
+SYMBOLS = (
+    'from(bucket: "${bucket}")\n'
+    f"  |> {TIME_RANGE}\n"
+    '  |> filter(fn: (r) => r._measurement == "${measurement}" and r._field == "close")\n'
+    '  |> keep(columns: ["symbol"])\n'
+    "  |> group()\n"
+    '  |> distinct(column: "symbol")'
+)
+
+
+def constants() -> list[cogbuilder.Builder[Any]]:
+    return [
+        dashboard.ConstantVariable("bucket").value(DEFAULT_BUCKET),
+        dashboard.ConstantVariable("measurement").value(DEFAULT_MEASUREMENT),
+    ]
+
+
+def _base(uid: str, title: str, refresh: str) -> dashboard.Dashboard:
+    return (
+        dashboard.Dashboard(title)
+        .uid(uid)
+        .tags(["crypto-pipeline"])
+        .editable()
+        .refresh(refresh)
+        .time("now-2d", "now")
+        .timezone("utc")
+    )
+
+
+def market_dashboard() -> dashboard.Dashboard:
+    symbol = (
+        dashboard.QueryVariable("symbol")
+        .label("Symbol")
+        .datasource(DATASOURCE)
+        .query(SYMBOLS)
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+    )
+    window = (
+        dashboard.CustomVariable("window")
+        .label("Window")
+        .values(",".join(WINDOWS))
+        .current(VariableOption(selected=True, text=WINDOWS[0], value=WINDOWS[0]))
+    )
+    bars = common.GraphDrawStyle.BARS
+    return (
+        _base("crypto-market", "Crypto market: OHLCV", "30s")
+        .variables([*constants(), symbol, window])
+        .with_panel(
+            candlestick.Panel()
+            .title("${symbol} candles (${window})")
+            .datasource(DATASOURCE)
+            .with_target(Flux(fields("open", "high", "low", "close", "volume")))
+            .mode(candlestick_model.VizDisplayMode.CANDLES)
+            .candle_style(candlestick_model.CandleStyle.CANDLES)
+            .color_strategy(candlestick_model.ColorStrategy.OPEN_CLOSE)
+            .include_all_fields(False)
+            .height(12)
+            .span(24)
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Volume")
+            .datasource(DATASOURCE)
+            .with_target(Flux(fields("volume")))
+            .draw_style(bars)
+            .fill_opacity(80)
+            .height(8)
+            .span(12)
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Close vs VWAP")
+            .datasource(DATASOURCE)
+            .with_target(Flux(fields("close", "vwap")))
+            .height(8)
+            .span(12)
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Trades")
+            .datasource(DATASOURCE)
+            .with_target(Flux(fields("trades")))
+            .draw_style(bars)
+            .fill_opacity(80)
+            .decimals(0)
+            .height(8)
+            .span(24)
+        )
+    )
+
+
+def pipeline_dashboard() -> dashboard.Dashboard:
+    bars = common.GraphDrawStyle.BARS
+    return (
+        _base("crypto-pipeline", "Crypto pipeline: health", "10s")
+        .time("now-1h", "now")
+        .variables(constants())
+        .with_panel(
+            timeseries.Panel()
+            .title("Windows written per minute (per streaming query)")
+            .datasource(DATASOURCE)
+            .with_target(Flux(batch_metric("windows")))
+            .draw_style(bars)
+            .fill_opacity(80)
+            .height(8)
+            .span(16)
+        )
+        .with_panel(
+            stat.Panel()
+            .title("Freshness: seconds since the newest window started")
+            .datasource(DATASOURCE)
+            .with_target(Flux(FRESHNESS))
+            .unit("s")
+            .height(8)
+            .span(8)
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Dead letters per minute")
+            .datasource(DATASOURCE)
+            .with_target(Flux(batch_metric("dead_letters")))
+            .draw_style(bars)
+            .fill_opacity(80)
+            .decimals(0)
+            .height(8)
+            .span(24)
+        )
+    )
+
+
+DASHBOARDS = {"market.json": market_dashboard, "pipeline.json": pipeline_dashboard}
+
+
+def render(board: dashboard.Dashboard) -> str:
+    return json.dumps(board.build(), cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
+
+
+def write_dashboards(folder: Path = DASHBOARD_DIR) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, build in DASHBOARDS.items():
+        path = folder / name
+        path.write_text(render(build()))
+        written.append(path)
+    return written
+

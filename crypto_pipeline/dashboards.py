@@ -78,9 +78,10 @@ def batch_metric(field: str) -> str:
     )
 
 
+# All time, not the dashboard's range: a stream that stopped a month ago shows as a month stale.
 FRESHNESS = (
     'from(bucket: "${bucket}")\n'
-    "  |> range(start: -30d)\n"
+    "  |> range(start: 1970-01-01T00:00:00Z)\n"
     '  |> filter(fn: (r) => r._measurement == "${measurement}" and r._field == "close")\n'
     '  |> group(columns: ["symbol"])\n'
     '  |> sort(columns: ["_time"])\n'
@@ -89,13 +90,17 @@ FRESHNESS = (
     " _value: float(v: int(v: now()) - int(v: r._time)) / 1000000000.0}))"
 )
 
+# The symbols, one per row in _value (what a Grafana query variable reads). last() per symbol,
+# not distinct(): InfluxDB 1.8's Flux returns no rows for distinct() on a tag column.
 SYMBOLS = (
     'from(bucket: "${bucket}")\n'
     f"  |> {TIME_RANGE}\n"
     '  |> filter(fn: (r) => r._measurement == "${measurement}" and r._field == "close")\n'
-    '  |> keep(columns: ["symbol"])\n'
+    '  |> group(columns: ["symbol"])\n'
+    "  |> last()\n"
     "  |> group()\n"
-    '  |> distinct(column: "symbol")'
+    '  |> keep(columns: ["symbol"])\n'
+    '  |> rename(columns: {symbol: "_value"})'
 )
 
 
@@ -234,4 +239,3 @@ def write_dashboards(folder: Path = DASHBOARD_DIR) -> list[Path]:
         path.write_text(render(build()))
         written.append(path)
     return written
-

@@ -1,0 +1,175 @@
+"""The docker compose deployment, checked without a Docker engine: the file validates (Debian's
+docker-compose 1.29 `config`), follows the deployment rules, and uses exactly the settings'
+variable names; the Grafana provisioning matches the dashboards."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from crypto_pipeline import dashboards
+from crypto_pipeline.settings import DEFAULTS, LOCAL_STACK_ONLY, REPO_ROOT
+
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+ENV_EXAMPLE = REPO_ROOT / ".env.example"
+STATEFUL = {"kafka", "mongo", "influxdb", "grafana", "postgres"}
+PROJECT_SERVICES = {"dagster-code", "dagster-webserver", "dagster-daemon", "producer"}
+# Read by Dagster itself (instance home, docker/dagster.yaml), not by the project's settings.
+DAGSTER_ONLY = {"DAGSTER_HOME", "DAGSTER_POSTGRES_URL"}
+# Secrets of the images (their admin users), given in .env and never defaulted.
+IMAGE_SECRETS = {
+    "MONGO_ROOT_USERNAME",
+    "MONGO_ROOT_PASSWORD",
+    "INFLUXDB_ADMIN_USER",
+    "INFLUXDB_ADMIN_PASSWORD",
+    "POSTGRES_PASSWORD",
+    "GRAFANA_ADMIN_PASSWORD",
+}
+SECRET_KEY = re.compile(r"PASSWORD|TOKEN|SECRET")
+INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?P<rule>:?[-?][^}]*)?\}")
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
+    return loaded
+
+
+def env_example() -> dict[str, str]:
+    pairs = [line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines()]
+    return {p[0]: p[1] for p in pairs if len(p) == 2 and not p[0].startswith("#")}
+
+
+def filled_env_file(tmp_path: Path) -> Path:
+    values = {key: value or f"secret-{key.lower()}-123" for key, value in env_example().items()}
+    path = tmp_path / "filled.env"
+    path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+    return path
+
+
+def docker_compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("docker-compose")
+    assert binary, "docker-compose is missing: `make test` installs Debian's package"
+    return subprocess.run(
+        [binary, "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+    )
+
+
+def test_compose_file_validates_with_every_secret_given(tmp_path: Path) -> None:
+    result = docker_compose_config(filled_env_file(tmp_path))
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_refuses_to_start_while_a_secret_is_missing() -> None:
+    result = docker_compose_config(ENV_EXAMPLE)  # shipped with empty secrets
+    assert result.returncode != 0
+    assert "set MONGO_ROOT_PASSWORD in .env" in result.stderr
+
+
+def test_every_image_is_pinned_and_every_service_restarts() -> None:
+    for name, service in compose()["services"].items():
+        image = service["image"]
+        assert service.get("restart") == "unless-stopped", name
+        if name in PROJECT_SERVICES:
+            assert image == "crypto-pipeline:local" and service["build"] == ".", name
+        else:
+            assert re.fullmatch(r"[a-z0-9/._-]+:\d+(\.\d+){1,2}", image), f"{name}: {image}"
+
+
+def test_every_stateful_service_has_a_healthcheck_and_a_named_volume() -> None:
+    spec = compose()
+    named = set(spec["volumes"])
+    for name in STATEFUL:
+        service = spec["services"][name]
+        assert service["healthcheck"]["test"], name
+        mounted = {volume.split(":")[0] for volume in service["volumes"]}
+        assert mounted & named, f"{name} keeps its data in no named volume"
+    project_volumes = {v.split(":")[0] for v in spec["services"]["dagster-code"]["volumes"]}
+    assert "spark-state" in project_volumes & named  # the Spark checkpoints
+
+
+def test_dependencies_wait_for_healthy_services() -> None:
+    services = compose()["services"]
+    for name, service in services.items():
+        for dependency, rule in (service.get("depends_on") or {}).items():
+            if dependency in STATEFUL or "healthcheck" in services[dependency]:
+                assert rule == {"condition": "service_healthy"}, f"{name} -> {dependency}"
+
+
+def test_only_loopback_ports_are_published() -> None:
+    published = {}
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+            published[port.split(":")[1]] = name
+    assert published == {"3000": "grafana", "3001": "dagster-webserver", "9092": "kafka"}
+
+
+def test_no_secret_is_written_in_the_compose_file() -> None:
+    for name, service in compose()["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            text = str(value)
+            if SECRET_KEY.search(key):
+                assert re.fullmatch(r"\$\{[A-Z0-9_]+:\?[^}]*\}", text), f"{name}.{key}={text}"
+            credentials = re.search(r"//([^@/]+)@", text)
+            if credentials:  # user:password@ in a URI: the password must be interpolated
+                literal = INTERPOLATION.sub("", credentials.group(1))
+                assert literal.partition(":")[2] == "", f"{name}.{key} has a literal password"
+                assert ":?" in credentials.group(1), f"{name}.{key}"
+
+
+def test_project_services_read_exactly_the_settings_names() -> None:
+    settings_names = set(DEFAULTS) - LOCAL_STACK_ONLY
+    for name in PROJECT_SERVICES:
+        environment = set(compose()["services"][name]["environment"])
+        assert environment - DAGSTER_ONLY == settings_names, name
+
+
+def test_every_variable_compose_reads_is_a_setting_or_an_image_secret_and_in_env_example() -> None:
+    referenced = {m["name"] for m in INTERPOLATION.finditer(COMPOSE_FILE.read_text())}
+    assert referenced - set(DEFAULTS) == IMAGE_SECRETS
+    assert set(env_example()) == referenced
+    required = {m["name"] for m in INTERPOLATION.finditer(COMPOSE_FILE.read_text()) if m["rule"]}
+    for secret in IMAGE_SECRETS | {"INFLUXDB_TOKEN"}:
+        assert secret in required
+        if secret.endswith(("PASSWORD", "TOKEN")):
+            assert env_example()[secret] == "", f".env.example must not ship a value for {secret}"
+
+
+def test_grafana_datasource_is_the_dashboards_and_reads_the_settings() -> None:
+    provisioning = REPO_ROOT / "docker" / "grafana" / "provisioning"
+    datasource = yaml.safe_load((provisioning / "datasources" / "influxdb.yaml").read_text())
+    (source,) = datasource["datasources"]
+    assert source["uid"] == dashboards.DATASOURCE.uid
+    assert source["type"] == dashboards.DATASOURCE.type_val
+    assert source["jsonData"]["version"] == "Flux"
+    text = (provisioning / "datasources" / "influxdb.yaml").read_text()
+    assert set(re.findall(r"\$\{([A-Z_]+)\}", text)) <= set(DEFAULTS)
+    grafana_env = compose()["services"]["grafana"]["environment"]
+    assert {"INFLUXDB_URL", "INFLUXDB_TOKEN", "INFLUXDB_ORG", "INFLUXDB_BUCKET"} <= set(grafana_env)
+    provider = yaml.safe_load((provisioning / "dashboards" / "crypto-pipeline.yaml").read_text())[
+        "providers"
+    ][0]
+    mounts = compose()["services"]["grafana"]["volumes"]
+    assert f"./docker/grafana/dashboards:{provider['options']['path']}:ro" in mounts
+
+
+def test_dashboard_constants_match_the_compose_defaults() -> None:
+    assert env_example()["INFLUXDB_BUCKET"] == dashboards.DEFAULT_BUCKET
+    assert env_example()["INFLUXDB_MEASUREMENT"] == dashboards.DEFAULT_MEASUREMENT
+
+
+@pytest.mark.parametrize("name", sorted(dashboards.DASHBOARDS))
+def test_committed_dashboards_are_what_the_code_builds(name: str) -> None:
+    committed = (dashboards.DASHBOARD_DIR / name).read_text()
+    assert committed == dashboards.render(dashboards.DASHBOARDS[name]()), (
+        f"{name} is stale: run `crypto-pipeline dashboards`"
+    )

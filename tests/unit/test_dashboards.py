@@ -1,0 +1,40 @@
+"""The committed Grafana dashboards parse with the Grafana SDK and every panel is complete."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from grafana_foundation_sdk.models.dashboard import Dashboard
+
+from crypto_pipeline import dashboards
+
+
+def parse(name: str) -> Dashboard:
+    return Dashboard.from_json(json.loads((dashboards.DASHBOARD_DIR / name).read_text()))
+
+
+@pytest.mark.parametrize("name", sorted(dashboards.DASHBOARDS))
+def test_every_panel_has_the_influxdb_datasource_and_a_flux_query(name: str) -> None:
+    board = parse(name)
+    assert board.panels
+    for panel in board.panels:
+        assert panel.datasource is not None and panel.datasource.uid == "influxdb-ohlcv"
+        queries = [target.data["query"] for target in panel.targets or []]  # type: ignore[attr-defined]
+        assert queries and all(q.startswith('from(bucket: "${bucket}")') for q in queries), (
+            panel.title
+        )
+
+
+def test_market_dashboard_has_symbol_and_window_variables_and_the_four_panels() -> None:
+    board = parse("market.json")
+    assert board.templating.list_val is not None
+    variables = {v.name: v for v in board.templating.list_val}
+    assert set(variables) == {"bucket", "measurement", "symbol", "window"}
+    assert variables["window"].query == "5m,1h,4h"
+    assert [(p.type_val, p.title) for p in board.panels] == [
+        ("candlestick", "${symbol} candles (${window})"),
+        ("timeseries", "Volume"),
+        ("timeseries", "Close vs VWAP"),
+        ("timeseries", "Trades"),
+    ]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from grafana_foundation_sdk.models.dashboard import Dashboard
+from grafana_foundation_sdk.cog.runtime import UnknownDataquery
+from grafana_foundation_sdk.models.dashboard import Dashboard, Panel
 
 from crypto_pipeline import dashboards
 
@@ -19,8 +20,11 @@ def test_every_panel_has_the_influxdb_datasource_and_a_flux_query(name: str) -> 
     board = parse(name)
     assert board.panels
     for panel in board.panels:
+        assert isinstance(panel, Panel)
         assert panel.datasource is not None and panel.datasource.uid == "influxdb-ohlcv"
-        queries = [target.data["query"] for target in panel.targets or []]  # type: ignore[attr-defined]
+        # The SDK has no InfluxDB query model: targets parse as UnknownDataquery (raw data).
+        targets = [t for t in panel.targets or [] if isinstance(t, UnknownDataquery)]
+        queries = [target.data["query"] for target in targets]
         assert queries and all(q.startswith('from(bucket: "${bucket}")') for q in queries), (
             panel.title
         )
@@ -32,7 +36,7 @@ def test_market_dashboard_has_symbol_and_window_variables_and_the_four_panels() 
     variables = {v.name: v for v in board.templating.list_val}
     assert set(variables) == {"bucket", "measurement", "symbol", "window"}
     assert variables["window"].query == "5m,1h,4h"
-    assert [(p.type_val, p.title) for p in board.panels] == [
+    assert [(p.type_val, p.title) for p in board.panels or []] == [
         ("candlestick", "${symbol} candles (${window})"),
         ("timeseries", "Volume"),
         ("timeseries", "Close vs VWAP"),

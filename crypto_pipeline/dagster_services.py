@@ -126,12 +126,12 @@ class DagsterApi:
     """Dagster's GraphQL API: launch and terminate runs, read run and check statuses."""
 
     def __init__(self, url: str) -> None:
-        self.url = f"{url}/graphql"
+        self.url = url  # the UI; GraphQL is served under /graphql
 
     def query(self, text: str, **variables: Any) -> dict[str, Any]:
         body = json.dumps({"query": text, "variables": variables}).encode()
         request = urllib.request.Request(
-            self.url, data=body, headers={"Content-Type": "application/json"}
+            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}
         )
         with urllib.request.urlopen(request, timeout=60) as reply:
             answer = json.loads(reply.read())

@@ -200,7 +200,7 @@ def started(status: str) -> bool:
 
 def _expect(api: DagsterApi, run_id: str, wanted: str, status: str) -> None:
     if status != wanted:
-        raise StackError(f"run {run_id} ended {status}; open {api.url[:-8]}/runs/{run_id}")
+        raise StackError(f"run {run_id} ended {status}; open {api.url}/runs/{run_id}")
 
 
 def _wait_for_tagged_run(api: DagsterApi, key: str, value: str, timeout_s: float = 180) -> str:

@@ -77,9 +77,10 @@ def test_replay_launched_through_graphql_runs_the_job_and_all_checks_pass(
 
 def test_asset_graph_renders_in_headless_chromium(dagster_ui: DagsterApi, tmp_path: Path) -> None:
     """After the test above: the graph shows the three assets and both sinks' checks passed."""
-    ui_url = dagster_ui.url.removesuffix("/graphql")
     screenshot = tmp_path / "asset_graph.png"
-    with chromium_page(ui_url + ASSET_GRAPH_PATH, tmp_path / "profile", free_port()) as page:
+    with chromium_page(
+        dagster_ui.url + ASSET_GRAPH_PATH, tmp_path / "profile", free_port()
+    ) as page:
         assets = ["kafka_klines", "mongo_realtime", "influx_ohlcv"]
         shown = page.wait_for_texts([*assets, "4 / 4 Passed"], 120)
         page.dismiss_dialog("Join the Dagster community", "Skip")

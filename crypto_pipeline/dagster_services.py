@@ -61,6 +61,7 @@ class DagsterServices:
                     f"127.0.0.1:{self.port} is in use (another Dagster UI?); stop it or set "
                     "DAGSTER_PORT"
                 ) from None
+        self._create_storage()
         bin_dir = Path(sys.executable).parent
         commands = {
             "dagster-webserver": [
@@ -95,6 +96,14 @@ class DagsterServices:
                 say(f"[dagster] waiting for the webserver ({time.monotonic() - started:.0f} s)")
                 next_note += 10
             time.sleep(1)
+
+    def _create_storage(self) -> None:
+        """Create the instance's SQLite storage here, once: the webserver and the daemon
+        creating it at the same time can stamp its migration table twice and break it."""
+        from dagster import DagsterInstance
+
+        with DagsterInstance.from_config(str(self.home)):
+            pass
 
     def _serving(self) -> bool:
         """The UI answers and the code location has loaded (or failed to: StackError)."""

@@ -40,6 +40,16 @@ DEMO_TAG = "crypto/demo"
 
 
 def run_once(settings: Settings, start: str = ONCE_START, end: str = ONCE_END) -> int:
+    """Stops the stack afterwards if it started it (the Dagster instance keeps the runs)."""
+    started_stack = not stack.is_running(settings)
+    try:
+        return _run_once(settings, start, end)
+    finally:
+        if started_stack:
+            stack.down(settings)
+
+
+def _run_once(settings: Settings, start: str, end: str) -> int:
     began = time.monotonic()
     stack.up(settings)
     prepare_dagster_home(settings)
@@ -47,13 +57,13 @@ def run_once(settings: Settings, start: str = ONCE_START, end: str = ONCE_END) -
 
     from crypto_assets.definitions import defs
 
-    quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    info_logs = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     replay_config = {"path": SAMPLE_FILE, "start": start, "end": end}
     with dg.DagsterInstance.get() as instance:
         say(f"[demo] replaying {SAMPLE_FILE} [{start}, {end}) into {settings.kafka_topic} ...")
         replayed = defs.resolve_job_def("replay_job").execute_in_process(
             instance=instance,
-            run_config={**quiet, "ops": {"kafka_klines": {"config": replay_config}}},
+            run_config={**info_logs, "ops": {"kafka_klines": {"config": replay_config}}},
             raise_on_error=False,
         )
         if not replayed.success:
@@ -61,7 +71,7 @@ def run_once(settings: Settings, start: str = ONCE_START, end: str = ONCE_END) -
         replay_metadata = _metadata(replayed.get_asset_materialization_events()[0])
         say("[demo] running the Spark job available-now, then every check of both sinks ...")
         job = defs.resolve_job_def("ohlcv_job").execute_in_process(
-            instance=instance, run_config=quiet, raise_on_error=False
+            instance=instance, run_config=info_logs, raise_on_error=False
         )
     evaluations = {
         (e.asset_key.to_user_string(), e.check_name): e for e in job.get_asset_check_evaluations()

@@ -120,9 +120,9 @@ def streaming_health_sensor(context: dg.SensorEvaluationContext) -> dg.SensorRes
     path = status_file(settings.kafka_topic)
     if not path.exists():
         return dg.SensorResult(skip_reason=f"no streaming job has run for {settings.kafka_topic}")
-    health = streaming_health(settings, json.loads(path.read_text()), time.time())
-    context.log.info(f"streaming job health: {health}")
     now = time.time()
+    health = streaming_health(settings, json.loads(path.read_text()), now)
+    context.log.info(f"streaming job health: {health}")
     due = health["alive"] and now - float(context.cursor or 0) >= FRESHNESS_CHECK_EVERY_S
     return dg.SensorResult(
         asset_events=[

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from crypto_assets.sensors import REPLAY_RUN_TAG
 from crypto_pipeline.dagster_services import (
     ASSET_GRAPH_PATH,
     DagsterApi,
@@ -20,8 +21,6 @@ from crypto_pipeline.settings import Settings
 from tests.integration.browser import chromium_page
 from tests.integration.conftest import free_port
 from tests.integration.dagster_helpers import wait_until
-
-SENSOR_TAG = "crypto/replay-run-id"
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +61,7 @@ def test_replay_launched_through_graphql_runs_the_job_and_all_checks_pass(
     assert dagster_ui.wait_for_run(replay_id, 300) == "SUCCESS"
 
     triggered = wait_until(
-        lambda: dagster_ui.runs_tagged(SENSOR_TAG, replay_id), 180, "the replay sensor's run"
+        lambda: dagster_ui.runs_tagged(REPLAY_RUN_TAG, replay_id), 180, "the replay sensor's run"
     )
     assert [run["jobName"] for run in triggered] == ["ohlcv_job"]
     assert dagster_ui.wait_for_run(triggered[0]["runId"], 900) == "SUCCESS"

@@ -15,6 +15,7 @@ import dagster as dg
 
 from crypto_pipeline.clients import mongo_client
 from crypto_pipeline.dagster_services import DagsterApi
+from crypto_pipeline.demo import DEMO_TAG
 from crypto_pipeline.settings import Settings
 from tests.integration.conftest import free_port
 
@@ -95,9 +96,9 @@ def test_demo_runs_until_ctrl_c_and_then_stops_everything_it_started(
         assert f"Dagster UI          http://127.0.0.1:{env['DAGSTER_PORT']}" in text
 
         api = DagsterApi(f"http://127.0.0.1:{env['DAGSTER_PORT']}")
-        runs = {r["jobName"]: r["status"] for r in api.runs_tagged("crypto/demo", "looping replay")}
+        runs = {r["jobName"]: r["status"] for r in api.runs_tagged(DEMO_TAG, "looping replay")}
         assert runs == {"replay_job": "STARTED"}
-        stream = api.runs_tagged("crypto/demo", "continuous job")
+        stream = api.runs_tagged(DEMO_TAG, "continuous job")
         assert [r["status"] for r in stream] == ["STARTED"]
         time.sleep(20)  # let the stream process some of the looping replay
     finally:
@@ -110,9 +111,7 @@ def test_demo_runs_until_ctrl_c_and_then_stops_everything_it_started(
 
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         statuses = {
-            run.tags["crypto/demo"]: run.status
-            for run in instance.get_runs()
-            if "crypto/demo" in run.tags
+            run.tags[DEMO_TAG]: run.status for run in instance.get_runs() if DEMO_TAG in run.tags
         }
     assert statuses == {
         "first replay": dg.DagsterRunStatus.SUCCESS,

@@ -4,8 +4,9 @@ and the nightly reconciliation schedule."""
 import dagster as dg
 
 from crypto_assets.assets.aggregates import ohlcv_sinks
-from crypto_assets.assets.market_data import SAMPLE_FILE, kafka_klines
+from crypto_assets.assets.market_data import kafka_klines
 from crypto_assets.checks import fresh, matches_source, nothing_left_behind, sinks_agree
+from crypto_pipeline.settings import SAMPLE_FILE
 
 # Runs that drive the Spark job carry this tag; the instance allows one such run at a time, since
 # the available-now and the continuous job share the checkpoints of a topic.

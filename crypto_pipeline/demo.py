@@ -26,15 +26,13 @@ from crypto_pipeline.dagster_services import (
     DagsterServices,
     prepare_dagster_home,
 )
-from crypto_pipeline.settings import Settings
+from crypto_pipeline.settings import SAMPLE_FILE, Settings
 from crypto_pipeline.stack.artifacts import StackError
 
-SAMPLE_FILE = "data/sample_klines_1m.csv.gz"
 # The whole sample: 3 symbols x 2 days of 1-minute candles.
 ONCE_START = "2025-01-01T00:00:00Z"
 ONCE_END = "2025-01-03T00:00:00Z"
 CHECKS = ("sinks_agree", "matches_source", "nothing_left_behind", "fresh")
-SINK_ASSETS = ("mongo_realtime", "influx_ohlcv")
 LOOP_REPLAY = {"path": SAMPLE_FILE, "loop": True, "rebase_now": True, "speed": 60.0}
 DEMO_TAG = "crypto/demo"
 

@@ -11,6 +11,8 @@ from urllib.parse import urlparse
 from dotenv import load_dotenv
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The shipped sample (3 symbols x 2 days of 1-minute candles), relative to REPO_ROOT.
+SAMPLE_FILE = "data/sample_klines_1m.csv.gz"
 
 # name -> default. The docker compose file must use exactly these names (checked by a test).
 DEFAULTS: dict[str, str] = {

@@ -11,9 +11,7 @@ from crypto_assets.reconcile import ReplayScope
 from crypto_assets.resources import KafkaResource
 from crypto_pipeline.replay.formats import iso_to_ms, ms_to_iso
 from crypto_pipeline.replay.producer import ReplayOptions, replay
-from crypto_pipeline.settings import REPO_ROOT
-
-SAMPLE_FILE = "data/sample_klines_1m.csv.gz"
+from crypto_pipeline.settings import REPO_ROOT, SAMPLE_FILE
 
 
 class ReplayConfig(dg.Config):

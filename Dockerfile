@@ -38,5 +38,5 @@ RUN mkdir -p /opt/dagster/home /var/lib/crypto-pipeline /opt/crypto-pipeline/dat
     && chown -R app:app /opt/dagster/home /var/lib/crypto-pipeline /opt/crypto-pipeline/data
 USER app
 WORKDIR /opt/crypto-pipeline
-ENTRYPOINT ["tini", "--"]
+ENTRYPOINT ["tini", "--", "/opt/crypto-pipeline/docker/entrypoint.sh"]
 CMD ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "4000", "-m", "crypto_assets.definitions", "-a", "defs"]

@@ -3,9 +3,12 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-# Debian packages the tests use: headless Chromium (UI test), docker-compose 1.29 (`config` check of
-# the compose file; no Docker engine is needed for that).
-SYSTEM_COMMANDS := chromium docker-compose
+# Debian packages the tests use, as package:probe (a command, or a file it installs): headless
+# Chromium (UI test), docker-compose 1.29 (`config` of the compose file; no Docker engine is
+# needed), and what the compose parity test runs compose's services with: the PostgreSQL server,
+# unshare and ip (own network, mount and pid namespaces).
+SYSTEM_PACKAGES := chromium:chromium docker-compose:docker-compose \
+	postgresql:/usr/lib/postgresql/15/bin/postgres util-linux:unshare iproute2:ip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-packages lint test test-unit demo stack-up stack-down clean
@@ -19,8 +22,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 system-packages:
-	@missing=""; for command in $(SYSTEM_COMMANDS); do \
-	  command -v $$command >/dev/null || missing="$$missing $$command"; done; \
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
+	  package=$${pair%%:*}; probe=$${pair#*:}; \
+	  [ -e "$$probe" ] || command -v "$$probe" >/dev/null || missing="$$missing $$package"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \

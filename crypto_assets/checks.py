@@ -14,9 +14,8 @@ from pydantic import Field
 
 from crypto_assets.assets.aggregates import INFLUX_ASSET, MONGO_ASSET
 from crypto_assets.assets.market_data import kafka_klines
-from crypto_assets.job_state import default_checkpoint_dir
 from crypto_assets.reconcile import ReplayScope, committed_offsets, compare, reference_aggregates
-from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource
+from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
 from crypto_pipeline.readback import Aggregates
 from crypto_pipeline.replay.formats import ms_to_iso, reason_kind
 from spark_jobs.config import DEFAULT_WINDOWS
@@ -134,13 +133,13 @@ def matches_source(
     )
 )
 def nothing_left_behind(
-    context: dg.AssetCheckExecutionContext, kafka: KafkaResource
+    context: dg.AssetCheckExecutionContext, kafka: KafkaResource, spark: SparkResource
 ) -> Iterator[dg.AssetCheckResult]:
     job_metadata = latest_metadata(context.instance, MONGO_ASSET)
     checkpoint = Path(
         job_metadata["checkpoint_dir"]
         if job_metadata.get("topic") == kafka.topic
-        else default_checkpoint_dir(kafka.topic)
+        else spark.checkpoint_dir(kafka.topic)
     )
     ends = kafka.end_offsets()
     queries = sorted(p for p in checkpoint.iterdir() if p.is_dir()) if checkpoint.is_dir() else []
@@ -148,7 +147,8 @@ def nothing_left_behind(
     for query in queries:
         committed = (committed_offsets(query) or {}).get(kafka.topic, {})
         behind[query.name] = sum(end - committed.get(p, 0) for p, end in ends.items())
-    reasons = Counter(dead_letter_reason(value) for value in kafka.read_messages(kafka.dlq_topic))
+    dead = kafka.read_messages(kafka.target.dlq_topic)
+    reasons = Counter(dead_letter_reason(value) for value in dead)
     dead_letters = sum(reasons.values())
     metadata = {
         "topic": kafka.topic,

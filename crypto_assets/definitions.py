@@ -1,7 +1,12 @@
-"""The single entry point of the Dagster code location (`workspace.yaml` loads `defs`)."""
+"""The single entry point of the Dagster code location (`workspace.yaml` loads `defs`).
+
+The only place in `crypto_assets` that reads the settings: it fills the resources, which are the
+single source of truth for everything else. Loaded lazily (`@dg.definitions`): importing this
+module does nothing."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -19,11 +24,11 @@ from crypto_assets.jobs import (
     replay_job,
 )
 from crypto_assets.resources import (
+    IncomingFilesResource,
     InfluxResource,
     KafkaResource,
     MongoResource,
-    SparkSubmitResource,
-    pyspark_resource,
+    SparkResource,
 )
 from crypto_assets.sensors import (
     incoming_files_sensor,
@@ -31,7 +36,8 @@ from crypto_assets.sensors import (
     streaming_health_sensor,
 )
 from crypto_assets.streaming import streaming_job
-from crypto_pipeline.settings import Settings, export_defaults
+from crypto_pipeline.build_cache import spark_connectors_dir
+from crypto_pipeline.settings import Settings
 
 
 def build_definitions(resources: Mapping[str, Any]) -> dg.Definitions:
@@ -46,30 +52,42 @@ def build_definitions(resources: Mapping[str, Any]) -> dg.Definitions:
     )
 
 
-export_defaults()
-# Dagster's own Pipes client calls a deprecated and a preview API of Dagster; nothing to act on.
-warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"dagster\._core\.pipes")
-warnings.filterwarnings("ignore", category=dg.PreviewWarning, module=r"dagster\._core\.pipes")
+def resources_from_settings(settings: Settings, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The resources of this deployment. A secret set in the environment is passed as
+    `dg.EnvVar`, so the UI shows the variable's name, never its value."""
 
-defs = build_definitions(
-    {
+    def secret(name: str, value: str) -> str | dg.EnvVar:
+        return dg.EnvVar(name) if environ.get(name) else value
+
+    return {
         "kafka": KafkaResource(
-            bootstrap_servers=dg.EnvVar("KAFKA_BOOTSTRAP_SERVERS"),
-            topic=dg.EnvVar("KAFKA_TOPIC"),
+            bootstrap_servers=settings.kafka.bootstrap_servers, topic=settings.kafka.topic
         ),
-        # MONGO_URI is read at run time: unset means the local stack's FerretDB.
         "mongo": MongoResource(
-            database=dg.EnvVar("MONGO_DATABASE"), collection=dg.EnvVar("MONGO_COLLECTION")
+            uri=secret("MONGO_URI", settings.mongo.uri),
+            database=settings.mongo.database,
+            collection=settings.mongo.collection,
         ),
         "influx": InfluxResource(
-            url=dg.EnvVar("INFLUXDB_URL"),
-            token=dg.EnvVar("INFLUXDB_TOKEN"),
-            org=dg.EnvVar("INFLUXDB_ORG"),
-            bucket=dg.EnvVar("INFLUXDB_BUCKET"),
-            measurement=dg.EnvVar("INFLUXDB_MEASUREMENT"),
+            url=settings.influx.url,
+            token=secret("INFLUXDB_TOKEN", settings.influx.token),
+            org=settings.influx.org,
+            bucket=settings.influx.bucket,
+            measurement=settings.influx.measurement,
         ),
-        "spark_submit": SparkSubmitResource(master=dg.EnvVar("SPARK_MASTER")),
+        "spark": SparkResource(
+            master=settings.spark_master,
+            connectors_dir=str(spark_connectors_dir(settings.cache_dir)),
+            state_dir=str(settings.stack_dir),
+        ),
+        "incoming": IncomingFilesResource(folder=str(settings.incoming_dir)),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
-        "pyspark": pyspark_resource(Settings.from_env()),
     }
-)
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    # Dagster's own Pipes client calls a deprecated and a preview API of Dagster: nothing to do.
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"dagster\._core\.pipes")
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning, module=r"dagster\._core\.pipes")
+    return build_definitions(resources_from_settings(Settings.from_env(), os.environ))

@@ -5,16 +5,14 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 
 from crypto_assets.assets.aggregates import INFLUX_ASSET, MONGO_ASSET
 from crypto_assets.assets.market_data import kafka_klines
-from crypto_assets.job_state import pid_alive, running_stream_pid, status_file
 from crypto_assets.jobs import freshness_job, ohlcv_job, replay_job
-from crypto_pipeline.clients import end_offsets
-from crypto_pipeline.settings import Settings
+from crypto_assets.resources import IncomingFilesResource, KafkaResource, SparkResource
+from crypto_pipeline.stream_status import read_status, running_stream_pid, streaming_health
 
 REPLAYABLE_SUFFIXES = (".csv", ".csv.gz")
 
@@ -43,8 +41,10 @@ def incoming_files(folder: Path) -> list[Path]:
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Replays each new or changed CSV in INCOMING_DIR (run key = path + content hash).",
 )
-def incoming_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    folder = Settings.from_env().incoming_dir
+def incoming_files_sensor(
+    context: dg.SensorEvaluationContext, incoming: IncomingFilesResource
+) -> dg.SensorResult:
+    folder = incoming.path
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     requests = []
     for path in incoming_files(folder):
@@ -75,33 +75,19 @@ REPLAY_RUN_TAG = "crypto/replay-run-id"
     "sinks, unless the continuous job is running (it processes the replay itself).",
 )
 def replay_done_sensor(
-    context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
+    context: dg.SensorEvaluationContext,
+    asset_event: dg.EventLogEntry,
+    kafka: KafkaResource,
+    spark: SparkResource,
 ) -> dg.RunRequest | dg.SkipReason:
-    topic = Settings.from_env().kafka_topic
-    stream_pid = running_stream_pid(topic)
+    topic = kafka.topic
+    stream_pid = running_stream_pid(spark.status_file(topic))
     if stream_pid is not None:
         return dg.SkipReason(f"the continuous job (pid {stream_pid}) processes {topic}")
     return dg.RunRequest(
         run_key=f"replay:{asset_event.run_id}",
         tags={REPLAY_RUN_TAG: asset_event.run_id},
     )
-
-
-def streaming_health(settings: Settings, status: dict, now: float) -> dict[str, Any]:
-    """Alive, seconds since the last progress, and the Kafka lag of the slowest query."""
-    topic = settings.kafka_topic
-    latest = end_offsets(settings, topic)
-    lag = 0
-    for processed in status["processed_offsets"].values():
-        done = {int(p): o for p, o in processed.get(topic, {}).items()}
-        lag = max(lag, sum(end - done.get(p, 0) for p, end in latest.items()))
-    return {
-        "alive": pid_alive(int(status["pid"])),
-        "pid": int(status["pid"]),
-        "seconds_since_progress": round(now - float(status["last_progress_at"]), 1),
-        "kafka_lag_messages": lag,
-        "kafka_end_offsets": {str(p): o for p, o in latest.items()},
-    }
 
 
 FRESHNESS_CHECK_EVERY_S = 120
@@ -115,13 +101,14 @@ FRESHNESS_CHECK_EVERY_S = 120
     f"as observations of both sink assets. While it runs, the `fresh` check every "
     f"{FRESHNESS_CHECK_EVERY_S} s.",
 )
-def streaming_health_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    settings = Settings.from_env()
-    path = status_file(settings.kafka_topic)
-    if not path.exists():
-        return dg.SensorResult(skip_reason=f"no streaming job has run for {settings.kafka_topic}")
+def streaming_health_sensor(
+    context: dg.SensorEvaluationContext, kafka: KafkaResource, spark: SparkResource
+) -> dg.SensorResult:
+    status = read_status(spark.status_file(kafka.topic))
+    if status is None:
+        return dg.SensorResult(skip_reason=f"no streaming job has run for {kafka.topic}")
     now = time.time()
-    health = streaming_health(settings, json.loads(path.read_text()), now)
+    health = streaming_health(status, kafka.topic, kafka.end_offsets(), now)
     context.log.info(f"streaming job health: {health}")
     due = health["alive"] and now - float(context.cursor or 0) >= FRESHNESS_CHECK_EVERY_S
     return dg.SensorResult(

@@ -4,24 +4,16 @@ job's progress, and stops the job cleanly when the run is terminated from the UI
 import dagster as dg
 from pydantic import Field
 
-from crypto_assets.assets.aggregates import (
-    SparkJobConfig,
-    job_arguments,
-    job_environment,
-    refuse_if_streaming,
-)
-from crypto_assets.job_state import status_file
+from crypto_assets.assets.aggregates import SparkJobConfig, job_config, refuse_if_streaming
 from crypto_assets.jobs import SPARK_JOB_TAG
-from crypto_assets.resources import (
-    InfluxResource,
-    KafkaResource,
-    MongoResource,
-    SparkSubmitResource,
-)
+from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
+from spark_jobs.config import DEFAULT_CONTINUOUS_TRIGGER
 
 
 class StreamingConfig(SparkJobConfig):
-    trigger: str = Field(default="5 seconds", description="processing-time trigger interval")
+    trigger: str = Field(
+        default=DEFAULT_CONTINUOUS_TRIGGER, description="processing-time trigger interval"
+    )
 
 
 @dg.op(description="Run the OHLCV job continuously until the run is terminated.")
@@ -31,18 +23,17 @@ def run_streaming_ohlcv(
     kafka: KafkaResource,
     mongo: MongoResource,
     influx: InfluxResource,
-    spark_submit: SparkSubmitResource,
+    spark: SparkResource,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> None:
-    refuse_if_streaming(kafka.topic)
-    args = job_arguments(config, config.trigger, kafka, mongo, influx)
-    args += ["--status-file", str(status_file(kafka.topic))]
-    command = spark_submit.driver_command(args)
-    context.log.info(" ".join(command))
-    env = job_environment(spark_submit, kafka, mongo, influx)
+    refuse_if_streaming(spark, kafka.topic)
+    status_file = str(spark.status_file(kafka.topic))
+    job = job_config(config, config.trigger, kafka, mongo, influx, spark, status_file)
+    command = spark.driver_command(job)
+    context.log.info(" ".join(command))  # no secret: those travel in the environment
     # Blocks while the stream runs; on termination Dagster interrupts this op and the client
     # stops the job, which stops its queries on SIGTERM/SIGINT.
-    pipes_subprocess_client.run(command=command, context=context, env=env)
+    pipes_subprocess_client.run(command=command, context=context, env=spark.environment(job))
 
 
 @dg.job(

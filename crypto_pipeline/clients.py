@@ -11,7 +11,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from pymongo import MongoClient
 
-from crypto_pipeline.settings import Settings
+from crypto_pipeline.settings import InfluxTarget
 
 Document = dict[str, Any]
 
@@ -25,13 +25,8 @@ def mongo_client(uri: str) -> MongoClient[Document]:
     )
 
 
-def influx_client(settings: Settings) -> InfluxDBClient:
-    return InfluxDBClient(
-        url=settings.influxdb_url,
-        token=settings.influxdb_token,
-        org=settings.influxdb_org,
-        timeout=30_000,
-    )
+def influx_client(target: InfluxTarget) -> InfluxDBClient:
+    return InfluxDBClient(url=target.url, token=target.token, org=target.org, timeout=30_000)
 
 
 class KafkaUnavailable(RuntimeError):
@@ -41,11 +36,11 @@ class KafkaUnavailable(RuntimeError):
 KAFKA_BOOTSTRAP_TIMEOUT_MS = 5_000
 
 
-def kafka_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
+def kafka_producer(bootstrap_servers: str, **overrides: Any) -> KafkaProducer:
     """A producer tuned for throughput without giving up delivery guarantees: acks from all
     in-sync replicas, idempotence (no duplicates on retry), lz4 batches."""
     config: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "bootstrap_servers": bootstrap_servers,
         "bootstrap_timeout_ms": KAFKA_BOOTSTRAP_TIMEOUT_MS,
         "acks": "all",
         "enable_idempotence": True,
@@ -60,30 +55,26 @@ def kafka_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
     try:
         return KafkaProducer(**config)
     except KafkaError as error:
-        raise KafkaUnavailable(
-            f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {error}"
-        ) from None
+        raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap_servers}: {error}") from None
 
 
-def kafka_admin(settings: Settings) -> KafkaAdminClient:
+def kafka_admin(bootstrap_servers: str) -> KafkaAdminClient:
     try:
         return KafkaAdminClient(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            bootstrap_servers=bootstrap_servers,
             bootstrap_timeout_ms=KAFKA_BOOTSTRAP_TIMEOUT_MS,
             request_timeout_ms=30_000,
         )
     except KafkaError as error:
-        raise KafkaUnavailable(
-            f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {error}"
-        ) from None
+        raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap_servers}: {error}") from None
 
 
 def ensure_topic(
-    settings: Settings, topic: str, partitions: int, retention_ms: int | None = None
+    bootstrap_servers: str, topic: str, partitions: int, retention_ms: int | None = None
 ) -> bool:
     """Create the topic if it is missing; True if this call created it."""
     configs = {} if retention_ms is None else {"retention.ms": str(retention_ms)}
-    admin = kafka_admin(settings)
+    admin = kafka_admin(bootstrap_servers)
     try:
         if topic in admin.list_topics():
             return False
@@ -96,10 +87,10 @@ def ensure_topic(
         admin.close()
 
 
-def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
     """The end offset of every partition of the topic (empty if the topic does not exist)."""
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        bootstrap_servers=bootstrap_servers,
         bootstrap_timeout_ms=KAFKA_BOOTSTRAP_TIMEOUT_MS,
     )
     try:
@@ -111,12 +102,12 @@ def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
 
 
 def read_messages(
-    settings: Settings, topic: str, last_only: bool = False, timeout_s: float = 120
+    bootstrap_servers: str, topic: str, last_only: bool = False, timeout_s: float = 120
 ) -> list[bytes]:
     """The values of every message in the topic now (or only the newest of each partition),
     read up to the end offsets taken at the start; empty if the topic does not exist."""
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        bootstrap_servers=bootstrap_servers,
         bootstrap_timeout_ms=KAFKA_BOOTSTRAP_TIMEOUT_MS,
         enable_auto_commit=False,
         max_partition_fetch_bytes=8 << 20,

@@ -4,7 +4,11 @@ them to docker/grafana/dashboards/; a test checks the committed files equal what
 Every query is Flux that both InfluxDB 1.8 (the local stack) and 2.x (docker compose) run. The
 bucket and measurement are hidden dashboard constants (Grafana does not substitute environment
 variables in provisioned dashboards): change them here if INFLUXDB_BUCKET or INFLUXDB_MEASUREMENT
-differ from the defaults of .env.example."""
+differ from the defaults of .env.example.
+
+Variables are never pasted raw into Flux: the bucket goes in as a JSON string (quotes and
+backslashes escaped), everything else is matched as a regex literal with Grafana's `regex`
+format (which escapes every regex metacharacter and `/`), so no value can end the literal."""
 
 from __future__ import annotations
 
@@ -22,18 +26,27 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableOption, VariableRefresh
 
 from crypto_pipeline.settings import REPO_ROOT
+from spark_jobs.config import DEFAULT_WINDOWS
 
 DASHBOARD_DIR = REPO_ROOT / "docker" / "grafana" / "dashboards"
 DATASOURCE = DataSourceRef(type_val="influxdb", uid="influxdb-ohlcv")
 DEFAULT_BUCKET = "crypto"  # .env.example INFLUXDB_BUCKET
 DEFAULT_MEASUREMENT = "ohlcv"
-WINDOWS = ("5m", "1h", "4h")
+WINDOWS = DEFAULT_WINDOWS
 TIME_RANGE = "range(start: v.timeRangeStart, stop: v.timeRangeStop)"
+FROM_BUCKET = "from(bucket: ${bucket:json})"
+
+
+def matches(column: str, variable: str, suffix: str = "") -> str:
+    """`r.<column>` equal to the variable's value (plus a fixed suffix), as an anchored regex."""
+    return f"r.{column} =~ /^${{{variable}:regex}}{suffix}$/"
+
+
 SERIES = (
-    'from(bucket: "${bucket}")\n'
+    f"{FROM_BUCKET}\n"
     f"  |> {TIME_RANGE}\n"
-    '  |> filter(fn: (r) => r._measurement == "${measurement}" and r.symbol == "${symbol}"'
-    ' and r.window == "${window}")\n'
+    f"  |> filter(fn: (r) => {matches('_measurement', 'measurement')}"
+    f" and {matches('symbol', 'symbol')} and {matches('window', 'window')})\n"
 )
 
 
@@ -69,10 +82,10 @@ def fields(*names: str) -> str:
 def batch_metric(field: str) -> str:
     """A per-micro-batch counter of the Spark job summed per minute, one series per query."""
     return (
-        'from(bucket: "${bucket}")\n'
+        f"{FROM_BUCKET}\n"
         f"  |> {TIME_RANGE}\n"
-        '  |> filter(fn: (r) => r._measurement == "${measurement}_batches" and r._field == '
-        f'"{field}")\n'
+        f"  |> filter(fn: (r) => {matches('_measurement', 'measurement', '_batches')}"
+        f' and r._field == "{field}")\n'
         '  |> group(columns: ["query"])\n'
         "  |> aggregateWindow(every: 1m, fn: sum, createEmpty: false)"
     )
@@ -80,9 +93,10 @@ def batch_metric(field: str) -> str:
 
 # All time, not the dashboard's range: a stream that stopped a month ago shows as a month stale.
 FRESHNESS = (
-    'from(bucket: "${bucket}")\n'
+    f"{FROM_BUCKET}\n"
     "  |> range(start: 1970-01-01T00:00:00Z)\n"
-    '  |> filter(fn: (r) => r._measurement == "${measurement}" and r._field == "close")\n'
+    f"  |> filter(fn: (r) => {matches('_measurement', 'measurement')}"
+    ' and r._field == "close")\n'
     '  |> group(columns: ["symbol"])\n'
     '  |> sort(columns: ["_time"])\n'
     "  |> last()\n"
@@ -93,9 +107,10 @@ FRESHNESS = (
 # The symbols, one per row in _value (what a Grafana query variable reads). last() per symbol,
 # not distinct(): InfluxDB 1.8's Flux returns no rows for distinct() on a tag column.
 SYMBOLS = (
-    'from(bucket: "${bucket}")\n'
+    f"{FROM_BUCKET}\n"
     f"  |> {TIME_RANGE}\n"
-    '  |> filter(fn: (r) => r._measurement == "${measurement}" and r._field == "close")\n'
+    f"  |> filter(fn: (r) => {matches('_measurement', 'measurement')}"
+    ' and r._field == "close")\n'
     '  |> group(columns: ["symbol"])\n'
     "  |> last()\n"
     "  |> group()\n"

@@ -8,10 +8,25 @@ from typing import Any
 
 from crypto_pipeline.aggregates import AGGREGATE_FIELDS
 from crypto_pipeline.clients import influx_client, mongo_client
-from crypto_pipeline.settings import Settings
+from crypto_pipeline.settings import InfluxTarget, MongoTarget
 
 AggregateKey = tuple[str, str, int]
 Aggregates = dict[AggregateKey, dict[str, Any]]
+
+
+def flux_string(value: str) -> str:
+    """`value` as a Flux string literal: quotes, backslashes and `${` (interpolation) escaped."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("${", "\\${")
+    return f'"{escaped}"'
+
+
+def influx_measurement_query(target: InfluxTarget, measurement: str, then: str) -> str:
+    """Flux over all time of one measurement of the target's bucket, followed by `then`."""
+    return (
+        f"from(bucket: {flux_string(target.bucket)})"
+        " |> range(start: 1970-01-01T00:00:00Z, stop: 2100-01-01T00:00:00Z)"
+        f" |> filter(fn: (r) => r._measurement == {flux_string(measurement)})" + then
+    )
 
 
 def _epoch_ms(moment: datetime) -> int:
@@ -20,12 +35,12 @@ def _epoch_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def read_mongo(uri: str, database: str, collection: str) -> tuple[Aggregates, list[str]]:
+def read_mongo(target: MongoTarget) -> tuple[Aggregates, list[str]]:
     """All aggregate documents, and the `_id`s that do not match their own key."""
     result: Aggregates = {}
     bad_ids = []
-    with mongo_client(uri) as client:
-        for doc in client[database][collection].find({}):
+    with mongo_client(target.uri) as client:
+        for doc in client[target.database][target.collection].find({}):
             key = (doc["symbol"], doc["window"], _epoch_ms(doc["window_start"]))
             if doc["_id"] != f"{key[0]}|{key[1]}|{key[2]}":
                 bad_ids.append(str(doc["_id"]))
@@ -33,17 +48,16 @@ def read_mongo(uri: str, database: str, collection: str) -> tuple[Aggregates, li
     return result, bad_ids
 
 
-def read_influx(settings: Settings, measurement: str) -> Aggregates:
+def read_influx(target: InfluxTarget) -> Aggregates:
     """Every point of the measurement, fields pivoted into one row per (symbol, window, time)."""
-    query = (
-        f'from(bucket: "{settings.influxdb_bucket}")'
-        " |> range(start: 1970-01-01T00:00:00Z, stop: 2100-01-01T00:00:00Z)"
-        f' |> filter(fn: (r) => r._measurement == "{measurement}")'
+    query = influx_measurement_query(
+        target,
+        target.measurement,
         ' |> pivot(rowKey: ["_time", "symbol", "window"], columnKey: ["_field"],'
-        ' valueColumn: "_value")'
+        ' valueColumn: "_value")',
     )
     result: Aggregates = {}
-    with influx_client(settings) as client:
+    with influx_client(target) as client:
         for table in client.query_api().query(query):
             for record in table.records:
                 values = record.values
@@ -52,11 +66,11 @@ def read_influx(settings: Settings, measurement: str) -> Aggregates:
     return result
 
 
-def newest_mongo_event_ms(uri: str, database: str, collection: str) -> int | None:
+def newest_mongo_event_ms(target: MongoTarget) -> int | None:
     """The latest `last_event_ms` of any aggregate document (None if there is none)."""
-    with mongo_client(uri) as client:
+    with mongo_client(target.uri) as client:
         docs = list(
-            client[database][collection]
+            client[target.database][target.collection]
             .find({}, {"last_event_ms": 1})
             .sort("last_event_ms", -1)
             .limit(1)
@@ -64,14 +78,13 @@ def newest_mongo_event_ms(uri: str, database: str, collection: str) -> int | Non
     return int(docs[0]["last_event_ms"]) if docs else None
 
 
-def newest_influx_event_ms(settings: Settings, measurement: str) -> int | None:
+def newest_influx_event_ms(target: InfluxTarget) -> int | None:
     """The latest `last_event_ms` field of any point of the measurement (None if there is none)."""
-    query = (
-        f'from(bucket: "{settings.influxdb_bucket}")'
-        " |> range(start: 1970-01-01T00:00:00Z, stop: 2100-01-01T00:00:00Z)"
-        f' |> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "last_event_ms")'
-        " |> group() |> max()"
+    query = influx_measurement_query(
+        target,
+        target.measurement,
+        ' |> filter(fn: (r) => r._field == "last_event_ms") |> group() |> max()',
     )
-    with influx_client(settings) as client:
+    with influx_client(target) as client:
         values = [r.get_value() for t in client.query_api().query(query) for r in t.records]
     return int(values[0]) if values else None

@@ -1,14 +1,18 @@
 """The one settings source: environment variables (and `.env`), read by the CLI, the local stack,
-the Spark job and the Dagster resources alike. docker compose sets the same names."""
+the Spark job's command line and the Dagster definitions alike. docker compose sets the same names.
+
+Also the rules that derive names from settings (the dead-letter topic, the checkpoint and heartbeat
+paths): each is defined here once and called everywhere."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
-from dotenv import load_dotenv
+from dotenv import dotenv_values
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The shipped sample (3 symbols x 2 days of 1-minute candles), relative to REPO_ROOT.
@@ -18,9 +22,9 @@ SAMPLE_FILE = "data/sample_klines_1m.csv.gz"
 DEFAULTS: dict[str, str] = {
     "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
     "KAFKA_TOPIC": "crypto.klines",
-    # Unset: the local stack starts FerretDB on 127.0.0.1:STACK_MONGO_PORT. Set: that server is
-    # used and the stack starts no MongoDB-compatible server.
-    "MONGO_URI": "",
+    # A loopback address is served by the local stack's FerretDB (with SCRAM authentication when
+    # the URI holds a user and password); any other host is an external server.
+    "MONGO_URI": "mongodb://127.0.0.1:27017/",
     "MONGO_DATABASE": "crypto",
     "MONGO_COLLECTION": "realtime",
     "INFLUXDB_URL": "http://127.0.0.1:8086",
@@ -35,51 +39,124 @@ DEFAULTS: dict[str, str] = {
     "DAGSTER_PORT": "3001",
     # Files dropped here are replayed by the Dagster sensor.
     "INCOMING_DIR": str(REPO_ROOT / "data" / "incoming"),
+    # Spark checkpoints and the stream's heartbeat; on the local stack also the servers' data,
+    # logs and PID files.
     "STACK_DIR": str(REPO_ROOT / ".stack"),
     "STACK_CACHE_DIR": str(Path.home() / ".cache" / "crypto-pipeline"),
-    "STACK_MONGO_PORT": "27017",
     "STACK_KAFKA_CONTROLLER_PORT": "9093",
     "STACK_INFLUXDB_RPC_PORT": "8089",
 }
 
-
 # Ports of the servers the local stack starts; docker compose has its own services instead.
-LOCAL_STACK_ONLY = frozenset(
-    {"STACK_MONGO_PORT", "STACK_KAFKA_CONTROLLER_PORT", "STACK_INFLUXDB_RPC_PORT"}
-)
+LOCAL_STACK_ONLY = frozenset({"STACK_KAFKA_CONTROLLER_PORT", "STACK_INFLUXDB_RPC_PORT"})
+# Never in a command line, a log line or the Dagster UI.
+SECRETS = frozenset({"MONGO_URI", "INFLUXDB_TOKEN"})
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost"})
 
 
-def load_env_file() -> None:
-    """Read `.env` from the repository root; real environment variables win."""
-    load_dotenv(REPO_ROOT / ".env", override=False)
+class SettingsError(ValueError):
+    """A setting has a value the pipeline cannot use; the message names it."""
 
 
-def env(name: str) -> str:
-    return os.environ.get(name) or DEFAULTS[name]
+def dead_letter_topic(topic: str) -> str:
+    """Where rejected records of `topic` go, with their reason."""
+    return f"{topic}.dlq"
 
 
-def export_defaults() -> None:
-    """Put every setting into the environment (keeping values already there), so that Dagster's
-    `EnvVar` resolves on the local stack without a .env file."""
-    load_env_file()
-    for name, default in DEFAULTS.items():
-        if not os.environ.get(name) and default:
-            os.environ[name] = default
+def checkpoint_dir(state_dir: Path, topic: str) -> Path:
+    """The Spark job's checkpoints for one topic."""
+    return state_dir / "checkpoints" / topic
+
+
+def stream_status_file(state_dir: Path, topic: str) -> Path:
+    """The heartbeat the continuous job on `topic` writes."""
+    return state_dir / "streaming" / f"{topic}.json"
+
+
+def redact_uri(uri: str) -> str:
+    """The URI with its password replaced by `***`, for logs and messages."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+@dataclass(frozen=True)
+class KafkaTarget:
+    """The brokers and the market-data topic."""
+
+    bootstrap_servers: str
+    topic: str
+
+    @property
+    def dlq_topic(self) -> str:
+        return dead_letter_topic(self.topic)
+
+
+@dataclass(frozen=True)
+class MongoTarget:
+    """The collection of the aggregates. `repr` never shows the URI's password."""
+
+    uri: str = field(repr=False)
+    database: str
+    collection: str
+
+    @property
+    def redacted_uri(self) -> str:
+        return redact_uri(self.uri)
+
+    @property
+    def username(self) -> str | None:
+        name = urlsplit(self.uri).username
+        return None if name is None else unquote(name)
+
+    @property
+    def password(self) -> str | None:
+        password = urlsplit(self.uri).password
+        return None if password is None else unquote(password)
+
+    @property
+    def auth_source(self) -> str:
+        """The database the user is defined in, as MongoDB drivers choose it."""
+        parts = urlsplit(self.uri)
+        chosen = parse_qs(parts.query).get("authSource")
+        return chosen[0] if chosen else parts.path.strip("/") or "admin"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.uri).hostname or ""
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.uri).port or 27017
+
+
+@dataclass(frozen=True)
+class InfluxTarget:
+    """The measurement of the aggregates, through the 2.x API (1.8: bucket = "db/rp")."""
+
+    url: str
+    token: str = field(repr=False)
+    org: str
+    bucket: str
+    measurement: str
+
+    @property
+    def database(self) -> str:
+        return self.bucket.split("/")[0]
+
+    @property
+    def batches_measurement(self) -> str:
+        """One point per micro-batch of the Spark job (what the pipeline dashboard charts)."""
+        return f"{self.measurement}_batches"
 
 
 @dataclass(frozen=True)
 class Settings:
-    kafka_bootstrap_servers: str
-    kafka_topic: str
-    mongo_uri: str
-    mongo_is_external: bool
-    mongo_database: str
-    mongo_collection: str
-    influxdb_url: str
-    influxdb_token: str
-    influxdb_org: str
-    influxdb_bucket: str
-    influxdb_measurement: str
+    kafka: KafkaTarget
+    mongo: MongoTarget
+    influx: InfluxTarget
     spark_master: str
     dagster_port: int
     incoming_dir: Path
@@ -89,52 +166,65 @@ class Settings:
     influxdb_rpc_port: int
 
     @classmethod
-    def from_env(cls) -> Settings:
-        load_env_file()
-        mongo_uri = env("MONGO_URI")
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings from `environ` (default: this process's environment), then `.env` in the
+        repository root, then the defaults. Nothing is written back to the environment."""
+        values = {
+            **dotenv_values(REPO_ROOT / ".env"),
+            **(os.environ if environ is None else environ),
+        }
+
+        def get(name: str) -> str:
+            return values.get(name) or DEFAULTS[name]
+
+        def number(name: str) -> int:
+            text = get(name)
+            if not text.isdigit():
+                raise SettingsError(f"{name}={text!r} must be a port number")
+            return int(text)
+
+        mongo_uri = get("MONGO_URI")
+        if not mongo_uri.startswith(("mongodb://", "mongodb+srv://")):
+            raise SettingsError("MONGO_URI must start with mongodb:// or mongodb+srv://")
         return cls(
-            kafka_bootstrap_servers=env("KAFKA_BOOTSTRAP_SERVERS"),
-            kafka_topic=env("KAFKA_TOPIC"),
-            mongo_uri=mongo_uri or f"mongodb://127.0.0.1:{int(env('STACK_MONGO_PORT'))}/",
-            mongo_is_external=bool(mongo_uri),
-            mongo_database=env("MONGO_DATABASE"),
-            mongo_collection=env("MONGO_COLLECTION"),
-            influxdb_url=env("INFLUXDB_URL"),
-            influxdb_token=env("INFLUXDB_TOKEN"),
-            influxdb_org=env("INFLUXDB_ORG"),
-            influxdb_bucket=env("INFLUXDB_BUCKET"),
-            influxdb_measurement=env("INFLUXDB_MEASUREMENT"),
-            spark_master=env("SPARK_MASTER"),
-            dagster_port=int(env("DAGSTER_PORT")),
-            incoming_dir=Path(env("INCOMING_DIR")).resolve(),
-            stack_dir=Path(env("STACK_DIR")).resolve(),
-            cache_dir=Path(env("STACK_CACHE_DIR")).resolve(),
-            kafka_controller_port=int(env("STACK_KAFKA_CONTROLLER_PORT")),
-            influxdb_rpc_port=int(env("STACK_INFLUXDB_RPC_PORT")),
+            kafka=KafkaTarget(get("KAFKA_BOOTSTRAP_SERVERS"), get("KAFKA_TOPIC")),
+            mongo=MongoTarget(mongo_uri, get("MONGO_DATABASE"), get("MONGO_COLLECTION")),
+            influx=InfluxTarget(
+                url=get("INFLUXDB_URL"),
+                token=get("INFLUXDB_TOKEN"),
+                org=get("INFLUXDB_ORG"),
+                bucket=get("INFLUXDB_BUCKET"),
+                measurement=get("INFLUXDB_MEASUREMENT"),
+            ),
+            spark_master=get("SPARK_MASTER"),
+            dagster_port=number("DAGSTER_PORT"),
+            incoming_dir=Path(get("INCOMING_DIR")).resolve(),
+            stack_dir=Path(get("STACK_DIR")).resolve(),
+            cache_dir=Path(get("STACK_CACHE_DIR")).resolve(),
+            kafka_controller_port=number("STACK_KAFKA_CONTROLLER_PORT"),
+            influxdb_rpc_port=number("STACK_INFLUXDB_RPC_PORT"),
         )
 
     @property
     def kafka_port(self) -> int:
-        return loopback_port(self.kafka_bootstrap_servers.split(",")[0], "KAFKA_BOOTSTRAP_SERVERS")
+        first = self.kafka.bootstrap_servers.split(",")[0]
+        return loopback_port(first, "KAFKA_BOOTSTRAP_SERVERS")
 
     @property
-    def mongo_port(self) -> int:
-        return loopback_port(urlparse(self.mongo_uri).netloc, "MONGO_URI")
+    def serves_mongo(self) -> bool:
+        """Whether the local stack runs the MongoDB-compatible server (MONGO_URI on loopback)."""
+        return self.mongo.host in LOOPBACK_HOSTS
 
     @property
     def influxdb_port(self) -> int:
-        return loopback_port(urlparse(self.influxdb_url).netloc, "INFLUXDB_URL")
-
-    @property
-    def influxdb_database(self) -> str:
-        return self.influxdb_bucket.split("/")[0]
+        return loopback_port(urlsplit(self.influx.url).netloc, "INFLUXDB_URL")
 
 
 def loopback_port(host_port: str, setting: str) -> int:
     """The port of a `host:port` that the local stack serves; it only ever binds 127.0.0.1."""
     host, _, port = host_port.rpartition(":")
-    if host not in ("127.0.0.1", "localhost") or not port.isdigit():
-        raise ValueError(
+    if host not in LOOPBACK_HOSTS or not port.isdigit():
+        raise SettingsError(
             f"{setting}={host_port!r}: the local stack serves only 127.0.0.1:<port>; "
             "point the setting there or do not start the local stack"
         )

@@ -1,26 +1,26 @@
-"""SparkSession settings shared by the Spark job, the Dagster Spark resource and the tests."""
+"""SparkSession settings shared by the Spark job and the tests."""
 
 from __future__ import annotations
 
-import glob
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
-
-from crypto_pipeline.settings import Settings
-from crypto_pipeline.stack.artifacts import spark_jars_glob
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+# Small-machine defaults, chosen by measurement (docs/architecture.md).
+SHUFFLE_PARTITIONS = 4
 
-def spark_conf(settings: Settings) -> dict[str, str]:
+
+def spark_conf(master: str, jars_dir: Path) -> dict[str, str]:
     """Connector jars as `spark.jars` (Ivy's --packages would not use this machine's Maven),
     the driver bound to loopback, UTC session time, no web UI."""
-    jars = sorted(glob.glob(spark_jars_glob(settings)))
+    jars = sorted(str(jar) for jar in jars_dir.glob("*.jar"))
     return {
         **({"spark.jars": ",".join(jars)} if jars else {}),
-        "spark.master": settings.spark_master,
+        "spark.master": master,
         # Python workers run this interpreter, so they import the same pinned packages.
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
@@ -29,18 +29,18 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.session.timeZone": "UTC",
-        "spark.sql.shuffle.partitions": "4",
+        "spark.sql.shuffle.partitions": str(SHUFFLE_PARTITIONS),
         "spark.sql.adaptive.enabled": "false",
     }
 
 
-def build_spark_session(settings: Settings, app_name: str) -> SparkSession:
+def build_spark_session(master: str, jars_dir: Path, app_name: str) -> SparkSession:
     from pyspark.sql import SparkSession
 
     # Local Python workers start from PYSPARK_PYTHON (default: `python3` on the PATH, which may
     # not be this environment).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
-    for key, value in spark_conf(settings).items():
+    for key, value in spark_conf(master, jars_dir).items():
         builder = builder.config(key, value)
     return builder.getOrCreate()

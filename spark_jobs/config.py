@@ -1,88 +1,210 @@
-"""Explicit streaming settings of the OHLCV job: source, windows, watermark, trigger, checkpoint,
-sinks. Defaults come from the environment settings; `main` lets the command line override them."""
+"""The OHLCV job's configuration: the one contract between whoever launches the job (Dagster, the
+CLI, the benchmarks, the tests) and the job itself.
+
+`JobConfig.to_args()` gives the command line and `JobConfig.to_env()` the two secrets (MongoDB URI,
+InfluxDB token), which travel only in the environment under their settings' names;
+`JobConfig.from_args(argv, environ)` reads them back. An option left out takes the value of the
+settings (environment, `.env`, defaults), so `python -m spark_jobs.main` works by hand too.
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from crypto_pipeline.settings import Settings
+from crypto_pipeline.build_cache import spark_connectors_dir
+from crypto_pipeline.settings import (
+    InfluxTarget,
+    KafkaTarget,
+    MongoTarget,
+    Settings,
+    checkpoint_dir,
+)
 
 WINDOW_LABEL = re.compile(r"^(?P<count>\d+)(?P<unit>[mhd])$")
 UNIT_NAMES = {"m": "minutes", "h": "hours", "d": "days"}
 UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
 DEFAULT_WINDOWS = ("5m", "1h", "4h")
-SINKS = ("mongo", "influx", "noop")
+DEFAULT_WATERMARK = "30 minutes"
+# "available-now" processes what is in Kafka and stops; anything else is a processing-time
+# interval such as "1 second".
+AVAILABLE_NOW = "available-now"
+DEFAULT_CONTINUOUS_TRIGGER = "5 seconds"
+SINK_NAMES = ("mongo", "influx", "noop")
+
+
+def _window_match(label: str) -> re.Match[str]:
+    match = WINDOW_LABEL.match(label)
+    if match is None:
+        raise ValueError(f"window {label!r} must look like 5m, 1h or 1d")
+    return match
 
 
 def window_duration(label: str) -> str:
     """'5m' -> '5 minutes', the form Spark's window() takes."""
-    match = WINDOW_LABEL.match(label)
-    if match is None:
-        raise ValueError(f"window {label!r} must look like 5m, 1h or 1d")
+    match = _window_match(label)
     return f"{match.group('count')} {UNIT_NAMES[match.group('unit')]}"
 
 
 def window_ms(label: str) -> int:
-    match = WINDOW_LABEL.match(label)
-    if match is None:
-        raise ValueError(f"window {label!r} must look like 5m, 1h or 1d")
+    match = _window_match(label)
     return int(match.group("count")) * UNIT_MS[match.group("unit")]
 
 
 @dataclass(frozen=True)
 class JobConfig:
-    bootstrap_servers: str
-    topic: str
+    kafka: KafkaTarget
+    mongo: MongoTarget
+    influx: InfluxTarget
     checkpoint_dir: str
-    mongo_uri: str
-    mongo_database: str
-    mongo_collection: str
-    influx_url: str
-    influx_token: str
-    influx_org: str
-    influx_bucket: str
+    spark_master: str
+    spark_jars_dir: str
     windows: tuple[str, ...] = DEFAULT_WINDOWS
-    watermark: str = "30 minutes"
-    # "available-now" processes what is in Kafka and stops; anything else is a processing-time
-    # interval such as "1 second".
-    trigger: str = "available-now"
+    watermark: str = DEFAULT_WATERMARK
+    trigger: str = AVAILABLE_NOW
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int | None = None
     sinks: tuple[str, ...] = ("mongo", "influx")
-    influx_batch_lines: int = 5_000
-    # Parallel connector writers for MongoDB ("replace" mode).
+    # Heartbeat of a continuous run, for the Dagster health sensor.
+    status_file: str | None = None
+    # Parallel writers of the MongoDB connector's replace-upsert.
     mongo_writers: int = 4
-    # "replace": the connector's replace-upsert (MongoDB); "insert-or-replace": bulk insert,
-    # existing ids deleted and inserted again, from one writer (FerretDB on the local stack).
-    mongo_write_mode: str = "replace"
-    measurement: str = "ohlcv"
+
+    def __post_init__(self) -> None:
+        for label in self.windows:
+            window_duration(label)
+        unknown = set(self.sinks) - set(SINK_NAMES)
+        if unknown:
+            raise ValueError(f"unknown sinks {sorted(unknown)}; choose from {SINK_NAMES}")
+        if not self.mongo.uri:
+            raise ValueError("the MongoDB URI is empty")
 
     @property
-    def dlq_topic(self) -> str:
-        return f"{self.topic}.dlq"
+    def continuous(self) -> bool:
+        return self.trigger != AVAILABLE_NOW
+
+    def driver_command(self) -> list[str]:
+        """The job as its own process, its driver on top (Spark started through pyspark); run it
+        with `to_env()` added to the environment."""
+        return [sys.executable, "-m", "spark_jobs.main", *self.to_args()]
+
+    def to_args(self) -> list[str]:
+        """Every setting but the secrets, as command-line options."""
+        flat = _flatten(self)
+        args: list[str] = []
+        for option in OPTIONS:
+            value = flat[option.field]
+            if value is not None:
+                args += [option.flag, option.render(value)]
+        return args
+
+    def to_env(self) -> dict[str, str]:
+        """The secrets, under the names of their settings."""
+        flat = _flatten(self)
+        return {name: str(flat[field]) for field, name in SECRET_ENV.items()}
 
     @classmethod
-    def from_settings(cls, settings: Settings, **overrides: object) -> JobConfig:
-        values: dict[str, object] = {
-            "bootstrap_servers": settings.kafka_bootstrap_servers,
-            "topic": settings.kafka_topic,
-            "checkpoint_dir": str(settings.stack_dir / "checkpoints" / settings.kafka_topic),
-            "mongo_uri": settings.mongo_uri,
-            "mongo_database": settings.mongo_database,
-            "mongo_collection": settings.mongo_collection,
-            "mongo_write_mode": "replace" if settings.mongo_is_external else "insert-or-replace",
-            "influx_url": settings.influxdb_url,
-            "influx_token": settings.influxdb_token,
-            "influx_org": settings.influxdb_org,
-            "influx_bucket": settings.influxdb_bucket,
-            "measurement": settings.influxdb_measurement,
+    def from_args(cls, argv: Sequence[str] | None, environ: Mapping[str, str]) -> JobConfig:
+        parser = argparse.ArgumentParser(
+            prog="spark_jobs.main", description="The OHLCV job: Kafka -> MongoDB + InfluxDB."
+        )
+        for option in OPTIONS:
+            parser.add_argument(option.flag, dest=option.field, help=option.help)
+        given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+        settings = Settings.from_env(environ)
+        flat = _flatten(cls.from_settings(settings))
+        for option in OPTIONS:
+            if option.field in given:
+                flat[option.field] = option.parse(given[option.field])
+        if "checkpoint_dir" not in given:  # follows the topic that was given
+            flat["checkpoint_dir"] = str(checkpoint_dir(settings.stack_dir, flat["kafka.topic"]))
+        for field, name in SECRET_ENV.items():
+            if environ.get(name):
+                flat[field] = environ[name]
+        return _unflatten(flat)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> JobConfig:
+        """The job on the settings' servers and topic, with the defaults for everything else."""
+        values: dict[str, Any] = {
+            "kafka": settings.kafka,
+            "mongo": settings.mongo,
+            "influx": settings.influx,
+            "checkpoint_dir": str(checkpoint_dir(settings.stack_dir, settings.kafka.topic)),
+            "spark_master": settings.spark_master,
+            "spark_jars_dir": str(spark_connectors_dir(settings.cache_dir)),
         }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        config = cls(**values)  # type: ignore[arg-type]
-        for label in config.windows:
-            window_duration(label)
-        unknown = set(config.sinks) - set(SINKS)
-        if unknown:
-            raise ValueError(f"unknown sinks {sorted(unknown)}; choose from {SINKS}")
-        return config
+        return cls(**{**values, **overrides})
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    field: str  # dotted for a target's field: "kafka.topic"
+    help: str
+    parse: Callable[[str], Any] = str
+    render: Callable[[Any], str] = str
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _joined(names: tuple[str, ...]) -> str:
+    return ",".join(names)
+
+
+OPTIONS = (
+    Option("--bootstrap-servers", "kafka.bootstrap_servers", "Kafka brokers"),
+    Option("--topic", "kafka.topic", "market-data topic (dead letters: <topic>.dlq)"),
+    Option("--mongo-database", "mongo.database", "MongoDB database of the aggregates"),
+    Option("--mongo-collection", "mongo.collection", "MongoDB collection of the aggregates"),
+    Option("--influx-url", "influx.url", "InfluxDB URL"),
+    Option("--influx-org", "influx.org", "InfluxDB organization"),
+    Option("--influx-bucket", "influx.bucket", 'InfluxDB bucket ("db/rp" on 1.8)'),
+    Option("--measurement", "influx.measurement", "InfluxDB measurement of the aggregates"),
+    Option("--checkpoint-dir", "checkpoint_dir", "default: <STACK_DIR>/checkpoints/<topic>"),
+    Option("--spark-master", "spark_master", "e.g. local[*] or spark://host:7077"),
+    Option("--spark-jars-dir", "spark_jars_dir", "folder of the connector jars"),
+    Option(
+        "--windows", "windows", "comma-separated window lengths, e.g. 5m,1h,4h", _names, _joined
+    ),
+    Option("--watermark", "watermark", 'how late an event may arrive, e.g. "30 minutes"'),
+    Option("--trigger", "trigger", '"available-now" or an interval such as "1 second"'),
+    Option("--starting-offsets", "starting_offsets", "earliest or latest (new checkpoints)"),
+    Option("--max-offsets-per-trigger", "max_offsets_per_trigger", "micro-batch cap", int),
+    Option("--sinks", "sinks", "comma-separated: mongo,influx (default) or noop", _names, _joined),
+    Option("--status-file", "status_file", "heartbeat JSON for the health sensor"),
+    Option("--mongo-writers", "mongo_writers", "parallel MongoDB writers", int),
+)
+SECRET_ENV = {"mongo.uri": "MONGO_URI", "influx.token": "INFLUXDB_TOKEN"}
+TARGETS = ("kafka", "mongo", "influx")
+
+
+def _flatten(config: JobConfig) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, value in dataclasses.asdict(config).items():
+        if name in TARGETS:
+            flat.update({f"{name}.{key}": item for key, item in value.items()})
+        else:
+            flat[name] = value
+    return flat
+
+
+def _unflatten(flat: dict[str, Any]) -> JobConfig:
+    plain = {k: v for k, v in flat.items() if "." not in k}
+    targets = {
+        name: {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith(f"{name}.")}
+        for name in TARGETS
+    }
+    return JobConfig(
+        kafka=KafkaTarget(**targets["kafka"]),
+        mongo=MongoTarget(**targets["mongo"]),
+        influx=InfluxTarget(**targets["influx"]),
+        **plain,
+    )

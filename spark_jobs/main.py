@@ -3,14 +3,15 @@
     spark-submit --jars <connectors> spark_jobs/main.py --trigger available-now
     python -m spark_jobs.main --trigger "1 second"
 
+Options: `python -m spark_jobs.main --help` (spark_jobs/config.py, the contract with Dagster).
 `main` only wires configuration, the source, the queries and the sinks; one streaming query per
 window length (each with its own checkpoint) and one for dead letters.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -22,7 +23,6 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
-from crypto_pipeline.settings import Settings
 from crypto_pipeline.spark import build_spark_session
 from spark_jobs.config import JobConfig
 from spark_jobs.progress import ProgressTracker, open_reporter
@@ -44,8 +44,8 @@ INFLUX_ASSET = "influx_ohlcv"
 def read_source(spark: SparkSession, config: JobConfig) -> DataFrame:
     reader = (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", config.bootstrap_servers)
-        .option("subscribe", config.topic)
+        .option("kafka.bootstrap.servers", config.kafka.bootstrap_servers)
+        .option("subscribe", config.kafka.topic)
         .option("startingOffsets", config.starting_offsets)
         # Never skip data that is gone from Kafka: fail loudly instead.
         .option("failOnDataLoss", "true")
@@ -85,7 +85,7 @@ def write_rejected(
 
 
 def _with_trigger(writer: DataStreamWriter, config: JobConfig) -> DataStreamWriter:
-    if config.trigger == "available-now":
+    if not config.continuous:
         return writer.trigger(availableNow=True)
     return writer.trigger(processingTime=config.trigger)
 
@@ -124,7 +124,7 @@ def await_queries(
 ) -> None:
     """Available-now: wait for every query to finish. Continuous: run until one fails (its
     exception is raised) or a stop is requested (SIGTERM/SIGINT), then stop all queries."""
-    if config.trigger == "available-now":
+    if not config.continuous:
         for query in queries:
             query.awaitTermination()
         return
@@ -138,55 +138,17 @@ def await_queries(
         raise RuntimeError(f"streaming query failed: {failed[0]}")
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trigger", default="available-now", help='"available-now" or "1 second"')
-    parser.add_argument("--topic")
-    parser.add_argument("--windows", help="comma-separated window lengths, e.g. 5m,1h,4h")
-    parser.add_argument("--watermark", help='e.g. "30 minutes"')
-    parser.add_argument("--checkpoint-dir")
-    parser.add_argument("--starting-offsets", help="earliest (default) or latest")
-    parser.add_argument("--max-offsets-per-trigger", type=int)
-    parser.add_argument("--sinks", help="comma-separated: mongo,influx (default) or noop")
-    parser.add_argument("--mongo-database")
-    parser.add_argument("--mongo-collection")
-    parser.add_argument("--influx-bucket")
-    parser.add_argument("--measurement")
-    parser.add_argument("--status-file", type=Path, help="heartbeat JSON for the health sensor")
-    return parser.parse_args(argv)
-
-
-def config_from_args(args: argparse.Namespace, settings: Settings) -> JobConfig:
-    def split(text: str | None) -> tuple[str, ...] | None:
-        return None if text is None else tuple(p.strip() for p in text.split(",") if p.strip())
-
-    return JobConfig.from_settings(
-        settings,
-        topic=args.topic,
-        windows=split(args.windows),
-        watermark=args.watermark,
-        checkpoint_dir=args.checkpoint_dir,
-        trigger=args.trigger,
-        starting_offsets=args.starting_offsets,
-        max_offsets_per_trigger=args.max_offsets_per_trigger,
-        sinks=split(args.sinks),
-        mongo_database=args.mongo_database,
-        mongo_collection=args.mongo_collection,
-        influx_bucket=args.influx_bucket,
-        measurement=args.measurement,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)  # one line per callback otherwise
-    settings = Settings.from_env()
-    args = parse_args(argv)
-    config = config_from_args(args, settings)
+    config = JobConfig.from_args(argv, os.environ)
     reporter = open_reporter()
-    spark = build_spark_session(settings, f"crypto-ohlcv-{config.topic}")
+    spark = build_spark_session(
+        config.spark_master, Path(config.spark_jars_dir), f"crypto-ohlcv-{config.kafka.topic}"
+    )
     spark.sparkContext.setLogLevel("WARN")
-    tracker = ProgressTracker(reporter, args.status_file)
+    status_file = Path(config.status_file) if config.status_file else None
+    tracker = ProgressTracker(reporter, status_file)
     spark.streams.addListener(tracker)
     stop_requested: list[int] = []
 
@@ -201,19 +163,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             ensure_mongo_index(config)
         queries = start_queries(spark, config, tracker)
         reporter.log.info(
-            f"started {len(queries)} queries on {config.topic} ({config.trigger}); "
-            f"checkpoints in {config.checkpoint_dir}"
+            f"started {len(queries)} queries on {config.kafka.topic} ({config.trigger}); "
+            f"checkpoints in {config.checkpoint_dir}; MongoDB {config.mongo.redacted_uri}"
         )
         await_queries(spark, queries, config, lambda: bool(stop_requested))
         metadata: dict[str, Any] = {
             **tracker.summary(),
             "stopped_by_signal": bool(stop_requested),
             # What the asset checks need to find this run's output and checkpoints.
-            "topic": config.topic,
+            "topic": config.kafka.topic,
             "windows": list(config.windows),
             "checkpoint_dir": config.checkpoint_dir,
         }
-        if config.trigger != "available-now":
+        if config.continuous:
             # A continuous run is an op, not an asset materialization: log the totals.
             reporter.log.info(f"stream stopped: {metadata}")
             return 0

@@ -8,17 +8,15 @@ write fails the batch, and Spark retries it from the checkpoint.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pyspark.sql import DataFrame, Row
 from pyspark.sql import functions as F
 
 from crypto_pipeline.aggregates import AGGREGATE_FIELDS, INTEGER_FIELDS
-from crypto_pipeline.clients import mongo_client
+from crypto_pipeline.clients import influx_client, mongo_client
 from spark_jobs.config import JobConfig
 from spark_jobs.transform import document_id
 
@@ -26,6 +24,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RETRIES = 5
+INFLUX_BATCH_LINES = 5_000
 
 
 def mongo_documents(aggregates: DataFrame) -> DataFrame:
@@ -38,79 +37,31 @@ def ensure_mongo_index(config: JobConfig) -> None:
     """The (symbol, window, window_start) index, created once before the stream starts."""
     from pymongo import ASCENDING
 
-    with mongo_client(config.mongo_uri) as client:
-        collection = client[config.mongo_database][config.mongo_collection]
+    with mongo_client(config.mongo.uri) as client:
+        collection = client[config.mongo.database][config.mongo.collection]
         collection.create_index(
             [("symbol", ASCENDING), ("window", ASCENDING), ("window_start", ASCENDING)],
             name="symbol_window_start",
         )
 
 
-# One writer at a time across the job's queries (foreachBatch runs on driver threads): FerretDB's
-# SQLite backend stalls under concurrent writes to one database.
-_MONGO_WRITE_LOCK = threading.Lock()
-INSERT_CHUNK = 5_000
-DUPLICATE_KEY = 11000
-
-
-def _as_bson(row: Row) -> dict[str, Any]:
-    document = row.asDict()
-    for name in ("window_start", "window_end"):
-        document[name] = datetime.fromtimestamp(document.pop(f"{name}_ms") / 1000, tz=UTC)
-    return document
-
-
-def insert_or_replace(documents: Iterable[dict[str, Any]], config: JobConfig) -> None:
-    """Insert new documents in bulk; documents whose `_id` exists are deleted and inserted again.
-
-    For FerretDB, whose bulk replaces of existing documents hang and whose single replaces scan
-    the collection: a batch mostly holds new windows, so the delete touches only the few updated
-    ones. A failure between the delete and the insert fails the batch; Spark's retry of it from
-    the checkpoint writes those documents again."""
-    from pymongo.errors import BulkWriteError
-
-    with mongo_client(config.mongo_uri) as client:
-        collection = client[config.mongo_database][config.mongo_collection]
-        for chunk in _chunks(documents, INSERT_CHUNK):
-            try:
-                collection.insert_many(chunk, ordered=False)
-            except BulkWriteError as error:
-                errors = error.details["writeErrors"]
-                if any(e["code"] != DUPLICATE_KEY for e in errors):
-                    raise
-                existing = [chunk[e["index"]] for e in errors]
-                collection.delete_many({"_id": {"$in": [doc["_id"] for doc in existing]}})
-                collection.insert_many(existing, ordered=True)
-
-
 def write_mongo(batch: DataFrame, batch_id: int, config: JobConfig) -> None:
-    """Idempotent upsert by `_id`: the MongoDB Spark connector's replace-upsert against MongoDB
-    ("replace"), or `insert_or_replace` from one Spark task against FerretDB."""
-    documents = mongo_documents(batch)
-    with _MONGO_WRITE_LOCK:
-        if config.mongo_write_mode == "replace":
-            (
-                documents.coalesce(config.mongo_writers)
-                .write.format("mongodb")
-                .mode("append")
-                .option("connection.uri", config.mongo_uri)
-                .option("database", config.mongo_database)
-                .option("collection", config.mongo_collection)
-                .option("operationType", "replace")
-                .option("idFieldList", "_id")
-                .option("upsertDocument", "true")
-                .save()
-            )
-        else:
-            timestamps_as_ms = documents.select(
-                "*",
-                F.unix_millis("window_start").alias("window_start_ms"),
-                F.unix_millis("window_end").alias("window_end_ms"),
-            ).drop("window_start", "window_end")
-            timestamps_as_ms.coalesce(1).foreachPartition(
-                lambda rows: insert_or_replace((_as_bson(row) for row in rows), config)
-            )
-    log.info("batch %d: upserted into MongoDB %s", batch_id, config.mongo_collection)
+    """Idempotent upsert by `_id` through the MongoDB Spark connector: each document replaces
+    the one with its `_id`, or is inserted. No window is ever absent in between."""
+    (
+        mongo_documents(batch)
+        .coalesce(config.mongo_writers)
+        .write.format("mongodb")
+        .mode("append")
+        .option("connection.uri", config.mongo.uri)
+        .option("database", config.mongo.database)
+        .option("collection", config.mongo.collection)
+        .option("operationType", "replace")
+        .option("idFieldList", "_id")
+        .option("upsertDocument", "true")
+        .save()
+    )
+    log.info("batch %d: upserted into MongoDB %s", batch_id, config.mongo.collection)
 
 
 def _escape_tag(value: str) -> str:
@@ -154,19 +105,17 @@ def _is_transient(error: Exception) -> bool:
 def write_influx_lines(lines: Iterable[str], config: JobConfig) -> int:
     """Write line protocol in batches of at most `influx_batch_lines`, retrying transient errors
     with backoff; any other error, or the last retry's, is raised."""
-    from influxdb_client import InfluxDBClient, WritePrecision
+    from influxdb_client import WritePrecision
     from influxdb_client.client.write_api import SYNCHRONOUS
 
     written = 0
-    with InfluxDBClient(
-        url=config.influx_url, token=config.influx_token, org=config.influx_org, timeout=30_000
-    ) as client:
+    with influx_client(config.influx) as client:
         write_api = client.write_api(write_options=SYNCHRONOUS)
-        for chunk in _chunks(lines, config.influx_batch_lines):
+        for chunk in _chunks(lines, INFLUX_BATCH_LINES):
             for attempt in range(1, RETRIES + 1):
                 try:
                     write_api.write(
-                        bucket=config.influx_bucket, record=chunk, write_precision=WritePrecision.MS
+                        bucket=config.influx.bucket, record=chunk, write_precision=WritePrecision.MS
                     )
                     break
                 except Exception as error:
@@ -184,27 +133,28 @@ def write_batch_metrics(
     pipeline dashboard charts as windows written and dead letters per minute."""
     fields = ",".join(f"{name}={value}i" for name, value in counts.items())
     now_ms = int(time.time() * 1000)
-    line = f"{config.measurement}_batches,query={query} {fields},batch_id={batch_id}i {now_ms}"
+    measurement = config.influx.batches_measurement
+    line = f"{measurement},query={query} {fields},batch_id={batch_id}i {now_ms}"
     write_influx_lines([line], config)
 
 
 def write_influx(batch: DataFrame, batch_id: int, config: JobConfig) -> None:
     """Each Spark partition writes its own points (no collect to the driver)."""
-    measurement = config.measurement
+    measurement = config.influx.measurement
 
     def write_partition(rows: Iterable[Row]) -> None:
         write_influx_lines((line_protocol(row, measurement) for row in rows), config)
 
     batch.foreachPartition(write_partition)
-    log.info("batch %d: written to InfluxDB %s", batch_id, config.influx_bucket)
+    log.info("batch %d: written to InfluxDB %s", batch_id, config.influx.bucket)
 
 
 def write_dead_letters(batch: DataFrame, batch_id: int, config: JobConfig) -> None:
     """Invalid records to `<topic>.dlq` through the Kafka connector."""
     (
         batch.write.format("kafka")
-        .option("kafka.bootstrap.servers", config.bootstrap_servers)
-        .option("topic", config.dlq_topic)
+        .option("kafka.bootstrap.servers", config.kafka.bootstrap_servers)
+        .option("topic", config.kafka.dlq_topic)
         .save()
     )
-    log.info("batch %d: dead letters sent to %s", batch_id, config.dlq_topic)
+    log.info("batch %d: dead letters sent to %s", batch_id, config.kafka.dlq_topic)

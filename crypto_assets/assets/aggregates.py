@@ -7,81 +7,55 @@ import dagster as dg
 from pydantic import Field
 
 from crypto_assets.assets.market_data import kafka_klines
-from crypto_assets.job_state import default_checkpoint_dir, running_stream_pid
-from crypto_assets.resources import (
-    InfluxResource,
-    KafkaResource,
-    MongoResource,
-    SparkSubmitResource,
-)
+from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
+from crypto_pipeline.stream_status import running_stream_pid
+from spark_jobs.config import AVAILABLE_NOW, DEFAULT_WATERMARK, DEFAULT_WINDOWS, JobConfig
 
 MONGO_ASSET = dg.AssetKey("mongo_realtime")
 INFLUX_ASSET = dg.AssetKey("influx_ohlcv")
 
 
 class SparkJobConfig(dg.Config):
-    """Streaming settings of the OHLCV job; empty values take the job's defaults."""
+    """Streaming settings of the OHLCV job (run config); connections come from the resources."""
 
-    windows: str = Field(default="5m,1h,4h", description="window lengths, comma-separated")
-    watermark: str = Field(default="30 minutes", description="how late an event may arrive")
+    windows: str = Field(
+        default=",".join(DEFAULT_WINDOWS), description="window lengths, comma-separated"
+    )
+    watermark: str = Field(default=DEFAULT_WATERMARK, description="how late an event may arrive")
     max_offsets_per_trigger: int | None = Field(default=None, description="micro-batch cap")
     checkpoint_dir: str | None = Field(
-        default=None, description="default: <STACK_DIR>/checkpoints/<topic>"
+        default=None, description="default: <state dir of the spark resource>/checkpoints/<topic>"
     )
 
 
-def job_arguments(
+def job_config(
     config: SparkJobConfig,
     trigger: str,
     kafka: KafkaResource,
     mongo: MongoResource,
     influx: InfluxResource,
-) -> list[str]:
-    args = [
-        "--trigger",
-        trigger,
-        "--topic",
-        kafka.topic,
-        "--windows",
-        config.windows,
-        "--watermark",
-        config.watermark,
-        "--mongo-database",
-        mongo.database,
-        "--mongo-collection",
-        mongo.collection,
-        "--influx-bucket",
-        influx.bucket,
-        "--measurement",
-        influx.measurement,
-        "--checkpoint-dir",
-        config.checkpoint_dir or str(default_checkpoint_dir(kafka.topic)),
-    ]
-    if config.max_offsets_per_trigger:
-        args += ["--max-offsets-per-trigger", str(config.max_offsets_per_trigger)]
-    return args
+    spark: SparkResource,
+    status_file: str | None = None,
+) -> JobConfig:
+    """The Spark job's configuration, built from the resources and the run config only."""
+    return JobConfig(
+        kafka=kafka.target,
+        mongo=mongo.target,
+        influx=influx.target,
+        checkpoint_dir=config.checkpoint_dir or str(spark.checkpoint_dir(kafka.topic)),
+        spark_master=spark.master,
+        spark_jars_dir=spark.connectors_dir,
+        windows=tuple(w.strip() for w in config.windows.split(",") if w.strip()),
+        watermark=config.watermark,
+        trigger=trigger,
+        max_offsets_per_trigger=config.max_offsets_per_trigger,
+        status_file=status_file,
+    )
 
 
-def job_environment(
-    spark_submit: SparkSubmitResource,
-    kafka: KafkaResource,
-    mongo: MongoResource,
-    influx: InfluxResource,
-) -> dict[str, str]:
-    """The job reads its connections from the same settings the resources were given."""
-    return {
-        **spark_submit.env(),
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "MONGO_URI": mongo.uri,
-        "INFLUXDB_URL": influx.url,
-        "INFLUXDB_TOKEN": influx.token,
-        "INFLUXDB_ORG": influx.org,
-    }
-
-
-def refuse_if_streaming(topic: str) -> None:
+def refuse_if_streaming(spark: SparkResource, topic: str) -> None:
     """Two jobs on the same checkpoints would corrupt them: one Spark job per topic at a time."""
-    stream_pid = running_stream_pid(topic)
+    stream_pid = running_stream_pid(spark.status_file(topic))
     if stream_pid is not None:
         raise dg.Failure(
             f"the continuous job (pid {stream_pid}) is processing {topic} with the same "
@@ -95,13 +69,13 @@ def refuse_if_streaming(topic: str) -> None:
             MONGO_ASSET,
             deps=[kafka_klines],
             kinds={"spark", "mongodb"},
-            description="OHLCV aggregates per (symbol, window, window_start) in crypto.realtime.",
+            description="OHLCV aggregates per (symbol, window, window_start) in MongoDB.",
         ),
         dg.AssetSpec(
             INFLUX_ASSET,
             deps=[kafka_klines],
             kinds={"spark", "influxdb"},
-            description="OHLCV points in the ohlcv measurement (tags symbol, window).",
+            description="OHLCV points in InfluxDB (tags symbol, window).",
         ),
     ],
     group_name="aggregates",
@@ -112,11 +86,13 @@ def ohlcv_sinks(
     kafka: KafkaResource,
     mongo: MongoResource,
     influx: InfluxResource,
-    spark_submit: SparkSubmitResource,
+    spark: SparkResource,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    refuse_if_streaming(kafka.topic)
-    command = spark_submit.command(job_arguments(config, "available-now", kafka, mongo, influx))
-    context.log.info(" ".join(command))
-    env = job_environment(spark_submit, kafka, mongo, influx)
-    yield from pipes_subprocess_client.run(command=command, context=context, env=env).get_results()
+    refuse_if_streaming(spark, kafka.topic)
+    job = job_config(config, AVAILABLE_NOW, kafka, mongo, influx, spark)
+    command = spark.submit_command(job)
+    context.log.info(" ".join(command))  # no secret: those travel in the environment
+    yield from pipes_subprocess_client.run(
+        command=command, context=context, env=spark.environment(job)
+    ).get_results()

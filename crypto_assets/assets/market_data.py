@@ -58,7 +58,7 @@ def kafka_klines(
 ) -> dg.MaterializeResult:
     options = config.options(kafka)
     context.log.info(f"replaying {options.path} into {options.topic}")
-    summary = replay(options, kafka.settings(), show_progress=False)
+    summary = replay(options, kafka.bootstrap_servers, show_progress=False)
     for line in summary.lines():
         context.log.info(line)
     if summary.rejected:

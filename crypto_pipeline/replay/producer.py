@@ -20,7 +20,7 @@ from kafka.partitioner.default import murmur2
 from crypto_pipeline.clients import end_offsets, ensure_topic, kafka_producer
 from crypto_pipeline.replay.formats import InputFormatError, ParsedLine, read_rows, reason_kind
 from crypto_pipeline.replay.progress import Progress
-from crypto_pipeline.settings import Settings
+from crypto_pipeline.settings import dead_letter_topic
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class ReplayOptions:
 
     @property
     def dlq_topic(self) -> str:
-        return f"{self.topic}.dlq"
+        return dead_letter_topic(self.topic)
 
 
 @dataclass
@@ -179,7 +179,7 @@ class _KeyPartitions:
 
 def replay(
     options: ReplayOptions,
-    settings: Settings,
+    bootstrap_servers: str,
     *,
     show_progress: bool = True,
     now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
@@ -193,9 +193,9 @@ def replay(
     if total is not None and options.limit is not None:
         total = min(total, options.limit)
 
-    producer = kafka_producer(settings)
-    ensure_topic(settings, options.topic, options.partitions, options.retention_ms)
-    ensure_topic(settings, options.dlq_topic, 1, options.retention_ms)
+    producer = kafka_producer(bootstrap_servers)
+    ensure_topic(bootstrap_servers, options.topic, options.partitions, options.retention_ms)
+    ensure_topic(bootstrap_servers, options.dlq_topic, 1, options.retention_ms)
     summary = ReplaySummary(topic=options.topic)
     delivery_errors: list[Exception] = []
     progress = Progress(total=total, enabled=show_progress)
@@ -261,5 +261,5 @@ def replay(
         raise ReplayError(
             f"{len(delivery_errors)} messages were not delivered; first error: {delivery_errors[0]}"
         )
-    summary.end_offsets = end_offsets(settings, options.topic)
+    summary.end_offsets = end_offsets(bootstrap_servers, options.topic)
     return summary

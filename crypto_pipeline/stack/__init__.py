@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +83,7 @@ def _start(service: Service) -> None:
     with service.log_file.open("a") as log:
         process = subprocess.Popen(
             command,
+            env={**os.environ, **service.environment()},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -126,14 +128,19 @@ def _reap(pid: int) -> None:
         pass
 
 
+def _chosen(settings: Settings, only: Collection[str] | None) -> list[Service]:
+    return [s for s in services(settings) if only is None or s.name in only]
+
+
 def is_running(settings: Settings) -> bool:
     """True when every service of the stack has a live process of ours."""
     return all(_read_record(service) is not None for service in services(settings))
 
 
-def up(settings: Settings) -> None:
-    """Start every service that is not running; a no-op for those already healthy."""
-    chosen = services(settings)
+def up(settings: Settings, only: Collection[str] | None = None) -> None:
+    """Start every service (or those named in `only`) that is not running; a no-op for those
+    already healthy."""
+    chosen = _chosen(settings, only)
     to_start = [service for service in chosen if _read_record(service) is None]
     for service in to_start:
         for setting, port in service.ports.items():
@@ -151,13 +158,14 @@ def up(settings: Settings) -> None:
         else:
             service.check_health()
             say(f"[stack] {service.name} already running")
-    if settings.mongo_is_external:
-        say("[stack] MongoDB: using MONGO_URI, nothing started")
+    if not settings.serves_mongo:
+        say(f"[stack] MongoDB: external server {settings.mongo.redacted_uri}, nothing started")
 
 
-def down(settings: Settings) -> None:
-    """Stop exactly the processes this stack started, by PID. Data stays."""
-    for service in reversed(services(settings)):
+def down(settings: Settings, only: Collection[str] | None = None) -> None:
+    """Stop exactly the processes this stack started (or those named in `only`), by PID. Data
+    stays."""
+    for service in reversed(_chosen(settings, only)):
         record = _read_record(service)
         if record is None:
             _pid_file(service).unlink(missing_ok=True)
@@ -184,8 +192,8 @@ def status(settings: Settings) -> bool:
                 state = f"UNHEALTHY pid {record.pid}: {error}"
                 all_healthy = False
         say(f"{service.name:<10} {state:<40} 127.0.0.1:{ports}  log {service.log_file}")
-    if settings.mongo_is_external:
-        say("mongodb    external (MONGO_URI)")
+    if not settings.serves_mongo:
+        say(f"mongodb    external ({settings.mongo.redacted_uri})")
     return all_healthy
 
 

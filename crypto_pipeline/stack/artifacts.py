@@ -1,13 +1,15 @@
 """Fetching and building what the local stack runs, cached by the hash of the files that define it.
 
 - Kafka broker + tools jars, and the Spark connector jars: `mvn dependency:copy-dependencies`.
-- FerretDB (embedded in our Go program) and InfluxDB 1.8.10: `go build` from the Go module proxy.
+- FerretDB (embedded in our Go program, with the patches in local_stack/ferretdb/patches applied
+  to its source) and InfluxDB 1.8.10: `go build` from the Go module proxy.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -17,12 +19,17 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from crypto_pipeline.build_cache import (
+    SPARK_CONNECTORS_POM,
+    STACK_FILES,
+    content_hash,
+    spark_connectors_dir,
+)
 from crypto_pipeline.console import say
-from crypto_pipeline.settings import REPO_ROOT, Settings
+from crypto_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-STACK_FILES = REPO_ROOT / "local_stack"
 PROGRESS_EVERY_S = 10.0
 
 TOOL_HINTS = {
@@ -78,14 +85,6 @@ def run_with_progress(
     say(f"[stack] {what}: done in {time.monotonic() - started:.0f}s")
 
 
-def content_hash(*paths: Path) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
 def cached(cache_dir: Path, key: str, build: Callable[[Path, Path], None]) -> Path:
     """Return `cache_dir/key`, first building it in a staging folder (log: `key.log`) if needed."""
     target = cache_dir / key
@@ -135,16 +134,10 @@ def _artifact(jar: Path) -> str:
     return match.group("artifact") if match else jar.stem
 
 
-def _spark_connectors_folder(settings: Settings) -> Path:
-    pom_dir = STACK_FILES / "maven" / "spark"
-    return settings.cache_dir / f"spark-connectors-{content_hash(pom_dir / 'pom.xml')}"
-
-
 def spark_connector_jars(settings: Settings) -> Path:
     """A folder holding exactly the Kafka and MongoDB connector jars and their dependencies,
     without the jars pyspark already ships (so `spark.jars` can name `<folder>/*.jar`)."""
-    pom_dir = STACK_FILES / "maven" / "spark"
-    copy = _maven_copy(pom_dir, "fetching Spark connector jars")
+    copy = _maven_copy(SPARK_CONNECTORS_POM.parent, "fetching Spark connector jars")
 
     def build(out: Path, log_file: Path) -> None:
         import pyspark
@@ -155,13 +148,8 @@ def spark_connector_jars(settings: Settings) -> Path:
             if _artifact(jar) in shipped:
                 jar.unlink()
 
-    folder = _spark_connectors_folder(settings)
+    folder = spark_connectors_dir(settings.cache_dir)
     return cached(folder.parent, folder.name, build)
-
-
-def spark_jars_glob(settings: Settings) -> str:
-    """The `spark.jars` value; valid once `stack up` has fetched the connectors."""
-    return str(_spark_connectors_folder(settings) / "*.jar")
 
 
 def _go_build(
@@ -180,13 +168,73 @@ def _go_build(
 
 
 def _go_module_key(name: str, module_dir: Path) -> str:
-    sources = sorted(p for p in module_dir.iterdir() if p.suffix in (".go", ".mod", ".sum"))
+    suffixes = (".go", ".mod", ".sum", ".patch")
+    sources = sorted(p for p in module_dir.rglob("*") if p.suffix in suffixes)
     return f"{name}-{content_hash(*sources)}"
+
+
+FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
+
+
+def _patched_go_build(
+    module_dir: Path, dependency: str, binary: str, what: str
+) -> Callable[[Path, Path], None]:
+    """`go build` of our module with `dependency` replaced by its source from the module proxy
+    with `module_dir/patches/*.patch` applied (git apply: fails loudly if a patch does not fit)."""
+
+    def build(out: Path, log_file: Path) -> None:
+        go = require_tool("go")
+        git = require_tool("git")
+        work = out / "build"
+        program = work / "program"
+        shutil.copytree(module_dir, program, ignore=shutil.ignore_patterns("patches"))
+        version = _required_version(go, program, dependency)
+        downloaded = subprocess.run(
+            [go, "mod", "download", "-json", f"{dependency}@{version}"],
+            cwd=program,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        source = work / "dependency"
+        shutil.copytree(json.loads(downloaded.stdout)["Dir"], source)
+        for path in [source, *source.rglob("*")]:  # the module cache is read-only
+            path.chmod(path.stat().st_mode | 0o200)
+        # No repository above `source` may take part (git apply would patch relative to it).
+        no_repository = {**os.environ, "GIT_CEILING_DIRECTORIES": str(work)}
+        for patch in sorted((module_dir / "patches").glob("*.patch")):
+            subprocess.run(
+                [git, "apply", "--verbose", str(patch)],
+                cwd=source,
+                env=no_repository,
+                check=True,
+                capture_output=True,
+            )
+        subprocess.run(
+            [go, "mod", "edit", f"-replace={dependency}={source}"], cwd=program, check=True
+        )
+        _go_build(program, ".", binary, what)(out, log_file)
+        shutil.rmtree(work)
+
+    return build
+
+
+def _required_version(go: str, module_dir: Path, dependency: str) -> str:
+    listed = subprocess.run(
+        [go, "list", "-m", "-f", "{{.Version}}", dependency],
+        cwd=module_dir,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return listed.stdout.strip()
 
 
 def ferretdb_binary(settings: Settings) -> Path:
     module_dir = STACK_FILES / "ferretdb"
-    build = _go_build(module_dir, ".", "ferretdb-local", "building FerretDB (go build)")
+    build = _patched_go_build(
+        module_dir, FERRETDB_MODULE, "ferretdb-local", "building FerretDB (patched, go build)"
+    )
     folder = cached(settings.cache_dir, _go_module_key("ferretdb", module_dir), build)
     return folder / "ferretdb-local"
 

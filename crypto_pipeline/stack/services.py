@@ -58,6 +58,10 @@ class Service:
         """Fetch or build what the service needs, write its config; return its command line."""
         raise NotImplementedError
 
+    def environment(self) -> dict[str, str]:
+        """Variables added to the service's environment (secrets that must not be flags)."""
+        return {}
+
     def check_health(self) -> None:
         """Raise if the service does not answer a real request."""
         raise NotImplementedError
@@ -138,7 +142,7 @@ class Kafka(Service):
         from kafka.admin import KafkaAdminClient, NewTopic
         from kafka.errors import TopicAlreadyExistsError
 
-        servers = self.settings.kafka_bootstrap_servers
+        servers = self.settings.kafka.bootstrap_servers
         admin = KafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=5000)
         try:
             if HEALTH_TOPIC not in admin.list_topics():
@@ -167,23 +171,31 @@ class Kafka(Service):
 
 
 class FerretDB(Service):
+    """Serves MONGO_URI's loopback port. A user and password in the URI turn on authentication:
+    that user is created (in the URI's auth database) when the data directory is new."""
+
     @property
     def ports(self) -> dict[str, int]:
-        return {"MONGO_URI": self.settings.mongo_port}
+        return {"MONGO_URI": self.settings.mongo.port}
 
     def prepare(self) -> list[str]:
         binary = ferretdb_binary(self.settings)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        return [
+        mongo = self.settings.mongo
+        command = [
             str(binary),
-            "-listen",
-            f"127.0.0.1:{self.settings.mongo_port}",
-            "-data-dir",
-            str(self.data_dir),
+            *["-listen", f"127.0.0.1:{mongo.port}", "-data-dir", str(self.data_dir)],
         ]
+        if mongo.username:
+            command += ["-username", mongo.username, "-auth-database", mongo.auth_source]
+        return command
+
+    def environment(self) -> dict[str, str]:
+        password = self.settings.mongo.password
+        return {"FERRETDB_PASSWORD": password} if password else {}
 
     def check_health(self) -> None:
-        with mongo_client(self.settings.mongo_uri) as client:
+        with mongo_client(self.settings.mongo.uri) as client:
             client.admin.command("ping")
 
 
@@ -207,7 +219,7 @@ class InfluxDB(Service):
         return [str(binary), "run", "-config", str(config)]
 
     def _request(self, path: str, data: bytes | None = None) -> int:
-        request = urllib.request.Request(self.settings.influxdb_url + path, data=data)
+        request = urllib.request.Request(self.settings.influx.url + path, data=data)
         with urllib.request.urlopen(request, timeout=5) as response:
             return int(response.status)
 
@@ -217,16 +229,15 @@ class InfluxDB(Service):
 
     def after_first_healthy(self) -> None:
         # The 2.x-compatible API writes to bucket "db/rp"; the database must exist (idempotent).
-        query = urllib.parse.urlencode(
-            {"q": f'CREATE DATABASE "{self.settings.influxdb_database}"'}
-        )
+        query = urllib.parse.urlencode({"q": f'CREATE DATABASE "{self.settings.influx.database}"'})
         self._request("/query", data=query.encode())
 
 
 def services(settings: Settings) -> list[Service]:
-    """The services `stack up` manages, in start order; an external MONGO_URI replaces FerretDB."""
+    """The services `stack up` manages, in start order; FerretDB only when MONGO_URI points at
+    loopback (any other host is an external server)."""
     chosen: list[Service] = [Kafka("kafka", settings)]
-    if not settings.mongo_is_external:
+    if settings.serves_mongo:
         chosen.append(FerretDB("ferretdb", settings))
     chosen.append(InfluxDB("influxdb", settings))
     return chosen

@@ -49,20 +49,6 @@ class Page:
             time.sleep(1)
         raise AssertionError(f"{texts} not all rendered in {timeout_s:.0f} s; page shows {shown!r}")
 
-    def dismiss_dialog(self, dialog_text: str, button: str, timeout_s: float = 10) -> None:
-        """Click `button` of a dialog showing `dialog_text`, if it is open, and wait until it is
-        gone (Dagster's UI greets a new browser profile with a newsletter dialog)."""
-        click = (
-            "[...document.querySelectorAll('button')]"
-            f".find(b => b.innerText.trim() === {json.dumps(button)})?.click()"
-        )
-        deadline = time.monotonic() + timeout_s
-        while dialog_text in self.text():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the dialog {dialog_text!r} did not close")
-            self.call("Runtime.evaluate", expression=click)
-            time.sleep(0.5)
-
     def screenshot(self, path: Path) -> None:
         data = self.call("Page.captureScreenshot", format="png")["data"]
         path.write_bytes(base64.b64decode(data))

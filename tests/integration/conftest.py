@@ -10,6 +10,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from crypto_pipeline import stack
+from crypto_pipeline.build_cache import spark_connectors_dir
 from crypto_pipeline.settings import Settings
 from crypto_pipeline.spark import build_spark_session
 
@@ -35,7 +36,8 @@ def local_stack(settings: Settings) -> Iterator[Settings]:
 
 @pytest.fixture(scope="session")
 def spark(local_stack: Settings) -> Iterator[SparkSession]:
-    session = build_spark_session(local_stack, "crypto-pipeline-tests")
+    jars = spark_connectors_dir(local_stack.cache_dir)
+    session = build_spark_session(local_stack.spark_master, jars, "crypto-pipeline-tests")
     try:
         yield session
     finally:

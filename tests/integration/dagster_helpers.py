@@ -4,32 +4,41 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from crypto_assets.resources import (
-    InfluxResource,
-    KafkaResource,
-    MongoResource,
-    SparkSubmitResource,
-)
+from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
+from crypto_pipeline.build_cache import spark_connectors_dir
 from crypto_pipeline.settings import Settings
 
 
-def resources_for(settings: Settings, name: str) -> dict[str, Any]:
-    """Topic, Mongo database and Influx measurement all named `name`."""
+def resources_for(
+    settings: Settings, name: str, state_dir: Path, mongo_uri: str | None = None
+) -> dict[str, Any]:
+    """Topic, Mongo database and Influx measurement all named `name`; checkpoints and heartbeats
+    under `state_dir`."""
+    influx = settings.influx
     return {
-        "kafka": KafkaResource(bootstrap_servers=settings.kafka_bootstrap_servers, topic=name),
-        "mongo": MongoResource(database=name, collection=settings.mongo_collection),
+        "kafka": KafkaResource(bootstrap_servers=settings.kafka.bootstrap_servers, topic=name),
+        "mongo": MongoResource(
+            uri=mongo_uri or settings.mongo.uri,
+            database=name,
+            collection=settings.mongo.collection,
+        ),
         "influx": InfluxResource(
-            url=settings.influxdb_url,
-            token=settings.influxdb_token,
-            org=settings.influxdb_org,
-            bucket=settings.influxdb_bucket,
+            url=influx.url,
+            token=influx.token,
+            org=influx.org,
+            bucket=influx.bucket,
             measurement=name,
         ),
-        "spark_submit": SparkSubmitResource(master="local[2]"),
+        "spark": SparkResource(
+            master="local[2]",
+            connectors_dir=str(spark_connectors_dir(settings.cache_dir)),
+            state_dir=str(state_dir),
+        ),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
     }
 

@@ -17,7 +17,7 @@ def consume_all(
 ) -> list[ConsumerRecord]:
     """Every record of the topic from the beginning; waits until `expected` arrived or time out."""
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, max_partition_fetch_bytes=8 << 20
+        bootstrap_servers=settings.kafka.bootstrap_servers, max_partition_fetch_bytes=8 << 20
     )
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]

@@ -21,6 +21,7 @@ from crypto_assets.definitions import build_definitions
 from crypto_pipeline.clients import influx_client, mongo_client
 from crypto_pipeline.settings import REPO_ROOT, Settings
 from tests.integration.dagster_helpers import resources_for
+from tests.integration.job_helpers import influx_of, mongo_of
 
 SAMPLE = REPO_ROOT / "data" / "sample_klines_1m.csv.gz"
 # The first 4h window of the sample; later replays never re-emit it (the watermark is past it).
@@ -63,9 +64,9 @@ def statuses(evaluations: Evaluations) -> dict[tuple[str, str], str]:
 
 
 @pytest.fixture(scope="module")
-def pipeline(local_stack: Settings) -> Iterator[Pipeline]:
+def pipeline(local_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     name = f"t_checks_{uuid.uuid4().hex[:8]}"
-    defs = build_definitions(resources_for(local_stack, name))
+    defs = build_definitions(resources_for(local_stack, name, tmp_path_factory.mktemp("state")))
     with dg.DagsterInstance.ephemeral() as instance:
         replayed = defs.resolve_job_def("replay_job").execute_in_process(instance=instance)
         assert replayed.success
@@ -95,8 +96,9 @@ def test_every_check_passes_after_a_replay_and_the_job(pipeline: Pipeline) -> No
 
 def test_a_corrupted_mongodb_document_fails_agreement_and_source(pipeline: Pipeline) -> None:
     doc_id = "|".join(map(str, FIRST_WINDOW))
-    with mongo_client(pipeline.settings.mongo_uri) as client:
-        collection = client[pipeline.name][pipeline.settings.mongo_collection]
+    mongo = mongo_of(pipeline.settings, pipeline.name)
+    with mongo_client(mongo.uri) as client:
+        collection = client[mongo.database][mongo.collection]
         original = collection.find_one({"_id": doc_id})
         assert original is not None
         collection.update_one({"_id": doc_id}, {"$set": {"close": original["close"] * 1.001}})
@@ -122,8 +124,8 @@ def test_a_corrupted_mongodb_document_fails_agreement_and_source(pipeline: Pipel
 
 
 def influxql(settings: Settings, statement: str) -> None:
-    query = urllib.parse.urlencode({"db": settings.influxdb_database, "q": statement})
-    request = urllib.request.Request(f"{settings.influxdb_url}/query?{query}", method="POST")
+    query = urllib.parse.urlencode({"db": settings.influx.database, "q": statement})
+    request = urllib.request.Request(f"{settings.influx.url}/query?{query}", method="POST")
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.status == 200
 
@@ -131,9 +133,10 @@ def influxql(settings: Settings, statement: str) -> None:
 def test_a_deleted_influxdb_point_fails_agreement_and_source(pipeline: Pipeline) -> None:
     symbol, window, start_ms = FIRST_WINDOW
     point = datetime.fromtimestamp(start_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    with influx_client(pipeline.settings) as client:
+    influx = influx_of(pipeline.settings, pipeline.name)
+    with influx_client(influx) as client:
         flux = (
-            f'from(bucket: "{pipeline.settings.influxdb_bucket}") |> range(start: {point}, '
+            f'from(bucket: "{influx.bucket}") |> range(start: {point}, '
             f'stop: 2025-01-01T00:00:01Z) |> filter(fn: (r) => r._measurement == "{pipeline.name}"'
             f' and r.symbol == "{symbol}" and r.window == "{window}")'
         )
@@ -147,9 +150,9 @@ def test_a_deleted_influxdb_point_fails_agreement_and_source(pipeline: Pipeline)
     try:
         evaluations = pipeline.checks()
     finally:
-        with influx_client(pipeline.settings) as client:
+        with influx_client(influx) as client:
             client.write_api(write_options=SYNCHRONOUS).write(
-                bucket=pipeline.settings.influxdb_bucket,
+                bucket=influx.bucket,
                 record=[
                     line_for(r.get_measurement(), r.values, r.get_field(), r.get_value())
                     for r in saved

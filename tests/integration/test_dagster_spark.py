@@ -3,10 +3,7 @@ Dagster with its health sensor, against the real stack."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,13 +11,13 @@ from typing import Any
 import dagster as dg
 
 from crypto_assets.assets.aggregates import INFLUX_ASSET, MONGO_ASSET, ohlcv_sinks
-from crypto_assets.resources import pyspark_resource
-from crypto_assets.sensors import streaming_health
+from crypto_pipeline.clients import end_offsets
 from crypto_pipeline.readback import read_influx, read_mongo
-from crypto_pipeline.replay.producer import ReplayOptions, replay
 from crypto_pipeline.settings import REPO_ROOT, Settings
+from crypto_pipeline.stream_status import streaming_health
 from tests.expected_ohlcv import expected_aggregates, mismatches, read_csv_rows
 from tests.integration.dagster_helpers import resources_for, wait_until
+from tests.integration.job_helpers import influx_of, job_for, mongo_of, replay_file, start_job
 
 SAMPLE = REPO_ROOT / "data" / "sample_klines_1m.csv.gz"
 
@@ -28,13 +25,12 @@ SAMPLE = REPO_ROOT / "data" / "sample_klines_1m.csv.gz"
 def test_sink_assets_materialize_through_pipes_with_progress_metadata(
     local_stack: Settings, unique_name: str, tmp_path: Path
 ) -> None:
-    replay(ReplayOptions(path=SAMPLE, topic=unique_name), local_stack, show_progress=False)
-    config = {"windows": "1h", "checkpoint_dir": str(tmp_path / "ckpt")}
+    replay_file(local_stack, SAMPLE, unique_name)
 
     result = dg.materialize(
         [ohlcv_sinks],
-        resources=resources_for(local_stack, unique_name),
-        run_config={"ops": {"ohlcv_sinks": {"config": config}}},
+        resources=resources_for(local_stack, unique_name, tmp_path),
+        run_config={"ops": {"ohlcv_sinks": {"config": {"windows": "1h"}}}},
     )
 
     assert result.success
@@ -46,32 +42,12 @@ def test_sink_assets_materialize_through_pipes_with_progress_metadata(
     assert metadata["dropped_by_watermark"].value == 0
     queries: Any = metadata["queries"].value
     assert queries["ohlcv_1h"]["input_rows"] == 8640
+    # The resource's checkpoint rule, under the resource's state directory.
+    assert metadata["checkpoint_dir"].value == str(tmp_path / "checkpoints" / unique_name)
     expected = expected_aggregates(read_csv_rows(SAMPLE), ("1h",))
-    mongo, _ = read_mongo(local_stack.mongo_uri, unique_name, local_stack.mongo_collection)
+    mongo, _ = read_mongo(mongo_of(local_stack, unique_name))
     assert mismatches(expected, mongo) == []
-    assert mismatches(expected, read_influx(local_stack, unique_name)) == []
-
-
-def test_pyspark_resource_reads_kafka_through_the_connector(
-    local_stack: Settings, unique_name: str
-) -> None:
-    replay(
-        ReplayOptions(path=SAMPLE, topic=unique_name, limit=250), local_stack, show_progress=False
-    )
-    resource = pyspark_resource(local_stack)
-    resource.setup_for_execution(dg.build_init_resource_context())
-    frame = (
-        resource.spark_session.read.format("kafka")
-        .option("kafka.bootstrap.servers", local_stack.kafka_bootstrap_servers)
-        .option("subscribe", unique_name)
-        .load()
-    )
-    assert frame.count() == 250
-    assert {bytes(row["key"]) for row in frame.select("key").collect()} == {
-        b"BTCUSDT",
-        b"ETHUSDT",
-        b"SOLUSDT",
-    }
+    assert mismatches(expected, read_influx(influx_of(local_stack, unique_name))) == []
 
 
 def test_continuous_job_picks_up_new_rows_and_reports_health(
@@ -94,39 +70,40 @@ def test_continuous_job_picks_up_new_rows_and_reports_health(
         csv_path.write_text("\n".join([header, *lines]) + "\n")
 
     write_rows(first)
-    replay(ReplayOptions(path=csv_path, topic=unique_name), local_stack, show_progress=False)
-    args = ["--topic", unique_name, "--mongo-database", unique_name, "--measurement", unique_name]
-    job = subprocess.Popen(
-        [
-            *[sys.executable, "-m", "spark_jobs.main", "--trigger", "2 seconds", "--windows", "5m"],
-            *[*args, "--checkpoint-dir", str(tmp_path / "ckpt"), "--status-file", str(status)],
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    replay_file(local_stack, csv_path, unique_name)
+    stream = job_for(
+        local_stack,
+        unique_name,
+        tmp_path / "ckpt",
+        trigger="2 seconds",
+        windows=("5m",),
+        status_file=str(status),
     )
+    job = start_job(stream)
     try:
         expected = expected_aggregates(first, ("5m",))
-        wait_until(lambda: not mismatches(expected, read_influx(local_stack, unique_name)), 240)
+        wait_until(lambda: not mismatches(expected, read_influx(stream.influx)), 240)
 
         write_rows(later)
         started = time.monotonic()
-        replay(ReplayOptions(path=csv_path, topic=unique_name), local_stack, show_progress=False)
+        replay_file(local_stack, csv_path, unique_name)
         expected = expected_aggregates(first + later, ("5m",))
 
         def both_sinks_current() -> bool:
-            mongo, _ = read_mongo(local_stack.mongo_uri, unique_name, local_stack.mongo_collection)
-            influx = read_influx(local_stack, unique_name)
+            mongo, _ = read_mongo(stream.mongo)
+            influx = read_influx(stream.influx)
             return not mismatches(expected, mongo) and not mismatches(expected, influx)
 
         wait_until(both_sinks_current, 120)
         # "within a few trigger intervals" on 2 cores: generous, but bounded.
         assert time.monotonic() - started < 60
 
-        on_topic = dataclasses.replace(local_stack, kafka_topic=unique_name)
-
         def caught_up() -> dict[str, Any] | None:
             # Every query, the dead letters' too, has reported a batch up to the end offsets.
-            health = streaming_health(on_topic, json.loads(status.read_text()), time.time())
+            latest = end_offsets(local_stack.kafka.bootstrap_servers, unique_name)
+            health = streaming_health(
+                json.loads(status.read_text()), unique_name, latest, time.time()
+            )
             return health if health["kafka_lag_messages"] == 0 else None
 
         health = wait_until(caught_up, 60, "zero lag in the heartbeat")

@@ -1,29 +1,41 @@
 """Every Grafana panel's Flux query, with its variables and a time range substituted as Grafana
-does, runs against the local InfluxDB after an end-to-end replay and returns rows."""
+does, runs against the local InfluxDB after an end-to-end replay and returns rows; a variable
+value crafted to break out of its literal matches nothing."""
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from crypto_pipeline import dashboards
 from crypto_pipeline.clients import influx_client
-from crypto_pipeline.replay.producer import ReplayOptions, replay
-from crypto_pipeline.settings import REPO_ROOT, Settings
+from crypto_pipeline.settings import REPO_ROOT, InfluxTarget, Settings
+from tests.integration.job_helpers import job_for, replay_file, run_job
 
 SAMPLE = REPO_ROOT / "data" / "sample_klines_1m.csv.gz"
 # What Grafana's Flux datasource defines for every query: the `v` record of the time range.
 TIME_RANGE = "v = {timeRangeStart: 2020-01-01T00:00:00Z, timeRangeStop: 2100-01-01T00:00:00Z}\n"
+# Grafana's formats (public/app/core/utils/kbn.ts regexEscape, and JSON.stringify).
+GRAFANA_FORMATS: dict[str | None, Callable[[str], str]] = {
+    None: lambda value: value,
+    "regex": lambda value: re.sub(r"[\\^$*+?.()|[\]{}/]", lambda m: "\\" + m.group(0), value),
+    "json": json.dumps,
+}
 
 
-def run_flux(settings: Settings, query: str, variables: dict[str, str]) -> list[dict[str, Any]]:
-    text = re.sub(r"\$\{(\w+)\}", lambda m: variables[m.group(1)], query)
-    with influx_client(settings) as client:
-        tables = client.query_api().query(TIME_RANGE + text)
+def interpolate(query: str, variables: dict[str, str]) -> str:
+    def substitute(match: re.Match[str]) -> str:
+        return GRAFANA_FORMATS[match.group(2)](variables[match.group(1)])
+
+    return re.sub(r"\$\{(\w+)(?::(\w+))?\}", substitute, query)
+
+
+def run_flux(target: InfluxTarget, query: str, variables: dict[str, str]) -> list[dict[str, Any]]:
+    with influx_client(target) as client:
+        tables = client.query_api().query(TIME_RANGE + interpolate(query, variables))
     return [record.values for table in tables for record in table.records]
 
 
@@ -35,41 +47,38 @@ def dashboard(name: str) -> dict[str, Any]:
 def test_every_panel_query_returns_rows_after_an_end_to_end_replay(
     local_stack: Settings, unique_name: str, tmp_path: Path
 ) -> None:
-    replay(
-        ReplayOptions(path=SAMPLE, topic=unique_name, limit=2_160), local_stack, show_progress=False
-    )
-    job = subprocess.run(
-        [
-            *[sys.executable, "-m", "spark_jobs.main", "--topic", unique_name],
-            *["--measurement", unique_name, "--mongo-database", unique_name],
-            *["--checkpoint-dir", str(tmp_path / "checkpoints")],
-        ],
-        capture_output=True,
-        text=True,
-    )
+    replay_file(local_stack, SAMPLE, unique_name, limit=2_160)
+    config = job_for(local_stack, unique_name, tmp_path / "checkpoints")
+    job = run_job(config)
     assert job.returncode == 0, job.stderr[-3000:]
-    constants = {"bucket": local_stack.influxdb_bucket, "measurement": unique_name}
+    target = config.influx
+    constants = {"bucket": target.bucket, "measurement": unique_name}
 
     market = dashboard("market.json")
     (symbol_variable,) = [v for v in market["templating"]["list"] if v["name"] == "symbol"]
-    symbols = run_flux(local_stack, symbol_variable["query"], constants)
+    symbols = run_flux(target, symbol_variable["query"], constants)
     assert sorted(row["_value"] for row in symbols) == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
     for window in dashboards.WINDOWS:
         variables = {**constants, "symbol": "ETHUSDT", "window": window}
         for panel in market["panels"]:
-            rows = run_flux(local_stack, panel["targets"][0]["query"], variables)
+            rows = run_flux(target, panel["targets"][0]["query"], variables)
             assert rows, f"{panel['title']} ({window}) returned no rows"
             assert all(row.get(key) is not None for row in rows for key in row if key != "result")
-        candles = run_flux(local_stack, market["panels"][0]["targets"][0]["query"], variables)
+        candles = run_flux(target, market["panels"][0]["targets"][0]["query"], variables)
         # 2,160 rows = 12 hours of 3 symbols: 144 five-minute, 12 hourly, 3 four-hour candles.
         assert len(candles) == {"5m": 144, "1h": 12, "4h": 3}[window]
         assert set(candles[0]) >= {"_time", "open", "high", "low", "close", "volume"}
 
     for panel in dashboard("pipeline.json")["panels"]:
-        rows = run_flux(local_stack, panel["targets"][0]["query"], constants)
+        rows = run_flux(target, panel["targets"][0]["query"], constants)
         assert rows, f"{panel['title']} returned no rows"
-    written = run_flux(local_stack, dashboards.batch_metric("windows"), constants)
+    written = run_flux(target, dashboards.batch_metric("windows"), constants)
     assert sum(row["_value"] for row in written) == 3 * (144 + 12 + 3)
-    freshness = run_flux(local_stack, dashboards.FRESHNESS, constants)
+    freshness = run_flux(target, dashboards.FRESHNESS, constants)
     assert sorted(row["symbol"] for row in freshness) == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
     assert all(row["_value"] > 0 for row in freshness)
+
+    # Values that would end the literal if pasted raw: matched literally, so nothing.
+    for crafted in ("ETHUSDT/ or r._measurement =~ /.*", 'ETHUSDT" or true or "', "ETH.*"):
+        variables = {**constants, "symbol": crafted, "window": "5m"}
+        assert run_flux(target, market["panels"][0]["targets"][0]["query"], variables) == []

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from crypto_pipeline.cli.dagster_services import DagsterApi
+from crypto_pipeline.cli.demo import DEMO_TAG
 from crypto_pipeline.clients import mongo_client
-from crypto_pipeline.dagster_services import DagsterApi
-from crypto_pipeline.demo import DEMO_TAG
 from crypto_pipeline.settings import Settings
 from tests.integration.conftest import free_port
 
@@ -46,8 +46,8 @@ def test_demo_once_passes_then_fails_after_a_document_is_corrupted(
     assert "fresh                 passed                passed" in clean.stdout
 
     # The first 4h window: the watermark is past it, so the second run cannot rewrite it.
-    with mongo_client(local_stack.mongo_uri) as client:
-        collection = client[unique_name][local_stack.mongo_collection]
+    with mongo_client(local_stack.mongo.uri) as client:
+        collection = client[unique_name][local_stack.mongo.collection]
         changed = collection.update_one({"_id": "SOLUSDT|4h|1735689600000"}, {"$inc": {"rows": 1}})
         assert changed.modified_count == 1
 

@@ -4,7 +4,6 @@ the csv module here, not from the producer's parser."""
 from __future__ import annotations
 
 import csv
-import dataclasses
 import gzip
 import os
 import signal
@@ -71,7 +70,11 @@ def test_replay_delivers_every_row_once_in_per_symbol_order(
         pytest.skip(f"{path} is not present")
     expected = expected_messages(path)
 
-    summary = replay(ReplayOptions(path=path, topic=unique_name), local_stack, show_progress=False)
+    summary = replay(
+        ReplayOptions(path=path, topic=unique_name),
+        local_stack.kafka.bootstrap_servers,
+        show_progress=False,
+    )
 
     assert (summary.sent, summary.rejected) == (len(expected), 0)
     records = consume_all(local_stack, unique_name, expected=len(expected))
@@ -102,7 +105,11 @@ def test_bad_rows_go_to_the_dead_letter_topic_with_reasons(
     path = tmp_path / "broken.csv"
     path.write_text("\n".join(lines) + "\n")
 
-    summary = replay(ReplayOptions(path=path, topic=unique_name), local_stack, show_progress=False)
+    summary = replay(
+        ReplayOptions(path=path, topic=unique_name),
+        local_stack.kafka.bootstrap_servers,
+        show_progress=False,
+    )
 
     assert (summary.sent, summary.rejected) == (10, 6)
     assert summary.sent + summary.rejected == len(lines) - 1
@@ -123,7 +130,9 @@ def test_speed_scales_event_time_spacing(
 
     started = time.monotonic()
     summary = replay(
-        ReplayOptions(path=path, topic=unique_name, speed=10), local_stack, show_progress=False
+        ReplayOptions(path=path, topic=unique_name, speed=10),
+        local_stack.kafka.bootstrap_servers,
+        show_progress=False,
     )
     elapsed = time.monotonic() - started
 
@@ -141,7 +150,7 @@ def test_loop_shifts_event_times_by_the_span_and_rebase_starts_at_now(
 
     summary = replay(
         ReplayOptions(path=path, topic=unique_name, loop=True, limit=12, rebase_now=True),
-        local_stack,
+        local_stack.kafka.bootstrap_servers,
         show_progress=False,
         now_ms=lambda: now,
     )
@@ -159,7 +168,7 @@ def test_symbol_and_time_filters(local_stack: Settings, unique_name: str) -> Non
         start_ms=1735689600000 + 60_000 * 10,  # 2025-01-01T00:10Z
         end_ms=1735689600000 + 60_000 * 70,  # 2025-01-01T01:10Z
     )
-    summary = replay(options, local_stack, show_progress=False)
+    summary = replay(options, local_stack.kafka.bootstrap_servers, show_progress=False)
     values = [v for _, v in decoded(consume_all(local_stack, unique_name, expected=60))]
     assert summary.sent == len(values) == 60
     assert {v["symbol"] for v in values} == {"ETHUSDT"}
@@ -168,7 +177,7 @@ def test_symbol_and_time_filters(local_stack: Settings, unique_name: str) -> Non
 
 
 def test_unreachable_broker_is_a_quick_clear_error(local_stack: Settings) -> None:
-    nowhere = dataclasses.replace(local_stack, kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")
+    nowhere = f"127.0.0.1:{free_port()}"
     started = time.monotonic()
     with pytest.raises(KafkaUnavailable, match=r"cannot reach Kafka at 127\.0\.0\.1:"):
         replay(ReplayOptions(path=SAMPLE, topic="never"), nowhere, show_progress=False)
@@ -200,7 +209,7 @@ def test_ctrl_c_flushes_and_prints_the_summary(local_stack: Settings, unique_nam
 def test_replay_materializes_the_topic_asset_with_metadata(
     local_stack: Settings, unique_name: str
 ) -> None:
-    kafka = KafkaResource(bootstrap_servers=local_stack.kafka_bootstrap_servers, topic=unique_name)
+    kafka = KafkaResource(bootstrap_servers=local_stack.kafka.bootstrap_servers, topic=unique_name)
     config = {"path": str(SAMPLE), "symbols": ["BTCUSDT"], "limit": 500}
 
     result = dg.materialize(

@@ -20,7 +20,7 @@ from tests.integration.kafka_helpers import consume_all
 
 
 def create_topic(settings: Settings, topic: str, partitions: int) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
     try:
         admin.create_topics([NewTopic(topic, partitions, 1)])
     finally:
@@ -30,7 +30,7 @@ def create_topic(settings: Settings, topic: str, partitions: int) -> None:
 def test_kafka_round_trip_of_10000_keyed_messages(local_stack: Settings, unique_name: str) -> None:
     create_topic(local_stack, unique_name, partitions=3)
     sent = {(f"key-{i % 37}", f"value-{i}") for i in range(10_000)}
-    producer = KafkaProducer(bootstrap_servers=local_stack.kafka_bootstrap_servers, acks="all")
+    producer = KafkaProducer(bootstrap_servers=local_stack.kafka.bootstrap_servers, acks="all")
     for key, value in sorted(sent):
         producer.send(unique_name, key=key.encode(), value=value.encode())
     producer.flush()
@@ -50,7 +50,7 @@ def test_kafka_round_trip_of_10000_keyed_messages(local_stack: Settings, unique_
 def test_mongo_insert_unique_index_upsert_and_sorted_find(
     local_stack: Settings, unique_name: str
 ) -> None:
-    with mongo_client(local_stack.mongo_uri) as client:
+    with mongo_client(local_stack.mongo.uri) as client:
         collection = client[unique_name]["docs"]
         collection.insert_many([{"_id": i, "symbol": f"S{i % 5}", "n": i} for i in range(100)])
         collection.create_index([("symbol", ASCENDING), ("n", ASCENDING)], unique=True)
@@ -77,12 +77,12 @@ def test_influx_v2_write_and_flux_read(local_stack: Settings, unique_name: str) 
         .time(start + timedelta(minutes=i))
         for i in range(50)
     ]
-    with influx_client(local_stack) as client:
+    with influx_client(local_stack.influx) as client:
         client.write_api(write_options=SYNCHRONOUS).write(
-            bucket=local_stack.influxdb_bucket, record=points
+            bucket=local_stack.influx.bucket, record=points
         )
         tables = client.query_api().query(
-            f'from(bucket: "{local_stack.influxdb_bucket}")'
+            f'from(bucket: "{local_stack.influx.bucket}")'
             " |> range(start: 2024-12-31T00:00:00Z, stop: 2025-01-02T00:00:00Z)"
             f' |> filter(fn: (r) => r._measurement == "{unique_name}" and r._field == "close")'
         )
@@ -94,7 +94,7 @@ def test_spark_reads_kafka_and_writes_mongo_through_connectors(
     local_stack: Settings, spark: SparkSession, unique_name: str
 ) -> None:
     create_topic(local_stack, unique_name, partitions=2)
-    producer = KafkaProducer(bootstrap_servers=local_stack.kafka_bootstrap_servers)
+    producer = KafkaProducer(bootstrap_servers=local_stack.kafka.bootstrap_servers)
     expected = {f"BTC{i}": {"price": i * 1.5} for i in range(200)}
     for key, value in expected.items():
         producer.send(unique_name, key=key.encode(), value=json.dumps(value).encode())
@@ -103,7 +103,7 @@ def test_spark_reads_kafka_and_writes_mongo_through_connectors(
 
     frame = (
         spark.read.format("kafka")
-        .option("kafka.bootstrap.servers", local_stack.kafka_bootstrap_servers)
+        .option("kafka.bootstrap.servers", local_stack.kafka.bootstrap_servers)
         .option("subscribe", unique_name)
         .option("startingOffsets", "earliest")
         .option("endingOffsets", "latest")
@@ -113,13 +113,13 @@ def test_spark_reads_kafka_and_writes_mongo_through_connectors(
     (
         frame.write.format("mongodb")
         .mode("append")
-        .option("connection.uri", local_stack.mongo_uri)
+        .option("connection.uri", local_stack.mongo.uri)
         .option("database", unique_name)
         .option("collection", "from_kafka")
         .save()
     )
 
-    with mongo_client(local_stack.mongo_uri) as client:
+    with mongo_client(local_stack.mongo.uri) as client:
         documents = list(client[unique_name]["from_kafka"].find())
         client.drop_database(unique_name)
     assert {doc["_id"]: json.loads(doc["payload"]) for doc in documents} == expected

@@ -1,6 +1,7 @@
 """The docker compose deployment, checked without a Docker engine: the file validates (Debian's
-docker-compose 1.29 `config`), follows the deployment rules, and uses exactly the settings'
-variable names; the Grafana provisioning matches the dashboards."""
+docker-compose 1.29 `config`), follows the deployment rules (least privilege included), and uses
+exactly the settings' variable names; the Grafana provisioning matches the dashboards. The
+services themselves run as local processes in tests/integration/test_compose_parity.py."""
 
 from __future__ import annotations
 
@@ -20,14 +21,21 @@ COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 STATEFUL = {"kafka", "mongo", "influxdb", "grafana", "postgres"}
 PROJECT_SERVICES = {"dagster-code", "dagster-webserver", "dagster-daemon", "producer"}
+ONE_SHOT = {"influxdb-tokens"}
 # Read by Dagster itself (instance home, docker/dagster.yaml), not by the project's settings.
 DAGSTER_ONLY = {"DAGSTER_HOME", "DAGSTER_POSTGRES_URL"}
-# Secrets of the images (their admin users), given in .env and never defaulted.
+# The token arrives as a file; docker/entrypoint.sh turns it into INFLUXDB_TOKEN.
+TOKEN_FILE = "INFLUXDB_TOKEN_FILE"
+# Secrets of the images (their admin users and the application's MongoDB user), given in .env and
+# never defaulted.
 IMAGE_SECRETS = {
     "MONGO_ROOT_USERNAME",
     "MONGO_ROOT_PASSWORD",
+    "MONGO_APP_USERNAME",
+    "MONGO_APP_PASSWORD",
     "INFLUXDB_ADMIN_USER",
     "INFLUXDB_ADMIN_PASSWORD",
+    "INFLUXDB_ADMIN_TOKEN",
     "POSTGRES_PASSWORD",
     "GRAFANA_ADMIN_PASSWORD",
 }
@@ -77,7 +85,8 @@ def test_compose_refuses_to_start_while_a_secret_is_missing() -> None:
 def test_every_image_is_pinned_and_every_service_restarts() -> None:
     for name, service in compose()["services"].items():
         image = service["image"]
-        assert service.get("restart") == "unless-stopped", name
+        restart = "on-failure" if name in ONE_SHOT else "unless-stopped"
+        assert service.get("restart") == restart, name
         if name in PROJECT_SERVICES:
             assert image == "crypto-pipeline:local" and service["build"] == ".", name
         else:
@@ -100,7 +109,9 @@ def test_dependencies_wait_for_healthy_services() -> None:
     services = compose()["services"]
     for name, service in services.items():
         for dependency, rule in (service.get("depends_on") or {}).items():
-            if dependency in STATEFUL or "healthcheck" in services[dependency]:
+            if dependency in ONE_SHOT:
+                assert rule == {"condition": "service_completed_successfully"}, name
+            elif dependency in STATEFUL or "healthcheck" in services[dependency]:
                 assert rule == {"condition": "service_healthy"}, f"{name} -> {dependency}"
 
 
@@ -117,7 +128,7 @@ def test_no_secret_is_written_in_the_compose_file() -> None:
     for name, service in compose()["services"].items():
         for key, value in (service.get("environment") or {}).items():
             text = str(value)
-            if SECRET_KEY.search(key):
+            if SECRET_KEY.search(key) and not key.endswith("_FILE"):  # a path, not a secret
                 assert re.fullmatch(r"\$\{[A-Z0-9_]+:\?[^}]*\}", text), f"{name}.{key}={text}"
             credentials = re.search(r"//([^@/]+)@", text)
             if credentials:  # user:password@ in a URI: the password must be interpolated
@@ -126,11 +137,58 @@ def test_no_secret_is_written_in_the_compose_file() -> None:
                 assert ":?" in credentials.group(1), f"{name}.{key}"
 
 
-def test_project_services_read_exactly_the_settings_names() -> None:
-    settings_names = set(DEFAULTS) - LOCAL_STACK_ONLY
-    for name in PROJECT_SERVICES:
-        environment = set(compose()["services"][name]["environment"])
-        assert environment - DAGSTER_ONLY == settings_names, name
+def environment(name: str) -> dict[str, str]:
+    return dict(compose()["services"][name].get("environment") or {})
+
+
+def test_project_services_read_exactly_the_settings_they_need() -> None:
+    # The code server runs the pipeline: every setting (the token as a file).
+    settings_names = set(DEFAULTS) - LOCAL_STACK_ONLY - {"INFLUXDB_TOKEN"} | {TOKEN_FILE}
+    assert set(environment("dagster-code")) - DAGSTER_ONLY == settings_names
+    # The webserver and the daemon talk to the code server over gRPC: Dagster's instance only.
+    for name in ("dagster-webserver", "dagster-daemon"):
+        assert set(environment(name)) == DAGSTER_ONLY, name
+    # The producer replays: brokers and topic, nothing else.
+    assert set(environment("producer")) == {"KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC"}
+
+
+def mounts(name: str) -> set[str]:
+    return {v.split(":")[0] for v in compose()["services"][name].get("volumes", [])}
+
+
+def test_the_pipeline_connects_to_mongodb_as_its_own_user_limited_to_its_database() -> None:
+    uri = environment("dagster-code")["MONGO_URI"]
+    assert uri.startswith("mongodb://${MONGO_APP_USERNAME:?")
+    assert uri.endswith(
+        "@mongo:27017/${MONGO_DATABASE:-crypto}?authSource=${MONGO_DATABASE:-crypto}"
+    )
+    assert "MONGO_ROOT" not in str(compose()["services"]["dagster-code"])
+    mongo = compose()["services"]["mongo"]
+    assert "./docker/mongo/init:/docker-entrypoint-initdb.d:ro" in mongo["volumes"]
+    script = (REPO_ROOT / "docker" / "mongo" / "init" / "create-app-user.js").read_text()
+    for name in ("MONGO_DATABASE", "MONGO_APP_USERNAME", "MONGO_APP_PASSWORD"):
+        assert f"process.env.{name}" in script
+        assert name in mongo["environment"]
+    assert 'roles: [{ role: "readWrite", db: database }]' in script
+
+
+def test_influxdb_tokens_are_scoped_and_each_reaches_only_its_user() -> None:
+    services = compose()["services"]
+    admin_token = "INFLUXDB_ADMIN_TOKEN"
+    holders = {name for name, service in services.items() if admin_token in str(service)}
+    assert holders == {"influxdb", "influxdb-tokens"}
+    app_token, grafana_token = "influxdb-app-token", "influxdb-grafana-token"
+    assert {n for n in services if app_token in mounts(n)} == {"dagster-code", "influxdb-tokens"}
+    assert {n for n in services if grafana_token in mounts(n)} == {"grafana", "influxdb-tokens"}
+    assert f"{app_token}:/run/secrets/influxdb:ro" in services["dagster-code"]["volumes"]
+    assert environment("dagster-code")[TOKEN_FILE] == "/run/secrets/influxdb/app.token"
+    script = (REPO_ROOT / "docker" / "influxdb" / "create-tokens.sh").read_text()
+    assert '--read-bucket "$bucket_id" --write-bucket "$bucket_id"' in script
+    assert 'grafana-read-only /tokens/grafana/grafana.token 472 --read-bucket "$bucket_id"\n' in (
+        script
+    )
+    entrypoint = (REPO_ROOT / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["tini", "--", "/opt/crypto-pipeline/docker/entrypoint.sh"]' in entrypoint
 
 
 def test_every_variable_compose_reads_is_a_setting_or_an_image_secret_and_in_env_example() -> None:
@@ -138,7 +196,7 @@ def test_every_variable_compose_reads_is_a_setting_or_an_image_secret_and_in_env
     assert referenced - set(DEFAULTS) == IMAGE_SECRETS
     assert set(env_example()) == referenced
     required = {m["name"] for m in INTERPOLATION.finditer(COMPOSE_FILE.read_text()) if m["rule"]}
-    for secret in IMAGE_SECRETS | {"INFLUXDB_TOKEN"}:
+    for secret in IMAGE_SECRETS:
         assert secret in required
         if secret.endswith(("PASSWORD", "TOKEN")):
             assert env_example()[secret] == "", f".env.example must not ship a value for {secret}"
@@ -154,7 +212,8 @@ def test_grafana_datasource_is_the_dashboards_and_reads_the_settings() -> None:
     text = (provisioning / "datasources" / "influxdb.yaml").read_text()
     assert set(re.findall(r"\$\{([A-Z_]+)\}", text)) <= set(DEFAULTS)
     grafana_env = compose()["services"]["grafana"]["environment"]
-    assert {"INFLUXDB_URL", "INFLUXDB_TOKEN", "INFLUXDB_ORG", "INFLUXDB_BUCKET"} <= set(grafana_env)
+    assert {"INFLUXDB_URL", "INFLUXDB_ORG", "INFLUXDB_BUCKET"} <= set(grafana_env)
+    assert source["secureJsonData"]["token"] == "$__file{/run/secrets/influxdb/grafana.token}"
     provider = yaml.safe_load((provisioning / "dashboards" / "crypto-pipeline.yaml").read_text())[
         "providers"
     ][0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from grafana_foundation_sdk.cog.runtime import UnknownDataquery
@@ -25,9 +26,13 @@ def test_every_panel_has_the_influxdb_datasource_and_a_flux_query(name: str) -> 
         # The SDK has no InfluxDB query model: targets parse as UnknownDataquery (raw data).
         targets = [t for t in panel.targets or [] if isinstance(t, UnknownDataquery)]
         queries = [target.data["query"] for target in targets]
-        assert queries and all(q.startswith('from(bucket: "${bucket}")') for q in queries), (
+        assert queries and all(q.startswith("from(bucket: ${bucket:json})") for q in queries), (
             panel.title
         )
+        # No variable is pasted raw: a JSON string (the bucket) or an escaped regex (the rest).
+        for query in queries:
+            for name, form in re.findall(r"\$\{(\w+)(?::(\w+))?\}", query):
+                assert form == ("json" if name == "bucket" else "regex"), (panel.title, name)
 
 
 def test_market_dashboard_has_symbol_and_window_variables_and_the_four_panels() -> None:

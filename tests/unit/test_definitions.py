@@ -4,7 +4,9 @@ import dagster as dg
 import pytest
 from dagster._config import validate_config
 
-from crypto_assets.definitions import defs
+from crypto_assets.definitions import defs as load_definitions
+
+defs = load_definitions()
 
 
 def test_every_job_sensor_and_asset_resolves() -> None:

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
 import re
 import subprocess
-import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from crypto_pipeline.clients import ensure_topic, influx_client, mongo_client
 from crypto_pipeline.console import say
+from crypto_pipeline.readback import influx_measurement_query
 from crypto_pipeline.replay.generator import generate, write_csv
 from crypto_pipeline.replay.producer import ReplayOptions, replay
-from crypto_pipeline.settings import Settings
+from crypto_pipeline.settings import KafkaTarget, Settings
 from crypto_pipeline.stack.artifacts import StackError, kafka_jars, require_tool
+from spark_jobs.config import JobConfig
 
 BENCH_SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"]
 JAVA_RESULT = re.compile(r"(\d+) records sent, ([\d.]+) records/sec")
@@ -56,7 +58,8 @@ def java_producer_performance(
 ) -> float:
     """Kafka's own producer benchmark with the same batching, acks and compression."""
     java = require_tool("java")
-    ensure_topic(settings, topic, partitions=3)  # the broker does not auto-create topics
+    # The broker does not auto-create topics.
+    ensure_topic(settings.kafka.bootstrap_servers, topic, partitions=3)
     command = [
         java,
         "-Xmx1g",
@@ -72,7 +75,7 @@ def java_producer_performance(
         "--throughput",
         "-1",
         "--producer-props",
-        f"bootstrap.servers={settings.kafka_bootstrap_servers}",
+        f"bootstrap.servers={settings.kafka.bootstrap_servers}",
         "acks=all",
         "linger.ms=20",
         f"batch.size={512 * 1024}",
@@ -89,7 +92,8 @@ def bench_producer(settings: Settings, rows: int) -> None:
     path = bench_rows_file(settings, rows)
     topic = f"bench.producer.{int(time.time())}"
     say(f"[bench] replaying {rows:,} rows at --speed max into {topic}")
-    summary = replay(ReplayOptions(path=path, topic=topic, partitions=3), settings)
+    options = ReplayOptions(path=path, topic=topic, partitions=3)
+    summary = replay(options, settings.kafka.bootstrap_servers)
     python_rate = summary.messages_per_s
     record_size = round(summary.bytes_sent / max(summary.sent, 1))
     say(f"[bench] ProducerPerformance: {rows:,} records of {record_size} bytes")
@@ -106,13 +110,25 @@ def bench_producer(settings: Settings, rows: int) -> None:
     )
 
 
+def bench_job(settings: Settings, topic: str, checkpoint: Path, **overrides: object) -> JobConfig:
+    """The job on a benchmark topic, writing to a database and measurement named after it."""
+    return JobConfig.from_settings(
+        settings,
+        kafka=KafkaTarget(settings.kafka.bootstrap_servers, topic),
+        mongo=dataclasses.replace(settings.mongo, database=topic.replace(".", "_")),
+        influx=dataclasses.replace(settings.influx, measurement=topic),
+        checkpoint_dir=str(checkpoint),
+        **overrides,
+    )
+
+
 def _run_spark_job(settings: Settings, topic: str, checkpoint: Path, sinks: str) -> float:
     """Wall-clock seconds of one available-now run of the job (Spark start-up included)."""
-    command = [sys.executable, "-m", "spark_jobs.main", "--trigger", "available-now"]
-    args = ["--topic", topic, "--mongo-database", topic.replace(".", "_"), "--measurement", topic]
+    job = bench_job(settings, topic, checkpoint, sinks=tuple(sinks.split(",")))
     started = time.monotonic()
     result = subprocess.run(
-        [*command, *args, "--checkpoint-dir", str(checkpoint), "--sinks", sinks],
+        job.driver_command(),
+        env={**os.environ, **job.to_env()},
         capture_output=True,
         text=True,
         check=False,
@@ -126,7 +142,7 @@ def bench_stream(settings: Settings, rows: int) -> None:
     path = bench_rows_file(settings, rows)
     topic = f"bench.stream.{int(time.time())}"
     say(f"[bench] replaying {rows:,} rows into {topic}")
-    replay(ReplayOptions(path=path, topic=topic), settings)
+    replay(ReplayOptions(path=path, topic=topic), settings.kafka.bootstrap_servers)
     checkpoints = settings.stack_dir / "bench" / "checkpoints" / topic
     results = {}
     for sinks in ("noop", "mongo,influx"):
@@ -143,20 +159,20 @@ def bench_stream(settings: Settings, rows: int) -> None:
         )
 
 
-def _visible_by_symbol_influx(settings: Settings, measurement: str) -> dict[str, int]:
-    query = (
-        f'from(bucket: "{settings.influxdb_bucket}") |> range(start: 1970-01-01T00:00:00Z)'
-        f' |> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "last_event_ms")'
-        ' |> group(columns: ["symbol"]) |> max()'
+def _visible_by_symbol_influx(job: JobConfig) -> dict[str, int]:
+    query = influx_measurement_query(
+        job.influx,
+        job.influx.measurement,
+        ' |> filter(fn: (r) => r._field == "last_event_ms") |> group(columns: ["symbol"]) |> max()',
     )
-    with influx_client(settings) as client:
+    with influx_client(job.influx) as client:
         tables = client.query_api().query(query)
     return {r.values["symbol"]: int(r.get_value()) for t in tables for r in t.records}
 
 
-def _visible_by_symbol_mongo(settings: Settings, database: str) -> dict[str, int]:
-    with mongo_client(settings.mongo_uri) as client:
-        newest = client[database][settings.mongo_collection].find(
+def _visible_by_symbol_mongo(job: JobConfig) -> dict[str, int]:
+    with mongo_client(job.mongo.uri) as client:
+        newest = client[job.mongo.database][job.mongo.collection].find(
             {}, {"symbol": 1, "last_event_ms": 1}, sort=[("last_event_ms", -1)], limit=50
         )
         visible: dict[str, int] = {}
@@ -182,14 +198,15 @@ def bench_latency(settings: Settings, rate: int, seconds: int) -> None:
     rows = rate * seconds
     path = bench_rows_file(settings, rows)
     topic = f"bench.latency.{int(time.time())}"
-    database = topic.replace(".", "_")
-    ensure_topic(settings, topic, partitions=3)
+    ensure_topic(settings.kafka.bootstrap_servers, topic, partitions=3)
     status = settings.stack_dir / "bench" / f"{topic}.status.json"
-    command = [sys.executable, "-m", "spark_jobs.main", "--trigger", "1 second", "--windows", "5m"]
-    args = ["--topic", topic, "--mongo-database", database, "--measurement", topic]
     checkpoint = settings.stack_dir / "bench" / "checkpoints" / topic
+    config = bench_job(
+        settings, topic, checkpoint, trigger="1 second", windows=("5m",), status_file=str(status)
+    )
     job = subprocess.Popen(
-        [*command, *args, "--checkpoint-dir", str(checkpoint), "--status-file", str(status)],
+        config.driver_command(),
+        env={**os.environ, **config.to_env()},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -202,15 +219,17 @@ def bench_latency(settings: Settings, rate: int, seconds: int) -> None:
         speed = rate * INTERVALS_MS["1m"] / 1000 / len(BENCH_SYMBOLS)
         say(f"[bench] replaying {rows:,} rows at {rate:,} rows/s into {topic}; polling both sinks")
         options = ReplayOptions(path=path, topic=topic, speed=speed)
-        producer = threading.Thread(target=replay, args=(options, settings), daemon=True)
+        producer = threading.Thread(
+            target=replay, args=(options, settings.kafka.bootstrap_servers), daemon=True
+        )
         producer.start()
         timelines: dict[str, list[tuple[float, dict[str, int]]]] = {"mongo": [], "influx": []}
         last_event = read_last_event_ms(path)
         deadline = time.time() + seconds + 120
         while time.time() < deadline:
             polled = {
-                "influx": _visible_by_symbol_influx(settings, topic),
-                "mongo": _visible_by_symbol_mongo(settings, database),
+                "influx": _visible_by_symbol_influx(config),
+                "mongo": _visible_by_symbol_mongo(config),
             }
             now = time.time()
             for sink, visible in polled.items():
@@ -225,7 +244,7 @@ def bench_latency(settings: Settings, rate: int, seconds: int) -> None:
 
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
     partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
     consumer.assign(partitions)
     consumer.seek_to_beginning(*partitions)
@@ -259,3 +278,85 @@ def read_last_event_ms(path: Path) -> int:
     from crypto_pipeline.replay.formats import read_rows
 
     return max(row.candle.open_time_ms for row in read_rows(path) if row.candle is not None)
+
+
+def _aggregate_rows(count: int) -> list[dict[str, object]]:
+    """`count` distinct 1-minute aggregates of BENCH_SYMBOLS, as the job emits them."""
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    rows = []
+    for index in range(count):
+        symbol = BENCH_SYMBOLS[index % len(BENCH_SYMBOLS)]
+        window_start = start + timedelta(minutes=index // len(BENCH_SYMBOLS))
+        price = 100.0 + index % 97
+        rows.append(
+            {
+                "symbol": symbol,
+                "window": "1m",
+                "window_start": window_start,
+                "window_end": window_start + timedelta(minutes=1),
+                "open": price,
+                "high": price + 1.5,
+                "low": price - 1.25,
+                "close": price + 0.5,
+                "volume": 10.0 + index % 13,
+                "quote_volume": (10.0 + index % 13) * price,
+                "vwap": price + 0.1,
+                "trades": 5 + index % 7,
+                "rows": 1,
+                "first_event_ms": int(window_start.timestamp() * 1000),
+                "last_event_ms": int(window_start.timestamp() * 1000),
+            }
+        )
+    return rows
+
+
+def bench_sinks(settings: Settings, docs: int) -> None:
+    """The job's own sink functions on one batch of `docs` windows, once into empty sinks (every
+    window new) and once more (every window replaced), against a plain `insert_many` of the same
+    documents into an empty collection as the reference."""
+    from crypto_pipeline.build_cache import spark_connectors_dir
+    from crypto_pipeline.spark import build_spark_session
+    from spark_jobs.sinks import mongo_documents, write_influx, write_mongo
+
+    name = f"bench_sinks_{int(time.time())}"
+    job = bench_job(settings, name, settings.stack_dir / "bench" / "checkpoints" / name)
+    spark = build_spark_session(
+        job.spark_master, spark_connectors_dir(settings.cache_dir), "crypto-bench-sinks"
+    )
+    spark.sparkContext.setLogLevel("WARN")
+    try:
+        batch = spark.createDataFrame(_aggregate_rows(docs)).cache()
+        batch.count()
+        reference_docs = [row.asDict() for row in mongo_documents(batch).collect()]
+        with mongo_client(job.mongo.uri) as client:
+            collection = client[job.mongo.database][f"{job.mongo.collection}_reference"]
+            started = time.monotonic()
+            collection.insert_many(reference_docs, ordered=False)
+            reference = docs / (time.monotonic() - started)
+        # Spark compiles and starts its Python workers on the first job: not part of a write.
+        warm_up = dataclasses.replace(
+            job,
+            mongo=dataclasses.replace(job.mongo, collection=f"{job.mongo.collection}_warm_up"),
+            influx=dataclasses.replace(job.influx, measurement=f"{name}_warm_up"),
+        )
+        small = spark.createDataFrame(_aggregate_rows(100))
+        write_mongo(small, 0, warm_up)
+        write_influx(small, 0, warm_up)
+        results = {}
+        for sink, write in (("mongodb", write_mongo), ("influxdb", write_influx)):
+            for state in ("new", "existing"):
+                say(f"[bench] {sink}: {docs:,} {state} windows")
+                started = time.monotonic()
+                write(batch, 0, job)
+                results[(sink, state)] = docs / (time.monotonic() - started)
+    finally:
+        spark.stop()
+    say("")
+    say(f"MongoDB at {job.mongo.redacted_uri}, InfluxDB at {job.influx.url}")
+    say("| date | machine | windows | sink | new /s | existing /s | insert_many /s (reference) |")
+    for sink in ("mongodb", "influxdb"):
+        say(
+            f"| {datetime.now(tz=UTC):%Y-%m-%d} | {machine_description()} | {docs:,} | {sink} "
+            f"| {results[(sink, 'new')]:,.0f} | {results[(sink, 'existing')]:,.0f} "
+            f"| {reference:,.0f} |"
+        )

@@ -10,7 +10,6 @@ fails."""
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from collections.abc import Iterator
@@ -18,16 +17,18 @@ from contextlib import contextmanager
 from typing import Any
 
 from crypto_pipeline import stack
-from crypto_pipeline.console import say
-from crypto_pipeline.dagster_services import (
+from crypto_pipeline.cli.dagster_services import (
     ASSET_GRAPH_PATH,
     FINISHED,
     DagsterApi,
     DagsterServices,
     prepare_dagster_home,
 )
-from crypto_pipeline.settings import SAMPLE_FILE, Settings
+from crypto_pipeline.clients import end_offsets
+from crypto_pipeline.console import say
+from crypto_pipeline.settings import SAMPLE_FILE, Settings, stream_status_file
 from crypto_pipeline.stack.artifacts import StackError
+from crypto_pipeline.stream_status import read_status, streaming_health
 
 # The whole sample: 3 symbols x 2 days of 1-minute candles.
 ONCE_START = "2025-01-01T00:00:00Z"
@@ -53,12 +54,14 @@ def _run_once(settings: Settings, start: str, end: str) -> int:
     prepare_dagster_home(settings)
     import dagster as dg
 
-    from crypto_assets.definitions import defs
+    from crypto_assets.definitions import defs as load_definitions
+
+    defs = load_definitions()
 
     info_logs = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     replay_config = {"path": SAMPLE_FILE, "start": start, "end": end}
     with dg.DagsterInstance.get() as instance:
-        say(f"[demo] replaying {SAMPLE_FILE} [{start}, {end}) into {settings.kafka_topic} ...")
+        say(f"[demo] replaying {SAMPLE_FILE} [{start}, {end}) into {settings.kafka.topic} ...")
         replayed = defs.resolve_job_def("replay_job").execute_in_process(
             instance=instance,
             run_config={**info_logs, "ops": {"kafka_klines": {"config": replay_config}}},
@@ -247,8 +250,9 @@ def _print_guide(url: str, settings: Settings) -> None:
         f"  checks              {url}/assets/mongo_realtime?view=checks",
         "What to look at: the four checks of each sink (green after the first replay), the",
         "streaming health observations (every 30 s) and the `fresh` check (every 2 minutes).",
-        f"MongoDB {settings.mongo_uri} {settings.mongo_database}.{settings.mongo_collection}; "
-        f"InfluxDB {settings.influxdb_url} bucket {settings.influxdb_bucket}.",
+        f"MongoDB {settings.mongo.redacted_uri} {settings.mongo.database}."
+        f"{settings.mongo.collection}; InfluxDB {settings.influx.url} bucket "
+        f"{settings.influx.bucket}.",
         "Grafana dashboards come with the docker compose deployment (see the README).",
         "Press Ctrl-C to stop everything this command started.",
         "",
@@ -257,12 +261,11 @@ def _print_guide(url: str, settings: Settings) -> None:
 
 
 def _print_status(api: DagsterApi, run_ids: list[str], settings: Settings) -> None:
-    from crypto_assets.job_state import status_file
-    from crypto_assets.sensors import streaming_health
-
-    path = status_file(settings.kafka_topic)
-    if path.exists():
-        health = streaming_health(settings, json.loads(path.read_text()), time.time())
+    topic = settings.kafka.topic
+    status = read_status(stream_status_file(settings.stack_dir, topic))
+    if status is not None:
+        latest = end_offsets(settings.kafka.bootstrap_servers, topic)
+        health = streaming_health(status, topic, latest, time.time())
         stream = (
             f"stream {'alive' if health['alive'] else 'DOWN'}, lag {health['kafka_lag_messages']} "
             f"messages, last progress {health['seconds_since_progress']:.0f} s ago"

@@ -1,4 +1,7 @@
-"""`crypto-pipeline`: the command line of the project. Errors are one readable line and exit 1."""
+"""`crypto-pipeline`: the command line of the project. Errors are one readable line and exit 1.
+
+The top layer, with the demo and the benchmarks: it may use the Dagster code location
+(`crypto_assets`); nothing below it imports this package."""
 
 from __future__ import annotations
 
@@ -10,9 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from crypto_pipeline import stack
+from crypto_pipeline.cli.demo import ONCE_END, ONCE_START
 from crypto_pipeline.clients import KafkaUnavailable
 from crypto_pipeline.console import say
-from crypto_pipeline.demo import ONCE_END, ONCE_START
 from crypto_pipeline.replay.binance import DEFAULT_BASE_URL, FetchError, fetch_monthly_klines
 from crypto_pipeline.replay.formats import InputFormatError, iso_to_ms
 from crypto_pipeline.replay.generator import INTERVALS_MS, generate, write_csv
@@ -70,7 +73,7 @@ def parse_symbols(text: str) -> frozenset[str]:
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
     options = ReplayOptions(
         path=args.path,
-        topic=args.topic or settings.kafka_topic,
+        topic=args.topic or settings.kafka.topic,
         speed=args.speed,
         symbols=args.symbols,
         start_ms=args.start,
@@ -81,7 +84,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         partitions=args.partitions,
         retention_ms=None if args.retention_hours is None else args.retention_hours * 3_600_000,
     )
-    summary = replay(options, settings, show_progress=not args.quiet)
+    summary = replay(options, settings.kafka.bootstrap_servers, show_progress=not args.quiet)
     for line in summary.lines():
         say(line)
     return 130 if summary.interrupted else 0
@@ -102,7 +105,7 @@ def _data_fetch_binance(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from crypto_pipeline import demo
+    from crypto_pipeline.cli import demo
 
     if args.once:
         return demo.run_once(settings, args.start, args.end)
@@ -118,18 +121,25 @@ def _dashboards(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench_producer(args: argparse.Namespace, settings: Settings) -> int:
-    from crypto_pipeline.bench import bench_producer
+    from crypto_pipeline.cli.bench import bench_producer
 
     bench_producer(settings, args.rows)
     return 0
 
 
 def _bench_stream(args: argparse.Namespace, settings: Settings) -> int:
-    from crypto_pipeline.bench import bench_latency, bench_stream
+    from crypto_pipeline.cli.bench import bench_latency, bench_stream
 
     if not args.latency_only:
         bench_stream(settings, args.rows)
     bench_latency(settings, args.rate, args.seconds)
+    return 0
+
+
+def _bench_sinks(args: argparse.Namespace, settings: Settings) -> int:
+    from crypto_pipeline.cli.bench import bench_sinks
+
+    bench_sinks(settings, args.docs)
     return 0
 
 
@@ -236,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     stream_bench.add_argument("--seconds", type=int, default=30, help="latency run: duration")
     stream_bench.add_argument("--latency-only", action="store_true")
     stream_bench.set_defaults(handler=_bench_stream)
+    sinks_bench = bench_commands.add_parser(
+        "sinks",
+        help="the job's sink writes, docs/s and points/s (new and existing windows) vs a plain "
+        "bulk insert, on MONGO_URI and INFLUXDB_URL",
+    )
+    sinks_bench.add_argument("--docs", type=int, default=20_000)
+    sinks_bench.set_defaults(handler=_bench_sinks)
     return parser
 
 

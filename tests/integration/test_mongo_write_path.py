@@ -1,0 +1,82 @@
+"""The one MongoDB write path, the one docker compose runs against MongoDB: the Spark connector's
+replace-upsert by `_id`, here on the local stack's FerretDB built with the patches in
+local_stack/ferretdb/patches (each test below fails without its patch)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from pymongo import ReplaceOne
+
+from crypto_pipeline.clients import mongo_client
+from crypto_pipeline.readback import read_influx, read_mongo
+from crypto_pipeline.settings import REPO_ROOT, Settings
+from tests.expected_ohlcv import expected_aggregates, mismatches, read_csv_rows
+from tests.integration.job_helpers import job_for, replay_file, run_job
+
+SAMPLE = REPO_ROOT / "data" / "sample_klines_1m.csv.gz"
+# FerretDB's backend pool holds ~100 connections on SQLite: a command must match more documents.
+MORE_THAN_THE_POOL = 1_000
+
+
+def test_one_bulk_replace_of_more_existing_documents_than_the_pool_holds_completes(
+    local_stack: Settings, unique_name: str
+) -> None:
+    """Patch 0001: unpatched, this single update command deadlocks the whole server."""
+    with mongo_client(local_stack.mongo.uri) as client:
+        collection = client[unique_name]["docs"]
+        collection.insert_many([{"_id": f"k{i}", "v": i} for i in range(MORE_THAN_THE_POOL)])
+        replaced = collection.bulk_write(
+            [
+                ReplaceOne({"_id": f"k{i}"}, {"_id": f"k{i}", "v": -i - 1}, upsert=True)
+                for i in range(MORE_THAN_THE_POOL)
+            ]
+        )
+        assert (replaced.matched_count, replaced.modified_count) == (MORE_THAN_THE_POOL,) * 2
+        values = {doc["_id"]: doc["v"] for doc in collection.find({})}
+    assert values == {f"k{i}": -i - 1 for i in range(MORE_THAN_THE_POOL)}
+
+
+def test_lookups_by_id_use_the_id_index(local_stack: Settings, unique_name: str) -> None:
+    """Patch 0002: unpatched, SQLite scans the whole table for every `_id` (the plan says SCAN)."""
+    with mongo_client(local_stack.mongo.uri) as client:
+        client[unique_name]["docs"].insert_many([{"_id": f"k{i}"} for i in range(10)])
+        explained = client[unique_name].command(
+            "explain", {"find": "docs", "filter": {"_id": "k3"}}
+        )
+    (plan,) = explained["queryPlanner"]["Plan"]
+    assert "SEARCH" in plan and "USING INDEX" in plan and "__id_" in plan, plan
+
+
+def test_concurrent_jobs_upserting_the_same_windows_end_exact(
+    local_stack: Settings, unique_name: str, tmp_path: Path
+) -> None:
+    """Two jobs on the same topic (own checkpoints) write the same windows into one collection at
+    the same time, each with four connector writers: both succeed and every window equals the
+    independent recomputation, once."""
+    replay_file(local_stack, SAMPLE, unique_name)
+    jobs = [
+        job_for(local_stack, unique_name, tmp_path / f"ckpt-{n}", mongo_writers=4) for n in (1, 2)
+    ]
+    results: dict[int, int] = {}
+    errors: dict[int, str] = {}
+
+    def run(index: int) -> None:
+        finished = run_job(jobs[index])
+        results[index] = finished.returncode
+        errors[index] = finished.stderr[-3000:]
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert results == {0: 0, 1: 0}, errors
+    expected = expected_aggregates(read_csv_rows(SAMPLE), jobs[0].windows)
+    mongo, bad_ids = read_mongo(jobs[0].mongo)
+    assert bad_ids == []
+    assert mismatches(expected, mongo)[:10] == []
+    assert len(mongo) == len(expected) == 1908
+    assert mismatches(expected, read_influx(jobs[0].influx))[:10] == []

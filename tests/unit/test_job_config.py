@@ -1,0 +1,82 @@
+"""The contract between the launchers of the Spark job (Dagster, CLI, benchmarks) and the job."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from crypto_pipeline.settings import InfluxTarget, KafkaTarget, MongoTarget, Settings
+from spark_jobs.config import OPTIONS, JobConfig
+
+SECRET_URI = "mongodb://app:s3cret@mongo.internal:27018/crypto?authSource=crypto"
+
+CONFIG = JobConfig(
+    kafka=KafkaTarget("kafka:19092", "market.klines"),
+    mongo=MongoTarget(SECRET_URI, "market", "candles"),
+    influx=InfluxTarget("http://influxdb:8086", "t0ken", "org", "market", "bars"),
+    checkpoint_dir="/state/checkpoints/market.klines",
+    spark_master="spark://master:7077",
+    spark_jars_dir="/opt/jars",
+    windows=("1m", "1d"),
+    watermark="2 hours",
+    trigger="1 second",
+    starting_offsets="latest",
+    max_offsets_per_trigger=5000,
+    sinks=("mongo",),
+    status_file="/state/streaming/market.klines.json",
+    mongo_writers=2,
+)
+
+
+def test_arguments_and_environment_round_trip_to_the_same_config() -> None:
+    assert JobConfig.from_args(CONFIG.to_args(), CONFIG.to_env()) == CONFIG
+
+
+def test_secrets_travel_only_in_the_environment() -> None:
+    args = " ".join(CONFIG.to_args())
+    assert "s3cret" not in args
+    assert "t0ken" not in args
+    assert CONFIG.to_env() == {"MONGO_URI": SECRET_URI, "INFLUXDB_TOKEN": "t0ken"}
+    assert "s3cret" not in repr(CONFIG)
+
+
+def test_every_field_has_exactly_one_option() -> None:
+    flags = [option.flag for option in OPTIONS]
+    assert len(flags) == len(set(flags))
+    fields = {field.name for field in dataclasses.fields(JobConfig)}
+    target_fields = {
+        f"{target}.{field.name}"
+        for target, kind in (
+            ("kafka", KafkaTarget),
+            ("mongo", MongoTarget),
+            ("influx", InfluxTarget),
+        )
+        for field in dataclasses.fields(kind)
+    }
+    covered = {option.field for option in OPTIONS} | {"mongo.uri", "influx.token"}
+    assert covered == (fields - {"kafka", "mongo", "influx"}) | target_fields
+
+
+def test_left_out_options_come_from_the_settings_and_the_checkpoint_follows_the_topic() -> None:
+    environ = {"STACK_DIR": "/state", "MONGO_URI": SECRET_URI, "KAFKA_TOPIC": "ignored"}
+    config = JobConfig.from_args(["--topic", "mine", "--windows", "5m"], environ)
+    settings = Settings.from_env(environ)
+    assert config.kafka == KafkaTarget(settings.kafka.bootstrap_servers, "mine")
+    assert config.mongo == dataclasses.replace(settings.mongo)
+    assert config.mongo.uri == SECRET_URI
+    assert config.checkpoint_dir == "/state/checkpoints/mine"
+    assert config.windows == ("5m",)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"windows": ("5 minutes",)}, "must look like 5m"),
+        ({"sinks": ("mongo", "s3")}, "unknown sinks"),
+        ({"mongo": MongoTarget("", "d", "c")}, "URI is empty"),
+    ],
+)
+def test_unusable_configs_are_refused(change: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(CONFIG, **change)  # type: ignore[arg-type]

@@ -128,19 +128,18 @@ def matches_source(
 @dg.multi_asset_check(
     specs=both_sinks(
         "nothing_left_behind",
-        "Every streaming query of the job has committed the topic's end offsets; dead letters "
-        "are counted (WARN above zero, reasons grouped).",
+        "The job's streaming query has committed the topic's end offsets; dead letters and the "
+        "candles its last run dropped as late are counted (WARN above zero: reasons grouped, "
+        "late candles per symbol with their event-time range).",
     )
 )
 def nothing_left_behind(
     context: dg.AssetCheckExecutionContext, kafka: KafkaResource, spark: SparkResource
 ) -> Iterator[dg.AssetCheckResult]:
     job_metadata = latest_metadata(context.instance, MONGO_ASSET)
-    checkpoint = Path(
-        job_metadata["checkpoint_dir"]
-        if job_metadata.get("topic") == kafka.topic
-        else spark.checkpoint_dir(kafka.topic)
-    )
+    if job_metadata.get("topic") != kafka.topic:  # the job's last run was on another topic
+        job_metadata = {}
+    checkpoint = Path(job_metadata.get("checkpoint_dir") or spark.checkpoint_dir(kafka.topic))
     ends = kafka.end_offsets()
     queries = sorted(p for p in checkpoint.iterdir() if p.is_dir()) if checkpoint.is_dir() else []
     behind: dict[str, int] = {}
@@ -158,6 +157,10 @@ def nothing_left_behind(
         "dead_letters": dead_letters,
         "dead_letter_reasons": dict(reasons.most_common()),
     }
+    late_rows = int(job_metadata.get("late_rows") or 0)
+    late_by_symbol = job_metadata.get("late_rows_by_symbol") or {}
+    metadata["late_rows"] = late_rows
+    metadata["late_rows_by_symbol"] = late_by_symbol
     left_behind = {name: lag for name, lag in behind.items() if lag}
     if not queries:
         passed, severity = False, dg.AssetCheckSeverity.ERROR
@@ -165,12 +168,21 @@ def nothing_left_behind(
     elif left_behind:
         passed, severity = False, dg.AssetCheckSeverity.ERROR
         description = f"messages not committed by the job: {left_behind}"
-    elif dead_letters:
+    elif dead_letters or late_rows:
         passed, severity = False, dg.AssetCheckSeverity.WARN
-        description = f"all offsets committed; {dead_letters} dead letters: {dict(reasons)}"
+        description = "all offsets committed"
+        if dead_letters:
+            description += f"; {dead_letters} dead letters: {dict(reasons)}"
+        if late_rows:
+            ranges = ", ".join(
+                f"{symbol} {late['rows']} ({ms_to_iso(late['first_event_ms'])} .. "
+                f"{ms_to_iso(late['last_event_ms'])})"
+                for symbol, late in sorted(late_by_symbol.items())
+            )
+            description += f"; {late_rows} candles dropped as late: {ranges}"
     else:
         passed, severity = True, dg.AssetCheckSeverity.ERROR
-        description = f"all {sum(ends.values()):,} messages committed by {len(queries)} queries"
+        description = f"all {sum(ends.values()):,} messages committed"
     yield from results_for_both(passed, metadata, severity=severity, description=description)
 
 

@@ -25,6 +25,7 @@ from crypto_pipeline.settings import (
     checkpoint_dir,
     stream_status_file,
 )
+from crypto_pipeline.spark import DRIVER_MEMORY
 from spark_jobs.config import JobConfig
 
 
@@ -118,6 +119,7 @@ class SparkResource(dg.ConfigurableResource):
         return [
             str(spark_submit),
             *["--master", job.spark_master, "--jars", ",".join(jars)],
+            *["--driver-memory", DRIVER_MEMORY],
             *["--conf", "spark.driver.host=127.0.0.1"],
             *["--conf", "spark.driver.bindAddress=127.0.0.1"],
             # Spark's own INFO lines drown the job's progress in the run log.

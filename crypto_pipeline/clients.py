@@ -101,11 +101,12 @@ def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def read_messages(
+def read_records(
     bootstrap_servers: str, topic: str, last_only: bool = False, timeout_s: float = 120
-) -> list[bytes]:
-    """The values of every message in the topic now (or only the newest of each partition),
-    read up to the end offsets taken at the start; empty if the topic does not exist."""
+) -> list[tuple[bytes, int]]:
+    """(value, Kafka timestamp in ms) of every message in the topic now (or only the newest of
+    each partition), read up to the end offsets taken at the start; empty if the topic does not
+    exist."""
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap_servers,
         bootstrap_timeout_ms=KAFKA_BOOTSTRAP_TIMEOUT_MS,
@@ -120,21 +121,28 @@ def read_messages(
         consumer.assign(list(pending))
         for tp, end in pending.items():
             consumer.seek(tp, max(end - 1, starts[tp]) if last_only else starts[tp])
-        values: list[bytes] = []
+        records: list[tuple[bytes, int]] = []
         deadline = time.monotonic() + timeout_s
         while pending:
             if time.monotonic() > deadline:
                 raise KafkaUnavailable(
                     f"reading {topic} did not reach its end in {timeout_s:.0f} s"
                 )
-            for tp, records in consumer.poll(timeout_ms=1000, max_records=50_000).items():
+            for tp, batch in consumer.poll(timeout_ms=1000, max_records=50_000).items():
                 end = pending.get(tp)
                 if end is None:
                     continue
-                values.extend(r.value for r in records if r.offset < end)
-                if records[-1].offset >= end - 1:
+                records.extend((r.value, r.timestamp) for r in batch if r.offset < end)
+                if batch[-1].offset >= end - 1:
                     del pending[tp]
                     consumer.pause(tp)
-        return values
+        return records
     finally:
         consumer.close()
+
+
+def read_messages(
+    bootstrap_servers: str, topic: str, last_only: bool = False, timeout_s: float = 120
+) -> list[bytes]:
+    """The values of `read_records`."""
+    return [value for value, _ in read_records(bootstrap_servers, topic, last_only, timeout_s)]

@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-# Small-machine defaults, chosen by measurement (docs/architecture.md).
-SHUFFLE_PARTITIONS = 4
+# Small-machine settings, chosen by measurement (docs/architecture.md): as many state partitions
+# (and Python workers) as cores, and enough heap for a 500,000-row micro-batch.
+SHUFFLE_PARTITIONS = 2
+DRIVER_MEMORY = "2g"
 
 
 def spark_conf(master: str, jars_dir: Path) -> dict[str, str]:
@@ -29,8 +31,13 @@ def spark_conf(master: str, jars_dir: Path) -> dict[str, str]:
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.session.timeZone": "UTC",
+        "spark.driver.memory": DRIVER_MEMORY,
         "spark.sql.shuffle.partitions": str(SHUFFLE_PARTITIONS),
         "spark.sql.adaptive.enabled": "false",
+        # The job keeps its own per-symbol watermark: a batch without data has nothing to do.
+        "spark.sql.streaming.noDataMicroBatches.enabled": "false",
+        # Rows per Arrow batch into the Python state function.
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "100000",
     }
 
 

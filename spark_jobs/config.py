@@ -27,7 +27,6 @@ from crypto_pipeline.settings import (
 )
 
 WINDOW_LABEL = re.compile(r"^(?P<count>\d+)(?P<unit>[mhd])$")
-UNIT_NAMES = {"m": "minutes", "h": "hours", "d": "days"}
 UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
 DEFAULT_WINDOWS = ("5m", "1h", "4h")
 DEFAULT_WATERMARK = "30 minutes"
@@ -45,15 +44,22 @@ def _window_match(label: str) -> re.Match[str]:
     return match
 
 
-def window_duration(label: str) -> str:
-    """'5m' -> '5 minutes', the form Spark's window() takes."""
-    match = _window_match(label)
-    return f"{match.group('count')} {UNIT_NAMES[match.group('unit')]}"
-
-
 def window_ms(label: str) -> int:
+    """'5m' -> 300000: windows are whole minutes, hours or days, aligned to the epoch."""
     match = _window_match(label)
     return int(match.group("count")) * UNIT_MS[match.group("unit")]
+
+
+INTERVAL = re.compile(r"^(?P<count>\d+)\s*(?P<unit>second|minute|hour|day)s?$")
+INTERVAL_MS = {"second": 1_000, "minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
+
+
+def interval_ms(text: str) -> int:
+    """'30 minutes' -> 1800000 (the watermark delay and trigger intervals Spark accepts)."""
+    match = INTERVAL.match(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} must look like '30 minutes', '1 second' or '2 hours'")
+    return int(match.group("count")) * INTERVAL_MS[match.group("unit")]
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,10 @@ class JobConfig:
 
     def __post_init__(self) -> None:
         for label in self.windows:
-            window_duration(label)
+            window_ms(label)
+        interval_ms(self.watermark)
+        if self.continuous:
+            interval_ms(self.trigger)
         unknown = set(self.sinks) - set(SINK_NAMES)
         if unknown:
             raise ValueError(f"unknown sinks {sorted(unknown)}; choose from {SINK_NAMES}")

@@ -4,36 +4,33 @@
     python -m spark_jobs.main --trigger "1 second"
 
 Options: `python -m spark_jobs.main --help` (spark_jobs/config.py, the contract with Dagster).
-`main` only wires configuration, the source, the queries and the sinks; one streaming query per
-window length (each with its own checkpoint) and one for dead letters.
+`main` only wires configuration, the source, the query and its `foreachBatch`: one streaming
+query that reads the topic once and computes every window length and the dead letters from it
+(spark_jobs/transform.py), its checkpoint in `<checkpoint dir>/ohlcv`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
+from pyspark.sql.streaming import StreamingQuery
 
 from crypto_pipeline.spark import build_spark_session
+from spark_jobs.batches import BatchWriter
 from spark_jobs.config import JobConfig
 from spark_jobs.progress import ProgressTracker, open_reporter
-from spark_jobs.sinks import (
-    ensure_mongo_index,
-    write_batch_metrics,
-    write_dead_letters,
-    write_influx,
-    write_mongo,
-)
-from spark_jobs.transform import build_aggregates, dead_letters, parse_messages, valid_candles
+from spark_jobs.sinks import ensure_mongo_index
+from spark_jobs.transform import ohlcv_stream, parse_messages
 
 log = logging.getLogger("spark_jobs")
 
@@ -55,93 +52,75 @@ def read_source(spark: SparkSession, config: JobConfig) -> DataFrame:
     return reader.load()
 
 
-def write_aggregates(batch: DataFrame, batch_id: int, config: JobConfig, query: str) -> None:
-    batch.persist()
-    try:
-        if "mongo" in config.sinks:
-            write_mongo(batch, batch_id, config)
-        if "influx" in config.sinks:
-            write_influx(batch, batch_id, config)
-            write_batch_metrics(query, batch_id, {"windows": batch.count()}, config)
-        if "noop" in config.sinks:
-            batch.write.format("noop").mode("overwrite").save()
-    finally:
-        batch.unpersist()
+QUERY = "ohlcv"
+# The last log line of a run: its totals as JSON (read by the benchmarks).
+SUMMARY_PREFIX = "job summary: "
+# One streaming query per window length plus one for dead letters, before the one-pass job.
+OLD_LAYOUT = re.compile(r"^(ohlcv_\d+[mhd]|dead_letters)$")
 
 
-def write_rejected(
-    batch: DataFrame, batch_id: int, config: JobConfig, count: Callable[[int], None]
-) -> None:
-    batch.persist()
-    try:
-        rejected = batch.count()
-        if rejected:
-            write_dead_letters(batch, batch_id, config)
-        if "influx" in config.sinks:
-            write_batch_metrics("dead_letters", batch_id, {"dead_letters": rejected}, config)
-        count(rejected)
-    finally:
-        batch.unpersist()
+class CheckpointMismatch(RuntimeError):
+    """The checkpoint was written by a job with another layout or other windows."""
 
 
-def _with_trigger(writer: DataStreamWriter, config: JobConfig) -> DataStreamWriter:
-    if not config.continuous:
-        return writer.trigger(availableNow=True)
-    return writer.trigger(processingTime=config.trigger)
-
-
-def start_queries(
-    spark: SparkSession, config: JobConfig, tracker: ProgressTracker
-) -> list[StreamingQuery]:
-    parsed = parse_messages(read_source(spark, config))
-    candles = valid_candles(parsed)
-    queries = []
-    for window in config.windows:
-        writer = (
-            build_aggregates(candles, window, config.watermark)
-            .writeStream.queryName(f"ohlcv_{window}")
-            .outputMode("update")
-            .option("checkpointLocation", f"{config.checkpoint_dir}/ohlcv_{window}")
-            .foreachBatch(partial(write_aggregates, config=config, query=f"ohlcv_{window}"))
+def check_checkpoint(config: JobConfig) -> Path:
+    """The query's checkpoint, refusing one this job cannot continue: the old layout (one query
+    per window), or other windows or watermark (its state holds the candles those needed)."""
+    root = Path(config.checkpoint_dir)
+    reset = f"stop the job and delete {root} (the sinks are idempotent: the job recomputes "
+    reset += "everything still in Kafka)"
+    if root.is_dir() and any(OLD_LAYOUT.match(path.name) for path in root.iterdir()):
+        raise CheckpointMismatch(f"{root} holds checkpoints of the previous layout; {reset}")
+    stamp = root / "job.json"
+    shape = {"windows": list(config.windows), "watermark": config.watermark}
+    if stamp.exists() and json.loads(stamp.read_text()) != shape:
+        raise CheckpointMismatch(
+            f"{root} was written with {json.loads(stamp.read_text())}, not {shape}; {reset}"
         )
-        queries.append(_with_trigger(writer, config).start())
-    rejected_writer = (
-        dead_letters(parsed)
-        .writeStream.queryName("dead_letters")
-        .outputMode("append")
-        .option("checkpointLocation", f"{config.checkpoint_dir}/dead_letters")
-        .foreachBatch(partial(write_rejected, config=config, count=tracker.add_dead_letters))
+    root.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(shape))
+    return root / QUERY
+
+
+def start_query(
+    spark: SparkSession, config: JobConfig, checkpoint: Path, writer: BatchWriter
+) -> StreamingQuery:
+    """The topic read once, parsed once; every window length and the dead letters from it."""
+    stream = ohlcv_stream(
+        parse_messages(read_source(spark, config)), config.windows, config.watermark
     )
-    queries.append(_with_trigger(rejected_writer, config).start())
-    return queries
+    query = (
+        stream.writeStream.queryName(QUERY)
+        .outputMode("update")
+        .option("checkpointLocation", str(checkpoint))
+        .foreachBatch(writer)
+    )
+    if config.continuous:
+        return query.trigger(processingTime=config.trigger).start()
+    return query.trigger(availableNow=True).start()
 
 
-def await_queries(
-    spark: SparkSession,
-    queries: list[StreamingQuery],
-    config: JobConfig,
-    stop_requested: Callable[[], bool],
+def await_query(
+    query: StreamingQuery, config: JobConfig, stop_requested: Callable[[], bool]
 ) -> None:
-    """Available-now: wait for every query to finish. Continuous: run until one fails (its
-    exception is raised) or a stop is requested (SIGTERM/SIGINT), then stop all queries."""
+    """Available-now: until it has processed what was in Kafka. Continuous: until it fails (its
+    exception is raised) or a stop is requested (SIGTERM/SIGINT)."""
     if not config.continuous:
-        for query in queries:
-            query.awaitTermination()
+        query.awaitTermination()
         return
     while not stop_requested():
-        if spark.streams.awaitAnyTermination(1):  # seconds
+        if query.awaitTermination(1):  # seconds
             break
-    for query in queries:
-        query.stop()
-    failed = [query.exception() for query in queries if query.exception() is not None]
-    if failed:
-        raise RuntimeError(f"streaming query failed: {failed[0]}")
+    query.stop()
+    if query.exception() is not None:
+        raise RuntimeError(f"streaming query failed: {query.exception()}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)  # one line per callback otherwise
     config = JobConfig.from_args(argv, os.environ)
+    checkpoint = check_checkpoint(config)  # before Spark starts: a mismatch is a quick error
     reporter = open_reporter()
     spark = build_spark_session(
         config.spark_master, Path(config.spark_jars_dir), f"crypto-ohlcv-{config.kafka.topic}"
@@ -161,12 +140,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if "mongo" in config.sinks:
             ensure_mongo_index(config)
-        queries = start_queries(spark, config, tracker)
+        query = start_query(spark, config, checkpoint, BatchWriter(config, tracker.record_batch))
         reporter.log.info(
-            f"started {len(queries)} queries on {config.kafka.topic} ({config.trigger}); "
-            f"checkpoints in {config.checkpoint_dir}; MongoDB {config.mongo.redacted_uri}"
+            f"started on {config.kafka.topic} ({config.trigger}), windows "
+            f"{','.join(config.windows)}; checkpoint {config.checkpoint_dir}; "
+            f"MongoDB {config.mongo.redacted_uri}"
         )
-        await_queries(spark, queries, config, lambda: bool(stop_requested))
+        await_query(query, config, lambda: bool(stop_requested))
+        tracker.catch_up(query.recentProgress)
         metadata: dict[str, Any] = {
             **tracker.summary(),
             "stopped_by_signal": bool(stop_requested),
@@ -175,9 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "windows": list(config.windows),
             "checkpoint_dir": config.checkpoint_dir,
         }
-        if config.continuous:
-            # A continuous run is an op, not an asset materialization: log the totals.
-            reporter.log.info(f"stream stopped: {metadata}")
+        reporter.log.info(f"{SUMMARY_PREFIX}{json.dumps(metadata)}")
+        if config.continuous:  # a continuous run is an op, not an asset materialization
             return 0
         # Pipes takes raw numbers and strings as they are; nested values are declared as JSON.
         typed = {
@@ -194,5 +174,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         reporter.close()
 
 
+def run() -> int:
+    """`main`, with a checkpoint it cannot continue reported as one line (exit 2)."""
+    try:
+        return main()
+    except CheckpointMismatch as error:
+        print(f"spark_jobs: error: {error}", file=sys.stderr)  # noqa: T201
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

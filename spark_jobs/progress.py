@@ -8,61 +8,91 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pyspark.sql.streaming import StreamingQueryListener
 
+from spark_jobs.batches import BatchTotals, LateRange
+
 log = logging.getLogger("spark_jobs")
 
 
+def _iso_ms(text: str) -> int:
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+
+
 @dataclass
-class QueryTotals:
+class StreamTotals:
     batches: int = 0
     input_rows: int = 0
-    dropped_by_watermark: int = 0
     batch_durations_ms: list[int] = field(default_factory=list)
     last_rows_per_s: float = 0.0
     end_offsets: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Wall-clock span of the batches that read rows: first start to last end (epoch ms).
+    first_batch_start_ms: int | None = None
+    last_batch_end_ms: int | None = None
+    # From the foreachBatch: what was written, rejected and dropped, and what the state holds.
+    windows: int = 0
+    dead_letters: int = 0
+    late: dict[str, LateRange] = field(default_factory=dict)
+    state_candles: dict[str, int] = field(default_factory=dict)
+    state_bytes: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 class ProgressTracker(StreamingQueryListener):
-    """Totals per query name, updated from Spark's progress events (thread-safe)."""
+    """Totals of the query, from Spark's progress events and from each micro-batch's writer
+    (thread-safe); the heartbeat file for the Dagster health sensor."""
 
     def __init__(self, reporter: Any, status_file: Path | None = None) -> None:
         self.reporter = reporter
         self.status_file = status_file
-        self.totals: dict[str, QueryTotals] = {}
-        self.dead_letters = 0
+        self.totals = StreamTotals()
         self.last_progress_at = time.time()
+        self._applied: set[int] = set()
         self._lock = threading.Lock()
 
     def onQueryStarted(self, event: Any) -> None:
         self.reporter.log.info(f"query {event.name} started (id {event.id})")
 
     def onQueryProgress(self, event: Any) -> None:
-        progress = event.progress
-        dropped = sum(op.numRowsDroppedByWatermark for op in progress.stateOperators)
+        self._apply(event.progress)
+
+    def catch_up(self, recent_progress: list[Any]) -> None:
+        """Apply the progress of batches whose event has not reached the listener yet (Spark
+        delivers them asynchronously, possibly after the query has terminated)."""
+        for progress in recent_progress:
+            self._apply(progress)
+
+    def _apply(self, progress: Any) -> None:
+        duration_ms = int(progress.durationMs.get("triggerExecution", 0))
         with self._lock:
-            totals = self.totals.setdefault(progress.name, QueryTotals())
+            if progress.batchId in self._applied:
+                return
+            self._applied.add(progress.batchId)
+            totals = self.totals
             totals.batches += 1
             totals.input_rows += progress.numInputRows
-            totals.dropped_by_watermark += dropped
-            totals.batch_durations_ms.append(int(progress.durationMs.get("triggerExecution", 0)))
+            totals.batch_durations_ms.append(duration_ms)
             if progress.numInputRows:  # empty trigger batches report 0 rows/s
                 totals.last_rows_per_s = float(progress.processedRowsPerSecond or 0.0)
+                started = _iso_ms(progress.timestamp)
+                if totals.first_batch_start_ms is None or started < totals.first_batch_start_ms:
+                    totals.first_batch_start_ms = started
+                ended = started + duration_ms
+                totals.last_batch_end_ms = max(totals.last_batch_end_ms or 0, ended)
             for source in progress.sources:
                 if source.endOffset:
                     totals.end_offsets = json.loads(source.endOffset)
             self.last_progress_at = time.time()
             self._write_status()
-        if progress.numInputRows or dropped:
+        if progress.numInputRows:
             self.reporter.log.info(
                 f"{progress.name} batch {progress.batchId}: {progress.numInputRows} rows, "
-                f"{progress.processedRowsPerSecond or 0:.0f} rows/s, "
-                f"{progress.durationMs.get('triggerExecution', 0)} ms, "
-                f"{dropped} dropped by watermark"
+                f"{progress.processedRowsPerSecond or 0:.0f} rows/s, {duration_ms} ms"
             )
 
     def onQueryIdle(self, event: Any) -> None:
@@ -72,49 +102,69 @@ class ProgressTracker(StreamingQueryListener):
         if event.exception:
             self.reporter.log.error(f"query {event.id} failed: {event.exception}")
 
+    def record_batch(self, batch_id: int, batch: BatchTotals) -> None:
+        with self._lock:
+            totals = self.totals
+            totals.windows += batch.windows
+            totals.dead_letters += batch.dead_letters
+            for symbol, late in batch.late.items():
+                if symbol in totals.late:
+                    totals.late[symbol].add(late)
+                else:
+                    totals.late[symbol] = LateRange(**asdict(late))
+            totals.state_candles.update(batch.state_candles)
+            totals.state_bytes.update(batch.state_bytes)
+            for stage, seconds in batch.seconds.items():
+                totals.seconds[stage] = totals.seconds.get(stage, 0.0) + seconds
+
     def _write_status(self) -> None:
-        """Heartbeat for the Dagster health sensor: our pid, the last progress time and the
-        Kafka offsets each query has processed (written atomically)."""
+        """Heartbeat for the Dagster health sensor: our pid, the last progress time, the Kafka
+        offsets the query has processed, late rows and state (written atomically)."""
         if self.status_file is None:
             return
         status = {
             "pid": os.getpid(),
             "last_progress_at": self.last_progress_at,
-            "processed_offsets": {name: t.end_offsets for name, t in self.totals.items()},
+            "processed_offsets": {"ohlcv": self.totals.end_offsets},
+            "late_rows": self._late(),
+            "state": self._state(),
         }
         self.status_file.parent.mkdir(parents=True, exist_ok=True)
         partial = self.status_file.with_suffix(".tmp")
         partial.write_text(json.dumps(status))
         partial.replace(self.status_file)
 
-    def add_dead_letters(self, count: int) -> None:
-        with self._lock:
-            self.dead_letters += count
+    def _late(self) -> dict[str, dict[str, int]]:
+        return {symbol: asdict(late) for symbol, late in sorted(self.totals.late.items())}
+
+    def _state(self) -> dict[str, int]:
+        totals = self.totals
+        return {
+            "symbols": len(totals.state_candles),
+            "candles": sum(totals.state_candles.values()),
+            "bytes": sum(totals.state_bytes.values()),
+        }
 
     def summary(self) -> dict[str, Any]:
         """Metadata for the Dagster materializations (JSON-friendly)."""
         with self._lock:
-            per_query = {
-                name: {
-                    "batches": t.batches,
-                    "input_rows": t.input_rows,
-                    "dropped_by_watermark": t.dropped_by_watermark,
-                    "max_batch_ms": max(t.batch_durations_ms, default=0),
-                    "mean_batch_ms": round(
-                        sum(t.batch_durations_ms) / max(len(t.batch_durations_ms), 1), 1
-                    ),
-                }
-                for name, t in sorted(self.totals.items())
-            }
-            aggregates = [t for name, t in self.totals.items() if name.startswith("ohlcv_")]
-            first = aggregates[0] if aggregates else QueryTotals()
+            totals = self.totals
+            durations = totals.batch_durations_ms
+            span_ms = (totals.last_batch_end_ms or 0) - (totals.first_batch_start_ms or 0)
             return {
-                "input_rows": first.input_rows,
-                "rows_per_s": round(first.last_rows_per_s, 1),
-                "dropped_by_watermark": sum(t.dropped_by_watermark for t in aggregates),
-                "dead_letters": self.dead_letters,
-                "kafka_end_offsets": first.end_offsets,
-                "queries": per_query,
+                "input_rows": totals.input_rows,
+                "rows_per_s": round(totals.last_rows_per_s, 1),
+                "batches": totals.batches,
+                "max_batch_ms": max(durations, default=0),
+                "mean_batch_ms": round(sum(durations) / max(len(durations), 1), 1),
+                "processing_seconds": round(span_ms / 1000, 3),
+                "windows_written": totals.windows,
+                "dead_letters": totals.dead_letters,
+                "late_rows": sum(late.rows for late in totals.late.values()),
+                "late_rows_by_symbol": self._late(),
+                "state": self._state(),
+                "seconds_per_stage": {k: round(v, 3) for k, v in sorted(totals.seconds.items())},
+                "kafka_end_offsets": totals.end_offsets,
             }
 
 

@@ -1,4 +1,4 @@
-"""Sinks of the OHLCV job, one small function each, called from `foreachBatch`.
+"""Sinks of the OHLCV job, one small function each, called from `foreachBatch` (batches.py).
 
 Every write is idempotent on the natural key (symbol, window, window start), so a batch that Spark
 replays from the checkpoint overwrites what it wrote before. No exception is caught here: a failed
@@ -7,7 +7,6 @@ write fails the batch, and Spark retries it from the checkpoint.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
@@ -17,10 +16,10 @@ from pyspark.sql import functions as F
 
 from crypto_pipeline.aggregates import AGGREGATE_FIELDS, INTEGER_FIELDS
 from crypto_pipeline.clients import influx_client, mongo_client
+from crypto_pipeline.settings import InfluxTarget
 from spark_jobs.config import JobConfig
 from spark_jobs.transform import document_id
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RETRIES = 5
@@ -61,7 +60,6 @@ def write_mongo(batch: DataFrame, batch_id: int, config: JobConfig) -> None:
         .option("upsertDocument", "true")
         .save()
     )
-    log.info("batch %d: upserted into MongoDB %s", batch_id, config.mongo.collection)
 
 
 def _escape_tag(value: str) -> str:
@@ -102,27 +100,39 @@ def _is_transient(error: Exception) -> bool:
     return isinstance(error, HTTPError | ConnectionError | TimeoutError)
 
 
-def write_influx_lines(lines: Iterable[str], config: JobConfig) -> int:
-    """Write line protocol in batches of at most `influx_batch_lines`, retrying transient errors
-    with backoff; any other error, or the last retry's, is raised."""
-    from influxdb_client import WritePrecision
+# One client per process and server (Python workers live across micro-batches): its connection
+# pool is reused instead of a new client per partition and batch.
+_INFLUX_WRITERS: dict[tuple[str, str, str], Any] = {}
+
+
+def _influx_writer(target: InfluxTarget) -> Any:
     from influxdb_client.client.write_api import SYNCHRONOUS
 
+    key = (target.url, target.token, target.org)
+    if key not in _INFLUX_WRITERS:
+        _INFLUX_WRITERS[key] = influx_client(target).write_api(write_options=SYNCHRONOUS)
+    return _INFLUX_WRITERS[key]
+
+
+def write_influx_lines(lines: Iterable[str], config: JobConfig) -> int:
+    """Write line protocol in batches of at most INFLUX_BATCH_LINES, retrying transient errors
+    with backoff; any other error, or the last retry's, is raised."""
+    from influxdb_client import WritePrecision
+
     written = 0
-    with influx_client(config.influx) as client:
-        write_api = client.write_api(write_options=SYNCHRONOUS)
-        for chunk in _chunks(lines, INFLUX_BATCH_LINES):
-            for attempt in range(1, RETRIES + 1):
-                try:
-                    write_api.write(
-                        bucket=config.influx.bucket, record=chunk, write_precision=WritePrecision.MS
-                    )
-                    break
-                except Exception as error:
-                    if attempt == RETRIES or not _is_transient(error):
-                        raise
-                    time.sleep(0.5 * 2**attempt)
-            written += len(chunk)
+    write_api = _influx_writer(config.influx)
+    for chunk in _chunks(lines, INFLUX_BATCH_LINES):
+        for attempt in range(1, RETRIES + 1):
+            try:
+                write_api.write(
+                    bucket=config.influx.bucket, record=chunk, write_precision=WritePrecision.MS
+                )
+                break
+            except Exception as error:
+                if attempt == RETRIES or not _is_transient(error):
+                    raise
+                time.sleep(0.5 * 2**attempt)
+        written += len(chunk)
     return written
 
 
@@ -146,7 +156,6 @@ def write_influx(batch: DataFrame, batch_id: int, config: JobConfig) -> None:
         write_influx_lines((line_protocol(row, measurement) for row in rows), config)
 
     batch.foreachPartition(write_partition)
-    log.info("batch %d: written to InfluxDB %s", batch_id, config.influx.bucket)
 
 
 def write_dead_letters(batch: DataFrame, batch_id: int, config: JobConfig) -> None:
@@ -157,4 +166,3 @@ def write_dead_letters(batch: DataFrame, batch_id: int, config: JobConfig) -> No
         .option("topic", config.kafka.dlq_topic)
         .save()
     )
-    log.info("batch %d: dead letters sent to %s", batch_id, config.kafka.dlq_topic)

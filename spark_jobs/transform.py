@@ -1,16 +1,43 @@
-"""Pure transformations: raw Kafka records -> validated candles -> windowed OHLCV aggregates.
+"""Pure transformations: raw Kafka records -> parsed and validated -> one stateful step per symbol
+that yields the OHLCV aggregates of every configured window length, the late candles and the dead
+letters, all from one read of the topic.
 
-Every function takes and returns DataFrames and works the same on a batch DataFrame (tests) and on a
-stream (the job). Nothing here reads or writes anything.
+`parse_messages` works the same on a batch DataFrame and a stream; `ohlcv_stream` is the streaming
+step (Spark's `applyInPandasWithState`, keyed by symbol, the state and the window arithmetic in
+spark_jobs/open_windows.py); the `*_of` functions split its output inside `foreachBatch`. Nothing
+here reads or writes anything.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator, Sequence
+from functools import partial
+from typing import Any
+
+import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
+from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
+from pyspark.sql.types import (
+    BinaryType,
+    DoubleType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
 
-from spark_jobs.config import window_duration
+from spark_jobs.config import interval_ms, window_ms
+from spark_jobs.open_windows import (
+    AGGREGATE_COLUMNS,
+    CANDLE_COLUMNS,
+    SymbolState,
+    WindowLength,
+    advance,
+    decode_candles,
+    encode_candles,
+)
 
 MESSAGE_SCHEMA = StructType(
     [
@@ -28,7 +55,6 @@ MESSAGE_SCHEMA = StructType(
     ]
 )
 REQUIRED_FIELDS = ("symbol", "event_time_ms", "open", "high", "low", "close", "volume")
-CANDLE_FIELDS = ("open", "high", "low", "close", "volume", "quote_volume", "trades")
 
 
 def _reject_reason(m: Column) -> Column:
@@ -69,105 +95,177 @@ def parse_messages(raw: DataFrame) -> DataFrame:
     )
 
 
-def valid_candles(parsed: DataFrame) -> DataFrame:
-    return parsed.where(F.col("reject_reason").isNull()).withColumn(
-        "event_time", F.timestamp_millis("event_time_ms")
-    )
+def dead_letter_key(parsed: DataFrame) -> Column:
+    """Deterministic (topic-partition-offset), so a retried batch is recognisable."""
+    return F.concat_ws("-", parsed["topic"], parsed["partition"], parsed["offset"])
 
 
-def dead_letters(parsed: DataFrame) -> DataFrame:
-    """Invalid records as DLQ messages: a deterministic key (topic-partition-offset, so a retried
-    batch is recognisable) and a JSON value with the raw record and the reason."""
-    return parsed.where(F.col("reject_reason").isNotNull()).select(
-        F.concat_ws("-", "topic", "partition", "offset").alias("key"),
-        F.to_json(
-            F.struct(
-                F.col("raw_value").alias("raw"),
-                F.col("reject_reason").alias("reason"),
-                F.col("topic"),
-                F.col("partition"),
-                F.col("offset"),
-                F.lit("spark").alias("stage"),
-            )
-        ).alias("value"),
-    )
-
-
-def build_aggregates(candles: DataFrame, window: str, watermark: str) -> DataFrame:
-    """OHLCV per (symbol, window start) for one window length ('5m', '1h', ...).
-
-    The state keeps each window's candles, so a candle delivered twice (a replayed file, a
-    reprocessed batch) counts once: per event time the one with the highest (partition, offset)
-    wins. Open and close come from the earliest and latest event time, never from arrival order.
-    """
-    entry = F.struct(
-        F.col("event_time_ms"),
-        F.col("partition"),
-        F.col("offset"),
-        *[F.col(name) for name in CANDLE_FIELDS],
-    )
-    grouped = (
-        candles.withWatermark("event_time", watermark)
-        .groupBy(F.col("symbol"), F.window("event_time", window_duration(window)).alias("w"))
-        .agg(F.collect_list(entry).alias("entries"))
-    )
-    # Sorted by (event_time_ms, partition, offset); keep the last entry of each event time.
-    ordered = F.array_sort("entries")
-    deduplicated = F.filter(
-        ordered,
-        lambda x, i: (
-            (i == F.size(ordered) - 1)
-            | (F.element_at(ordered, i + 2)["event_time_ms"] != x["event_time_ms"])
-        ),
-    )
-    c = F.col("candles")
-
-    def total(name: str) -> Column:
-        return F.aggregate(
-            F.transform(c, lambda x: x[name]), F.lit(0).cast(DoubleType()), lambda a, v: a + v
+def dead_letter_value(parsed: DataFrame) -> Column:
+    """The raw record and why it was rejected, as JSON."""
+    return F.to_json(
+        F.struct(
+            parsed["raw_value"].alias("raw"),
+            parsed["reject_reason"].alias("reason"),
+            parsed["topic"],
+            parsed["partition"],
+            parsed["offset"],
+            F.lit("spark").alias("stage"),
         )
+    )
 
-    def total_or_null(name: str, kind: str) -> Column:
-        """Sum of a column that may be absent: null if any candle of the window lacks it."""
-        values = F.transform(c, lambda x: x[name])
-        zero = F.lit(0).cast(kind)
-        return F.when(F.exists(values, lambda v: v.isNull()), F.lit(None).cast(kind)).otherwise(
-            F.aggregate(values, zero, lambda a, v: a + v)
+
+# The group of the invalid records (no valid candle has an empty symbol).
+DEAD_LETTERS = ""
+KIND_WINDOW, KIND_DEAD_LETTER, KIND_SUMMARY = "window", "dead_letter", "summary"
+
+STATE_SCHEMA = StructType(
+    [
+        StructField("watermark_ms", LongType()),
+        StructField("max_event_ms", LongType()),
+        StructField("candles", BinaryType()),  # Arrow IPC (arrays do not round-trip to Python)
+    ]
+)
+_LONG = ("window_start_ms", "window_end_ms", "trades", "rows", "first_event_ms", "last_event_ms")
+OUTPUT_SCHEMA = StructType(
+    [
+        StructField("kind", StringType()),
+        StructField("symbol", StringType()),
+        StructField("window", StringType()),
+        *[
+            StructField(name, LongType() if name in _LONG else DoubleType())
+            for name in AGGREGATE_COLUMNS[1:]
+        ],
+        StructField("dead_letter_key", StringType()),
+        StructField("dead_letter_value", StringType()),
+        # Summary, one row per group and batch: what the batch did and what the state holds.
+        StructField("windows_emitted", LongType()),
+        StructField("dead_letters", LongType()),
+        StructField("late_rows", LongType()),
+        StructField("late_first_ms", LongType()),
+        StructField("late_last_ms", LongType()),
+        StructField("state_candles", LongType()),
+        StructField("state_bytes", LongType()),
+    ]
+)
+OUTPUT_COLUMNS = tuple(OUTPUT_SCHEMA.fieldNames())
+ALL_NULL_CONCAT = "The behavior of DataFrame concatenation with empty or all-NA entries"
+_LONG_OUTPUTS = {f.name for f in OUTPUT_SCHEMA.fields if isinstance(f.dataType, LongType)}
+
+
+def keyed_records(parsed: DataFrame) -> DataFrame:
+    """What the stateful step needs of each record: its group (the symbol, or DEAD_LETTERS), the
+    candle of a valid record, the dead letter of an invalid one."""
+    valid = parsed["reject_reason"].isNull()
+    return parsed.select(
+        F.when(valid, parsed["symbol"]).otherwise(F.lit(DEAD_LETTERS)).alias("group"),
+        *[parsed[name] for name in CANDLE_COLUMNS],
+        F.when(~valid, dead_letter_key(parsed)).alias("dead_letter_key"),
+        F.when(~valid, dead_letter_value(parsed)).alias("dead_letter_value"),
+    )
+
+
+def ohlcv_stream(parsed: DataFrame, windows: Sequence[str], watermark: str) -> DataFrame:
+    """One stateful step per symbol over every window length: OUTPUT_SCHEMA rows of kind
+    `window` (an aggregate that changed), `dead_letter` and `summary`."""
+    step = partial(
+        update_group,
+        windows=tuple(WindowLength(label, window_ms(label)) for label in windows),
+        delay_ms=interval_ms(watermark),
+    )
+    return (
+        keyed_records(parsed)
+        .groupBy("group")
+        .applyInPandasWithState(
+            step, OUTPUT_SCHEMA, STATE_SCHEMA, "update", GroupStateTimeout.NoTimeout
         )
+    )
 
-    volume = total("volume")
-    quote_volume = total_or_null("quote_volume", "double")
-    typical_turnover = F.aggregate(
-        c,
-        F.lit(0).cast(DoubleType()),
-        lambda a, x: a + (x["high"] + x["low"] + x["close"]) / 3 * x["volume"],
+
+def _frame(length: int, /, **columns: Any) -> pd.DataFrame:
+    """An OUTPUT_SCHEMA frame of `length` rows; columns not given are null."""
+    frame = pd.DataFrame(index=range(length))
+    for name in OUTPUT_COLUMNS:
+        value = columns.get(name)
+        if isinstance(value, pd.Series):
+            value = value.to_numpy()
+        if name in _LONG_OUTPUTS:
+            values = [value] * length if value is None or isinstance(value, int) else value
+            frame[name] = pd.array(values, dtype="Int64")
+        else:
+            frame[name] = value
+    return frame
+
+
+def update_group(
+    key: tuple[str],
+    frames: Iterator[pd.DataFrame],
+    state: GroupState,
+    windows: Sequence[WindowLength],
+    delay_ms: int,
+) -> Iterator[pd.DataFrame]:
+    """The Python side of `ohlcv_stream`, for one group and one micro-batch."""
+    # Spark concatenates the frames yielded here; their null columns are intended.
+    warnings.filterwarnings("ignore", ALL_NULL_CONCAT, FutureWarning)
+    (group,) = key
+    records = pd.concat(list(frames), ignore_index=True)
+    if group == DEAD_LETTERS:
+        yield _frame(
+            len(records),
+            kind=KIND_DEAD_LETTER,
+            dead_letter_key=records["dead_letter_key"],
+            dead_letter_value=records["dead_letter_value"],
+        )
+        yield _frame(1, kind=KIND_SUMMARY, symbol=None, dead_letters=len(records))
+        return
+    if state.exists:
+        watermark_ms, max_event_ms, candles = state.get
+        current = SymbolState(watermark_ms, max_event_ms, decode_candles(bytes(candles)))
+    else:
+        current = SymbolState.empty()
+    step = advance(current, records, windows, delay_ms)
+    encoded = encode_candles(step.state.candles)
+    state.update((step.state.watermark_ms, step.state.max_event_ms, encoded))
+    aggregates = step.aggregates
+    yield _frame(
+        len(aggregates),
+        kind=KIND_WINDOW,
+        symbol=group,
+        **{name: aggregates[name] for name in AGGREGATE_COLUMNS},
     )
-    vwap = F.when(volume <= 0, F.lit(None).cast(DoubleType())).otherwise(
-        F.coalesce(quote_volume, typical_turnover) / volume
+    late = step.late["event_time_ms"]
+    yield _frame(
+        1,
+        kind=KIND_SUMMARY,
+        symbol=group,
+        windows_emitted=len(aggregates),
+        late_rows=len(late),
+        late_first_ms=int(late.min()) if len(late) else None,
+        late_last_ms=int(late.max()) if len(late) else None,
+        state_candles=len(step.state.candles),
+        state_bytes=len(encoded),
     )
-    return grouped.select(
-        F.col("symbol"),
-        F.lit(window).alias("window"),
-        F.col("w.start").alias("window_start"),
-        F.col("w.end").alias("window_end"),
-        deduplicated.alias("candles"),
-    ).select(
+
+
+def aggregates_of(batch: DataFrame) -> DataFrame:
+    """The changed aggregates of a micro-batch, as both sinks store them."""
+    return batch.where(F.col("kind") == KIND_WINDOW).select(
         "symbol",
         "window",
-        "window_start",
-        "window_end",
-        F.element_at(c, 1)["open"].alias("open"),
-        F.array_max(F.transform(c, lambda x: x["high"])).alias("high"),
-        F.array_min(F.transform(c, lambda x: x["low"])).alias("low"),
-        F.element_at(c, -1)["close"].alias("close"),
-        volume.alias("volume"),
-        quote_volume.alias("quote_volume"),
-        vwap.alias("vwap"),
-        total_or_null("trades", "bigint").alias("trades"),
-        F.size(c).alias("rows"),
-        F.element_at(c, 1)["event_time_ms"].alias("first_event_ms"),
-        F.element_at(c, -1)["event_time_ms"].alias("last_event_ms"),
+        F.timestamp_millis("window_start_ms").alias("window_start"),
+        F.timestamp_millis("window_end_ms").alias("window_end"),
+        *AGGREGATE_COLUMNS[3:],
     )
+
+
+def dead_letters_of(batch: DataFrame) -> DataFrame:
+    """The micro-batch's dead letters as Kafka records (key, value)."""
+    return batch.where(F.col("kind") == KIND_DEAD_LETTER).select(
+        F.col("dead_letter_key").alias("key"), F.col("dead_letter_value").alias("value")
+    )
+
+
+def summaries_of(batch: DataFrame) -> DataFrame:
+    return batch.where(F.col("kind") == KIND_SUMMARY)
 
 
 def document_id(symbol: Column, window: Column, window_start: Column) -> Column:

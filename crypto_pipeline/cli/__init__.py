@@ -132,7 +132,7 @@ def _bench_stream(args: argparse.Namespace, settings: Settings) -> int:
 
     if not args.latency_only:
         bench_stream(settings, args.rows)
-    bench_latency(settings, args.rate, args.seconds)
+    bench_latency(settings, args.rate, args.seconds, search=args.search)
     return 0
 
 
@@ -239,12 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
     producer_bench.add_argument("--rows", type=int, default=1_000_000)
     producer_bench.set_defaults(handler=_bench_producer)
     stream_bench = bench_commands.add_parser(
-        "stream", help="Spark job events/s (both sinks vs no-op) and end-to-end latency p50/95/99"
+        "stream",
+        help="Spark job steady events/s (no sinks, both sinks) vs Kafka's consumer, then the live "
+        "job's latency p50/95/99 to each sink at a steady rate",
     )
-    stream_bench.add_argument("--rows", type=int, default=1_000_000)
+    stream_bench.add_argument("--rows", type=int, default=5_000_000, help="topic size (reused)")
     stream_bench.add_argument("--rate", type=int, default=5_000, help="latency run: rows/s")
-    stream_bench.add_argument("--seconds", type=int, default=30, help="latency run: duration")
+    stream_bench.add_argument("--seconds", type=int, default=120, help="latency run: duration")
     stream_bench.add_argument("--latency-only", action="store_true")
+    stream_bench.add_argument(
+        "--search", action="store_true", help="latency: also find the highest rate that keeps up"
+    )
     stream_bench.set_defaults(handler=_bench_stream)
     sinks_bench = bench_commands.add_parser(
         "sinks",

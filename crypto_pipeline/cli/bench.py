@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import json
 import os
 import platform
 import re
 import subprocess
+import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from crypto_pipeline.clients import ensure_topic, influx_client, mongo_client
+from crypto_pipeline.clients import (
+    end_offsets,
+    ensure_topic,
+    influx_client,
+    mongo_client,
+    read_records,
+)
 from crypto_pipeline.console import say
-from crypto_pipeline.readback import influx_measurement_query
-from crypto_pipeline.replay.generator import generate, write_csv
+from crypto_pipeline.readback import flux_string
+from crypto_pipeline.replay.generator import INTERVALS_MS, generate, write_csv
 from crypto_pipeline.replay.producer import ReplayOptions, replay
 from crypto_pipeline.settings import KafkaTarget, Settings
 from crypto_pipeline.stack.artifacts import StackError, kafka_jars, require_tool
-from spark_jobs.config import JobConfig
+from spark_jobs.config import DEFAULT_WINDOWS, JobConfig, window_ms
+from spark_jobs.main import SUMMARY_PREFIX
 
 BENCH_SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"]
 JAVA_RESULT = re.compile(r"(\d+) records sent, ([\d.]+) records/sec")
@@ -122,9 +134,9 @@ def bench_job(settings: Settings, topic: str, checkpoint: Path, **overrides: obj
     )
 
 
-def _run_spark_job(settings: Settings, topic: str, checkpoint: Path, sinks: str) -> float:
-    """Wall-clock seconds of one available-now run of the job (Spark start-up included)."""
-    job = bench_job(settings, topic, checkpoint, sinks=tuple(sinks.split(",")))
+def run_job(job: JobConfig) -> dict[str, Any]:
+    """One available-now run of the job as its own process: its summary (the last log line),
+    with `wall_seconds` (Spark start-up included) added."""
     started = time.monotonic()
     result = subprocess.run(
         job.driver_command(),
@@ -135,149 +147,304 @@ def _run_spark_job(settings: Settings, topic: str, checkpoint: Path, sinks: str)
     )
     if result.returncode != 0:
         raise StackError(f"the Spark job failed: {result.stderr.strip()[-800:]}")
-    return time.monotonic() - started
+    (line,) = [line for line in result.stderr.splitlines() if SUMMARY_PREFIX in line][-1:]
+    summary: dict[str, Any] = json.loads(line.split(SUMMARY_PREFIX, 1)[1])
+    summary["wall_seconds"] = time.monotonic() - started
+    return summary
+
+
+def bench_topic(settings: Settings, rows: int) -> str:
+    """A topic holding `rows` generated candles (5 symbols, 3 partitions), loaded once: later
+    runs reuse it."""
+    topic = f"bench.stream.{rows}"
+    bootstrap = settings.kafka.bootstrap_servers
+    loaded = sum(end_offsets(bootstrap, topic).values())
+    if loaded == rows:
+        say(f"[bench] reusing {topic} ({rows:,} rows)")
+        return topic
+    if loaded:
+        raise StackError(
+            f"{topic} holds {loaded:,} rows, not {rows:,}: `crypto-pipeline stack reset`"
+        )
+    path = bench_rows_file(settings, rows)
+    say(f"[bench] loading {rows:,} rows into {topic} (once)")
+    replay(ReplayOptions(path=path, topic=topic, partitions=3), bootstrap)
+    return topic
+
+
+def kafka_consumer_performance(settings: Settings, topic: str, messages: int) -> float:
+    """Kafka's own consumer benchmark on the same topic: messages/s, the ceiling of any reader."""
+    output = subprocess.run(
+        [
+            require_tool("java"),
+            *["-Xmx1g", "-cp", f"{kafka_jars(settings)}/*"],
+            "org.apache.kafka.tools.ConsumerPerformance",
+            *["--bootstrap-server", settings.kafka.bootstrap_servers, "--topic", topic],
+            *["--messages", str(messages), "--timeout", "120000", "--hide-header"],
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
+    lines = [line for line in output.stdout.splitlines() if line.count(",") >= 9]
+    if output.returncode != 0 or not lines:
+        raise StackError(f"ConsumerPerformance failed: {output.stderr.strip()[-500:]}")
+    return float(lines[-1].split(",")[9])  # fetch.nMsg.sec: without the group's start-up
 
 
 def bench_stream(settings: Settings, rows: int) -> None:
-    path = bench_rows_file(settings, rows)
-    topic = f"bench.stream.{int(time.time())}"
-    say(f"[bench] replaying {rows:,} rows into {topic}")
-    replay(ReplayOptions(path=path, topic=topic), settings.kafka.bootstrap_servers)
-    checkpoints = settings.stack_dir / "bench" / "checkpoints" / topic
+    """The job available-now over `rows` candles: steady-state rate (first batch start to last
+    batch end) apart from start-up, compute only and into both sinks, against Kafka's consumer."""
+    topic = bench_topic(settings, rows)
+    say("[bench] Kafka ConsumerPerformance on the topic")
+    ceiling = kafka_consumer_performance(settings, topic, rows)
+    run_id = int(time.time())
     results = {}
-    for sinks in ("noop", "mongo,influx"):
-        say(f"[bench] Spark job, available-now, windows 5m/1h/4h, sinks {sinks}")
-        seconds = _run_spark_job(settings, topic, checkpoints / sinks.replace(",", "_"), sinks)
-        results[sinks] = seconds
-        say(f"[bench]   {seconds:.1f} s, {rows / seconds:,.0f} events/s")
-    say("")
-    say("| date | machine | rows | sinks | seconds | events/s |")
-    for sinks, seconds in results.items():
+    for sinks in (("noop",), ("mongo", "influx")):
+        label = ",".join(sinks)
+        checkpoint = settings.stack_dir / "bench" / "checkpoints" / f"{topic}.{run_id}.{label}"
+        say(f"[bench] the job, available-now, windows 5m,1h,4h, sinks {label}")
+        summary = run_job(bench_job(settings, topic, checkpoint, sinks=sinks))
+        results[label] = summary
+        steady = summary["input_rows"] / summary["processing_seconds"]
         say(
-            f"| {datetime.now(tz=UTC):%Y-%m-%d} | {machine_description()} | {rows:,} | {sinks} "
-            f"| {seconds:.1f} | {rows / seconds:,.0f} |"
+            f"[bench]   {steady:,.0f} events/s steady over {summary['batches']} batches, "
+            f"{summary['wall_seconds']:.1f} s in all; seconds per stage "
+            f"{summary['seconds_per_stage']}"
         )
-
-
-def _visible_by_symbol_influx(job: JobConfig) -> dict[str, int]:
-    query = influx_measurement_query(
-        job.influx,
-        job.influx.measurement,
-        ' |> filter(fn: (r) => r._field == "last_event_ms") |> group(columns: ["symbol"]) |> max()',
+    say("")
+    say(f"Kafka ConsumerPerformance on {topic}: {ceiling:,.0f} messages/s")
+    say(
+        "| date | machine | rows | sinks | batches | start-up s | steady s | steady events/s "
+        "| of the Kafka consumer | seconds per stage |"
     )
-    with influx_client(job.influx) as client:
-        tables = client.query_api().query(query)
-    return {r.values["symbol"]: int(r.get_value()) for t in tables for r in t.records}
-
-
-def _visible_by_symbol_mongo(job: JobConfig) -> dict[str, int]:
-    with mongo_client(job.mongo.uri) as client:
-        newest = client[job.mongo.database][job.mongo.collection].find(
-            {}, {"symbol": 1, "last_event_ms": 1}, sort=[("last_event_ms", -1)], limit=50
+    for label, summary in results.items():
+        steady_seconds = summary["processing_seconds"]
+        steady = summary["input_rows"] / steady_seconds
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in summary["seconds_per_stage"].items())
+        say(
+            f"| {datetime.now(tz=UTC):%Y-%m-%d} | {machine_description()} | {rows:,} | {label} "
+            f"| {summary['batches']} | {summary['wall_seconds'] - steady_seconds:.1f} "
+            f"| {steady_seconds:.1f} | {steady:,.0f} | {steady / ceiling:.2f} | {stages} |"
         )
+
+
+class SinkPoller:
+    """What each sink shows of the newest window per symbol, without loading either: MongoDB
+    documents looked up by `_id`, InfluxDB over a bounded range of event time."""
+
+    def __init__(self, job: JobConfig, window: str, size_ms: int) -> None:
+        self.job = job
+        self.window = window
+        self.size_ms = size_ms
+        self.mongo = mongo_client(job.mongo.uri)
+        self.influx = influx_client(job.influx)
+
+    def close(self) -> None:
+        self.mongo.close()
+        self.influx.close()
+
+    def mongo_visible(self, newest_sent: dict[str, int]) -> dict[str, int]:
+        """The last event time in the window of each symbol's newest sent event (and the one
+        before, which may still be settling)."""
+        ids = [
+            f"{symbol}|{self.window}|{start}"
+            for symbol, event in newest_sent.items()
+            for start in (event - event % self.size_ms, event - event % self.size_ms - self.size_ms)
+        ]
+        collection = self.mongo[self.job.mongo.database][self.job.mongo.collection]
         visible: dict[str, int] = {}
-        for doc in newest:
+        for doc in collection.find({"_id": {"$in": ids}}, {"symbol": 1, "last_event_ms": 1}):
             visible[doc["symbol"]] = max(visible.get(doc["symbol"], 0), doc["last_event_ms"])
-    return visible
+        return visible
+
+    def influx_visible(self, newest_sent: dict[str, int]) -> dict[str, int]:
+        if not newest_sent:
+            return {}
+        start = min(newest_sent.values()) - 2 * self.size_ms
+        stop = max(newest_sent.values()) + self.size_ms
+        query = (
+            f"from(bucket: {flux_string(self.job.influx.bucket)})"
+            f" |> range(start: {start // 1000}, stop: {stop // 1000 + 1})"
+            f" |> filter(fn: (r) => r._measurement == {flux_string(self.job.influx.measurement)}"
+            f' and r.window == {flux_string(self.window)} and r._field == "last_event_ms")'
+            ' |> group(columns: ["symbol"]) |> max()'
+        )
+        tables = self.influx.query_api().query(query)
+        return {r.values["symbol"]: int(r.get_value()) for t in tables for r in t.records}
 
 
-def _percentiles(values: list[float]) -> str:
+def _percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
-    pick = [ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in (0.5, 0.95, 0.99)]
-    return " / ".join(f"{v * 1000:,.0f}" for v in pick)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def bench_latency(settings: Settings, rate: int, seconds: int) -> None:
-    """Continuous job (1 s trigger, 5m windows) with a steady replay at `rate` rows/s: latency
-    from each message's Kafka timestamp to the first poll at which its window in a sink shows it."""
-    import bisect
-    import threading
+@dataclass
+class LatencyRun:
+    rate: int
+    seconds: int
+    produced: int
+    latencies_ms: dict[str, list[float]]
+    batch_ms: list[int]
+    processed: int
 
-    from crypto_pipeline.replay.generator import INTERVALS_MS
+    @property
+    def kept_up(self) -> bool:
+        """The job read everything sent within two trigger intervals of the end of the input,
+        and its batches took no longer than the trigger on the median."""
+        return self.processed >= self.produced and _percentile(self.batch_ms, 0.5) <= 1000
 
+
+def latency_run(settings: Settings, rate: int, seconds: int) -> LatencyRun:
+    """The live job (windows 5m,1h,4h, 1 s trigger) while a separate producer process sends
+    `rate` rows/s for `seconds`: per message, from its Kafka timestamp to the first poll at
+    which each sink's 5m window shows its event."""
     rows = rate * seconds
     path = bench_rows_file(settings, rows)
-    topic = f"bench.latency.{int(time.time())}"
-    ensure_topic(settings.kafka.bootstrap_servers, topic, partitions=3)
-    status = settings.stack_dir / "bench" / f"{topic}.status.json"
-    checkpoint = settings.stack_dir / "bench" / "checkpoints" / topic
-    config = bench_job(
-        settings, topic, checkpoint, trigger="1 second", windows=("5m",), status_file=str(status)
+    topic = f"bench.latency.{rate}.{int(time.time())}"
+    bootstrap = settings.kafka.bootstrap_servers
+    ensure_topic(bootstrap, topic, partitions=3)
+    work = settings.stack_dir / "bench" / topic
+    work.mkdir(parents=True)
+    job = bench_job(
+        settings,
+        topic,
+        work / "checkpoint",
+        trigger="1 second",
+        windows=DEFAULT_WINDOWS,
+        status_file=str(work / "status.json"),
     )
-    job = subprocess.Popen(
-        config.driver_command(),
-        env={**os.environ, **config.to_env()},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log_path = work / "job.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            job.driver_command(), env={**os.environ, **job.to_env()}, stdout=log, stderr=log
+        )
+    poller = SinkPoller(job, "5m", window_ms("5m"))
     try:
-        while not status.exists():
-            if job.poll() is not None:
-                raise StackError("the streaming job exited during start-up")
+        while not (work / "status.json").exists():
+            if process.poll() is not None:
+                raise StackError(f"the streaming job exited during start-up; see {log_path}")
             time.sleep(0.5)
         # 1-minute candles of len(BENCH_SYMBOLS) symbols: one row per 60 s / symbols of event time.
         speed = rate * INTERVALS_MS["1m"] / 1000 / len(BENCH_SYMBOLS)
-        say(f"[bench] replaying {rows:,} rows at {rate:,} rows/s into {topic}; polling both sinks")
-        options = ReplayOptions(path=path, topic=topic, speed=speed)
-        producer = threading.Thread(
-            target=replay, args=(options, settings.kafka.bootstrap_servers), daemon=True
+        say(f"[bench] {rate:,} rows/s for {seconds} s into {topic}; polling both sinks")
+        producer = subprocess.Popen(
+            [
+                *[sys.executable, "-m", "crypto_pipeline.cli", "replay", str(path)],
+                *["--topic", topic, "--speed", f"{speed}", "--quiet"],
+            ],
+            stdout=subprocess.DEVNULL,
         )
-        producer.start()
         timelines: dict[str, list[tuple[float, dict[str, int]]]] = {"mongo": [], "influx": []}
-        last_event = read_last_event_ms(path)
+        newest = _newest_events(path)
         deadline = time.time() + seconds + 120
         while time.time() < deadline:
             polled = {
-                "influx": _visible_by_symbol_influx(config),
-                "mongo": _visible_by_symbol_mongo(config),
+                "mongo": poller.mongo_visible(newest),
+                "influx": poller.influx_visible(newest),
             }
             now = time.time()
             for sink, visible in polled.items():
                 timelines[sink].append((now, visible))
-            if all(v and min(v.values()) >= last_event for v in polled.values()):
+            done = producer.poll() is not None
+            if done and all(
+                all(v.get(s, -1) >= e for s, e in newest.items()) for v in polled.values()
+            ):
                 break
-            time.sleep(0.25)
-        producer.join()
+            time.sleep(0.2)
+        producer.wait()
     finally:
-        job.terminate()
-        job.wait(timeout=120)
-
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
-    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
-    produced: list[tuple[str, int, float]] = []
-    while len(produced) < rows:
-        for batch in consumer.poll(timeout_ms=2000, max_records=50_000).values():
-            for record in batch:
-                message = json.loads(record.value)
-                produced.append(
-                    (message["symbol"], message["event_time_ms"], record.timestamp / 1000)
-                )
-    consumer.close()
-    say("| date | machine | rate rows/s | messages | sink | latency p50 / p95 / p99 ms |")
-    for sink, timeline in timelines.items():
-        times = [t for t, _ in timeline]
-        latencies = []
-        for symbol, event, sent in produced:
-            # First poll at which the sink shows this symbol's events up to `event`.
-            index = bisect.bisect_left(times, sent)
-            while index < len(timeline) and timeline[index][1].get(symbol, -1) < event:
-                index += 1
-            if index < len(timeline):
-                latencies.append(timeline[index][0] - sent)
-        say(
-            f"| {datetime.now(tz=UTC):%Y-%m-%d} | {machine_description()} | {rate:,} "
-            f"| {len(latencies):,}/{len(produced):,} | {sink} | {_percentiles(latencies)} |"
-        )
+        poller.close()
+        process.terminate()
+        process.wait(timeout=120)
+    produced = _sent_messages(settings, topic)
+    latencies = {sink: _latencies(timeline, produced) for sink, timeline in timelines.items()}
+    batch_ms, processed = _job_batches(log_path)
+    return LatencyRun(rate, seconds, len(produced), latencies, batch_ms, processed)
 
 
-def read_last_event_ms(path: Path) -> int:
+def _newest_events(path: Path) -> dict[str, int]:
     from crypto_pipeline.replay.formats import read_rows
 
-    return max(row.candle.open_time_ms for row in read_rows(path) if row.candle is not None)
+    newest: dict[str, int] = {}
+    for row in read_rows(path):
+        if row.candle is not None:
+            newest[row.candle.symbol] = max(
+                newest.get(row.candle.symbol, 0), row.candle.open_time_ms
+            )
+    return newest
+
+
+def _sent_messages(settings: Settings, topic: str) -> list[tuple[str, int, float]]:
+    """(symbol, event time, Kafka timestamp in s) of every message in the topic."""
+    return [
+        (message["symbol"], message["event_time_ms"], timestamp / 1000)
+        for message, timestamp in (
+            (json.loads(value), timestamp)
+            for value, timestamp in read_records(
+                settings.kafka.bootstrap_servers, topic, timeout_s=600
+            )
+        )
+    ]
+
+
+def _latencies(
+    timeline: list[tuple[float, dict[str, int]]], produced: list[tuple[str, int, float]]
+) -> list[float]:
+    """Per message: the first poll after it was sent at which the sink shows its event."""
+    times = [t for t, _ in timeline]
+    latencies = []
+    for symbol, event, sent in produced:
+        index = bisect.bisect_left(times, sent)
+        while index < len(timeline) and timeline[index][1].get(symbol, -1) < event:
+            index += 1
+        if index < len(timeline):
+            latencies.append((timeline[index][0] - sent) * 1000)
+    return latencies
+
+
+BATCH_LINE = re.compile(r"ohlcv batch \d+: (?P<rows>\d+) rows, [\d.]+ rows/s, (?P<ms>\d+) ms")
+
+
+def _job_batches(log_path: Path) -> tuple[list[int], int]:
+    """The duration of every batch that read rows, and the rows read, from the job's log."""
+    matches = [BATCH_LINE.search(line) for line in log_path.read_text().splitlines()]
+    batches = [m for m in matches if m]
+    return [int(m["ms"]) for m in batches], sum(int(m["rows"]) for m in batches)
+
+
+def bench_latency(settings: Settings, rate: int, seconds: int, search: bool) -> None:
+    runs = [latency_run(settings, rate, seconds)]
+    if search:  # doubling, then halving the step, with shorter runs
+        low, high = (rate, None) if runs[0].kept_up else (None, rate)
+        step_seconds = max(60, seconds // 2)
+        probe = rate * 2 if runs[0].kept_up else rate // 2
+        for _ in range(5):
+            run = latency_run(settings, probe, step_seconds)
+            runs.append(run)
+            if run.kept_up:
+                low = probe
+            else:
+                high = probe
+            probe = probe * 2 if high is None else ((low or 0) + high) // 2
+            if high is not None and low is not None and high - low <= max(250, low // 10):
+                break
+        say(f"[bench] highest rate that kept up: {low or 0:,} rows/s")
+    say("")
+    say(
+        "| date | machine | rows/s | seconds | messages | sink | latency p50 / p95 / p99 ms "
+        "| batch p50 / p99 ms | kept up |"
+    )
+    for run in runs:
+        batches = f"{_percentile(run.batch_ms, 0.5):,.0f} / {_percentile(run.batch_ms, 0.99):,.0f}"
+        for sink, latencies in run.latencies_ms.items():
+            shown = " / ".join(f"{_percentile(latencies, q):,.0f}" for q in (0.5, 0.95, 0.99))
+            say(
+                f"| {datetime.now(tz=UTC):%Y-%m-%d} | {machine_description()} | {run.rate:,} "
+                f"| {run.seconds} | {len(latencies):,}/{run.produced:,} | {sink} | {shown} "
+                f"| {batches} | {'yes' if run.kept_up else 'no'} |"
+            )
 
 
 def _aggregate_rows(count: int) -> list[dict[str, object]]:

@@ -39,9 +39,9 @@ def test_sink_assets_materialize_through_pipes_with_progress_metadata(
     metadata = by_key[MONGO_ASSET].materialization.metadata
     assert metadata["input_rows"].value == 8640
     assert metadata["dead_letters"].value == 0
-    assert metadata["dropped_by_watermark"].value == 0
-    queries: Any = metadata["queries"].value
-    assert queries["ohlcv_1h"]["input_rows"] == 8640
+    assert metadata["late_rows"].value == 0
+    # One batch: each of the 3 symbols x 48 hourly windows written once.
+    assert (metadata["batches"].value, metadata["windows_written"].value) == (1, 144)
     # The resource's checkpoint rule, under the resource's state directory.
     assert metadata["checkpoint_dir"].value == str(tmp_path / "checkpoints" / unique_name)
     expected = expected_aggregates(read_csv_rows(SAMPLE), ("1h",))

@@ -4,8 +4,10 @@ InfluxDB equals aggregates computed independently from the CSV (tests/expected_o
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 
 from crypto_pipeline.readback import read_influx, read_mongo
 from crypto_pipeline.settings import REPO_ROOT, Settings
+from spark_jobs.main import SUMMARY_PREFIX
 from tests.conftest import SHARED_DATA
 from tests.expected_ohlcv import expected_aggregates, mismatches, read_csv_rows
 from tests.integration.job_helpers import (
@@ -109,7 +112,7 @@ def test_killed_mid_stream_then_restarted_ends_exact(
         local_stack, unique_name, checkpoint, windows=("5m",), max_offsets_per_trigger=600
     )
     job = start_job(capped, start_new_session=True)
-    commits = checkpoint / "ohlcv_5m" / "commits"
+    commits = checkpoint / "ohlcv" / "commits"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and len(list(commits.glob("[0-9]*"))) < 2:
         time.sleep(0.5)
@@ -123,4 +126,107 @@ def test_killed_mid_stream_then_restarted_ends_exact(
     restarted = run_job(dataclasses.replace(capped, max_offsets_per_trigger=None))
 
     assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert_sinks_match(local_stack, unique_name, expected)
+
+
+def test_a_checkpoint_of_the_previous_layout_is_a_one_line_error(
+    local_stack: Settings, unique_name: str, tmp_path: Path
+) -> None:
+    checkpoint = tmp_path / "ckpt"
+    (checkpoint / "ohlcv_5m" / "commits").mkdir(parents=True)
+
+    result = run_job(job_for(local_stack, unique_name, checkpoint), timeout_s=120)
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"spark_jobs: error: {checkpoint} holds checkpoints of the previous layout; stop the job "
+        f"and delete {checkpoint} (the sinks are idempotent: the job recomputes everything still "
+        "in Kafka)"
+    ]
+
+
+def test_other_windows_on_the_same_checkpoint_are_refused(
+    local_stack: Settings, unique_name: str, tmp_path: Path
+) -> None:
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "job.json").write_text('{"windows": ["5m"], "watermark": "30 minutes"}')
+
+    result = run_job(job_for(local_stack, unique_name, checkpoint, windows=("1h",)), 120)
+
+    assert result.returncode == 2
+    assert "was written with {'windows': ['5m'], 'watermark': '30 minutes'}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def write_csv_rows(path: Path, rows: list[dict]) -> Path:
+    header = "open_time_ms,symbol,open,high,low,close,volume,quote_volume,trades"
+    lines = [
+        f"{r['t']},{r['symbol']},{r['open']!r},{r['high']!r},{r['low']!r},{r['close']!r},"
+        f"{r['volume']!r},{r['quote_volume']!r},{r['trades']}"
+        for r in rows
+    ]
+    path.write_text("\n".join([header, *lines]) + "\n")
+    return path
+
+
+def summary_of(result: subprocess.CompletedProcess[str]) -> dict:
+    (line,) = [line for line in result.stderr.splitlines() if SUMMARY_PREFIX in line]
+    summary: dict = json.loads(line.split(SUMMARY_PREFIX, 1)[1])
+    return summary
+
+
+def test_state_holds_only_open_windows_and_shrinks_once_the_watermark_passes(
+    local_stack: Settings, unique_name: str, tmp_path: Path
+) -> None:
+    """Windows 5m and 4h, watermark 30 minutes. Run 1: two hours of BTCUSDT, all in the open 4h
+    window [00:00, 04:00): the state holds all 120 candles. Run 2 (same checkpoint): ten candles
+    at 04:40..04:49 move the watermark to 04:19, past that window: its 120 candles leave the
+    state, which keeps the 10 of [04:00, 08:00). Every aggregate stays exact."""
+    rows = read_csv_rows(SAMPLE, {"BTCUSDT"})
+    first, later = rows[:120], rows[280:290]
+    job = job_for(local_stack, unique_name, tmp_path / "ckpt", windows=("5m", "4h"))
+
+    replay_file(local_stack, write_csv_rows(tmp_path / "first.csv", first), unique_name)
+    one = run_job(job)
+    assert one.returncode == 0, one.stderr[-3000:]
+    replay_file(local_stack, write_csv_rows(tmp_path / "later.csv", later), unique_name)
+    two = run_job(job)
+    assert two.returncode == 0, two.stderr[-3000:]
+
+    before, after = summary_of(one)["state"], summary_of(two)["state"]
+    assert (before["symbols"], before["candles"]) == (1, 120)
+    assert (after["symbols"], after["candles"]) == (1, 10)
+    assert after["bytes"] < before["bytes"]
+    assert summary_of(two)["late_rows"] == 0
+    assert_sinks_match(local_stack, unique_name, expected_aggregates(first + later, ("5m", "4h")))
+
+
+def test_late_candles_are_counted_by_symbol_and_change_nothing(
+    local_stack: Settings, unique_name: str, tmp_path: Path
+) -> None:
+    """After ten hours of BTCUSDT and ETHUSDT, a file with BTCUSDT's first hour again (changed
+    prices) and ETHUSDT's next hour: BTCUSDT's rows are late for its own watermark and are
+    dropped, counted with their range; ETHUSDT's are not."""
+    btc, eth = read_csv_rows(SAMPLE, {"BTCUSDT"}), read_csv_rows(SAMPLE, {"ETHUSDT"})
+    job = job_for(local_stack, unique_name, tmp_path / "ckpt", windows=("5m", "1h"))
+    replay_file(local_stack, write_csv_rows(tmp_path / "a.csv", btc[:600] + eth[:600]), unique_name)
+    assert run_job(job).returncode == 0
+    rewritten = [{**r, "close": r["low"]} for r in btc[:60]]
+    replay_file(
+        local_stack, write_csv_rows(tmp_path / "b.csv", rewritten + eth[600:660]), unique_name
+    )
+    result = run_job(job)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    summary = summary_of(result)
+    assert summary["late_rows"] == 60
+    assert summary["late_rows_by_symbol"] == {
+        "BTCUSDT": {
+            "rows": 60,
+            "first_event_ms": btc[0]["t"],
+            "last_event_ms": btc[59]["t"],
+        }
+    }
+    expected = expected_aggregates(btc[:600] + eth[:660], ("5m", "1h"))
     assert_sinks_match(local_stack, unique_name, expected)

@@ -1,6 +1,6 @@
-"""The pure transformation on hand-made input, as a real stream (file source, two micro-batches):
-out-of-order events, a duplicate, and an event later than the watermark. Expected values are
-written out by hand."""
+"""The transformation on hand-made input, as a real stream (file source, two micro-batches, Spark's
+state store): out-of-order events, a duplicate, an event later than the watermark, several window
+lengths from one read, dead letters. Expected values are written out by hand."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from spark_jobs.transform import build_aggregates, dead_letters, parse_messages, valid_candles
+from spark_jobs.transform import (
+    KIND_DEAD_LETTER,
+    KIND_SUMMARY,
+    KIND_WINDOW,
+    keyed_records,
+    ohlcv_stream,
+    parse_messages,
+)
 
 MIN = 60_000
 RAW_SCHEMA = "value STRING, topic STRING, partition INT, offset BIGINT, timestamp TIMESTAMP"
@@ -34,9 +41,9 @@ def write_records(folder: Path, name: str, values: list[tuple[int, str]]) -> Non
 
 def run_available_now(spark: SparkSession, source: Path, checkpoint: Path, out: list) -> Any:
     raw = spark.readStream.schema(RAW_SCHEMA).json(str(source))
-    aggregates = build_aggregates(valid_candles(parse_messages(raw)), "5m", "10 minutes")
+    stream = ohlcv_stream(parse_messages(raw), ("5m", "1h"), "10 minutes")
     query = (
-        aggregates.writeStream.outputMode("update")
+        stream.writeStream.outputMode("update")
         .option("checkpointLocation", str(checkpoint))
         .foreachBatch(lambda batch, _: out.extend(r.asDict() for r in batch.collect()))
         .trigger(availableNow=True)
@@ -70,38 +77,34 @@ def test_out_of_order_duplicate_and_late_events(spark: SparkSession, tmp_path: P
             (6, message(32, 20.5, 22, 20, 21, 2, quote_volume=42, trades=3)),
         ],
     )
-    query = run_available_now(spark, source, checkpoint, outputs)
+    run_available_now(spark, source, checkpoint, outputs)
 
     final = {}
     for row in outputs:  # update mode: the last emitted row of a window is its final state
-        final[row["window_start"].isoformat()] = row
+        if row["kind"] == KIND_WINDOW:
+            final[(row["window"], row["window_start_ms"] // MIN)] = row
     assert {k: (v["open"], v["high"], v["low"], v["close"]) for k, v in final.items()} == {
-        "1970-01-01T00:00:00": (10.0, 13.0, 9.0, 12.0),
-        "1970-01-01T00:30:00": (20.0, 22.0, 19.0, 21.0),
+        ("5m", 0): (10.0, 13.0, 9.0, 12.0),
+        ("5m", 30): (20.0, 22.0, 19.0, 21.0),
+        ("1h", 0): (10.0, 22.0, 9.0, 21.0),
     }
-    first, second = final["1970-01-01T00:00:00"], final["1970-01-01T00:30:00"]
+    first, second = final[("5m", 0)], final[("5m", 30)]
     assert (first["volume"], first["quote_volume"], first["vwap"]) == (4.0, 45.0, 11.25)
     assert (first["trades"], first["rows"]) == (4, 3)
     assert (first["first_event_ms"], first["last_event_ms"]) == (0, 2 * MIN)
     assert (second["volume"], second["quote_volume"], second["vwap"]) == (3.0, 62.0, 62.0 / 3)
     assert (second["trades"], second["rows"]) == (4, 2)
-    dropped = sum(
-        op.numRowsDroppedByWatermark for p in query.recentProgress for op in p.stateOperators
-    )
-    assert dropped == 1
+    assert (final[("1h", 0)]["volume"], final[("1h", 0)]["rows"]) == (7.0, 5)
+    summaries = [row for row in outputs if row["kind"] == KIND_SUMMARY]
+    late = [(r["late_rows"], r["late_first_ms"], r["late_last_ms"]) for r in summaries]
+    assert late == [(0, None, None), (1, 3 * MIN, 3 * MIN)]  # the late event, by its time
+    # The state keeps the candles of windows that can still change: the hour [0, 60).
+    assert [r["state_candles"] for r in summaries] == [4, 5]
 
 
 def batch_frame(spark: SparkSession, values: list[str]) -> DataFrame:
     rows = [(v, "t", 0, i, None) for i, v in enumerate(values)]
     return spark.createDataFrame(rows, RAW_SCHEMA)
-
-
-def test_vwap_falls_back_to_typical_price_without_quote_volume(spark: SparkSession) -> None:
-    raw = batch_frame(spark, [message(0, 10, 12, 9, 11, 1), message(1, 11, 14, 11, 13, 3)])
-    [row] = build_aggregates(valid_candles(parse_messages(raw)), "5m", "1 minute").collect()
-    # typical prices (12+9+11)/3 = 32/3 and (14+11+13)/3 = 38/3; volumes 1 and 3.
-    assert row["vwap"] == (32 / 3 * 1 + 38 / 3 * 3) / 4
-    assert (row["quote_volume"], row["trades"]) == (None, None)
 
 
 def test_invalid_records_become_dead_letters_with_reasons(spark: SparkSession) -> None:
@@ -116,9 +119,8 @@ def test_invalid_records_become_dead_letters_with_reasons(spark: SparkSession) -
             message(0, 1, 2, 0.5, 1.5, 1),
         ],
     )
-    letters = [
-        (r["key"], json.loads(r["value"])) for r in dead_letters(parse_messages(raw)).collect()
-    ]
+    keyed = keyed_records(parse_messages(raw)).where("dead_letter_key IS NOT NULL")
+    letters = [(r["dead_letter_key"], json.loads(r["dead_letter_value"])) for r in keyed.collect()]
     assert [(key, value["reason"]) for key, value in letters] == [
         ("t-0-0", "not a JSON candle"),
         ("t-0-1", "missing or mistyped close"),
@@ -127,3 +129,24 @@ def test_invalid_records_become_dead_letters_with_reasons(spark: SparkSession) -
         ("t-0-4", "negative volume"),
     ]
     assert letters[0][1]["raw"] == "not json"
+
+
+def test_dead_letters_go_through_the_stream_with_the_candles(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    source, checkpoint = tmp_path / "in", tmp_path / "ckpt"
+    source.mkdir()
+    write_records(source, "1.json", [(0, "not json"), (1, message(0, 1, 2, 0.5, 1.5, 1))])
+    outputs: list[dict[str, Any]] = []
+    run_available_now(spark, source, checkpoint, outputs)
+    kinds = sorted((r["kind"], r["symbol"] or "") for r in outputs)
+    assert kinds == [
+        (KIND_DEAD_LETTER, ""),
+        (KIND_SUMMARY, ""),
+        (KIND_SUMMARY, "BTCUSDT"),
+        (KIND_WINDOW, "BTCUSDT"),
+        (KIND_WINDOW, "BTCUSDT"),
+    ]
+    (letter,) = [r for r in outputs if r["kind"] == KIND_DEAD_LETTER]
+    assert letter["dead_letter_key"] == "t-0-0"
+    assert json.loads(letter["dead_letter_value"])["reason"] == "not a JSON candle"

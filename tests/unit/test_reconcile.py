@@ -131,7 +131,7 @@ def write_batch(query: Path, batch: int, offsets: dict[str, int], committed: boo
 
 
 def test_committed_offsets_come_from_the_last_committed_batch(tmp_path: Path) -> None:
-    query = tmp_path / "ohlcv_5m"
+    query = tmp_path / "ohlcv"
     assert committed_offsets(query) is None
     write_batch(query, 0, {"0": 10, "1": 4}, committed=True)
     write_batch(query, 1, {"0": 25, "1": 9}, committed=True)

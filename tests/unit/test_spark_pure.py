@@ -6,22 +6,35 @@ from datetime import UTC, datetime
 
 import pytest
 
-from spark_jobs.config import window_duration, window_ms
+from spark_jobs.config import interval_ms, window_ms
 from spark_jobs.sinks import line_protocol
 
 
 @pytest.mark.parametrize(
-    ("label", "duration", "ms"),
-    [("5m", "5 minutes", 300_000), ("1h", "1 hours", 3_600_000), ("1d", "1 days", 86_400_000)],
+    ("label", "ms"), [("5m", 300_000), ("1h", 3_600_000), ("4h", 14_400_000), ("1d", 86_400_000)]
 )
-def test_window_labels(label: str, duration: str, ms: int) -> None:
-    assert (window_duration(label), window_ms(label)) == (duration, ms)
+def test_window_labels(label: str, ms: int) -> None:
+    assert window_ms(label) == ms
 
 
 @pytest.mark.parametrize("label", ["5", "5 minutes", "m5", "5s"])
 def test_bad_window_label(label: str) -> None:
     with pytest.raises(ValueError, match="must look like 5m"):
-        window_duration(label)
+        window_ms(label)
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [("30 minutes", 1_800_000), ("1 second", 1_000), ("5 seconds", 5_000), ("2 hours", 7_200_000)],
+)
+def test_intervals(text: str, ms: int) -> None:
+    assert interval_ms(text) == ms
+
+
+@pytest.mark.parametrize("text", ["30", "30 min", "half an hour", "-1 second"])
+def test_bad_interval(text: str) -> None:
+    with pytest.raises(ValueError, match="must look like '30 minutes'"):
+        interval_ms(text)
 
 
 def test_line_protocol_point() -> None:

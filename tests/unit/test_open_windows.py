@@ -1,0 +1,158 @@
+"""The per-symbol state step on hand-made candles; every expected value is written out by hand."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from spark_jobs.open_windows import (
+    SymbolState,
+    WindowLength,
+    advance,
+    decode_candles,
+    encode_candles,
+)
+
+MIN = 60_000
+FIVE = WindowLength("5m", 5 * MIN)
+HOUR = WindowLength("1h", 60 * MIN)
+DELAY = 10 * MIN
+
+
+def candles(*rows: tuple[Any, ...]) -> pd.DataFrame:
+    """(minute, offset, open, high, low, close, volume[, quote_volume[, trades]])"""
+    records = []
+    for minute, offset, o, h, lo, c, v, *rest in rows:
+        quote_volume = rest[0] if rest else None
+        trades = rest[1] if len(rest) > 1 else None
+        records.append(
+            {
+                "event_time_ms": int(minute * MIN),
+                "partition": 0,
+                "offset": offset,
+                "open": float(o),
+                "high": float(h),
+                "low": float(lo),
+                "close": float(c),
+                "volume": float(v),
+                "quote_volume": None if quote_volume is None else float(quote_volume),
+                "trades": None if trades is None else float(trades),
+            }
+        )
+    return pd.DataFrame.from_records(records).astype({"quote_volume": float, "trades": float})
+
+
+def by_window(aggregates: pd.DataFrame) -> dict[tuple[str, int], dict[str, Any]]:
+    return {
+        (row["window"], row["window_start_ms"] // MIN): row for row in aggregates.to_dict("records")
+    }
+
+
+def test_out_of_order_and_duplicate_candles_in_one_batch() -> None:
+    step = advance(
+        SymbolState.empty(),
+        candles(
+            (0, 0, 10, 12, 9, 11, 1, 10, 1),
+            (2, 1, 11, 13, 10, 12, 2, 24, 2),
+            (1, 2, 10.5, 11.5, 10, 11, 1, 11, 1),  # out of order
+            (2, 3, 11, 13, 10, 12.5, 2, 25, 2),  # the same event time again: this copy wins
+        ),
+        [FIVE],
+        DELAY,
+    )
+    (window,) = step.aggregates.to_dict("records")
+    assert (window["window"], window["window_start_ms"], window["window_end_ms"]) == (
+        "5m",
+        0,
+        5 * MIN,
+    )
+    assert (window["open"], window["high"], window["low"], window["close"]) == (10, 13, 9, 12.5)
+    assert (window["volume"], window["quote_volume"], window["trades"]) == (4, 46, 4)
+    assert window["vwap"] == 46 / 4
+    assert (window["rows"], window["first_event_ms"], window["last_event_ms"]) == (3, 0, 2 * MIN)
+    assert step.late.empty
+    assert (step.state.max_event_ms, step.state.watermark_ms) == (2 * MIN, 2 * MIN - DELAY)
+
+
+def test_every_window_length_from_one_state_aligned_to_the_epoch() -> None:
+    step = advance(
+        SymbolState.empty(),
+        candles((58, 0, 1, 2, 1, 2, 1, 2, 1), (61, 1, 2, 3, 2, 3, 1, 3, 1)),
+        [FIVE, HOUR],
+        DELAY,
+    )
+    assert sorted(by_window(step.aggregates)) == [("1h", 0), ("1h", 60), ("5m", 55), ("5m", 60)]
+
+
+def test_a_later_batch_updates_an_open_window_and_drops_a_late_candle() -> None:
+    first = advance(SymbolState.empty(), candles((0, 0, 10, 11, 9, 10, 1, 10, 1)), [FIVE], DELAY)
+    second = advance(
+        first.state,
+        candles(
+            (3, 1, 10, 14, 10, 13, 1, 13, 1),  # same window, still open: updated
+            (30, 2, 20, 21, 19, 20, 1, 20, 1),  # moves the watermark to minute 20
+        ),
+        [FIVE],
+        DELAY,
+    )
+    windows = by_window(second.aggregates)
+    assert sorted(windows) == [("5m", 0), ("5m", 30)]
+    assert (windows[("5m", 0)]["high"], windows[("5m", 0)]["close"]) == (14, 13)
+    assert windows[("5m", 0)]["rows"] == 2
+    third = advance(
+        second.state,
+        candles((4, 3, 99, 99, 99, 99, 100, 9900, 9), (31, 4, 20, 22, 20, 21, 2, 42, 3)),
+        [FIVE],
+        DELAY,
+    )
+    assert list(third.late["event_time_ms"]) == [4 * MIN]  # before the watermark: late
+    (window,) = third.aggregates.to_dict("records")
+    assert (window["window_start_ms"], window["volume"], window["rows"]) == (30 * MIN, 3, 2)
+
+
+def test_vwap_falls_back_to_the_typical_price_and_missing_values_stay_null() -> None:
+    step = advance(
+        SymbolState.empty(),
+        candles((0, 0, 10, 12, 9, 11, 1), (1, 1, 11, 14, 11, 13, 3, None, 5)),
+        [FIVE],
+        DELAY,
+    )
+    (window,) = step.aggregates.to_dict("records")
+    # typical prices (12+9+11)/3 = 32/3 and (14+11+13)/3 = 38/3; volumes 1 and 3.
+    assert window["vwap"] == pytest.approx((32 / 3 * 1 + 38 / 3 * 3) / 4, rel=1e-12)
+    assert pd.isna(window["quote_volume"]) and pd.isna(window["trades"])
+
+
+def test_zero_volume_has_no_vwap() -> None:
+    step = advance(SymbolState.empty(), candles((0, 0, 1, 1, 1, 1, 0, 0, 0)), [FIVE], DELAY)
+    (window,) = step.aggregates.to_dict("records")
+    assert pd.isna(window["vwap"])
+    assert (window["volume"], window["quote_volume"], window["trades"]) == (0, 0, 0)
+
+
+def test_the_state_keeps_only_windows_that_can_still_change() -> None:
+    hour = advance(
+        SymbolState.empty(),
+        candles(*[(m, m, 1, 2, 1, 1, 1, 1, 1) for m in range(60)]),
+        [FIVE, HOUR],
+        DELAY,
+    )
+    # Watermark 49: every candle's hour [0, 60) is still open.
+    assert len(hour.state.candles) == 60
+    later = advance(
+        hour.state,
+        candles(*[(m, m, 1, 2, 1, 1, 1, 1, 1) for m in range(60, 75)]),
+        [FIVE, HOUR],
+        DELAY,
+    )
+    # Watermark 64: hour [0, 60) closed, its candles gone; [60, 75) kept.
+    assert list(later.state.candles["event_time_ms"] // MIN) == list(range(60, 75))
+    assert len(encode_candles(later.state.candles)) < len(encode_candles(hour.state.candles))
+
+
+def test_candles_survive_the_state_encoding() -> None:
+    original = candles((0, 0, 10, 12, 9, 11, 1), (1, 1, 11, 14, 11, 13, 3, 39.5, 5))
+    decoded = decode_candles(encode_candles(original))
+    pd.testing.assert_frame_equal(decoded, original, check_dtype=False)

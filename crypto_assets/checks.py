@@ -141,7 +141,8 @@ def nothing_left_behind(
         job_metadata = {}
     checkpoint = Path(job_metadata.get("checkpoint_dir") or spark.checkpoint_dir(kafka.topic))
     ends = kafka.end_offsets()
-    queries = sorted(p for p in checkpoint.iterdir() if p.is_dir()) if checkpoint.is_dir() else []
+    # A streaming query's checkpoint is a folder with an offsets log.
+    queries = sorted(p.parent for p in checkpoint.glob("*/offsets")) if checkpoint.is_dir() else []
     behind: dict[str, int] = {}
     for query in queries:
         committed = (committed_offsets(query) or {}).get(kafka.topic, {})

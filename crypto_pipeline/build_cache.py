@@ -22,6 +22,6 @@ def content_hash(*paths: Path) -> str:
 
 
 def spark_connectors_dir(cache_dir: Path) -> Path:
-    """The Kafka and MongoDB connector jars (and their dependencies) for `spark.jars`; filled by
+    """The Kafka connector jars (and their dependencies) for `spark.jars`; filled by
     `crypto-pipeline stack up` (and by the image build in docker compose)."""
     return cache_dir / f"spark-connectors-{content_hash(SPARK_CONNECTORS_POM)}"

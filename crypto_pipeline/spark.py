@@ -36,8 +36,10 @@ def spark_conf(master: str, jars_dir: Path) -> dict[str, str]:
         "spark.sql.adaptive.enabled": "false",
         # The job keeps its own per-symbol watermark: a batch without data has nothing to do.
         "spark.sql.streaming.noDataMicroBatches.enabled": "false",
-        # Rows per Arrow batch into the Python state function.
+        # Rows per Arrow batch into the Python state function; the batch's output to the driver
+        # through Arrow too.
         "spark.sql.execution.arrow.maxRecordsPerBatch": "100000",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
     }
 
 

@@ -1,6 +1,9 @@
-"""The `foreachBatch` of the OHLCV query: each micro-batch is computed once (cached), then MongoDB,
-InfluxDB and the dead-letter topic are written at the same time; a failure of any fails the batch
-(Spark retries it from the checkpoint, and every write is idempotent)."""
+"""The `foreachBatch` of the OHLCV query. Spark reads and parses the micro-batch once; its rows come
+to the driver through Arrow, where every symbol's windows advance from the state the previous
+batch left (spark_jobs/open_windows.py, kept by spark_jobs/state_store.py). Then MongoDB, InfluxDB
+and the dead-letter topic are written at the same time; a failure of any fails the batch (Spark
+runs it again from the checkpoint: it starts from the same state, and every write is
+idempotent)."""
 
 from __future__ import annotations
 
@@ -9,13 +12,21 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
 
+import pandas as pd
 from pyspark.sql import DataFrame
 
-from spark_jobs.config import JobConfig
-from spark_jobs.sinks import write_batch_metrics, write_dead_letters, write_influx, write_mongo
-from spark_jobs.transform import aggregates_of, dead_letters_of, summaries_of
+from spark_jobs.config import JobConfig, interval_ms, window_ms
+from spark_jobs.open_windows import CANDLE_COLUMNS, BatchStep, WindowLength, advance_all
+from spark_jobs.sinks import (
+    aggregate_columns,
+    write_batch_metrics,
+    write_dead_letters,
+    write_influx,
+    write_mongo,
+)
+from spark_jobs.state_store import StateStore
 
 log = logging.getLogger("spark_jobs")
 
@@ -36,33 +47,17 @@ class LateRange:
 
 @dataclass
 class BatchTotals:
-    """What one micro-batch did, from the summary rows of the stateful step."""
+    """What one micro-batch did."""
 
     windows: int = 0
     dead_letters: int = 0
     late: dict[str, LateRange] = field(default_factory=dict)
-    # What the state holds after the batch, for the symbols the batch touched.
+    # What the state holds after the batch: candles per symbol, and the size of its file.
     state_candles: dict[str, int] = field(default_factory=dict)
-    state_bytes: dict[str, int] = field(default_factory=dict)
-    # Seconds per stage: "compute" (read, parse, state step: the batch into the cache), then
-    # each sink's write (they overlap).
+    state_bytes: int = 0
+    # Seconds per stage: "compute" (Spark reads and parses, rows to the driver), "windows" (the
+    # windowed step and its state file), then each sink's write (they overlap).
     seconds: dict[str, float] = field(default_factory=dict)
-
-    @classmethod
-    def from_summaries(cls, summaries: list[dict[str, Any]]) -> BatchTotals:
-        totals = cls()
-        for row in summaries:
-            symbol = row["symbol"]
-            totals.dead_letters += row["dead_letters"] or 0
-            totals.windows += row["windows_emitted"] or 0
-            if symbol is None:
-                continue
-            if row["late_rows"]:
-                late = LateRange(row["late_rows"], row["late_first_ms"], row["late_last_ms"])
-                totals.late[symbol] = late
-            totals.state_candles[symbol] = row["state_candles"]
-            totals.state_bytes[symbol] = row["state_bytes"]
-        return totals
 
     @property
     def late_rows(self) -> int:
@@ -77,22 +72,49 @@ class BatchWriter:
     """Called by Spark for every micro-batch; `on_batch` receives its totals (the progress
     tracker keeps them for the heartbeat and the Dagster metadata)."""
 
-    def __init__(self, config: JobConfig, on_batch: Callable[[int, BatchTotals], None]) -> None:
+    def __init__(
+        self, config: JobConfig, state_dir: Path, on_batch: Callable[[int, BatchTotals], None]
+    ) -> None:
         self.config = config
+        self.store = StateStore(state_dir)
+        self.windows = tuple(WindowLength(label, window_ms(label)) for label in config.windows)
+        self.delay_ms = interval_ms(config.watermark)
         self.on_batch = on_batch
         self.pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="sink")
 
+    def compute(
+        self, batch: DataFrame, batch_id: int
+    ) -> tuple[BatchStep, pd.DataFrame, BatchTotals]:
+        """The batch's windows (its state file written) and dead letters; nothing sent yet."""
+        totals = BatchTotals()
+        started = time.monotonic()
+        records: pd.DataFrame = batch.toPandas()  # the only Spark action of the batch
+        totals.seconds["compute"] = time.monotonic() - started
+
+        started = time.monotonic()
+        valid = records["symbol"].notna()
+        step = advance_all(
+            self.store.load(batch_id),
+            records.loc[valid, ["symbol", *CANDLE_COLUMNS]],
+            self.windows,
+            self.delay_ms,
+        )
+        totals.state_bytes = self.store.save(batch_id, step.states)
+        self.store.prune(batch_id)
+        totals.seconds["windows"] = time.monotonic() - started
+
+        letters = records.loc[~valid, ["dead_letter_key", "dead_letter_value"]]
+        totals.windows, totals.dead_letters = len(step.aggregates), len(letters)
+        totals.late = {
+            symbol: LateRange(len(times), int(times.min()), int(times.max()))
+            for symbol, times in step.late.items()
+        }
+        totals.state_candles = {s: len(state.candles) for s, state in step.states.items()}
+        return step, letters, totals
+
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        batch.persist()
-        try:
-            started = time.monotonic()
-            # The only action on the whole batch: it computes it and fills the cache.
-            summaries = [row.asDict() for row in summaries_of(batch).collect()]
-            totals = BatchTotals.from_summaries(summaries)
-            totals.seconds["compute"] = time.monotonic() - started
-            totals.seconds.update(self._write(batch, batch_id, totals))
-        finally:
-            batch.unpersist()
+        step, letters, totals = self.compute(batch, batch_id)
+        totals.seconds.update(self._write(step, letters))
         if "influx" in self.config.sinks:
             counts = {
                 "windows": totals.windows,
@@ -104,10 +126,11 @@ class BatchWriter:
         if totals.windows or totals.dead_letters or totals.late:
             seconds = totals.seconds
             log.info(
-                "batch %d: computed in %.2f s; %d windows (MongoDB %s, InfluxDB %s), "
-                "%d dead letters, %d late rows%s",
+                "batch %d: read in %.2f s, windows in %.2f s; %d windows (MongoDB %s, "
+                "InfluxDB %s), %d dead letters, %d late rows%s",
                 batch_id,
                 seconds["compute"],
+                seconds["windows"],
                 totals.windows,
                 _rate(totals.windows, seconds.get("mongo", 0.0)),
                 _rate(totals.windows, seconds.get("influx", 0.0)),
@@ -119,20 +142,20 @@ class BatchWriter:
                 ),
             )
 
-    def _write(self, batch: DataFrame, batch_id: int, totals: BatchTotals) -> dict[str, float]:
+    def _write(self, step: BatchStep, letters: pd.DataFrame) -> dict[str, float]:
         """Every sink at once; seconds per sink. The first failure is raised once all ended."""
-        writes: dict[str, Callable[[], None]] = {}
-        if totals.windows:
-            aggregates = aggregates_of(batch)
+        writes: dict[str, Callable[[], object]] = {}
+        if len(step.aggregates) and set(self.config.sinks) & {"mongo", "influx"}:
+            columns = aggregate_columns(step.aggregates)
             if "mongo" in self.config.sinks:
-                writes["mongo"] = lambda: write_mongo(aggregates, batch_id, self.config)
+                writes["mongo"] = lambda: write_mongo(columns, self.config)
             if "influx" in self.config.sinks:
-                writes["influx"] = lambda: write_influx(aggregates, batch_id, self.config)
-        if totals.dead_letters:
-            dead = dead_letters_of(batch)
-            writes["dead_letters"] = lambda: write_dead_letters(dead, batch_id, self.config)
+                writes["influx"] = lambda: write_influx(columns, self.config)
+        if len(letters):
+            dead = letters.rename(columns={"dead_letter_key": "key", "dead_letter_value": "value"})
+            writes["dead_letters"] = lambda: write_dead_letters(dead, self.config)
 
-        def timed(write: Callable[[], None]) -> float:
+        def timed(write: Callable[[], object]) -> float:
             started = time.monotonic()
             write()
             return time.monotonic() - started

@@ -34,6 +34,8 @@ DEFAULT_WATERMARK = "30 minutes"
 # interval such as "1 second".
 AVAILABLE_NOW = "available-now"
 DEFAULT_CONTINUOUS_TRIGGER = "5 seconds"
+# Rows per micro-batch at most: a batch's rows all come to the driver.
+DEFAULT_MAX_OFFSETS_PER_TRIGGER = 1_000_000
 SINK_NAMES = ("mongo", "influx", "noop")
 
 
@@ -74,11 +76,11 @@ class JobConfig:
     watermark: str = DEFAULT_WATERMARK
     trigger: str = AVAILABLE_NOW
     starting_offsets: str = "earliest"
-    max_offsets_per_trigger: int | None = None
+    max_offsets_per_trigger: int | None = DEFAULT_MAX_OFFSETS_PER_TRIGGER
     sinks: tuple[str, ...] = ("mongo", "influx")
     # Heartbeat of a continuous run, for the Dagster health sensor.
     status_file: str | None = None
-    # Parallel writers of the MongoDB connector's replace-upsert.
+    # Bulk writes of replace-upserts sent to MongoDB at the same time.
     mongo_writers: int = 4
 
     def __post_init__(self) -> None:

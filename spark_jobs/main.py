@@ -6,7 +6,8 @@
 Options: `python -m spark_jobs.main --help` (spark_jobs/config.py, the contract with Dagster).
 `main` only wires configuration, the source, the query and its `foreachBatch`: one streaming
 query that reads the topic once and computes every window length and the dead letters from it
-(spark_jobs/transform.py), its checkpoint in `<checkpoint dir>/ohlcv`.
+(spark_jobs/transform.py, spark_jobs/batches.py): its checkpoint in `<checkpoint dir>/ohlcv`, the
+windows' state in `<checkpoint dir>/state`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from spark_jobs.batches import BatchWriter
 from spark_jobs.config import JobConfig
 from spark_jobs.progress import ProgressTracker, open_reporter
 from spark_jobs.sinks import ensure_mongo_index
-from spark_jobs.transform import ohlcv_stream, parse_messages
+from spark_jobs.transform import keyed_records, parse_messages
 
 log = logging.getLogger("spark_jobs")
 
@@ -46,6 +47,8 @@ def read_source(spark: SparkSession, config: JobConfig) -> DataFrame:
         .option("startingOffsets", config.starting_offsets)
         # Never skip data that is gone from Kafka: fail loudly instead.
         .option("failOnDataLoss", "true")
+        # Large partitions split into tasks for every core (a topic's partitions are uneven).
+        .option("minPartitions", str(spark.sparkContext.defaultParallelism * 2))
     )
     if config.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(config.max_offsets_per_trigger))
@@ -53,6 +56,7 @@ def read_source(spark: SparkSession, config: JobConfig) -> DataFrame:
 
 
 QUERY = "ohlcv"
+STATE = "state"  # the windowed step's state, next to the query's checkpoint
 # The last log line of a run: its totals as JSON (read by the benchmarks).
 SUMMARY_PREFIX = "job summary: "
 # One streaming query per window length plus one for dead letters, before the one-pass job.
@@ -79,20 +83,18 @@ def check_checkpoint(config: JobConfig) -> Path:
         )
     root.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps(shape))
-    return root / QUERY
+    return root
 
 
 def start_query(
     spark: SparkSession, config: JobConfig, checkpoint: Path, writer: BatchWriter
 ) -> StreamingQuery:
-    """The topic read once, parsed once; every window length and the dead letters from it."""
-    stream = ohlcv_stream(
-        parse_messages(read_source(spark, config)), config.windows, config.watermark
-    )
+    """The topic read once and parsed once per micro-batch; every window length and the dead
+    letters from those rows, in the `foreachBatch`."""
     query = (
-        stream.writeStream.queryName(QUERY)
-        .outputMode("update")
-        .option("checkpointLocation", str(checkpoint))
+        keyed_records(parse_messages(read_source(spark, config)))
+        .writeStream.queryName(QUERY)
+        .option("checkpointLocation", str(checkpoint / QUERY))
         .foreachBatch(writer)
     )
     if config.continuous:
@@ -140,7 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if "mongo" in config.sinks:
             ensure_mongo_index(config)
-        query = start_query(spark, config, checkpoint, BatchWriter(config, tracker.record_batch))
+        writer = BatchWriter(config, checkpoint / STATE, tracker.record_batch)
+        query = start_query(spark, config, checkpoint, writer)
         reporter.log.info(
             f"started on {config.kafka.topic} ({config.trigger}), windows "
             f"{','.join(config.windows)}; checkpoint {config.checkpoint_dir}; "

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 CANDLE_COLUMNS = (
     "event_time_ms",
@@ -71,19 +70,6 @@ class SymbolState:
     @classmethod
     def empty(cls) -> SymbolState:
         return cls(None, None, pd.DataFrame({name: [] for name in CANDLE_COLUMNS}))
-
-
-def encode_candles(candles: pd.DataFrame) -> bytes:
-    """The state's candles as an Arrow IPC stream (what Spark's state store keeps)."""
-    table = pa.Table.from_pandas(candles[list(CANDLE_COLUMNS)], preserve_index=False)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return bytes(sink.getvalue().to_pybytes())
-
-
-def decode_candles(encoded: bytes) -> pd.DataFrame:
-    return pa.ipc.open_stream(encoded).read_all().to_pandas()
 
 
 @dataclass(frozen=True)
@@ -136,52 +122,91 @@ def advance(
 def _touched_windows(
     candles: pd.DataFrame, fresh: pd.DataFrame, window: WindowLength
 ) -> pd.DataFrame:
-    """The aggregates of the windows of this length that `fresh` has candles in."""
+    """The aggregates of the windows of this length that `fresh` has candles in. `candles` is
+    sorted by event time, so each window's candles are one run: reduced with numpy."""
     size = window.size_ms
-    starts = candles["event_time_ms"].to_numpy(dtype=np.int64)
-    starts = starts - starts % size
+    times = candles["event_time_ms"].to_numpy(dtype=np.int64)
+    starts = times - times % size
     fresh_times = fresh["event_time_ms"].to_numpy(dtype=np.int64)
     touched = np.isin(starts, np.unique(fresh_times - fresh_times % size))
-    frame = candles[touched].assign(
-        window_start_ms=starts[touched],
-        turnover=lambda f: (f["high"] + f["low"] + f["close"]) / 3 * f["volume"],
-        quote_volume_missing=lambda f: f["quote_volume"].isna(),
-        trades_missing=lambda f: f["trades"].isna(),
-    )
-    grouped = frame.groupby("window_start_ms", sort=True).agg(
-        open=("open", "first"),
-        high=("high", "max"),
-        low=("low", "min"),
-        close=("close", "last"),
-        volume=("volume", "sum"),
-        quote_volume=("quote_volume", "sum"),
-        quote_volume_missing=("quote_volume_missing", "any"),
-        turnover=("turnover", "sum"),
-        trades=("trades", "sum"),
-        trades_missing=("trades_missing", "any"),
-        rows=("event_time_ms", "size"),
-        first_event_ms=("event_time_ms", "min"),
-        last_event_ms=("event_time_ms", "max"),
-    )
-    quote_volume = grouped["quote_volume"].where(~grouped["quote_volume_missing"])
-    volume = grouped["volume"]
-    vwap = quote_volume.fillna(grouped["turnover"]) / volume
-    result = pd.DataFrame(
+    times, starts = times[touched], starts[touched]
+    first = np.flatnonzero(np.r_[True, starts[1:] != starts[:-1]])
+    last = np.r_[first[1:], len(times)] - 1
+
+    def column(name: str) -> np.ndarray:
+        return candles[name].to_numpy(dtype=np.float64)[touched]
+
+    def total(values: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(values, first) if len(values) else values
+
+    def total_or_null(values: np.ndarray) -> np.ndarray:
+        """The sum per window, NaN where any candle lacks the value."""
+        missing = total(np.isnan(values).astype(np.int64)) > 0
+        return np.where(missing, np.nan, total(np.nan_to_num(values)))
+
+    high, low, close, volume = column("high"), column("low"), column("close"), column("volume")
+    volumes = total(volume)
+    quote_volume = total_or_null(column("quote_volume"))
+    # Quote volume, or the volume-weighted typical price standing in for it.
+    turnover = total((high + low + close) / 3 * volume)
+    turnover = np.where(np.isnan(quote_volume), turnover, quote_volume)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vwap = np.where(volumes > 0, turnover / volumes, np.nan)
+    trades = total_or_null(column("trades"))
+    trades_missing = np.isnan(trades)
+    window_starts = starts[first]
+    return pd.DataFrame(
         {
             "window": window.label,
-            "window_start_ms": grouped.index.to_numpy(dtype=np.int64),
-            "window_end_ms": grouped.index.to_numpy(dtype=np.int64) + size,
-            "open": grouped["open"],
-            "high": grouped["high"],
-            "low": grouped["low"],
-            "close": grouped["close"],
-            "volume": volume,
+            "window_start_ms": window_starts,
+            "window_end_ms": window_starts + size,
+            "open": column("open")[first],
+            "high": np.maximum.reduceat(high, first) if len(high) else high,
+            "low": np.minimum.reduceat(low, first) if len(low) else low,
+            "close": close[last],
+            "volume": volumes,
             "quote_volume": quote_volume,
-            "vwap": vwap.where(volume > 0),
-            "trades": grouped["trades"].round().astype("Int64").where(~grouped["trades_missing"]),
-            "rows": grouped["rows"].astype(np.int64),
-            "first_event_ms": grouped["first_event_ms"].astype(np.int64),
-            "last_event_ms": grouped["last_event_ms"].astype(np.int64),
+            "vwap": vwap,
+            "trades": pd.arrays.IntegerArray(
+                np.where(trades_missing, 0, np.round(trades)).astype(np.int64), trades_missing
+            ),
+            "rows": (last - first + 1).astype(np.int64),
+            "first_event_ms": times[first],
+            "last_event_ms": times[last],
         }
     )
-    return result.reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class BatchStep:
+    """One micro-batch over every symbol in it."""
+
+    states: dict[str, SymbolState]  # every symbol's state after the batch (untouched ones too)
+    aggregates: pd.DataFrame  # "symbol" + AGGREGATE_COLUMNS
+    late: dict[str, pd.Series]  # per symbol, the event times of its late candles
+    touched: tuple[str, ...]  # the symbols the batch had candles of
+
+
+def advance_all(
+    states: dict[str, SymbolState],
+    candles: pd.DataFrame,
+    windows: Sequence[WindowLength],
+    delay_ms: int,
+) -> BatchStep:
+    """`advance` for each symbol of a batch of candles ("symbol" + CANDLE_COLUMNS)."""
+    updated = dict(states)
+    aggregates, late = [], {}
+    for symbol, arrivals in candles.groupby("symbol", sort=True):
+        step = advance(states.get(str(symbol), SymbolState.empty()), arrivals, windows, delay_ms)
+        updated[str(symbol)] = step.state
+        aggregates.append(step.aggregates.assign(symbol=str(symbol)))
+        if len(step.late):
+            late[str(symbol)] = step.late["event_time_ms"]
+    columns = ["symbol", *AGGREGATE_COLUMNS]
+    frame = (
+        pd.concat(aggregates, ignore_index=True)[columns]
+        if aggregates
+        else pd.DataFrame({name: [] for name in columns})
+    )
+    touched = tuple(sorted(str(symbol) for symbol in candles["symbol"].unique()))
+    return BatchStep(updated, frame, late, touched)

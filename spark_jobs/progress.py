@@ -39,7 +39,7 @@ class StreamTotals:
     dead_letters: int = 0
     late: dict[str, LateRange] = field(default_factory=dict)
     state_candles: dict[str, int] = field(default_factory=dict)
-    state_bytes: dict[str, int] = field(default_factory=dict)
+    state_bytes: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -112,8 +112,8 @@ class ProgressTracker(StreamingQueryListener):
                     totals.late[symbol].add(late)
                 else:
                     totals.late[symbol] = LateRange(**asdict(late))
-            totals.state_candles.update(batch.state_candles)
-            totals.state_bytes.update(batch.state_bytes)
+            totals.state_candles = batch.state_candles
+            totals.state_bytes = batch.state_bytes
             for stage, seconds in batch.seconds.items():
                 totals.seconds[stage] = totals.seconds.get(stage, 0.0) + seconds
 
@@ -142,7 +142,7 @@ class ProgressTracker(StreamingQueryListener):
         return {
             "symbols": len(totals.state_candles),
             "candles": sum(totals.state_candles.values()),
-            "bytes": sum(totals.state_bytes.values()),
+            "bytes": totals.state_bytes,
         }
 
     def summary(self) -> dict[str, Any]:

@@ -1,35 +1,85 @@
-"""Sinks of the OHLCV job, one small function each, called from `foreachBatch` (batches.py).
+"""Sinks of the OHLCV job, one small function each, called from `foreachBatch` (batches.py) with
+the micro-batch's output collected once to the driver (pandas, through Arrow).
 
-Every write is idempotent on the natural key (symbol, window, window start), so a batch that Spark
-replays from the checkpoint overwrites what it wrote before. No exception is caught here: a failed
-write fails the batch, and Spark retries it from the checkpoint.
+Written from the driver with clients kept for the life of the process: a micro-batch of a live
+stream holds a few thousand windows, and one Spark job per sink cost more than the writes
+(measured: bench/results.md). Every write is idempotent on the natural key (symbol, window, window
+start), so a batch that Spark replays from the checkpoint overwrites what it wrote before. No
+exception is caught here: a failed write fails the batch, and Spark retries it from the
+checkpoint.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from pyspark.sql import DataFrame, Row
-from pyspark.sql import functions as F
+import pandas as pd
 
 from crypto_pipeline.aggregates import AGGREGATE_FIELDS, INTEGER_FIELDS
-from crypto_pipeline.clients import influx_client, mongo_client
+from crypto_pipeline.clients import Document, influx_client, kafka_producer, mongo_client
 from crypto_pipeline.settings import InfluxTarget
 from spark_jobs.config import JobConfig
-from spark_jobs.transform import document_id
 
 T = TypeVar("T")
 
 RETRIES = 5
 INFLUX_BATCH_LINES = 5_000
+# Replace-upserts per bulk write: what the MongoDB Spark connector sends (maxBatchSize).
+MONGO_BATCH = 512
+
+# One client per server for the life of the process (reused by every micro-batch).
+_CLIENTS: dict[tuple[str, ...], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
 
 
-def mongo_documents(aggregates: DataFrame) -> DataFrame:
-    return aggregates.select(
-        document_id(F.col("symbol"), F.col("window"), F.col("window_start")).alias("_id"), "*"
-    )
+def _client(kind: str, key: tuple[str, ...], create: Any) -> Any:
+    with _CLIENTS_LOCK:
+        if (kind, *key) not in _CLIENTS:
+            _CLIENTS[(kind, *key)] = create()
+        return _CLIENTS[(kind, *key)]
+
+
+def _values(series: pd.Series, integer: bool) -> list[Any]:
+    """Plain Python values, nulls (NaN, NA) as None: what BSON and line protocol take."""
+    present = series.notna().tolist()
+    values = (series.fillna(0).astype("int64") if integer else series.astype("float64")).tolist()
+    return [value if ok else None for value, ok in zip(values, present, strict=True)]
+
+
+def aggregate_columns(windows: pd.DataFrame) -> dict[str, list[Any]]:
+    """The windows' key and aggregate fields as lists of plain values (None for null)."""
+    columns: dict[str, list[Any]] = {
+        "symbol": windows["symbol"].tolist(),
+        "window": windows["window"].tolist(),
+        "window_start_ms": windows["window_start_ms"].astype("int64").tolist(),
+        "window_end_ms": windows["window_end_ms"].astype("int64").tolist(),
+    }
+    for name in AGGREGATE_FIELDS:
+        columns[name] = _values(windows[name], integer=name in INTEGER_FIELDS)
+    return columns
+
+
+def mongo_documents(columns: dict[str, list[Any]]) -> list[Document]:
+    """`_id = SYMBOL|window|window start ms`; window start and end as dates."""
+    documents = []
+    for index, symbol in enumerate(columns["symbol"]):
+        start_ms = columns["window_start_ms"][index]
+        document: Document = {
+            "_id": f"{symbol}|{columns['window'][index]}|{start_ms}",
+            "symbol": symbol,
+            "window": columns["window"][index],
+            "window_start": datetime.fromtimestamp(start_ms / 1000, tz=UTC),
+            "window_end": datetime.fromtimestamp(columns["window_end_ms"][index] / 1000, tz=UTC),
+        }
+        for name in AGGREGATE_FIELDS:
+            document[name] = columns[name][index]
+        documents.append(document)
+    return documents
 
 
 def ensure_mongo_index(config: JobConfig) -> None:
@@ -44,40 +94,45 @@ def ensure_mongo_index(config: JobConfig) -> None:
         )
 
 
-def write_mongo(batch: DataFrame, batch_id: int, config: JobConfig) -> None:
-    """Idempotent upsert by `_id` through the MongoDB Spark connector: each document replaces
-    the one with its `_id`, or is inserted. No window is ever absent in between."""
-    (
-        mongo_documents(batch)
-        .coalesce(config.mongo_writers)
-        .write.format("mongodb")
-        .mode("append")
-        .option("connection.uri", config.mongo.uri)
-        .option("database", config.mongo.database)
-        .option("collection", config.mongo.collection)
-        .option("operationType", "replace")
-        .option("idFieldList", "_id")
-        .option("upsertDocument", "true")
-        .save()
+def write_mongo(columns: dict[str, list[Any]], config: JobConfig) -> int:
+    """Replace-upserts by `_id` (a window is replaced in place, or inserted; never absent in
+    between), unordered bulk writes of MONGO_BATCH, `mongo_writers` at a time."""
+    from pymongo import ReplaceOne
+
+    mongo = config.mongo
+    client = _client("mongo", (mongo.uri,), lambda: mongo_client(mongo.uri))
+    collection = client[mongo.database][mongo.collection]
+    writers = _client(
+        "mongo-writers",
+        (str(config.mongo_writers),),
+        lambda: ThreadPoolExecutor(config.mongo_writers, thread_name_prefix="mongo"),
     )
+    documents = mongo_documents(columns)
+
+    def upsert(chunk: Sequence[Document]) -> None:
+        collection.bulk_write(
+            [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in chunk], ordered=False
+        )
+
+    for future in [writers.submit(upsert, chunk) for chunk in _chunks(documents, MONGO_BATCH)]:
+        future.result()
+    return len(documents)
 
 
 def _escape_tag(value: str) -> str:
     return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
-def line_protocol(row: Row | dict[str, Any], measurement: str) -> str:
+def line_protocol(values: dict[str, Any], measurement: str) -> str:
     """One point: tags symbol and window, the aggregates as fields, time = window start (ms)."""
-    values = row.asDict() if isinstance(row, Row) else row
     fields = []
     for name in AGGREGATE_FIELDS:
         value = values[name]
         if value is None:
             continue
         fields.append(f"{name}={int(value)}i" if name in INTEGER_FIELDS else f"{name}={value!r}")
-    start_ms = int(values["window_start"].timestamp() * 1000)
     tags = f"symbol={_escape_tag(values['symbol'])},window={_escape_tag(values['window'])}"
-    return f"{measurement},{tags} {','.join(fields)} {start_ms}"
+    return f"{measurement},{tags} {','.join(fields)} {values['window_start_ms']}"
 
 
 def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -100,18 +155,14 @@ def _is_transient(error: Exception) -> bool:
     return isinstance(error, HTTPError | ConnectionError | TimeoutError)
 
 
-# One client per process and server (Python workers live across micro-batches): its connection
-# pool is reused instead of a new client per partition and batch.
-_INFLUX_WRITERS: dict[tuple[str, str, str], Any] = {}
-
-
 def _influx_writer(target: InfluxTarget) -> Any:
     from influxdb_client.client.write_api import SYNCHRONOUS
 
-    key = (target.url, target.token, target.org)
-    if key not in _INFLUX_WRITERS:
-        _INFLUX_WRITERS[key] = influx_client(target).write_api(write_options=SYNCHRONOUS)
-    return _INFLUX_WRITERS[key]
+    return _client(
+        "influx",
+        (target.url, target.token, target.org),
+        lambda: influx_client(target).write_api(write_options=SYNCHRONOUS),
+    )
 
 
 def write_influx_lines(lines: Iterable[str], config: JobConfig) -> int:
@@ -136,6 +187,13 @@ def write_influx_lines(lines: Iterable[str], config: JobConfig) -> int:
     return written
 
 
+def write_influx(columns: dict[str, list[Any]], config: JobConfig) -> int:
+    measurement = config.influx.measurement
+    names = list(columns)
+    rows = (dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True))
+    return write_influx_lines((line_protocol(row, measurement) for row in rows), config)
+
+
 def write_batch_metrics(
     query: str, batch_id: int, counts: dict[str, int], config: JobConfig
 ) -> None:
@@ -148,21 +206,16 @@ def write_batch_metrics(
     write_influx_lines([line], config)
 
 
-def write_influx(batch: DataFrame, batch_id: int, config: JobConfig) -> None:
-    """Each Spark partition writes its own points (no collect to the driver)."""
-    measurement = config.influx.measurement
-
-    def write_partition(rows: Iterable[Row]) -> None:
-        write_influx_lines((line_protocol(row, measurement) for row in rows), config)
-
-    batch.foreachPartition(write_partition)
-
-
-def write_dead_letters(batch: DataFrame, batch_id: int, config: JobConfig) -> None:
-    """Invalid records to `<topic>.dlq` through the Kafka connector."""
-    (
-        batch.write.format("kafka")
-        .option("kafka.bootstrap.servers", config.kafka.bootstrap_servers)
-        .option("topic", config.kafka.dlq_topic)
-        .save()
-    )
+def write_dead_letters(letters: pd.DataFrame, config: JobConfig) -> int:
+    """Invalid records to `<topic>.dlq` (key topic-partition-offset), acks from all in-sync
+    replicas; any record not delivered fails the batch."""
+    bootstrap = config.kafka.bootstrap_servers
+    producer = _client("kafka", (bootstrap,), lambda: kafka_producer(bootstrap))
+    sent = [
+        producer.send(config.kafka.dlq_topic, key=key.encode(), value=value.encode())
+        for key, value in zip(letters["key"], letters["value"], strict=True)
+    ]
+    producer.flush()
+    for future in sent:
+        future.get(timeout=0)  # raises the delivery error, if any
+    return len(sent)

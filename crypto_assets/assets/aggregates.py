@@ -9,7 +9,13 @@ from pydantic import Field
 from crypto_assets.assets.market_data import kafka_klines
 from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
 from crypto_pipeline.stream_status import running_stream_pid
-from spark_jobs.config import AVAILABLE_NOW, DEFAULT_WATERMARK, DEFAULT_WINDOWS, JobConfig
+from spark_jobs.config import (
+    AVAILABLE_NOW,
+    DEFAULT_MAX_OFFSETS_PER_TRIGGER,
+    DEFAULT_WATERMARK,
+    DEFAULT_WINDOWS,
+    JobConfig,
+)
 
 MONGO_ASSET = dg.AssetKey("mongo_realtime")
 INFLUX_ASSET = dg.AssetKey("influx_ohlcv")
@@ -22,7 +28,9 @@ class SparkJobConfig(dg.Config):
         default=",".join(DEFAULT_WINDOWS), description="window lengths, comma-separated"
     )
     watermark: str = Field(default=DEFAULT_WATERMARK, description="how late an event may arrive")
-    max_offsets_per_trigger: int | None = Field(default=None, description="micro-batch cap")
+    max_offsets_per_trigger: int = Field(
+        default=DEFAULT_MAX_OFFSETS_PER_TRIGGER, description="rows per micro-batch at most"
+    )
     checkpoint_dir: str | None = Field(
         default=None, description="default: <state dir of the spark resource>/checkpoints/<topic>"
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from crypto_pipeline.console import say
 from crypto_pipeline.settings import Settings
-from crypto_pipeline.stack.artifacts import StackError
+from crypto_pipeline.stack.artifacts import StackError, spark_connector_jars
 from crypto_pipeline.stack.services import Service, services, wait_healthy
 
 __all__ = ["StackError", "down", "is_running", "reset", "status", "up"]
@@ -141,6 +141,8 @@ def up(settings: Settings, only: Collection[str] | None = None) -> None:
     """Start every service (or those named in `only`) that is not running; a no-op for those
     already healthy."""
     chosen = _chosen(settings, only)
+    if only is None:  # the Spark job's connector jars: no service, but fetched (once) here too
+        spark_connector_jars(settings)
     to_start = [service for service in chosen if _read_record(service) is None]
     for service in to_start:
         for setting, port in service.ports.items():

@@ -135,7 +135,7 @@ def _artifact(jar: Path) -> str:
 
 
 def spark_connector_jars(settings: Settings) -> Path:
-    """A folder holding exactly the Kafka and MongoDB connector jars and their dependencies,
+    """A folder holding exactly the Kafka connector jars and their dependencies,
     without the jars pyspark already ships (so `spark.jars` can name `<folder>/*.jar`)."""
     copy = _maven_copy(SPARK_CONNECTORS_POM.parent, "fetching Spark connector jars")
 

@@ -22,7 +22,6 @@ from crypto_pipeline.stack.artifacts import (
     influxd_binary,
     kafka_jars,
     require_tool,
-    spark_connector_jars,
 )
 
 HEALTH_TOPIC = "__stack_health"
@@ -92,8 +91,6 @@ class Kafka(Service):
     def prepare(self) -> list[str]:
         java = require_tool("java")
         jars = kafka_jars(self.settings)
-        # The Spark connectors are fetched here too, so that everything is cached after one `up`.
-        spark_connector_jars(self.settings)
         server_properties = self.render(
             "kafka-server.properties",
             "kafka-server.properties",

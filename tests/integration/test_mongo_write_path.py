@@ -1,6 +1,6 @@
-"""The one MongoDB write path, the one docker compose runs against MongoDB: the Spark connector's
-replace-upsert by `_id`, here on the local stack's FerretDB built with the patches in
-local_stack/ferretdb/patches (each test below fails without its patch)."""
+"""The one MongoDB write path, the one docker compose runs against MongoDB: replace-upserts by `_id`
+in unordered bulk writes of 512 (spark_jobs/sinks.py), here on the local stack's FerretDB built
+with the patches in local_stack/ferretdb/patches (each test below fails without its patch)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,42 @@ def test_lookups_by_id_use_the_id_index(local_stack: Settings, unique_name: str)
         )
     (plan,) = explained["queryPlanner"]["Plan"]
     assert "SEARCH" in plan and "USING INDEX" in plan and "__id_" in plan, plan
+
+
+def test_concurrent_upserts_of_the_same_new_documents_all_succeed(
+    local_stack: Settings, unique_name: str
+) -> None:
+    """Patch 0004: unpatched, an upsert racing another writer's insert of the same `_id` fails
+    its whole command (seen in two of three runs of exactly this)."""
+    writers = 4
+    start = threading.Barrier(writers)
+    errors: list[str] = []
+
+    def upsert_all(writer: int) -> None:
+        with mongo_client(local_stack.mongo.uri) as client:
+            collection = client[unique_name]["docs"]
+            ops = [
+                ReplaceOne({"_id": f"k{i}"}, {"_id": f"k{i}", "writer": writer}, upsert=True)
+                for i in range(3_000)
+            ]
+            start.wait()
+            try:
+                for first in range(0, len(ops), 512):
+                    collection.bulk_write(ops[first : first + 512], ordered=False)
+            except Exception as error:  # collected: the assertion below shows them
+                errors.append(f"{type(error).__name__}: {error}")
+
+    threads = [threading.Thread(target=upsert_all, args=(w,)) for w in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    with mongo_client(local_stack.mongo.uri) as client:
+        documents = list(client[unique_name]["docs"].find({}))
+    assert len(documents) == 3_000
+    assert {doc["writer"] for doc in documents} <= set(range(writers))
 
 
 def test_concurrent_jobs_upserting_the_same_windows_end_exact(

@@ -1,6 +1,7 @@
-"""The transformation on hand-made input, as a real stream (file source, two micro-batches, Spark's
-state store): out-of-order events, a duplicate, an event later than the watermark, several window
-lengths from one read, dead letters. Expected values are written out by hand."""
+"""The job's micro-batch step on hand-made input, as a real stream (file source, two runs on one
+checkpoint: the second starts from the state file the first left): out-of-order events, a
+duplicate, an event later than the watermark, several window lengths from one read, dead
+letters. Expected values are written out by hand."""
 
 from __future__ import annotations
 
@@ -10,14 +11,10 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from spark_jobs.transform import (
-    KIND_DEAD_LETTER,
-    KIND_SUMMARY,
-    KIND_WINDOW,
-    keyed_records,
-    ohlcv_stream,
-    parse_messages,
-)
+from crypto_pipeline.settings import Settings
+from spark_jobs.batches import BatchWriter
+from spark_jobs.config import JobConfig
+from spark_jobs.transform import keyed_records, parse_messages
 
 MIN = 60_000
 RAW_SCHEMA = "value STRING, topic STRING, partition INT, offset BIGINT, timestamp TIMESTAMP"
@@ -39,18 +36,35 @@ def write_records(folder: Path, name: str, values: list[tuple[int, str]]) -> Non
     (folder / name).write_text("\n".join(lines) + "\n")
 
 
-def run_available_now(spark: SparkSession, source: Path, checkpoint: Path, out: list) -> Any:
+def run_available_now(
+    spark: SparkSession, source: Path, checkpoint: Path, out: list[dict[str, Any]]
+) -> None:
+    """One available-now run of the job's step (windows 5m and 1h, watermark 10 minutes, nothing
+    sent anywhere): every window it emits, then a summary of each batch, appended to `out`."""
+    config = JobConfig.from_settings(
+        Settings.from_env({}),
+        checkpoint_dir=str(checkpoint),
+        windows=("5m", "1h"),
+        watermark="10 minutes",
+        sinks=("noop",),
+    )
+    writer = BatchWriter(config, checkpoint / "state", lambda batch_id, totals: None)
+
+    def step(batch: DataFrame, batch_id: int) -> None:
+        windows, letters, totals = writer.compute(batch, batch_id)
+        out.extend({"kind": "window", **row} for row in windows.aggregates.to_dict("records"))
+        out.extend({"kind": "dead_letter", **row} for row in letters.to_dict("records"))
+        out.append({"kind": "summary", "totals": totals})
+
     raw = spark.readStream.schema(RAW_SCHEMA).json(str(source))
-    stream = ohlcv_stream(parse_messages(raw), ("5m", "1h"), "10 minutes")
     query = (
-        stream.writeStream.outputMode("update")
-        .option("checkpointLocation", str(checkpoint))
-        .foreachBatch(lambda batch, _: out.extend(r.asDict() for r in batch.collect()))
+        keyed_records(parse_messages(raw))
+        .writeStream.option("checkpointLocation", str(checkpoint / "query"))
+        .foreachBatch(step)
         .trigger(availableNow=True)
         .start()
     )
     query.awaitTermination()
-    return query
 
 
 def test_out_of_order_duplicate_and_late_events(spark: SparkSession, tmp_path: Path) -> None:
@@ -80,8 +94,8 @@ def test_out_of_order_duplicate_and_late_events(spark: SparkSession, tmp_path: P
     run_available_now(spark, source, checkpoint, outputs)
 
     final = {}
-    for row in outputs:  # update mode: the last emitted row of a window is its final state
-        if row["kind"] == KIND_WINDOW:
+    for row in outputs:  # the last emitted row of a window is its final state
+        if row["kind"] == "window":
             final[(row["window"], row["window_start_ms"] // MIN)] = row
     assert {k: (v["open"], v["high"], v["low"], v["close"]) for k, v in final.items()} == {
         ("5m", 0): (10.0, 13.0, 9.0, 12.0),
@@ -95,11 +109,14 @@ def test_out_of_order_duplicate_and_late_events(spark: SparkSession, tmp_path: P
     assert (second["volume"], second["quote_volume"], second["vwap"]) == (3.0, 62.0, 62.0 / 3)
     assert (second["trades"], second["rows"]) == (4, 2)
     assert (final[("1h", 0)]["volume"], final[("1h", 0)]["rows"]) == (7.0, 5)
-    summaries = [row for row in outputs if row["kind"] == KIND_SUMMARY]
-    late = [(r["late_rows"], r["late_first_ms"], r["late_last_ms"]) for r in summaries]
-    assert late == [(0, None, None), (1, 3 * MIN, 3 * MIN)]  # the late event, by its time
+    totals = [row["totals"] for row in outputs if row["kind"] == "summary"]
+    late = [
+        {s: (r.rows, r.first_event_ms, r.last_event_ms) for s, r in t.late.items()} for t in totals
+    ]
+    assert late == [{}, {"BTCUSDT": (1, 3 * MIN, 3 * MIN)}]  # the late event, by its time
     # The state keeps the candles of windows that can still change: the hour [0, 60).
-    assert [r["state_candles"] for r in summaries] == [4, 5]
+    assert [t.state_candles for t in totals] == [{"BTCUSDT": 4}, {"BTCUSDT": 5}]
+    assert sorted(path.name for path in (checkpoint / "state").iterdir()) == ["0.arrow", "1.arrow"]
 
 
 def batch_frame(spark: SparkSession, values: list[str]) -> DataFrame:
@@ -119,7 +136,7 @@ def test_invalid_records_become_dead_letters_with_reasons(spark: SparkSession) -
             message(0, 1, 2, 0.5, 1.5, 1),
         ],
     )
-    keyed = keyed_records(parse_messages(raw)).where("dead_letter_key IS NOT NULL")
+    keyed = keyed_records(parse_messages(raw)).where("symbol IS NULL")
     letters = [(r["dead_letter_key"], json.loads(r["dead_letter_value"])) for r in keyed.collect()]
     assert [(key, value["reason"]) for key, value in letters] == [
         ("t-0-0", "not a JSON candle"),
@@ -131,7 +148,7 @@ def test_invalid_records_become_dead_letters_with_reasons(spark: SparkSession) -
     assert letters[0][1]["raw"] == "not json"
 
 
-def test_dead_letters_go_through_the_stream_with_the_candles(
+def test_dead_letters_come_from_the_same_read_as_the_candles(
     spark: SparkSession, tmp_path: Path
 ) -> None:
     source, checkpoint = tmp_path / "in", tmp_path / "ckpt"
@@ -139,14 +156,11 @@ def test_dead_letters_go_through_the_stream_with_the_candles(
     write_records(source, "1.json", [(0, "not json"), (1, message(0, 1, 2, 0.5, 1.5, 1))])
     outputs: list[dict[str, Any]] = []
     run_available_now(spark, source, checkpoint, outputs)
-    kinds = sorted((r["kind"], r["symbol"] or "") for r in outputs)
-    assert kinds == [
-        (KIND_DEAD_LETTER, ""),
-        (KIND_SUMMARY, ""),
-        (KIND_SUMMARY, "BTCUSDT"),
-        (KIND_WINDOW, "BTCUSDT"),
-        (KIND_WINDOW, "BTCUSDT"),
+    assert sorted((r["kind"], r.get("symbol")) for r in outputs if r["kind"] != "summary") == [
+        ("dead_letter", None),
+        ("window", "BTCUSDT"),
+        ("window", "BTCUSDT"),
     ]
-    (letter,) = [r for r in outputs if r["kind"] == KIND_DEAD_LETTER]
+    (letter,) = [r for r in outputs if r["kind"] == "dead_letter"]
     assert letter["dead_letter_key"] == "t-0-0"
     assert json.loads(letter["dead_letter_value"])["reason"] == "not a JSON candle"

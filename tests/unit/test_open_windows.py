@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
-from spark_jobs.open_windows import (
-    SymbolState,
-    WindowLength,
-    advance,
-    decode_candles,
-    encode_candles,
-)
+from spark_jobs.open_windows import SymbolState, WindowLength, advance, advance_all
+from spark_jobs.state_store import StateStore
 
 MIN = 60_000
 FIVE = WindowLength("5m", 5 * MIN)
@@ -41,6 +37,8 @@ def candles(*rows: tuple[Any, ...]) -> pd.DataFrame:
                 "trades": None if trades is None else float(trades),
             }
         )
+    if not records:
+        return SymbolState.empty().candles
     return pd.DataFrame.from_records(records).astype({"quote_volume": float, "trades": float})
 
 
@@ -149,10 +147,49 @@ def test_the_state_keeps_only_windows_that_can_still_change() -> None:
     )
     # Watermark 64: hour [0, 60) closed, its candles gone; [60, 75) kept.
     assert list(later.state.candles["event_time_ms"] // MIN) == list(range(60, 75))
-    assert len(encode_candles(later.state.candles)) < len(encode_candles(hour.state.candles))
 
 
-def test_candles_survive_the_state_encoding() -> None:
-    original = candles((0, 0, 10, 12, 9, 11, 1), (1, 1, 11, 14, 11, 13, 3, 39.5, 5))
-    decoded = decode_candles(encode_candles(original))
-    pd.testing.assert_frame_equal(decoded, original, check_dtype=False)
+def test_a_batch_of_several_symbols_advances_each_from_its_own_state() -> None:
+    first = advance_all(
+        {},
+        candles((0, 0, 1, 2, 1, 2, 1), (30, 1, 1, 2, 1, 2, 1)).assign(symbol=["A", "B"]),
+        [FIVE],
+        DELAY,
+    )
+    # B's watermark is 20, A's 0-10: a candle at minute 5 is late for B only.
+    second = advance_all(
+        first.states,
+        candles((5, 2, 1, 2, 1, 2, 1), (5, 3, 1, 2, 1, 2, 1)).assign(symbol=["A", "B"]),
+        [FIVE],
+        DELAY,
+    )
+    assert second.touched == ("A", "B")
+    assert list(second.aggregates["symbol"]) == ["A"]
+    assert {symbol: list(times // MIN) for symbol, times in second.late.items()} == {"B": [5]}
+    assert set(second.states) == {"A", "B"}
+
+
+def test_the_state_store_keeps_two_versions_and_starts_a_batch_from_the_one_before(
+    tmp_path: Path,
+) -> None:
+    store = StateStore(tmp_path / "state")
+    assert store.load(0) == {}
+    states = {
+        "A": SymbolState(-DELAY, 0, candles((0, 0, 10, 12, 9, 11, 1))),
+        "B": SymbolState(5 * MIN, 15 * MIN, candles((15, 1, 11, 14, 11, 13, 3, 39.5, 5))),
+        "C": SymbolState(MIN, 11 * MIN, candles()),  # a watermark, no open window
+    }
+    for batch_id in (0, 1, 2):
+        assert store.save(batch_id, states) > 0
+        store.prune(batch_id)
+    assert sorted(path.name for path in (tmp_path / "state").iterdir()) == ["1.arrow", "2.arrow"]
+    loaded = store.load(2)  # a second run of batch 2 starts from version 1
+    assert set(loaded) == {"A", "B", "C"}
+    for symbol, state in states.items():
+        assert (loaded[symbol].watermark_ms, loaded[symbol].max_event_ms) == (
+            state.watermark_ms,
+            state.max_event_ms,
+        )
+        pd.testing.assert_frame_equal(
+            loaded[symbol].candles, state.candles, check_dtype=False, check_index_type=False
+        )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pandas as pd
 import pytest
 
 from spark_jobs.config import interval_ms, window_ms
-from spark_jobs.sinks import line_protocol
+from spark_jobs.sinks import aggregate_columns, line_protocol, mongo_documents
 
 
 @pytest.mark.parametrize(
@@ -41,7 +42,7 @@ def test_line_protocol_point() -> None:
     row = {
         "symbol": "BTC USDT",
         "window": "5m",
-        "window_start": datetime(2025, 1, 1, 0, 5, tzinfo=UTC),
+        "window_start_ms": int(datetime(2025, 1, 1, 0, 5, tzinfo=UTC).timestamp() * 1000),
         "open": 1.5,
         "high": 2.0,
         "low": 1.0,
@@ -59,3 +60,47 @@ def test_line_protocol_point() -> None:
         "vwap=1.6,trades=42i,rows=5i,first_event_ms=1735689900000i,last_event_ms=1735690140000i"
         " 1735689900000"
     )
+
+
+def test_batch_columns_become_documents_with_nulls_and_dates() -> None:
+    """What `toPandas` gives for a batch (counts as floats where other rows are null) becomes
+    plain BSON values: ints, floats, None for NaN, dates for the window bounds."""
+    windows = pd.DataFrame(
+        {
+            "symbol": ["BTCUSDT"],
+            "window": ["5m"],
+            "window_start_ms": [1735689900000.0],
+            "window_end_ms": [1735690200000.0],
+            "open": [1.5],
+            "high": [2.0],
+            "low": [1.0],
+            "close": [1.75],
+            "volume": [10.0],
+            "quote_volume": [float("nan")],
+            "vwap": [1.6],
+            "trades": [float("nan")],
+            "rows": [5.0],
+            "first_event_ms": [1735689900000.0],
+            "last_event_ms": [1735690140000.0],
+        }
+    )
+    (document,) = mongo_documents(aggregate_columns(windows))
+    assert document == {
+        "_id": "BTCUSDT|5m|1735689900000",
+        "symbol": "BTCUSDT",
+        "window": "5m",
+        "window_start": datetime(2025, 1, 1, 0, 5, tzinfo=UTC),
+        "window_end": datetime(2025, 1, 1, 0, 10, tzinfo=UTC),
+        "open": 1.5,
+        "high": 2.0,
+        "low": 1.0,
+        "close": 1.75,
+        "volume": 10.0,
+        "quote_volume": None,
+        "vwap": 1.6,
+        "trades": None,
+        "rows": 5,
+        "first_event_ms": 1735689900000,
+        "last_event_ms": 1735690140000,
+    }
+    assert all(type(document[name]) is int for name in ("rows", "first_event_ms"))

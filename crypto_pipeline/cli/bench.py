@@ -125,13 +125,15 @@ def bench_producer(settings: Settings, rows: int) -> None:
     )
 
 
-def bench_job(settings: Settings, topic: str, checkpoint: Path, **overrides: object) -> JobConfig:
-    """The job on a benchmark topic, writing to a database and measurement named after it."""
+def bench_job(
+    settings: Settings, topic: str, checkpoint: Path, sink_name: str, **overrides: object
+) -> JobConfig:
+    """The job on a benchmark topic, writing to a database and measurement named `sink_name`."""
     return JobConfig.from_settings(
         settings,
         kafka=KafkaTarget(settings.kafka.bootstrap_servers, topic),
-        mongo=dataclasses.replace(settings.mongo, database=topic.replace(".", "_")),
-        influx=dataclasses.replace(settings.influx, measurement=topic),
+        mongo=dataclasses.replace(settings.mongo, database=sink_name.replace(".", "_")),
+        influx=dataclasses.replace(settings.influx, measurement=sink_name),
         checkpoint_dir=str(checkpoint),
         **overrides,
     )
@@ -208,7 +210,13 @@ def bench_stream(settings: Settings, rows: int) -> None:
         label = ",".join(sinks)
         checkpoint = settings.stack_dir / "bench" / "checkpoints" / f"{topic}.{run_id}.{label}"
         say(f"[bench] the job, available-now, windows 5m,1h,4h, sinks {label}")
-        summary = run_job(bench_job(settings, topic, checkpoint, sinks=sinks))
+        # Empty sinks every run: a database grown by earlier runs would measure its own size.
+        job = bench_job(settings, topic, checkpoint, f"{topic}.{run_id}", sinks=sinks)
+        try:
+            summary = run_job(job)
+        finally:
+            with mongo_client(job.mongo.uri) as client:
+                client.drop_database(job.mongo.database)
         results[label] = summary
         steady = summary["input_rows"] / summary["processing_seconds"]
         say(
@@ -311,7 +319,9 @@ class LatencyRun:
     def kept_up(self) -> bool:
         """The job read everything that was sent, and its batches took no longer than the 1 s
         trigger on average (longer ones would let a backlog grow)."""
-        mean_ms = sum(self.batch_ms) / max(len(self.batch_ms), 1)
+        if not self.batch_ms:  # every batch within the warm-up: nothing says it kept up
+            return False
+        mean_ms = sum(self.batch_ms) / len(self.batch_ms)
         return self.processed >= self.produced and mean_ms <= 1000
 
 
@@ -331,6 +341,7 @@ def latency_run(settings: Settings, rate: int, seconds: int) -> LatencyRun:
         settings,
         topic,
         work / "checkpoint",
+        topic,
         trigger="1 second",
         windows=DEFAULT_WINDOWS,
         status_file=str(work / "status.json"),
@@ -434,12 +445,16 @@ BATCH_LINE = re.compile(r"ohlcv batch \d+: (?P<rows>\d+) rows, [\d.]+ rows/s, (?
 
 
 def _job_batches(log_path: Path) -> tuple[list[int], int]:
-    """The duration of every batch that read rows after the warm-up (about a batch a second),
-    and the rows all batches read, from the job's log."""
+    """The duration of every batch that read rows and started after the first WARM_UP_S seconds
+    of batches, and the rows all batches read, from the job's log."""
     matches = [BATCH_LINE.search(line) for line in log_path.read_text().splitlines()]
     batches = [m for m in matches if m]
-    steady = batches[WARM_UP_S:]
-    return [int(m["ms"]) for m in steady], sum(int(m["rows"]) for m in batches)
+    steady, elapsed_ms = [], 0
+    for match in batches:
+        if elapsed_ms >= WARM_UP_S * 1000:
+            steady.append(int(match["ms"]))
+        elapsed_ms += int(match["ms"])
+    return steady, sum(int(m["rows"]) for m in batches)
 
 
 def bench_latency(settings: Settings, rate: int, seconds: int, search: bool) -> None:
@@ -511,7 +526,7 @@ def bench_sinks(settings: Settings, docs: int) -> None:
     from spark_jobs.sinks import aggregate_columns, mongo_documents, write_influx, write_mongo
 
     name = f"bench_sinks_{int(time.time())}"
-    job = bench_job(settings, name, settings.stack_dir / "bench" / "checkpoints" / name)
+    job = bench_job(settings, name, settings.stack_dir / "bench" / "checkpoints" / name, name)
     columns = aggregate_columns(_aggregate_rows(docs))
     with mongo_client(job.mongo.uri) as client:
         collection = client[job.mongo.database][f"{job.mongo.collection}_reference"]

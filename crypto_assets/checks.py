@@ -16,6 +16,7 @@ from crypto_assets.assets.aggregates import INFLUX_ASSET, MONGO_ASSET
 from crypto_assets.assets.market_data import kafka_klines
 from crypto_assets.reconcile import ReplayScope, committed_offsets, compare, reference_aggregates
 from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
+from crypto_pipeline.late_ledger import repair_ranges
 from crypto_pipeline.readback import Aggregates
 from crypto_pipeline.replay.formats import ms_to_iso, reason_kind
 from spark_jobs.config import DEFAULT_WINDOWS
@@ -128,9 +129,8 @@ def matches_source(
 @dg.multi_asset_check(
     specs=both_sinks(
         "nothing_left_behind",
-        "The job's streaming query has committed the topic's end offsets; dead letters and the "
-        "candles its last run dropped as late are counted (WARN above zero: reasons grouped, "
-        "late candles per symbol with their event-time range).",
+        "The job's streaming query has committed the topic's end offsets; dead letters are "
+        "counted (WARN above zero, reasons grouped).",
     )
 )
 def nothing_left_behind(
@@ -158,10 +158,6 @@ def nothing_left_behind(
         "dead_letters": dead_letters,
         "dead_letter_reasons": dict(reasons.most_common()),
     }
-    late_rows = int(job_metadata.get("late_rows") or 0)
-    late_by_symbol = job_metadata.get("late_rows_by_symbol") or {}
-    metadata["late_rows"] = late_rows
-    metadata["late_rows_by_symbol"] = late_by_symbol
     left_behind = {name: lag for name, lag in behind.items() if lag}
     if not queries:
         passed, severity = False, dg.AssetCheckSeverity.ERROR
@@ -169,22 +165,45 @@ def nothing_left_behind(
     elif left_behind:
         passed, severity = False, dg.AssetCheckSeverity.ERROR
         description = f"messages not committed by the job: {left_behind}"
-    elif dead_letters or late_rows:
+    elif dead_letters:
         passed, severity = False, dg.AssetCheckSeverity.WARN
-        description = "all offsets committed"
-        if dead_letters:
-            description += f"; {dead_letters} dead letters: {dict(reasons)}"
-        if late_rows:
-            ranges = ", ".join(
-                f"{symbol} {late['rows']} ({ms_to_iso(late['first_event_ms'])} .. "
-                f"{ms_to_iso(late['last_event_ms'])})"
-                for symbol, late in sorted(late_by_symbol.items())
-            )
-            description += f"; {late_rows} candles dropped as late: {ranges}"
+        description = f"all offsets committed; {dead_letters} dead letters: {dict(reasons)}"
     else:
         passed, severity = True, dg.AssetCheckSeverity.ERROR
         description = f"all {sum(ends.values()):,} messages committed"
     yield from results_for_both(passed, metadata, severity=severity, description=description)
+
+
+@dg.multi_asset_check(
+    specs=both_sinks(
+        "late_rows_repaired",
+        "Every candle the live job dropped as late (behind its symbol's watermark) has been "
+        "recomputed into both sinks by a backfill: ERROR while the late ledger holds any "
+        "unrepaired entry (per symbol: rows and event-time range).",
+    )
+)
+def late_rows_repaired(kafka: KafkaResource, mongo: MongoResource) -> Iterator[dg.AssetCheckResult]:
+    entries = mongo.unrepaired_late(kafka.topic)
+    rows_by_symbol = Counter[str]()
+    for entry in entries:
+        rows_by_symbol[entry.symbol] += entry.rows
+    ranges = {
+        symbol: f"{rows_by_symbol[symbol]} rows {ms_to_iso(first)} .. {ms_to_iso(last)}"
+        for symbol, (first, last) in sorted(repair_ranges(entries).items())
+    }
+    late_rows = sum(rows_by_symbol.values())
+    description = (
+        f"{late_rows:,} late rows not repaired yet: {ranges} (the late_rows_sensor or "
+        "`crypto-pipeline backfill --late` repairs them)"
+        if entries
+        else "no late row waits for repair"
+    )
+    yield from results_for_both(
+        not entries,
+        {"unrepaired_late_rows": late_rows, "unrepaired_by_symbol": ranges},
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description,
+    )
 
 
 class FreshnessConfig(dg.Config):

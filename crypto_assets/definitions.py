@@ -15,7 +15,14 @@ import dagster as dg
 
 from crypto_assets.assets.aggregates import ohlcv_sinks
 from crypto_assets.assets.market_data import kafka_klines
-from crypto_assets.checks import fresh, matches_source, nothing_left_behind, sinks_agree
+from crypto_assets.backfill import backfill_job, late_rows_sensor
+from crypto_assets.checks import (
+    fresh,
+    late_rows_repaired,
+    matches_source,
+    nothing_left_behind,
+    sinks_agree,
+)
 from crypto_assets.jobs import (
     freshness_job,
     nightly_reconciliation,
@@ -44,10 +51,22 @@ def build_definitions(resources: Mapping[str, Any]) -> dg.Definitions:
     """Everything in this code location, bound to the given resources (tests bind their own)."""
     return dg.Definitions(
         assets=[kafka_klines, ohlcv_sinks],
-        asset_checks=[sinks_agree, matches_source, nothing_left_behind, fresh],
-        jobs=[replay_job, ohlcv_job, streaming_job, reconciliation_job, freshness_job],
+        asset_checks=[sinks_agree, matches_source, nothing_left_behind, late_rows_repaired, fresh],
+        jobs=[
+            replay_job,
+            ohlcv_job,
+            streaming_job,
+            backfill_job,
+            reconciliation_job,
+            freshness_job,
+        ],
         schedules=[nightly_reconciliation],
-        sensors=[incoming_files_sensor, replay_done_sensor, streaming_health_sensor],
+        sensors=[
+            incoming_files_sensor,
+            replay_done_sensor,
+            streaming_health_sensor,
+            late_rows_sensor,
+        ],
         resources=resources,
     )
 

@@ -5,7 +5,13 @@ import dagster as dg
 
 from crypto_assets.assets.aggregates import ohlcv_sinks
 from crypto_assets.assets.market_data import kafka_klines
-from crypto_assets.checks import fresh, matches_source, nothing_left_behind, sinks_agree
+from crypto_assets.checks import (
+    fresh,
+    late_rows_repaired,
+    matches_source,
+    nothing_left_behind,
+    sinks_agree,
+)
 from crypto_pipeline.settings import SAMPLE_FILE
 
 # Runs that drive the Spark job carry this tag; the instance allows one such run at a time, since
@@ -31,7 +37,9 @@ ohlcv_job = dg.define_asset_job(
 
 reconciliation_job = dg.define_asset_job(
     "reconciliation_job",
-    selection=dg.AssetSelection.checks(sinks_agree, matches_source, nothing_left_behind),
+    selection=dg.AssetSelection.checks(
+        sinks_agree, matches_source, nothing_left_behind, late_rows_repaired
+    ),
     description="Full reconciliation: both sinks against each other and against the source.",
 )
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from crypto_pipeline.clients import end_offsets, read_messages
+from crypto_pipeline import late_ledger
+from crypto_pipeline.clients import end_offsets, mongo_client, read_messages
 from crypto_pipeline.readback import (
     Aggregates,
     newest_influx_event_ms,
@@ -71,6 +72,12 @@ class MongoResource(dg.ConfigurableResource):
 
     def newest_event_ms(self) -> int | None:
         return newest_mongo_event_ms(self.target)
+
+    def unrepaired_late(self, topic: str) -> list[late_ledger.LateEntry]:
+        """What the live job dropped as late on this topic and no backfill has repaired yet."""
+        with mongo_client(self.uri) as client:
+            ledger = client[self.database][self.target.late_collection]
+            return late_ledger.unrepaired(ledger, topic)
 
 
 class InfluxResource(dg.ConfigurableResource):

@@ -15,6 +15,12 @@ from crypto_assets.resources import IncomingFilesResource, KafkaResource, SparkR
 from crypto_pipeline.stream_status import read_status, running_stream_pid, streaming_health
 
 REPLAYABLE_SUFFIXES = (".csv", ".csv.gz")
+# A file is replayed once it has not changed for this long (a copy in progress keeps changing);
+# writing under a name starting with "." and renaming it into place hands it over at once.
+SETTLED_AFTER_S = 10
+# A failed replay of a file is requested again on later ticks, at most this many times in all.
+REPLAY_ATTEMPTS = 3
+INCOMING_FILE_TAG = "crypto/incoming-file"
 
 
 def file_digest(path: Path) -> str:
@@ -25,21 +31,54 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def incoming_files(folder: Path) -> list[Path]:
+def incoming_files(folder: Path, now: float) -> list[Path]:
+    """The replayable files directly in the folder that have settled: no symlinks (they may point
+    outside it), no hidden names (files being written)."""
     if not folder.is_dir():
         return []
     return sorted(
         path
         for path in folder.iterdir()
-        if path.is_file() and path.name.endswith(REPLAYABLE_SUFFIXES)
+        if not path.is_symlink()
+        and path.is_file()
+        and not path.name.startswith(".")
+        and path.name.endswith(REPLAYABLE_SUFFIXES)
+        and now - path.stat().st_mtime >= SETTLED_AFTER_S
     )
+
+
+def _replay_request(path: Path, digest: str, attempt: int) -> dg.RunRequest:
+    key = f"{path}:{digest}"
+    return dg.RunRequest(
+        run_key=key if attempt == 1 else f"{key}:attempt-{attempt}",
+        run_config={"ops": {"kafka_klines": {"config": {"path": str(path)}}}},
+        tags={"source_file": path.name, INCOMING_FILE_TAG: key},
+    )
+
+
+def _retry_request(
+    context: dg.SensorEvaluationContext, path: Path, digest: str
+) -> dg.RunRequest | None:
+    """Another replay of a file whose every replay so far failed (none running)."""
+    runs = context.instance.get_run_records(
+        dg.RunsFilter(tags={INCOMING_FILE_TAG: f"{path}:{digest}"})
+    )
+    statuses = [record.dagster_run.status for record in runs]
+    if not statuses or any(s != dg.DagsterRunStatus.FAILURE for s in statuses):
+        return None
+    if len(statuses) >= REPLAY_ATTEMPTS:
+        context.log.warning(f"{path}: {len(statuses)} replays failed; not trying again")
+        return None
+    return _replay_request(path, digest, len(statuses) + 1)
 
 
 @dg.sensor(
     job=replay_job,
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Replays each new or changed CSV in INCOMING_DIR (run key = path + content hash).",
+    description="Replays each new or changed CSV in INCOMING_DIR once it has not changed for "
+    f"{SETTLED_AFTER_S} s (run key = path + content hash; a failed replay is retried, "
+    f"{REPLAY_ATTEMPTS} attempts in all; symlinks and hidden files are ignored).",
 )
 def incoming_files_sensor(
     context: dg.SensorEvaluationContext, incoming: IncomingFilesResource
@@ -47,18 +86,18 @@ def incoming_files_sensor(
     folder = incoming.path
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     requests = []
-    for path in incoming_files(folder):
-        digest = file_digest(path)
+    for path in incoming_files(folder, time.time()):
+        try:
+            digest = file_digest(path)
+        except OSError as error:  # one unreadable file does not hold up the others
+            context.log.warning(f"{path}: cannot read ({error.strerror}); skipped")
+            continue
         if seen.get(str(path)) == digest:
+            retry = _retry_request(context, path, digest)
+            requests += [retry] if retry else []
             continue
         seen[str(path)] = digest
-        requests.append(
-            dg.RunRequest(
-                run_key=f"{path}:{digest}",
-                run_config={"ops": {"kafka_klines": {"config": {"path": str(path)}}}},
-                tags={"source_file": path.name},
-            )
-        )
+        requests.append(_replay_request(path, digest, 1))
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
 
 

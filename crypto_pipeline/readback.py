@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from crypto_pipeline.aggregates import AGGREGATE_FIELDS
+from crypto_pipeline.aggregates import AGGREGATE_FIELDS, NULL_FIELDS_FIELD
 from crypto_pipeline.clients import influx_client, mongo_client
 from crypto_pipeline.settings import InfluxTarget, MongoTarget
 
@@ -49,7 +49,8 @@ def read_mongo(target: MongoTarget) -> tuple[Aggregates, list[str]]:
 
 
 def read_influx(target: InfluxTarget) -> Aggregates:
-    """Every point of the measurement, fields pivoted into one row per (symbol, window, time)."""
+    """Every point of the measurement, fields pivoted into one row per (symbol, window, time); a
+    field its NULL_FIELDS_FIELD names is null."""
     query = influx_measurement_query(
         target,
         target.measurement,
@@ -62,7 +63,10 @@ def read_influx(target: InfluxTarget) -> Aggregates:
             for record in table.records:
                 values = record.values
                 key = (values["symbol"], values["window"], _epoch_ms(record.get_time()))
-                result[key] = {name: values.get(name) for name in AGGREGATE_FIELDS}
+                nulls = set((values.get(NULL_FIELDS_FIELD) or "").split(","))
+                result[key] = {
+                    name: None if name in nulls else values.get(name) for name in AGGREGATE_FIELDS
+                }
     return result
 
 

@@ -107,6 +107,11 @@ class MongoTarget:
         return redact_uri(self.uri)
 
     @property
+    def late_collection(self) -> str:
+        """The ledger of late candles (crypto_pipeline/late_ledger.py), beside the aggregates."""
+        return f"{self.collection}_late"
+
+    @property
     def username(self) -> str | None:
         name = urlsplit(self.uri).username
         return None if name is None else unquote(name)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 from pyspark.sql import DataFrame
 
+from crypto_pipeline.late_ledger import LateEntry
 from spark_jobs.config import JobConfig, interval_ms, window_ms
 from spark_jobs.open_windows import CANDLE_COLUMNS, BatchStep, WindowLength, advance_all
 from spark_jobs.sinks import (
@@ -24,6 +25,7 @@ from spark_jobs.sinks import (
     write_batch_metrics,
     write_dead_letters,
     write_influx,
+    write_late_rows,
     write_mongo,
 )
 from spark_jobs.state_store import StateStore
@@ -80,7 +82,7 @@ class BatchWriter:
         self.windows = tuple(WindowLength(label, window_ms(label)) for label in config.windows)
         self.delay_ms = interval_ms(config.watermark)
         self.on_batch = on_batch
-        self.pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="sink")
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sink")
 
     def compute(
         self, batch: DataFrame, batch_id: int
@@ -114,7 +116,12 @@ class BatchWriter:
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         step, letters, totals = self.compute(batch, batch_id)
-        totals.seconds.update(self._write(step, letters))
+        late = [
+            LateEntry(symbol, r.rows, r.first_event_ms, r.last_event_ms)
+            for symbol, r in sorted(totals.late.items())
+        ]
+        writes = sink_writes(self.config, step.aggregates, letters, late, batch_id)
+        totals.seconds.update(write_concurrently(self.pool, writes))
         if "influx" in self.config.sinks:
             counts = {
                 "windows": totals.windows,
@@ -142,33 +149,50 @@ class BatchWriter:
                 ),
             )
 
-    def _write(self, step: BatchStep, letters: pd.DataFrame) -> dict[str, float]:
-        """Every sink at once; seconds per sink. The first failure is raised once all ended."""
-        writes: dict[str, Callable[[], object]] = {}
-        if len(step.aggregates) and set(self.config.sinks) & {"mongo", "influx"}:
-            columns = aggregate_columns(step.aggregates)
-            if "mongo" in self.config.sinks:
-                writes["mongo"] = lambda: write_mongo(columns, self.config)
-            if "influx" in self.config.sinks:
-                writes["influx"] = lambda: write_influx(columns, self.config)
-        if len(letters):
-            dead = letters.rename(columns={"dead_letter_key": "key", "dead_letter_value": "value"})
-            writes["dead_letters"] = lambda: write_dead_letters(dead, self.config)
 
-        def timed(write: Callable[[], object]) -> float:
-            started = time.monotonic()
-            write()
-            return time.monotonic() - started
+def sink_writes(
+    config: JobConfig,
+    aggregates: pd.DataFrame,
+    letters: pd.DataFrame | None = None,
+    late: list[LateEntry] | None = None,
+    batch_id: int = 0,
+) -> dict[str, Callable[[], object]]:
+    """What a batch writes, by sink: the windows into MongoDB and InfluxDB, the dead letters to
+    their topic, the late candles into the ledger (beside the aggregates in MongoDB)."""
+    writes: dict[str, Callable[[], object]] = {}
+    if len(aggregates) and set(config.sinks) & {"mongo", "influx"}:
+        columns = aggregate_columns(aggregates)
+        if "mongo" in config.sinks:
+            writes["mongo"] = lambda: write_mongo(columns, config)
+        if "influx" in config.sinks:
+            writes["influx"] = lambda: write_influx(columns, config)
+    if letters is not None and len(letters):
+        dead = letters.rename(columns={"dead_letter_key": "key", "dead_letter_value": "value"})
+        writes["dead_letters"] = lambda: write_dead_letters(dead, config)
+    if late and "mongo" in config.sinks:
+        writes["late_rows"] = lambda: write_late_rows(late, batch_id, config)
+    return writes
 
-        futures: dict[str, Future[float]] = {
-            name: self.pool.submit(timed, write) for name, write in writes.items()
-        }
-        seconds, errors = {}, []
-        for name, future in futures.items():
-            try:
-                seconds[name] = future.result()
-            except Exception as error:  # re-raised below, after every sink has ended
-                errors.append(error)
-        if errors:
-            raise errors[0]
-        return seconds
+
+def write_concurrently(
+    pool: ThreadPoolExecutor, writes: dict[str, Callable[[], object]]
+) -> dict[str, float]:
+    """Every write at once; seconds per write. The first failure is raised once all ended."""
+
+    def timed(write: Callable[[], object]) -> float:
+        started = time.monotonic()
+        write()
+        return time.monotonic() - started
+
+    futures: dict[str, Future[float]] = {
+        name: pool.submit(timed, write) for name, write in writes.items()
+    }
+    seconds, errors = {}, []
+    for name, future in futures.items():
+        try:
+            seconds[name] = future.result()
+        except Exception as error:  # re-raised below, after every write has ended
+            errors.append(error)
+    if errors:
+        raise errors[0]
+    return seconds

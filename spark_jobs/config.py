@@ -82,6 +82,11 @@ class JobConfig:
     status_file: str | None = None
     # Bulk writes of replace-upserts sent to MongoDB at the same time.
     mongo_writers: int = 4
+    # A backfill instead of the stream (spark_jobs/backfill.py): the windows of these symbols
+    # (None: all) that overlap [start, end) in event time (epoch ms), from the whole topic.
+    backfill_symbols: tuple[str, ...] | None = None
+    backfill_start_ms: int | None = None
+    backfill_end_ms: int | None = None
 
     def __post_init__(self) -> None:
         for label in self.windows:
@@ -94,6 +99,14 @@ class JobConfig:
             raise ValueError(f"unknown sinks {sorted(unknown)}; choose from {SINK_NAMES}")
         if not self.mongo.uri:
             raise ValueError("the MongoDB URI is empty")
+        if (self.backfill_start_ms is None) != (self.backfill_end_ms is None):
+            raise ValueError("a backfill needs both its start and its end")
+        if self.is_backfill and self.backfill_start_ms >= self.backfill_end_ms:  # type: ignore[operator]
+            raise ValueError("a backfill's start must be before its end")
+
+    @property
+    def is_backfill(self) -> bool:
+        return self.backfill_end_ms is not None
 
     @property
     def continuous(self) -> bool:
@@ -162,7 +175,7 @@ class Option:
     render: Callable[[Any], str] = str
 
 
-def _names(text: str) -> tuple[str, ...]:
+def split_names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
@@ -183,15 +196,30 @@ OPTIONS = (
     Option("--spark-master", "spark_master", "e.g. local[*] or spark://host:7077"),
     Option("--spark-jars-dir", "spark_jars_dir", "folder of the connector jars"),
     Option(
-        "--windows", "windows", "comma-separated window lengths, e.g. 5m,1h,4h", _names, _joined
+        "--windows",
+        "windows",
+        "comma-separated window lengths, e.g. 5m,1h,4h",
+        split_names,
+        _joined,
     ),
     Option("--watermark", "watermark", 'how late an event may arrive, e.g. "30 minutes"'),
     Option("--trigger", "trigger", '"available-now" or an interval such as "1 second"'),
     Option("--starting-offsets", "starting_offsets", "earliest or latest (new checkpoints)"),
     Option("--max-offsets-per-trigger", "max_offsets_per_trigger", "micro-batch cap", int),
-    Option("--sinks", "sinks", "comma-separated: mongo,influx (default) or noop", _names, _joined),
+    Option(
+        "--sinks", "sinks", "comma-separated: mongo,influx (default) or noop", split_names, _joined
+    ),
     Option("--status-file", "status_file", "heartbeat JSON for the health sensor"),
     Option("--mongo-writers", "mongo_writers", "parallel MongoDB writers", int),
+    Option(
+        "--backfill-symbols",
+        "backfill_symbols",
+        "backfill: symbols (default all)",
+        split_names,
+        _joined,
+    ),
+    Option("--backfill-start-ms", "backfill_start_ms", "backfill: event-time start (ms)", int),
+    Option("--backfill-end-ms", "backfill_end_ms", "backfill: event-time end (ms, exclusive)", int),
 )
 SECRET_ENV = {"mongo.uri": "MONGO_URI", "influx.token": "INFLUXDB_TOKEN"}
 TARGETS = ("kafka", "mongo", "influx")

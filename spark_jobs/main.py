@@ -26,7 +26,9 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
+from crypto_pipeline.clients import ensure_topic
 from crypto_pipeline.spark import build_spark_session
+from spark_jobs.backfill import run_backfill
 from spark_jobs.batches import BatchWriter
 from spark_jobs.config import JobConfig
 from spark_jobs.progress import ProgressTracker, open_reporter
@@ -122,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)  # one line per callback otherwise
     config = JobConfig.from_args(argv, os.environ)
+    if config.is_backfill:
+        return backfill_main(config)
     checkpoint = check_checkpoint(config)  # before Spark starts: a mismatch is a quick error
     reporter = open_reporter()
     spark = build_spark_session(
@@ -142,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if "mongo" in config.sinks:
             ensure_mongo_index(config)
+        # Whoever produced the topic may not have created its dead-letter topic.
+        ensure_topic(config.kafka.bootstrap_servers, config.kafka.dlq_topic, partitions=1)
         writer = BatchWriter(config, checkpoint / STATE, tracker.record_batch)
         query = start_query(spark, config, checkpoint, writer)
         reporter.log.info(
@@ -160,17 +166,45 @@ def main(argv: Sequence[str] | None = None) -> int:
             "checkpoint_dir": config.checkpoint_dir,
         }
         reporter.log.info(f"{SUMMARY_PREFIX}{json.dumps(metadata)}")
-        if config.continuous:  # a continuous run is an op, not an asset materialization
-            return 0
-        # Pipes takes raw numbers and strings as they are; nested values are declared as JSON.
-        typed = {
-            key: {"raw_value": value, "type": "json"} if isinstance(value, dict | list) else value
-            for key, value in metadata.items()
-        }
+        if not config.continuous:  # a continuous run is an op, not an asset materialization
+            report_materializations(reporter, config, metadata)
+        return 0
+    finally:
+        spark.stop()
+        reporter.close()
+
+
+def report_materializations(reporter: Any, config: JobConfig, metadata: dict[str, Any]) -> None:
+    """Both sink assets materialized (through Pipes, when Dagster launched the job)."""
+    # Pipes takes raw numbers and strings as they are; nested values are declared as JSON.
+    typed = {
+        key: {"raw_value": value, "type": "json"} if isinstance(value, dict | list) else value
+        for key, value in metadata.items()
+    }
+    if "mongo" in config.sinks:
+        reporter.report_asset_materialization(metadata=typed, asset_key=MONGO_ASSET)
+    if "influx" in config.sinks:
+        reporter.report_asset_materialization(metadata=typed, asset_key=INFLUX_ASSET)
+
+
+def backfill_main(config: JobConfig) -> int:
+    """The batch side: the backfill's windows recomputed from the topic (spark_jobs/backfill.py)."""
+    reporter = open_reporter()
+    spark = build_spark_session(
+        config.spark_master, Path(config.spark_jars_dir), f"crypto-backfill-{config.kafka.topic}"
+    )
+    spark.sparkContext.setLogLevel("WARN")
+    try:
         if "mongo" in config.sinks:
-            reporter.report_asset_materialization(metadata=typed, asset_key=MONGO_ASSET)
-        if "influx" in config.sinks:
-            reporter.report_asset_materialization(metadata=typed, asset_key=INFLUX_ASSET)
+            ensure_mongo_index(config)
+        metadata = {
+            **run_backfill(spark, config).metadata(),
+            "topic": config.kafka.topic,
+            "windows": list(config.windows),
+        }
+        reporter.log.info(f"{SUMMARY_PREFIX}{json.dumps(metadata)}")
+        # A summary, not a materialization: Dagster adds it to the asset or op that asked.
+        reporter.report_custom_message(metadata)
         return 0
     finally:
         spark.stop()

@@ -11,10 +11,11 @@ Semantics (the same for every window length, computed from one state):
   / volume, with the volume-weighted typical price (high + low + close) / 3 standing in for a
   missing quote volume, and null when the volume is zero;
 - the watermark is per symbol: the newest event time seen minus the allowed delay, moved at the
-  end of each batch. A candle older than the watermark is late: it changes no window and is
-  returned, so that it can be counted and repaired;
-- the state keeps only the candles of windows that end after the watermark (any other window can
-  no longer change).
+  end of each batch. A window that ends at or before the watermark is closed: it is never
+  emitted again, and the state drops its candles (unless a longer window still open holds them);
+- a candle that falls in a closed window is late: it is returned, so that it can be counted and
+  repaired (spark_jobs/backfill.py), and it still counts in its windows that are open. Every
+  emitted window is therefore complete, and a repaired window is never overwritten by the stream.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from crypto_pipeline.aggregates import AGGREGATE_FIELDS
 
 CANDLE_COLUMNS = (
     "event_time_ms",
@@ -37,22 +40,7 @@ CANDLE_COLUMNS = (
     "quote_volume",
     "trades",
 )
-AGGREGATE_COLUMNS = (
-    "window",
-    "window_start_ms",
-    "window_end_ms",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "vwap",
-    "trades",
-    "rows",
-    "first_event_ms",
-    "last_event_ms",
-)
+AGGREGATE_COLUMNS = ("window", "window_start_ms", "window_end_ms", *AGGREGATE_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -91,11 +79,14 @@ def advance(
     delay_ms: int,
 ) -> Step:
     arrivals = _last_copy_per_event_time(arrivals[list(CANDLE_COLUMNS)])
+    ends = _window_ends(arrivals["event_time_ms"].to_numpy(dtype=np.int64), windows)
     if state.watermark_ms is None:
         late_mask = np.zeros(len(arrivals), dtype=bool)
+        open_mask = ~late_mask
     else:
-        late_mask = arrivals["event_time_ms"].to_numpy() < state.watermark_ms
-    late, fresh = arrivals[late_mask], arrivals[~late_mask]
+        late_mask = ends.min(axis=0) <= state.watermark_ms
+        open_mask = ends.max(axis=0) > state.watermark_ms
+    late, fresh = arrivals[late_mask], arrivals[open_mask]
     if fresh.empty:
         empty = pd.DataFrame({name: [] for name in AGGREGATE_COLUMNS})
         return Step(state, empty, late)
@@ -107,16 +98,20 @@ def advance(
     aggregates = pd.concat(
         [_touched_windows(merged, fresh, window) for window in windows], ignore_index=True
     )
+    if state.watermark_ms is not None:  # a closed window is never emitted again
+        aggregates = aggregates[aggregates["window_end_ms"] > state.watermark_ms]
 
     newest = int(fresh["event_time_ms"].max())
     max_event_ms = newest if state.max_event_ms is None else max(state.max_event_ms, newest)
     watermark_ms = max_event_ms - delay_ms
-    times = merged["event_time_ms"].to_numpy(dtype=np.int64)
-    latest_end = np.zeros(len(merged), dtype=np.int64)
-    for window in windows:
-        latest_end = np.maximum(latest_end, times - times % window.size_ms + window.size_ms)
-    kept = merged[latest_end > watermark_ms].reset_index(drop=True)
+    merged_ends = _window_ends(merged["event_time_ms"].to_numpy(dtype=np.int64), windows)
+    kept = merged[merged_ends.max(axis=0) > watermark_ms].reset_index(drop=True)
     return Step(SymbolState(watermark_ms, max_event_ms, kept), aggregates, late)
+
+
+def _window_ends(times: np.ndarray, windows: Sequence[WindowLength]) -> np.ndarray:
+    """The ends of the windows each event time falls in: one row per window length."""
+    return np.array([times - times % window.size_ms + window.size_ms for window in windows])
 
 
 def _touched_windows(

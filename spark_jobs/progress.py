@@ -179,6 +179,9 @@ class LogReporter:
     ) -> None:
         self.log.info(f"{asset_key}: {json.dumps(metadata, default=str)}")
 
+    def report_custom_message(self, payload: Any) -> None:
+        pass  # already logged as the job summary
+
     def close(self) -> None:
         pass
 

@@ -20,7 +20,8 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from crypto_pipeline.aggregates import AGGREGATE_FIELDS, INTEGER_FIELDS
+from crypto_pipeline import late_ledger
+from crypto_pipeline.aggregates import AGGREGATE_FIELDS, INTEGER_FIELDS, NULL_FIELDS_FIELD
 from crypto_pipeline.clients import Document, influx_client, kafka_producer, mongo_client
 from crypto_pipeline.settings import InfluxTarget
 from spark_jobs.config import JobConfig
@@ -94,14 +95,17 @@ def ensure_mongo_index(config: JobConfig) -> None:
         )
 
 
+def _mongo_database(config: JobConfig) -> Any:
+    mongo = config.mongo
+    return _client("mongo", (mongo.uri,), lambda: mongo_client(mongo.uri))[mongo.database]
+
+
 def write_mongo(columns: dict[str, list[Any]], config: JobConfig) -> int:
     """Replace-upserts by `_id` (a window is replaced in place, or inserted; never absent in
     between), unordered bulk writes of MONGO_BATCH, `mongo_writers` at a time."""
     from pymongo import ReplaceOne
 
-    mongo = config.mongo
-    client = _client("mongo", (mongo.uri,), lambda: mongo_client(mongo.uri))
-    collection = client[mongo.database][mongo.collection]
+    collection = _mongo_database(config)[config.mongo.collection]
     writers = _client(
         "mongo-writers",
         (str(config.mongo_writers),),
@@ -119,18 +123,32 @@ def write_mongo(columns: dict[str, list[Any]], config: JobConfig) -> int:
     return len(documents)
 
 
+def late_ledger_collection(config: JobConfig) -> Any:
+    return _mongo_database(config)[config.mongo.late_collection]
+
+
+def write_late_rows(
+    entries: Sequence[late_ledger.LateEntry], batch_id: int, config: JobConfig
+) -> int:
+    """The batch's late candles into the ledger, until a backfill repairs them."""
+    return late_ledger.record(late_ledger_collection(config), config.kafka.topic, batch_id, entries)
+
+
 def _escape_tag(value: str) -> str:
     return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
 def line_protocol(values: dict[str, Any], measurement: str) -> str:
-    """One point: tags symbol and window, the aggregates as fields, time = window start (ms)."""
-    fields = []
+    """One point: tags symbol and window, the aggregates as fields (a null one left out and named
+    in NULL_FIELDS_FIELD), time = window start (ms)."""
+    fields, nulls = [], []
     for name in AGGREGATE_FIELDS:
         value = values[name]
         if value is None:
+            nulls.append(name)
             continue
         fields.append(f"{name}={int(value)}i" if name in INTEGER_FIELDS else f"{name}={value!r}")
+    fields.append(f'{NULL_FIELDS_FIELD}="{",".join(nulls)}"')
     tags = f"symbol={_escape_tag(values['symbol'])},window={_escape_tag(values['window'])}"
     return f"{measurement},{tags} {','.join(fields)} {values['window_start_ms']}"
 

@@ -14,6 +14,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
+from crypto_pipeline import candle_rules as rules
 from spark_jobs.open_windows import CANDLE_COLUMNS
 
 MESSAGE_SCHEMA = StructType(
@@ -26,23 +27,39 @@ MESSAGE_SCHEMA = StructType(
         StructField("close", DoubleType()),
         StructField("volume", DoubleType()),
         StructField("quote_volume", DoubleType()),
-        StructField("trades", LongType()),
+        # A double, so that NaN, infinities and fractions are seen (and rejected), not nulled.
+        StructField("trades", DoubleType()),
     ]
 )
 REQUIRED_FIELDS = ("symbol", "event_time_ms", "open", "high", "low", "close", "volume")
 
 
 def _reject_reason(m: Column) -> Column:
-    """Why a message is not a valid candle, or null when it is."""
+    """Why a message is not a valid candle, or null when it is: the shared candle rules
+    (crypto_pipeline/candle_rules.py) in the order the producer checks them."""
     no_fields = reduce(operator.and_, [m[name].isNull() for name in REQUIRED_FIELDS])
     reason = F.when(m.isNull() | no_fields, F.lit("not a JSON candle"))
     for name in REQUIRED_FIELDS:
         reason = reason.when(m[name].isNull(), F.lit(f"missing or mistyped {name}"))
+    # Java's `$` accepts a final line terminator, `\z` does not.
+    reason = reason.when(
+        ~m.symbol.rlike(f"^(?:{rules.SYMBOL_PATTERN})\\z"), F.lit(rules.BAD_SYMBOL)
+    ).when(
+        (m.event_time_ms < rules.MIN_EVENT_MS) | (m.event_time_ms >= rules.MAX_EVENT_MS),
+        F.lit(rules.EVENT_TIME_OUT_OF_RANGE),
+    )
+    for name in rules.NUMERIC_FIELDS:
+        value = m[name].cast("double")
+        reason = reason.when(
+            F.isnan(value) | (F.abs(value) == float("inf")), F.lit(rules.not_finite(name))
+        ).when(F.abs(value) > rules.MAX_MAGNITUDE, F.lit(rules.too_large(name)))
+        if name not in rules.PRICE_FIELDS:
+            reason = reason.when(value < 0, F.lit(rules.negative(name)))
+    reason = reason.when(m.trades != F.floor(m.trades), F.lit(rules.not_whole("trades")))
     return (
-        reason.when(m.high < m.low, F.lit("high < low"))
-        .when((m.open < m.low) | (m.open > m.high), F.lit("open outside [low, high]"))
-        .when((m.close < m.low) | (m.close > m.high), F.lit("close outside [low, high]"))
-        .when(m.volume < 0, F.lit("negative volume"))
+        reason.when(m.high < m.low, F.lit(rules.HIGH_BELOW_LOW))
+        .when((m.open < m.low) | (m.open > m.high), F.lit(rules.OPEN_OUTSIDE))
+        .when((m.close < m.low) | (m.close > m.high), F.lit(rules.CLOSE_OUTSIDE))
     )
 
 
@@ -95,7 +112,13 @@ def keyed_records(parsed: DataFrame) -> DataFrame:
     valid = parsed["reject_reason"].isNull()
     return parsed.select(
         F.when(valid, parsed["symbol"]).alias("symbol"),
-        *[parsed[name] for name in CANDLE_COLUMNS],
+        # Cast only where valid: an infinite `trades` would overflow the cast.
+        *[
+            F.when(valid, parsed[name].cast("long")).alias(name)
+            if name == "trades"
+            else parsed[name]
+            for name in CANDLE_COLUMNS
+        ],
         F.when(~valid, dead_letter_key(parsed)).alias("dead_letter_key"),
         F.when(~valid, dead_letter_value(parsed)).alias("dead_letter_value"),
     )

@@ -7,6 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from crypto_assets.assets.market_data import kafka_klines
+from crypto_assets.late_repair import repair_late_rows
 from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
 from crypto_pipeline.stream_status import running_stream_pid
 from spark_jobs.config import (
@@ -101,6 +102,13 @@ def ohlcv_sinks(
     job = job_config(config, AVAILABLE_NOW, kafka, mongo, influx, spark)
     command = spark.submit_command(job)
     context.log.info(" ".join(command))  # no secret: those travel in the environment
-    yield from pipes_subprocess_client.run(
+    results = pipes_subprocess_client.run(
         command=command, context=context, env=spark.environment(job)
     ).get_results()
+    # Rows the run dropped as late (or earlier runs did) are repaired before the checks run.
+    repair = repair_late_rows(context, pipes_subprocess_client, job, mongo, spark)
+    for result in results:
+        if isinstance(result, dg.MaterializeResult) and repair:
+            metadata = {**(result.metadata or {}), "late_repair": dg.MetadataValue.json(repair)}
+            result = dg.MaterializeResult(asset_key=result.asset_key, metadata=metadata)
+        yield result

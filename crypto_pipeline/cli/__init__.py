@@ -90,6 +90,14 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     return 130 if summary.interrupted else 0
 
 
+def _backfill(args: argparse.Namespace, settings: Settings) -> int:
+    from crypto_pipeline.cli.backfill import backfill
+
+    return backfill(
+        settings, args.topic, args.symbols, args.start, args.end, args.late, args.windows
+    )
+
+
 def _data_generate(args: argparse.Namespace, settings: Settings) -> int:
     start = datetime.fromtimestamp(parse_time_ms(args.start) / 1000, tz=UTC)
     candles = generate(args.symbols, start, args.days, args.interval, args.seed)
@@ -161,6 +169,21 @@ def build_parser() -> argparse.ArgumentParser:
         ("reset", _stack_reset, "stop everything and wipe the state directory"),
     ]:
         stack_commands.add_parser(name, help=help_text).set_defaults(handler=handler)
+
+    backfill_parser = commands.add_parser(
+        "backfill",
+        help="recompute the windows of a range of event time from the whole topic into both "
+        "sinks (repairs rows the live job dropped as late)",
+    )
+    backfill_parser.add_argument("--topic", help="Kafka topic (default: $KAFKA_TOPIC)")
+    backfill_parser.add_argument("--symbols", type=parse_symbols, help="e.g. BTCUSDT,ETHUSDT")
+    backfill_parser.add_argument("--start", type=parse_time_ms, help="ISO-8601 or epoch ms")
+    backfill_parser.add_argument("--end", type=parse_time_ms, help="exclusive")
+    backfill_parser.add_argument(
+        "--late", action="store_true", help="repair every unrepaired entry of the late ledger"
+    )
+    backfill_parser.add_argument("--windows", help="window lengths (default: the job's)")
+    backfill_parser.set_defaults(handler=_backfill)
 
     replay_parser = commands.add_parser(
         "replay", help="replay a market-data CSV into Kafka at real-time or accelerated speed"

@@ -33,7 +33,7 @@ from crypto_pipeline.stream_status import read_status, streaming_health
 # The whole sample: 3 symbols x 2 days of 1-minute candles.
 ONCE_START = "2025-01-01T00:00:00Z"
 ONCE_END = "2025-01-03T00:00:00Z"
-CHECKS = ("sinks_agree", "matches_source", "nothing_left_behind", "fresh")
+CHECKS = ("sinks_agree", "matches_source", "nothing_left_behind", "late_rows_repaired", "fresh")
 LOOP_REPLAY = {"path": SAMPLE_FILE, "loop": True, "rebase_now": True, "speed": 60.0}
 DEMO_TAG = "crypto/demo"
 
@@ -82,7 +82,9 @@ def _run_once(settings: Settings, start: str, end: str) -> int:
         for key, e in evaluations.items()
         if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
     ]
-    lines = _summary(replay_metadata, evaluations, time.monotonic() - began)
+    materialized = job.get_asset_materialization_events()
+    job_metadata = _metadata(materialized[0]) if materialized else {}
+    lines = _summary(replay_metadata, job_metadata, evaluations, time.monotonic() - began)
     say("")
     for line in lines:
         say(line)
@@ -100,7 +102,10 @@ def _metadata(event: Any) -> dict[str, Any]:
 
 
 def _summary(
-    replay: dict[str, Any], evaluations: dict[tuple[str, str], Any], elapsed: float
+    replay: dict[str, Any],
+    job: dict[str, Any],
+    evaluations: dict[tuple[str, str], Any],
+    elapsed: float,
 ) -> list[str]:
     def status(asset: str, check: str) -> str:
         evaluation = evaluations.get((asset, check))
@@ -122,6 +127,8 @@ def _summary(
         f"{'rows in':<22}{replay['rows_sent']:>12,}",
         f"{'dead letters':<22}{dead_letters:>12}  (rejected by this replay: "
         f"{replay['rows_rejected']})",
+        f"{'late rows':<22}{job.get('late_rows', 0):>12,}  (repaired by a backfill: "
+        f"{(job.get('late_repair') or {}).get('late_entries_repaired', 0)} ledger entries)",
         f"{'windows in MongoDB':<22}{windows('mongodb_aggregates'):>12}",
         f"{'windows in InfluxDB':<22}{windows('influxdb_aggregates'):>12}",
         "",

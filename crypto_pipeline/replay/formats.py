@@ -3,31 +3,48 @@
 Three formats are recognised from the first line:
 - canonical: header `open_time_ms,symbol,open,high,low,close,volume[,quote_volume][,trades]`;
 - canonical with an ISO-8601 `open_time` column instead of `open_time_ms`;
-- Binance public kline files (data.binance.vision): no header, 12 columns, open time in ms or µs,
-  symbol taken from the file name (`BTCUSDT-1m-2025-01.csv`).
+- Binance public kline files (data.binance.vision): no header, 12 columns, symbol taken from the
+  file name (`BTCUSDT-1m-2025-01.csv`).
+
+Epoch times may be in seconds, milliseconds, microseconds or nanoseconds: the unit is the one that
+puts the time in the plausible range of crypto_pipeline/candle_rules.py (the ranges of the four
+units do not overlap), and a time in none of them is a bad row. A UTF-8 byte-order mark and CRLF
+line ends are accepted. A line that is not UTF-8, has a field over the csv module's limit or breaks
+a rule is a bad row with its line number and reason; the rows around it are read on.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
-import io
 import itertools
 import json
 import math
 import re
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
+
+from crypto_pipeline.candle_rules import (
+    MAX_EVENT_MS,
+    MIN_EVENT_MS,
+    candle_reason,
+    not_finite,
+    not_whole,
+)
 
 REQUIRED = ("symbol", "open", "high", "low", "close", "volume")
 OPTIONAL = ("quote_volume", "trades")
 BINANCE_COLUMNS = 12
 BINANCE_FILE = re.compile(r"^(?P<symbol>[A-Z0-9]+)-\d+[smhdwM]-")
-# Binance switched spot kline files to microseconds in 2025; any epoch above this is µs.
-MICROSECONDS_ABOVE = 10**14
+# An epoch time in each unit -> milliseconds: (multiply by, then floor-divide by). Binance spot
+# files moved from ms to µs in 2025.
+EPOCH_UNITS = {"s": (1000, 1), "ms": (1, 1), "µs": (1, 1000), "ns": (1, 1_000_000)}
+# Errors of a file that ends early or is corrupt in the middle (gzip, zlib, the OS).
+READ_ERRORS = (OSError, EOFError, zlib.error)
 
 
 class InputFormatError(ValueError):
@@ -74,25 +91,34 @@ class ParsedLine:
 
 
 def _parse_float(value: str, column: str) -> float:
+    """A number; NaN and infinities pass (the candle rules reject them with their reason)."""
     try:
-        number = float(value)
+        return float(value)
     except ValueError:
         raise ValueError(f"{column} is not a number: {value!r}") from None
-    if not math.isfinite(number):
-        raise ValueError(f"{column} is not finite: {value!r}")
-    return number
 
 
 def _parse_int(value: str, column: str) -> int:
     number = _parse_float(value, column)
+    if not math.isfinite(number):
+        raise ValueError(not_finite(column))
     if number != int(number):
-        raise ValueError(f"{column} is not a whole number: {value!r}")
+        raise ValueError(f"{not_whole(column)}: {value!r}")
     return int(number)
 
 
 def _epoch_ms(value: str) -> int:
+    """Epoch milliseconds of an epoch time in s, ms, µs or ns (the unit that puts it in the
+    plausible range)."""
     stamp = int(value) if value.isdigit() else _parse_int(value, "open_time")
-    return stamp // 1000 if stamp > MICROSECONDS_ABOVE else stamp
+    for multiplier, divisor in EPOCH_UNITS.values():
+        ms = stamp * multiplier // divisor
+        if MIN_EVENT_MS <= ms < MAX_EVENT_MS:
+            return ms
+    raise ValueError(
+        f"open_time is not an epoch time in s, ms, µs or ns between "
+        f"{ms_to_iso(MIN_EVENT_MS)[:10]} and {ms_to_iso(MAX_EVENT_MS)[:10]}: {value}"
+    )
 
 
 def iso_to_ms(value: str) -> int:
@@ -107,9 +133,9 @@ def iso_to_ms(value: str) -> int:
 
 
 def reason_kind(reason: str) -> str:
-    """A rejection reason without the row's values, for grouping: 'close is not a number',
-    'high < low', 'open outside [low, high]'."""
-    return re.sub(r"\s*-?\d[\d.eE+-]*", "", reason.split(":")[0]).strip()
+    """A rejection reason without the row's values (which follow a colon), for grouping:
+    'close is not a number', 'high < low', 'wrong number of fields'."""
+    return reason.split(":")[0].strip()
 
 
 def ms_to_iso(ms: int | None) -> str:
@@ -118,18 +144,11 @@ def ms_to_iso(ms: int | None) -> str:
 
 
 def validate(candle: Candle) -> None:
-    if candle.high < candle.low:
-        raise ValueError(f"high {candle.high} < low {candle.low}")
-    for name in ("open", "close"):
-        value = getattr(candle, name)
-        if not candle.low <= value <= candle.high:
-            raise ValueError(f"{name} {value} outside [low {candle.low}, high {candle.high}]")
-    if candle.volume < 0:
-        raise ValueError(f"negative volume {candle.volume}")
-    if candle.quote_volume is not None and candle.quote_volume < 0:
-        raise ValueError(f"negative quote_volume {candle.quote_volume}")
-    if candle.trades is not None and candle.trades < 0:
-        raise ValueError(f"negative trades {candle.trades}")
+    """The shared candle rules (crypto_pipeline/candle_rules.py), which Spark applies too."""
+    numbers = candle._asdict()
+    reason = candle_reason(candle.symbol, candle.open_time_ms, numbers)
+    if reason is not None:
+        raise ValueError(reason)
 
 
 RowParser = Callable[[list[str]], Candle]
@@ -151,7 +170,7 @@ def _header_parser(header: list[str]) -> RowParser | None:
 
     def parse(fields: list[str]) -> Candle:
         if len(fields) != width:
-            raise ValueError(f"expected {width} fields, got {len(fields)}")
+            raise ValueError(f"wrong number of fields: {len(fields)}, not {width}")
         values = [value.strip() for value in fields]
         for name, index in required:
             if not values[index]:
@@ -184,7 +203,7 @@ def _binance_parser(path: Path) -> RowParser:
 
     def parse(fields: list[str]) -> Candle:
         if len(fields) != BINANCE_COLUMNS:
-            raise ValueError(f"expected {BINANCE_COLUMNS} fields, got {len(fields)}")
+            raise ValueError(f"wrong number of fields: {len(fields)}, not {BINANCE_COLUMNS}")
         if any(value.strip() == "" for value in fields[:9]):
             raise ValueError("missing field")
         return Candle(
@@ -202,13 +221,13 @@ def _binance_parser(path: Path) -> RowParser:
     return parse
 
 
-def _open_text(path: Path) -> io.TextIOBase:
+def _open_binary(path: Path) -> BinaryIO:
     if not path.is_file():
         raise InputFormatError(f"{path}: no such file")
     try:
         if path.suffix == ".gz":
-            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-        return open(path, encoding="utf-8", newline="")
+            return gzip.open(path, "rb")  # type: ignore[return-value]
+        return open(path, "rb")
     except OSError as error:
         raise InputFormatError(f"{path}: cannot read: {error.strerror}") from None
 
@@ -224,20 +243,21 @@ def _looks_numeric(value: str) -> bool:
 def read_rows(path: Path) -> Iterator[ParsedLine]:
     """Every data line of the file, parsed and validated (line numbers are 1-based).
 
-    Raises InputFormatError at once, before any line is returned, if the file cannot be replayed."""
-    stream = _open_text(path)
+    Raises InputFormatError at once, before any line is returned, if the file cannot be replayed,
+    and while iterating if it cannot be read on (a truncated or corrupt gzip)."""
+    stream = _open_binary(path)
     try:
-        first_line = stream.readline()
-    except (OSError, UnicodeDecodeError, EOFError) as error:
+        first_line = stream.readline().decode("utf-8-sig")
+    except (*READ_ERRORS, UnicodeDecodeError) as error:
         stream.close()
         raise InputFormatError(f"{path}: cannot read: {error}") from None
     first = next(csv.reader([first_line]), [])
     parser = _header_parser(first)
-    first_data: list[tuple[int, str]] = []
+    first_data: list[tuple[int, bytes]] = []
     if parser is None:
         if len(first) == BINANCE_COLUMNS and _looks_numeric(first[0]):
             parser = _binance_parser(path)
-            first_data.append((1, first_line))
+            first_data.append((1, first_line.encode()))
         else:
             stream.close()
             raise InputFormatError(
@@ -245,24 +265,49 @@ def read_rows(path: Path) -> Iterator[ParsedLine]:
                 "(canonical open_time_ms,symbol,open,high,low,close,volume[,quote_volume]"
                 "[,trades], the same with open_time, or a 12-column Binance kline file)"
             )
-    return _parse_lines(stream, parser, first_data)
+    return _parse_lines(path, stream, parser, first_data)
+
+
+def count_lines(path: Path) -> int:
+    """Lines in the file, without parsing them; reading it whole first also refuses a truncated
+    or corrupt file before anything of it is sent."""
+    stream = _open_binary(path)
+    try:
+        with stream:
+            return sum(block.count(b"\n") for block in iter(lambda: stream.read(1 << 20), b""))
+    except READ_ERRORS as error:
+        raise InputFormatError(f"{path}: cannot read to its end: {error}") from None
+
+
+def _parse_line(parser: RowParser, number: int, line: bytes) -> ParsedLine | None:
+    try:
+        raw = line.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as error:
+        text = line.decode("utf-8", errors="replace").rstrip("\r\n")
+        return ParsedLine(number, text, None, f"not UTF-8 text: byte {error.start + 1}")
+    if raw.strip() == "":
+        return None
+    try:
+        # Plain lines split fast; quoted ones go through the csv module.
+        fields = next(csv.reader([raw])) if '"' in raw else raw.split(",")
+        candle = parser(fields)
+        validate(candle)
+    except (ValueError, csv.Error) as error:
+        return ParsedLine(number, raw, None, str(error))
+    return ParsedLine(number, raw, candle)
 
 
 def _parse_lines(
-    stream: io.TextIOBase, parser: RowParser, first_data: list[tuple[int, str]]
+    path: Path, stream: BinaryIO, parser: RowParser, first_data: list[tuple[int, bytes]]
 ) -> Iterator[ParsedLine]:
     numbered = itertools.chain(first_data, enumerate(stream, start=2))
+    last_read = 1
     with stream:
-        for number, text in numbered:
-            raw = text.rstrip("\r\n")
-            if raw.strip() == "":
-                continue
-            # Plain lines split fast; quoted ones go through the csv module.
-            fields = next(csv.reader([raw])) if '"' in raw else raw.split(",")
-            try:
-                candle = parser(fields)
-                validate(candle)
-            except ValueError as error:
-                yield ParsedLine(number, raw, None, str(error))
-                continue
-            yield ParsedLine(number, raw, candle)
+        try:
+            for number, line in numbered:
+                last_read = number
+                parsed = _parse_line(parser, number, line)
+                if parsed is not None:
+                    yield parsed
+        except READ_ERRORS as error:
+            raise InputFormatError(f"{path}: cannot read past line {last_read}: {error}") from None

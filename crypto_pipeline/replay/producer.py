@@ -6,7 +6,6 @@ Bad rows go to `<topic>.dlq` with the raw line, file, line number and reason.
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import time
@@ -18,7 +17,13 @@ from typing import Any
 from kafka.partitioner.default import murmur2
 
 from crypto_pipeline.clients import end_offsets, ensure_topic, kafka_producer
-from crypto_pipeline.replay.formats import InputFormatError, ParsedLine, read_rows, reason_kind
+from crypto_pipeline.replay.formats import (
+    InputFormatError,
+    ParsedLine,
+    count_lines,
+    read_rows,
+    reason_kind,
+)
 from crypto_pipeline.replay.progress import Progress
 from crypto_pipeline.settings import dead_letter_topic
 
@@ -154,13 +159,6 @@ def _encode(value: dict[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-def _count_lines(path: Path) -> int:
-    """Lines in the file (for the progress bar's total), without parsing them."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as stream:
-        return sum(block.count(b"\n") for block in iter(lambda: stream.read(1 << 20), b""))
-
-
 class _KeyPartitions:
     """The default (murmur2) partition of each key, computed once per key: the producer would
     otherwise hash every message's key again."""
@@ -186,10 +184,12 @@ def replay(
 ) -> ReplaySummary:
     """Send the file's rows to Kafka, paced by event time; flushes and returns on Ctrl-C too."""
     try:
-        read_rows(options.path)  # a bad file is an error before anything is sent
-        total = None if options.loop else _count_lines(options.path)
+        # A bad header, or a file that cannot be read to its end: an error before anything is sent.
+        read_rows(options.path)
+        lines = count_lines(options.path)
     except InputFormatError as error:
         raise ReplayError(str(error)) from None
+    total = None if options.loop else lines
     if total is not None and options.limit is not None:
         total = min(total, options.limit)
 
@@ -203,6 +203,7 @@ def replay(
     source_file_json = json.dumps(source_file)
     partition_of = _KeyPartitions(producer.partitions_for(options.topic))
 
+    unreadable: InputFormatError | None = None
     pacer = _Pacer(options.speed)
     rebase_ms = 0
     loop_shift_ms = 0
@@ -252,11 +253,18 @@ def replay(
             summary.pass_span_ms = span.length_ms
     except KeyboardInterrupt:
         summary.interrupted = True
+    except InputFormatError as error:  # the file changed since it was read to its end
+        unreadable = error
     finally:
         producer.flush()
         producer.close()
         summary.elapsed_s = pacer.elapsed_s()
         progress.close(summary.sent, summary.rejected)
+    if unreadable is not None:
+        raise ReplayError(
+            f"{unreadable}; what came before was replayed ({summary.sent} sent, "
+            f"{summary.rejected} dead letters), nothing after"
+        )
     if delivery_errors:
         raise ReplayError(
             f"{len(delivery_errors)} messages were not delivered; first error: {delivery_errors[0]}"

@@ -82,6 +82,7 @@ def test_every_check_passes_after_a_replay_and_the_job(pipeline: Pipeline) -> No
         "sinks_agree",
         "matches_source",
         "nothing_left_behind",
+        "late_rows_repaired",
         "fresh",
     }
     assert {asset for asset, _ in evaluations} == {"mongo_realtime", "influx_ohlcv"}
@@ -114,6 +115,8 @@ def test_a_corrupted_mongodb_document_fails_agreement_and_source(pipeline: Pipel
         ("influx_ohlcv", "matches_source"): "passed",
         ("mongo_realtime", "nothing_left_behind"): "passed",
         ("influx_ohlcv", "nothing_left_behind"): "passed",
+        ("mongo_realtime", "late_rows_repaired"): "passed",
+        ("influx_ohlcv", "late_rows_repaired"): "passed",
         ("mongo_realtime", "fresh"): "passed",
         ("influx_ohlcv", "fresh"): "passed",
     }
@@ -173,8 +176,11 @@ def test_a_deleted_influxdb_point_fails_agreement_and_source(pipeline: Pipeline)
 
 
 def line_for(measurement: str, values: dict[str, Any], field: str, value: Any) -> str:
-    """One field of a point as line protocol, integers marked as such."""
-    rendered = f"{value}i" if isinstance(value, int) else repr(value)
+    """One field of a point as line protocol, integers and strings marked as such."""
+    if value is None or isinstance(value, str):  # Flux reads an empty string as None
+        rendered = f'"{value or ""}"'
+    else:
+        rendered = f"{value}i" if isinstance(value, int) else repr(value)
     stamp = int(values["_time"].timestamp()) * 1_000_000_000
     return (
         f"{measurement},symbol={values['symbol']},window={values['window']} "

@@ -15,7 +15,13 @@ import pytest
 
 from crypto_pipeline.settings import REPO_ROOT, Settings
 
-CHECKS = ("sinks_agree", "matches_source", "nothing_left_behind", "fresh")
+CHECKS = (
+    "sinks_agree",
+    "matches_source",
+    "nothing_left_behind",
+    "late_rows_repaired",
+    "fresh",
+)
 
 
 def test_the_compose_deployment_runs_the_pipeline_with_compose_environment(

@@ -19,8 +19,8 @@ import pytest
 
 from crypto_assets.assets.market_data import kafka_klines
 from crypto_assets.resources import KafkaResource
-from crypto_pipeline.clients import KafkaUnavailable
-from crypto_pipeline.replay.producer import ReplayOptions, replay
+from crypto_pipeline.clients import KafkaUnavailable, end_offsets
+from crypto_pipeline.replay.producer import ReplayError, ReplayOptions, replay
 from crypto_pipeline.settings import REPO_ROOT, Settings
 from tests.conftest import SHARED_DATA
 from tests.integration.conftest import free_port
@@ -29,6 +29,7 @@ from tests.integration.kafka_helpers import consume_all, decoded
 SHARED_Q1 = SHARED_DATA / "binance_spot_15m_10sym_2025Q1.csv.gz"
 SAMPLE = REPO_ROOT / "data" / "sample_klines_1m.csv.gz"
 HEADER = "open_time_ms,symbol,open,high,low,close,volume,quote_volume,trades"
+T0 = 1_735_689_600_000  # 2025-01-01T00:00Z
 
 
 def expected_messages(path: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -92,14 +93,14 @@ def test_replay_delivers_every_row_once_in_per_symbol_order(
 def test_bad_rows_go_to_the_dead_letter_topic_with_reasons(
     local_stack: Settings, unique_name: str, tmp_path: Path
 ) -> None:
-    good = [f"{60_000 * i},BTCUSDT,10,12,9,11,5,55,3" for i in range(1, 11)]
+    good = [f"{T0 + 60_000 * i},BTCUSDT,10,12,9,11,5,55,3" for i in range(1, 11)]
     bad = {
-        "60000,BTCUSDT,10,12,9,11,,55,3": "missing volume",
-        "60000,BTCUSDT,ten,12,9,11,5,55,3": "open is not a number: 'ten'",
+        f"{T0},BTCUSDT,10,12,9,11,,55,3": "missing volume",
+        f"{T0},BTCUSDT,ten,12,9,11,5,55,3": "open is not a number: 'ten'",
         "sometime,BTCUSDT,10,12,9,11,5,55,3": "open_time is not a number: 'sometime'",
-        "60000,BTCUSDT,10,8,9,8.5,5,55,3": "high 8.0 < low 9.0",
-        "60000,BTCUSDT,10,12,9,13,5,55,3": "close 13.0 outside [low 9.0, high 12.0]",
-        "60000,BTCUSDT,10,12,9,11,-5,55,3": "negative volume -5.0",
+        f"{T0},BTCUSDT,10,8,9,8.5,5,55,3": "high < low",
+        f"{T0},BTCUSDT,10,12,9,13,5,55,3": "close outside [low, high]",
+        f"{T0},BTCUSDT,10,12,9,11,-5,55,3": "negative volume",
     }
     lines = [HEADER, *good[:5], *bad, *good[5:]]
     path = tmp_path / "broken.csv"
@@ -124,7 +125,7 @@ def test_bad_rows_go_to_the_dead_letter_topic_with_reasons(
 def test_speed_scales_event_time_spacing(
     local_stack: Settings, unique_name: str, tmp_path: Path
 ) -> None:
-    rows = [f"{1_000 * i},ETHUSDT,10,12,9,11,5,55,3" for i in range(20)]  # 1 s apart, 19 s span
+    rows = [f"{T0 + 1_000 * i},ETHUSDT,10,12,9,11,5,55,3" for i in range(20)]  # 1 s apart
     path = tmp_path / "paced.csv"
     path.write_text("\n".join([HEADER, *rows]) + "\n")
 
@@ -143,7 +144,7 @@ def test_speed_scales_event_time_spacing(
 def test_loop_shifts_event_times_by_the_span_and_rebase_starts_at_now(
     local_stack: Settings, unique_name: str, tmp_path: Path
 ) -> None:
-    rows = [f"{60_000 * i},SOLUSDT,10,12,9,11,5,55,3" for i in range(5)]  # 0..4 min, span 5 min
+    rows = [f"{T0 + 60_000 * i},SOLUSDT,10,12,9,11,5,55,3" for i in range(5)]  # span 5 min
     path = tmp_path / "loop.csv"
     path.write_text("\n".join([HEADER, *rows]) + "\n")
     now = 1_800_000_000_000
@@ -228,3 +229,19 @@ def test_replay_materializes_the_topic_asset_with_metadata(
     assert metadata["last_event_time"] == "2025-01-01T08:19:00+00:00"
     keys = Counter(r.key for r in consume_all(local_stack, unique_name, expected=500))
     assert keys == {b"BTCUSDT": 500}
+
+
+def test_a_truncated_file_is_refused_before_anything_is_sent(
+    local_stack: Settings, unique_name: str, tmp_path: Path
+) -> None:
+    rows = [f"{T0 + 60_000 * i},BTCUSDT,10,12,9,11,5,55,3" for i in range(20_000)]
+    path = tmp_path / "cut.csv.gz"
+    path.write_bytes(gzip.compress(("\n".join([HEADER, *rows]) + "\n").encode())[:-4000])
+
+    with pytest.raises(ReplayError, match="cannot read to its end"):
+        replay(
+            ReplayOptions(path=path, topic=unique_name),
+            local_stack.kafka.bootstrap_servers,
+            show_progress=False,
+        )
+    assert end_offsets(local_stack.kafka.bootstrap_servers, unique_name) == {}

@@ -17,11 +17,12 @@ from spark_jobs.config import JobConfig
 from spark_jobs.transform import keyed_records, parse_messages
 
 MIN = 60_000
+T0 = 1_735_689_600_000  # 2025-01-01T00:00Z
 RAW_SCHEMA = "value STRING, topic STRING, partition INT, offset BIGINT, timestamp TIMESTAMP"
 
 
 def message(t_min: float, o: float, h: float, lo: float, c: float, v: float, **extra: Any) -> str:
-    body = {"symbol": "BTCUSDT", "event_time_ms": int(t_min * MIN), "open": o, "high": h}
+    body = {"symbol": "BTCUSDT", "event_time_ms": T0 + int(t_min * MIN), "open": o, "high": h}
     body.update({"low": lo, "close": c, "volume": v, **extra})
     return json.dumps(body)
 
@@ -87,7 +88,8 @@ def test_out_of_order_duplicate_and_late_events(spark: SparkSession, tmp_path: P
         source,
         "2.json",
         [
-            (5, message(3, 99, 99, 99, 99, 100, quote_volume=9900, trades=9)),  # late: dropped
+            # Late for its closed 5m window, still counted in its open hour.
+            (5, message(3, 99, 99, 99, 99, 100, quote_volume=9900, trades=9)),
             (6, message(32, 20.5, 22, 20, 21, 2, quote_volume=42, trades=3)),
         ],
     )
@@ -96,26 +98,26 @@ def test_out_of_order_duplicate_and_late_events(spark: SparkSession, tmp_path: P
     final = {}
     for row in outputs:  # the last emitted row of a window is its final state
         if row["kind"] == "window":
-            final[(row["window"], row["window_start_ms"] // MIN)] = row
+            final[(row["window"], (row["window_start_ms"] - T0) // MIN)] = row
     assert {k: (v["open"], v["high"], v["low"], v["close"]) for k, v in final.items()} == {
         ("5m", 0): (10.0, 13.0, 9.0, 12.0),
         ("5m", 30): (20.0, 22.0, 19.0, 21.0),
-        ("1h", 0): (10.0, 22.0, 9.0, 21.0),
+        ("1h", 0): (10.0, 99.0, 9.0, 21.0),
     }
     first, second = final[("5m", 0)], final[("5m", 30)]
     assert (first["volume"], first["quote_volume"], first["vwap"]) == (4.0, 45.0, 11.25)
     assert (first["trades"], first["rows"]) == (4, 3)
-    assert (first["first_event_ms"], first["last_event_ms"]) == (0, 2 * MIN)
+    assert (first["first_event_ms"], first["last_event_ms"]) == (T0, T0 + 2 * MIN)
     assert (second["volume"], second["quote_volume"], second["vwap"]) == (3.0, 62.0, 62.0 / 3)
     assert (second["trades"], second["rows"]) == (4, 2)
-    assert (final[("1h", 0)]["volume"], final[("1h", 0)]["rows"]) == (7.0, 5)
+    assert (final[("1h", 0)]["volume"], final[("1h", 0)]["rows"]) == (107.0, 6)
     totals = [row["totals"] for row in outputs if row["kind"] == "summary"]
     late = [
         {s: (r.rows, r.first_event_ms, r.last_event_ms) for s, r in t.late.items()} for t in totals
     ]
-    assert late == [{}, {"BTCUSDT": (1, 3 * MIN, 3 * MIN)}]  # the late event, by its time
+    assert late == [{}, {"BTCUSDT": (1, T0 + 3 * MIN, T0 + 3 * MIN)}]  # the late event
     # The state keeps the candles of windows that can still change: the hour [0, 60).
-    assert [t.state_candles for t in totals] == [{"BTCUSDT": 4}, {"BTCUSDT": 5}]
+    assert [t.state_candles for t in totals] == [{"BTCUSDT": 4}, {"BTCUSDT": 6}]
     assert sorted(path.name for path in (checkpoint / "state").iterdir()) == ["0.arrow", "1.arrow"]
 
 

@@ -43,7 +43,13 @@ def test_every_check_covers_both_sinks_and_agreement_blocks() -> None:
     assert checks == {
         (asset, name)
         for asset in ("mongo_realtime", "influx_ohlcv")
-        for name in ("sinks_agree", "matches_source", "nothing_left_behind", "fresh")
+        for name in (
+            "sinks_agree",
+            "matches_source",
+            "nothing_left_behind",
+            "late_rows_repaired",
+            "fresh",
+        )
     }
     blocking = {key.name for key in graph.asset_check_keys if graph.get_check_spec(key).blocking}
     assert blocking == {"sinks_agree"}

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from crypto_pipeline.replay.formats import Candle, InputFormatError, read_rows
+from crypto_pipeline.candle_rules import BAD_SYMBOL
+from crypto_pipeline.replay.formats import (
+    Candle,
+    InputFormatError,
+    count_lines,
+    read_rows,
+    reason_kind,
+)
+from tests.poison_cases import BROKEN_VALUES, csv_line
 
 HEADER = "open_time_ms,symbol,open,high,low,close,volume,quote_volume,trades\n"
 
@@ -35,10 +44,10 @@ def test_canonical_rows(tmp_path: Path, name: str) -> None:
 def test_optional_columns_may_be_absent(tmp_path: Path) -> None:
     path = write(
         tmp_path / "k.csv",
-        "open_time_ms,symbol,open,high,low,close,volume\n60000,X,1,2,0.5,1.5,3\n",
+        "open_time_ms,symbol,open,high,low,close,volume\n1735689600000,X,1,2,0.5,1.5,3\n",
     )
     [row] = list(read_rows(path))
-    assert row.candle == Candle("X", 60000, 1.0, 2.0, 0.5, 1.5, 3.0, None, None)
+    assert row.candle == Candle("X", 1735689600000, 1.0, 2.0, 0.5, 1.5, 3.0, None, None)
 
 
 def test_iso_open_time(tmp_path: Path) -> None:
@@ -58,16 +67,30 @@ def test_binance_kline_file_in_ms_or_us(tmp_path: Path, open_time: str) -> None:
     )
 
 
+T = "1735689600000"  # 2025-01-01T00:00Z
 BAD_ROWS = [
-    ("60000,X,1,2,0.5,1.5,,1,1", "missing volume"),
-    ("60000,X,1,2,0.5", "expected 9 fields, got 5"),
-    ("60000,X,one,2,0.5,1.5,3,1,1", "open is not a number: 'one'"),
+    (f"{T},X,1,2,0.5,1.5,,1,1", "missing volume"),
+    (f"{T},X,1,2,0.5", "wrong number of fields: 5, not 9"),
+    (f"{T},X,one,2,0.5,1.5,3,1,1", "open is not a number: 'one'"),
     ("yesterday,X,1,2,0.5,1.5,3,1,1", "open_time is not a number: 'yesterday'"),
-    ("60000,X,1,0.4,0.5,0.45,3,1,1", "high 0.4 < low 0.5"),
-    ("60000,X,1,2,0.5,2.5,3,1,1", "close 2.5 outside [low 0.5, high 2.0]"),
-    ("60000,X,0.1,2,0.5,1.5,3,1,1", "open 0.1 outside [low 0.5, high 2.0]"),
-    ("60000,X,1,2,0.5,1.5,-3,1,1", "negative volume -3.0"),
-    ("60000,X,1,2,0.5,1.5,nan,1,1", "volume is not finite: 'nan'"),
+    (f"{T},X,1,0.4,0.5,0.45,3,1,1", "high < low"),
+    (f"{T},X,1,2,0.5,2.5,3,1,1", "close outside [low, high]"),
+    (f"{T},X,0.1,2,0.5,1.5,3,1,1", "open outside [low, high]"),
+    (f"{T},X,1,2,0.5,1.5,-3,1,1", "negative volume"),
+    (f"{T},X,1,2,0.5,1.5,nan,1,1", "volume is NaN or infinite"),
+    (f"{T},X,1,inf,0.5,1.5,3,1,1", "high is NaN or infinite"),
+    (f"{T},X,1,2,0.5,1.5,1e300,1,1", "volume is beyond 1e15 in magnitude"),
+    (f"{T},X,1,2,0.5,1.5,3,-1,1", "negative quote_volume"),
+    (f"{T},X,1,2,0.5,1.5,3,1,-1", "negative trades"),
+    (f"{T},X,1,2,0.5,1.5,3,1,2.5", "trades is not a whole number: '2.5'"),
+    (f"{T},X,1,2,0.5,1.5,3,1,inf", "trades is NaN or infinite"),
+    (f"{T},BTC USDT,1,2,0.5,1.5,3,1,1", BAD_SYMBOL),
+    (f"{T},,1,2,0.5,1.5,3,1,1", "missing symbol"),
+    (
+        "60000,X,1,2,0.5,1.5,3,1,1",
+        "open_time is not an epoch time in s, ms, µs or ns between 2009-01-01 and 2100-01-01: "
+        "60000",
+    ),
 ]
 
 
@@ -105,3 +128,71 @@ def test_binance_file_without_symbol_in_name(tmp_path: Path) -> None:
     path = write(tmp_path / "klines.csv", "1735689600000,1,2,0.5,1.5,3,1735689659999,4,5,1,1,0\n")
     with pytest.raises(InputFormatError, match="symbol cannot be taken from its name"):
         read_rows(path)
+
+
+@pytest.mark.parametrize(
+    "open_time",
+    ["1735689600", "1735689600000", "1735689600000000", "1735689600000000000"],
+)
+def test_epoch_times_in_seconds_ms_us_or_ns_are_recognised(tmp_path: Path, open_time: str) -> None:
+    path = write(tmp_path / "k.csv", HEADER + f"{open_time},X,1,2,0.5,1.5,3,1,1\n")
+    [row] = list(read_rows(path))
+    assert row.candle is not None and row.candle.open_time_ms == 1735689600000
+
+
+def test_a_byte_order_mark_and_crlf_line_ends_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "k.csv"
+    path.write_bytes(
+        b"\xef\xbb\xbf"
+        + HEADER.replace("\n", "\r\n").encode()
+        + b"1735689600000,X,1,2,0.5,1.5,3,1,1\r\n"
+    )
+    [row] = list(read_rows(path))
+    assert row.raw == "1735689600000,X,1,2,0.5,1.5,3,1,1"
+    assert row.candle == Candle("X", 1735689600000, 1.0, 2.0, 0.5, 1.5, 3.0, 1.0, 1)
+
+
+def test_bad_lines_anywhere_are_rejected_with_their_line_and_the_rest_is_read(
+    tmp_path: Path,
+) -> None:
+    good = "1735689600000,X,1,2,0.5,1.5,3,1,1\n"
+    huge = '1735689660000,X,1,2,0.5,1.5,3,1,"' + "9" * 200_000 + '"\n'
+    path = tmp_path / "k.csv"
+    path.write_bytes(
+        HEADER.encode()
+        + good.encode()
+        + b"1735689660000,X\xff,1,2,0.5,1.5,3,1,1\n"
+        + huge.encode()
+        + good.replace("89600000", "89720000").encode()
+    )
+    rows = list(read_rows(path))
+    assert [(row.line, row.candle is not None) for row in rows] == [
+        (2, True),
+        (3, False),
+        (4, False),
+        (5, True),
+    ]
+    assert rows[1].reason == "not UTF-8 text: byte 16"
+    assert rows[2].reason is not None and "field larger than field limit" in rows[2].reason
+
+
+def test_a_truncated_gzip_is_refused_before_any_row(tmp_path: Path) -> None:
+    text = HEADER + "".join(
+        f"{1735689600000 + 60_000 * i},X,1,2,0.5,1.5,3,1,1\n" for i in range(20_000)
+    )
+    path = tmp_path / "k.csv.gz"
+    path.write_bytes(gzip.compress(text.encode())[:-5000])
+    with pytest.raises(InputFormatError, match="cannot read to its end"):
+        count_lines(path)
+    with pytest.raises(InputFormatError, match="cannot read past line"):
+        list(read_rows(path))
+
+
+@pytest.mark.parametrize(("changes", "reason"), BROKEN_VALUES)
+def test_the_producer_gives_the_shared_reasons(
+    tmp_path: Path, changes: dict[str, Any], reason: str
+) -> None:
+    """The candles and reasons the Spark stage is tested with (test_poison_and_late.py)."""
+    [row] = list(read_rows(write(tmp_path / "k.csv", HEADER + csv_line(changes) + "\n")))
+    assert row.candle is None and row.reason is not None
+    assert reason_kind(row.reason) == reason

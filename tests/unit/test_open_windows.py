@@ -193,3 +193,30 @@ def test_the_state_store_keeps_two_versions_and_starts_a_batch_from_the_one_befo
         pd.testing.assert_frame_equal(
             loaded[symbol].candles, state.candles, check_dtype=False, check_index_type=False
         )
+
+
+def test_a_candle_in_a_closed_window_is_late_but_counts_in_its_open_windows() -> None:
+    first = advance(
+        SymbolState.empty(),
+        candles(*[(m, m, 1, 2, 1, 1, 1, 1, 1) for m in range(40)]),
+        [FIVE, HOUR],
+        DELAY,
+    )
+    # Watermark 29: the 5m window [10, 15) is closed, the hour [0, 60) open.
+    second = advance(first.state, candles((12.5, 99, 1, 7, 1, 1, 1, 1, 1)), [FIVE, HOUR], DELAY)
+    assert list(second.late["event_time_ms"]) == [12.5 * MIN]
+    (hour,) = second.aggregates.to_dict("records")
+    assert (hour["window"], hour["window_start_ms"], hour["rows"], hour["high"]) == (
+        "1h",
+        0,
+        41,
+        7,
+    )
+    # A candle whose every window is closed changes nothing.
+    third = advance(
+        advance(second.state, candles((75, 100, 1, 2, 1, 1, 1, 1, 1)), [FIVE, HOUR], DELAY).state,
+        candles((30, 101, 1, 9, 1, 1, 1, 1, 1)),
+        [FIVE, HOUR],
+        DELAY,
+    )
+    assert third.aggregates.empty and list(third.late["event_time_ms"]) == [30 * MIN]

@@ -57,8 +57,8 @@ def test_line_protocol_point() -> None:
     }
     assert line_protocol(row, "ohlcv") == (
         "ohlcv,symbol=BTC\\ USDT,window=5m open=1.5,high=2.0,low=1.0,close=1.75,volume=10.0,"
-        "vwap=1.6,trades=42i,rows=5i,first_event_ms=1735689900000i,last_event_ms=1735690140000i"
-        " 1735689900000"
+        "vwap=1.6,trades=42i,rows=5i,first_event_ms=1735689900000i,last_event_ms=1735690140000i,"
+        'null_fields="quote_volume" 1735689900000'
     )
 
 

@@ -1,0 +1,58 @@
+"""Late rows repaired: the Spark job's batch side (spark_jobs/backfill.py) launched through
+Pipes over what the late ledger holds as unrepaired (crypto_pipeline/late_ledger.py). Used by the
+`ohlcv_sinks` asset after its run and by `backfill_job` (crypto_assets/backfill.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import dagster as dg
+
+from crypto_assets.resources import MongoResource, SparkResource
+from crypto_pipeline.late_ledger import repair_scope
+from spark_jobs.config import AVAILABLE_NOW, JobConfig
+
+
+def launch_backfill(
+    context: dg.OpExecutionContext | dg.AssetExecutionContext,
+    pipes_subprocess_client: dg.PipesSubprocessClient,
+    spark: SparkResource,
+    job: JobConfig,
+) -> dict[str, Any]:
+    """Run the backfill and return its summary (sent as a Pipes custom message)."""
+    command = spark.submit_command(job)
+    context.log.info(" ".join(command))  # no secret: those travel in the environment
+    invocation = pipes_subprocess_client.run(
+        command=command, context=context, env=spark.environment(job)
+    )
+    messages = invocation.get_custom_messages()
+    if not messages:
+        raise dg.Failure("the backfill ended without its summary")
+    return dict(messages[-1])
+
+
+def repair_late_rows(
+    context: dg.OpExecutionContext | dg.AssetExecutionContext,
+    pipes_subprocess_client: dg.PipesSubprocessClient,
+    job: JobConfig,
+    mongo: MongoResource,
+    spark: SparkResource,
+) -> dict[str, Any]:
+    """Backfill what the ledger holds as unrepaired for the job's topic; {} if nothing."""
+    entries = mongo.unrepaired_late(job.kafka.topic)
+    if not entries:
+        return {}
+    symbols, start_ms, end_ms = repair_scope(entries)
+    context.log.warning(
+        f"{sum(e.rows for e in entries):,} late rows of {', '.join(symbols)} are not in the "
+        "sinks yet: backfilling them"
+    )
+    backfill = dataclasses.replace(
+        job,
+        trigger=AVAILABLE_NOW,
+        backfill_symbols=symbols,
+        backfill_start_ms=start_ms,
+        backfill_end_ms=end_ms,
+    )
+    return launch_backfill(context, pipes_subprocess_client, spark, backfill)

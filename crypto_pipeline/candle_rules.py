@@ -1,0 +1,101 @@
+"""What makes a candle valid: the one definition both stages apply, the replay producer in
+Python (crypto_pipeline/replay/formats.py) and the Spark job as column expressions
+(spark_jobs/transform.py).
+A record that breaks a rule goes to the dead-letter topic with the rule's reason; the reasons'
+texts are shared too, so a dead letter reads the same whichever stage wrote it.
+
+The bounds keep every aggregate finite and every sink write valid:
+- symbols are 1-32 of `A-Z 0-9 _ -`: nothing that line protocol, Flux or a Grafana regex would
+  have to escape, and no way to inject a second InfluxDB point;
+- prices, volumes and trades are finite and at most 1e15: the sums of a week of 1-second candles
+  (6e5 candles, turnover up to 1e30 each) stay far below the float and int64 limits;
+- event times fall in [2009-01-01, 2100-01-01): later than any crypto market's start, earlier
+  than any unit mistake (a time in seconds read as milliseconds is in 1970, one in microseconds
+  read as milliseconds is after 2100).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+
+# Unanchored: each stage matches the whole symbol its own way (`$` would accept a final newline).
+SYMBOL_PATTERN = r"[A-Z0-9][A-Z0-9_-]{0,31}"
+SYMBOL = re.compile(SYMBOL_PATTERN)
+MAX_MAGNITUDE = 1e15
+MIN_EVENT_MS = 1_230_768_000_000  # 2009-01-01T00:00:00Z
+MAX_EVENT_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+
+PRICE_FIELDS = ("open", "high", "low", "close")
+NUMERIC_FIELDS = (*PRICE_FIELDS, "volume", "quote_volume", "trades")
+
+# The reasons, by rule. A reason never carries the record's values: it groups dead letters.
+BAD_SYMBOL = "symbol is empty or has characters outside A-Z 0-9 _ -, or more than 32"
+EVENT_TIME_OUT_OF_RANGE = "event time outside 2009-01-01..2100-01-01"
+HIGH_BELOW_LOW = "high < low"
+OPEN_OUTSIDE = "open outside [low, high]"
+CLOSE_OUTSIDE = "close outside [low, high]"
+
+
+def not_finite(field: str) -> str:
+    return f"{field} is NaN or infinite"
+
+
+def not_whole(field: str) -> str:
+    return f"{field} is not a whole number"
+
+
+def too_large(field: str) -> str:
+    return f"{field} is beyond 1e15 in magnitude"
+
+
+def negative(field: str) -> str:
+    return f"negative {field}"
+
+
+def symbol_reason(symbol: str) -> str | None:
+    return None if SYMBOL.fullmatch(symbol) else BAD_SYMBOL
+
+
+def event_time_reason(event_ms: int) -> str | None:
+    return None if MIN_EVENT_MS <= event_ms < MAX_EVENT_MS else EVENT_TIME_OUT_OF_RANGE
+
+
+def number_reason(field: str, value: float | int | None) -> str | None:
+    """Why one numeric field's value is not acceptable (None: it is, or it is absent)."""
+    if value is None:
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return not_finite(field)
+    if abs(value) > MAX_MAGNITUDE:
+        return too_large(field)
+    if field not in PRICE_FIELDS and value < 0:
+        return negative(field)
+    return None
+
+
+def ohlc_reason(open_: float, high: float, low: float, close: float) -> str | None:
+    if high < low:
+        return HIGH_BELOW_LOW
+    if not low <= open_ <= high:
+        return OPEN_OUTSIDE
+    if not low <= close <= high:
+        return CLOSE_OUTSIDE
+    return None
+
+
+def candle_reason(
+    symbol: str,
+    event_ms: int,
+    numbers: Mapping[str, float | int | None],
+) -> str | None:
+    """The first rule the candle breaks, in the order the Spark stage checks them (symbol, event
+    time, each numeric field in NUMERIC_FIELDS order, then open/close within [low, high])."""
+    reason = symbol_reason(symbol) or event_time_reason(event_ms)
+    for field in NUMERIC_FIELDS:
+        reason = reason or number_reason(field, numbers.get(field))
+    if reason is None:
+        prices = [numbers[name] for name in PRICE_FIELDS]
+        reason = ohlc_reason(*(float(value or 0) for value in prices))
+    return reason

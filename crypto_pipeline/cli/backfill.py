@@ -1,0 +1,59 @@
+"""`crypto-pipeline backfill`: the Spark job's batch side (spark_jobs/backfill.py) from the
+command line, over a range given by hand or over what the late ledger holds as unrepaired."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+
+from crypto_pipeline import late_ledger
+from crypto_pipeline.clients import mongo_client
+from crypto_pipeline.console import say
+from crypto_pipeline.replay.formats import ms_to_iso
+from crypto_pipeline.settings import KafkaTarget, Settings
+from spark_jobs.config import JobConfig, split_names
+
+
+def backfill(
+    settings: Settings,
+    topic: str | None,
+    symbols: frozenset[str] | None,
+    start_ms: int | None,
+    end_ms: int | None,
+    late: bool,
+    windows: str | None,
+) -> int:
+    job = JobConfig.from_settings(
+        settings, kafka=KafkaTarget(settings.kafka.bootstrap_servers, topic or settings.kafka.topic)
+    )
+    if windows:
+        job = dataclasses.replace(job, windows=split_names(windows))
+    if late:
+        if start_ms is not None or end_ms is not None or symbols:
+            raise ValueError("--late repairs the late ledger: give no --symbols, --start or --end")
+        with mongo_client(settings.mongo.uri) as client:
+            ledger = client[settings.mongo.database][settings.mongo.late_collection]
+            entries = late_ledger.unrepaired(ledger, job.kafka.topic)
+        if not entries:
+            say(f"no unrepaired late rows on {job.kafka.topic}")
+            return 0
+        chosen, start_ms, end_ms = late_ledger.repair_scope(entries)
+        symbols = frozenset(chosen)
+        say(f"{sum(e.rows for e in entries):,} late rows to repair")
+    if start_ms is None or end_ms is None:
+        raise ValueError("give --start and --end (or --late)")
+    job = dataclasses.replace(
+        job,
+        backfill_symbols=tuple(sorted(symbols)) if symbols else None,
+        backfill_start_ms=start_ms,
+        backfill_end_ms=end_ms,
+    )
+    say(
+        f"backfill of {', '.join(job.backfill_symbols or ('every symbol',))} on "
+        f"{job.kafka.topic}, {ms_to_iso(start_ms)} .. {ms_to_iso(end_ms)} (Spark job) ..."
+    )
+    finished = subprocess.run(job.driver_command(), env={**os.environ, **job.to_env()})
+    if finished.returncode != 0:
+        raise ValueError(f"the backfill failed (exit {finished.returncode}); its log is above")
+    return 0

@@ -22,10 +22,11 @@ from crypto_assets.definitions import build_definitions
 from crypto_assets.reconcile import committed_offsets
 from crypto_pipeline import late_ledger
 from crypto_pipeline.clients import end_offsets, ensure_topic, mongo_client
+from crypto_pipeline.readback import read_influx, read_mongo
 from crypto_pipeline.settings import REPO_ROOT, Settings
 from spark_jobs.config import JobConfig
 from tests.conftest import SHARED_DATA
-from tests.expected_ohlcv import expected_aggregates, read_csv_rows
+from tests.expected_ohlcv import expected_aggregates, mismatches, read_csv_rows
 from tests.integration.dagster_helpers import resources_for, wait_until
 from tests.integration.job_helpers import job_for, mongo_of, replay_file, run_job, start_job
 from tests.integration.kafka_helpers import consume_all, decoded
@@ -35,6 +36,7 @@ from tests.poison_cases import BROKEN_MESSAGES_ONLY, BROKEN_VALUES, VALID
 SAMPLE = REPO_ROOT / "data" / "sample_klines_1m.csv.gz"
 SHARED_Q1 = SHARED_DATA / "binance_spot_15m_10sym_2025Q1.csv.gz"
 DAY_2_MS = 1_735_776_000_000  # 2025-01-02T00:00Z: the sample's second day
+T0_MS = 1_735_689_600_000  # 2025-01-01T00:00Z
 WINDOWS = ("5m", "1h", "4h")
 
 
@@ -254,3 +256,34 @@ def test_late_rows_of_a_live_run_fail_the_check_until_dagster_repairs_them(
         assert repair["late_entries_repaired"] >= 1
     expected = expected_aggregates(day_2[:-600] + day_1 + day_2[-600:] + changed, WINDOWS)
     assert_sinks_match(local_stack, unique_name, expected)
+
+
+def test_a_field_that_becomes_null_is_null_in_both_sinks(
+    local_stack: Settings, unique_name: str, tmp_path: Path
+) -> None:
+    """Ten minutes of BTCUSDT with quote volume and trades, then minute 5 delivered again
+    without them: the re-emitted windows have no quote volume and no trades in MongoDB, and
+    InfluxDB (which keeps a field's old value when a point is written again) reads the same."""
+    header = "open_time_ms,symbol,open,high,low,close,volume"
+    first = tmp_path / "first.csv"
+    first.write_text(
+        f"{header},quote_volume,trades\n"
+        + "".join(f"{T0_MS + 60_000 * m},BTCUSDT,10,12,9,11,5,55,3\n" for m in range(10))
+    )
+    again = tmp_path / "again.csv"
+    again.write_text(f"{header}\n{T0_MS + 5 * 60_000},BTCUSDT,10,12,9,11,5\n")
+    job = job_for(local_stack, unique_name, tmp_path / "ckpt", windows=("5m", "1h"))
+    for path in (first, again):
+        replay_file(local_stack, path, unique_name)
+        result = run_job(job)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    mongo, _ = read_mongo(mongo_of(local_stack, unique_name))
+    influx = read_influx(dataclasses.replace(local_stack.influx, measurement=unique_name))
+    assert mismatches(mongo, influx) == []
+    touched = [("BTCUSDT", "5m", T0_MS + 5 * 60_000), ("BTCUSDT", "1h", T0_MS)]
+    for key in touched:
+        assert (mongo[key]["quote_volume"], mongo[key]["trades"]) == (None, None)
+        assert mongo[key]["vwap"] == pytest.approx((12 + 9 + 11) / 3, rel=1e-12)
+    untouched = ("BTCUSDT", "5m", T0_MS)
+    assert (influx[untouched]["quote_volume"], influx[untouched]["trades"]) == (275.0, 15)

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from crypto_pipeline import late_ledger
-from crypto_pipeline.clients import end_offsets, mongo_client, read_messages
+from crypto_pipeline.clients import end_offsets, read_messages
 from crypto_pipeline.readback import (
     Aggregates,
     newest_influx_event_ms,
@@ -75,9 +75,7 @@ class MongoResource(dg.ConfigurableResource):
 
     def unrepaired_late(self, topic: str) -> list[late_ledger.LateEntry]:
         """What the live job dropped as late on this topic and no backfill has repaired yet."""
-        with mongo_client(self.uri) as client:
-            ledger = client[self.database][self.target.late_collection]
-            return late_ledger.unrepaired(ledger, topic)
+        return late_ledger.unrepaired_in(self.target, topic)
 
 
 class InfluxResource(dg.ConfigurableResource):

@@ -18,6 +18,9 @@ from typing import Any
 from pymongo import UpdateOne
 from pymongo.collection import Collection
 
+from crypto_pipeline.clients import mongo_client
+from crypto_pipeline.settings import MongoTarget
+
 
 @dataclass(frozen=True)
 class LateEntry:
@@ -58,6 +61,12 @@ def unrepaired(ledger: Collection[Any], topic: str) -> list[LateEntry]:
         LateEntry(doc["symbol"], doc["rows"], doc["first_event_ms"], doc["last_event_ms"])
         for doc in ledger.find({"topic": topic, "repaired_at": None}).sort("_id", 1)
     ]
+
+
+def unrepaired_in(mongo: MongoTarget, topic: str) -> list[LateEntry]:
+    """`unrepaired` on the ledger beside the target's aggregates, with a client of its own."""
+    with mongo_client(mongo.uri) as client:
+        return unrepaired(client[mongo.database][mongo.late_collection], topic)
 
 
 def repair_ranges(entries: Iterable[LateEntry]) -> dict[str, tuple[int, int]]:

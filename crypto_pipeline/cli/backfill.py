@@ -8,7 +8,6 @@ import os
 import subprocess
 
 from crypto_pipeline import late_ledger
-from crypto_pipeline.clients import mongo_client
 from crypto_pipeline.console import say
 from crypto_pipeline.replay.formats import ms_to_iso
 from crypto_pipeline.settings import KafkaTarget, Settings
@@ -32,9 +31,7 @@ def backfill(
     if late:
         if start_ms is not None or end_ms is not None or symbols:
             raise ValueError("--late repairs the late ledger: give no --symbols, --start or --end")
-        with mongo_client(settings.mongo.uri) as client:
-            ledger = client[settings.mongo.database][settings.mongo.late_collection]
-            entries = late_ledger.unrepaired(ledger, job.kafka.topic)
+        entries = late_ledger.unrepaired_in(settings.mongo, job.kafka.topic)
         if not entries:
             say(f"no unrepaired late rows on {job.kafka.topic}")
             return 0

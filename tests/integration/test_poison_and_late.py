@@ -21,7 +21,7 @@ from crypto_assets.backfill import late_rows_sensor
 from crypto_assets.definitions import build_definitions
 from crypto_assets.reconcile import committed_offsets
 from crypto_pipeline import late_ledger
-from crypto_pipeline.clients import end_offsets, ensure_topic, mongo_client
+from crypto_pipeline.clients import end_offsets, ensure_topic
 from crypto_pipeline.readback import read_influx, read_mongo
 from crypto_pipeline.settings import REPO_ROOT, Settings
 from spark_jobs.config import JobConfig
@@ -68,9 +68,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def unrepaired(settings: Settings, name: str) -> list[late_ledger.LateEntry]:
-    mongo = mongo_of(settings, name)
-    with mongo_client(mongo.uri) as client:
-        return late_ledger.unrepaired(client[mongo.database][mongo.late_collection], name)
+    return late_ledger.unrepaired_in(mongo_of(settings, name), name)
 
 
 def test_poison_messages_go_to_the_dead_letter_topic_and_the_stream_goes_on(

@@ -194,7 +194,11 @@ def test_ctrl_c_flushes_and_prints_the_summary(local_stack: Settings, unique_nam
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    time.sleep(6)
+    # Interrupt once rows flow: a fixed sleep raced the interpreter's start on a busy machine.
+    deadline = time.monotonic() + 60
+    while sum(end_offsets(local_stack.kafka.bootstrap_servers, unique_name).values()) < 100:
+        assert process.poll() is None and time.monotonic() < deadline, "the replay sent nothing"
+        time.sleep(0.5)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
 

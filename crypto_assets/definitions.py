@@ -41,6 +41,7 @@ from crypto_assets.sensors import (
     incoming_files_sensor,
     replay_done_sensor,
     streaming_health_sensor,
+    streaming_restart_sensor,
 )
 from crypto_assets.streaming import streaming_job
 from crypto_pipeline.build_cache import spark_connectors_dir
@@ -65,6 +66,7 @@ def build_definitions(resources: Mapping[str, Any]) -> dg.Definitions:
             incoming_files_sensor,
             replay_done_sensor,
             streaming_health_sensor,
+            streaming_restart_sensor,
             late_rows_sensor,
         ],
         resources=resources,

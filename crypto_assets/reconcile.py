@@ -211,3 +211,22 @@ def committed_offsets(query_checkpoint: Path) -> dict[str, dict[int, int]] | Non
     # Line 1 is the log version, line 2 the batch metadata, then one line per source.
     source = json.loads(lines[2])
     return {topic: {int(p): o for p, o in parts.items()} for topic, parts in source.items()}
+
+
+def settled(aggregates: Aggregates, newest_ms: dict[str, int], watermark_ms: int) -> Aggregates:
+    """The windows a running stream can no longer change: those ending at or before their
+    symbol's watermark (its newest event, `newest_ms`, less `watermark_ms`)."""
+    return {
+        key: values
+        for key, values in aggregates.items()
+        if key[2] + window_ms(key[1]) <= newest_ms.get(key[0], 0) - watermark_ms
+    }
+
+
+def newest_events(*sides: Aggregates) -> dict[str, int]:
+    """The newest event time of each symbol in any of the sides."""
+    newest: dict[str, int] = {}
+    for aggregates in sides:
+        for (symbol, _, _), values in aggregates.items():
+            newest[symbol] = max(newest.get(symbol, 0), int(values["last_event_ms"]))
+    return newest

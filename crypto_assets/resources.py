@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from crypto_pipeline import late_ledger
-from crypto_pipeline.clients import end_offsets, read_messages
+from crypto_pipeline.clients import end_offsets, read_latest_by_key, read_messages
 from crypto_pipeline.readback import (
     Aggregates,
     newest_influx_event_ms,
@@ -52,6 +52,10 @@ class KafkaResource(dg.ConfigurableResource):
 
     def read_messages(self, topic: str | None = None, last_only: bool = False) -> list[bytes]:
         return read_messages(self.bootstrap_servers, topic or self.topic, last_only=last_only)
+
+    def read_dead_letters(self) -> list[bytes]:
+        """One per rejected input: a dead letter sent again under its key counts once."""
+        return list(read_latest_by_key(self.bootstrap_servers, self.target.dlq_topic).values())
 
 
 class MongoResource(dg.ConfigurableResource):

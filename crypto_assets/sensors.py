@@ -1,5 +1,6 @@
 """Sensors: new or changed files in the incoming folder trigger a replay; each replay triggers the
-Spark job and the checks; the continuous job's health is observed and its freshness checked."""
+Spark job and the checks; the continuous job's health is observed, its freshness checked, and a
+failed stream restarted."""
 
 import hashlib
 import json
@@ -12,6 +13,7 @@ from crypto_assets.assets.aggregates import INFLUX_ASSET, MONGO_ASSET
 from crypto_assets.assets.market_data import kafka_klines
 from crypto_assets.jobs import freshness_job, ohlcv_job, replay_job
 from crypto_assets.resources import IncomingFilesResource, KafkaResource, SparkResource
+from crypto_assets.streaming import streaming_job
 from crypto_pipeline.stream_status import read_status, running_stream_pid, streaming_health
 
 REPLAYABLE_SUFFIXES = (".csv", ".csv.gz")
@@ -130,15 +132,19 @@ def replay_done_sensor(
 
 
 FRESHNESS_CHECK_EVERY_S = 120
+# The restart sensor gives up after this many streaming runs in a row have failed (a stream that
+# fails at once would otherwise be restarted forever); each failed run is an alert in the UI.
+STREAM_RESTARTS = 3
+RESTART_OF_TAG = "crypto/restart-of"
 
 
 @dg.sensor(
     job=freshness_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Health of the continuous Spark job: alive, last progress, Kafka lag; recorded "
-    f"as observations of both sink assets. While it runs, the `fresh` check every "
-    f"{FRESHNESS_CHECK_EVERY_S} s.",
+    description="Health of the continuous Spark job: state (running, stopped, failed, crashed), "
+    f"last progress, Kafka lag; recorded as observations of both sink assets. While it runs, the "
+    f"`fresh` check every {FRESHNESS_CHECK_EVERY_S} s.",
 )
 def streaming_health_sensor(
     context: dg.SensorEvaluationContext, kafka: KafkaResource, spark: SparkResource
@@ -148,7 +154,8 @@ def streaming_health_sensor(
         return dg.SensorResult(skip_reason=f"no streaming job has run for {kafka.topic}")
     now = time.time()
     health = streaming_health(status, kafka.topic, kafka.end_offsets(), now)
-    context.log.info(f"streaming job health: {health}")
+    log = context.log.warning if health["state"] in ("failed", "crashed") else context.log.info
+    log(f"streaming job health: {health}")
     due = health["alive"] and now - float(context.cursor or 0) >= FRESHNESS_CHECK_EVERY_S
     return dg.SensorResult(
         asset_events=[
@@ -157,4 +164,40 @@ def streaming_health_sensor(
         ],
         run_requests=[dg.RunRequest()] if due else [],
         cursor=str(now) if due else context.cursor,
+    )
+
+
+@dg.sensor(
+    job=streaming_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Restarts the continuous job, with the same config, when its last run failed "
+    "(the job crashed, a sink stayed down past its retries, its run worker died) and no stream "
+    f"runs; gives up after {STREAM_RESTARTS} failed runs in a row. A stopped run (terminated "
+    "from the UI) is never restarted.",
+)
+def streaming_restart_sensor(
+    context: dg.SensorEvaluationContext, kafka: KafkaResource, spark: SparkResource
+) -> dg.RunRequest | dg.SkipReason:
+    stream_pid = running_stream_pid(spark.status_file(kafka.topic))
+    if stream_pid is not None:
+        return dg.SkipReason(f"the continuous job (pid {stream_pid}) is running")
+    recent = context.instance.get_runs(
+        dg.RunsFilter(job_name=streaming_job.name), limit=STREAM_RESTARTS
+    )
+    if not recent or recent[0].status != dg.DagsterRunStatus.FAILURE:
+        state = recent[0].status.value if recent else "none"
+        return dg.SkipReason(f"last streaming run: {state}; nothing to restart")
+    failed = recent[0]
+    if len(recent) == STREAM_RESTARTS and all(
+        run.status == dg.DagsterRunStatus.FAILURE for run in recent
+    ):
+        context.log.warning(f"{STREAM_RESTARTS} streaming runs failed in a row; not restarting")
+        return dg.SkipReason(f"{STREAM_RESTARTS} streaming runs failed in a row")
+    context.log.warning(f"streaming run {failed.run_id} failed; restarting it")
+    user_tags = {k: v for k, v in failed.tags.items() if not k.startswith("dagster/")}
+    return dg.RunRequest(
+        run_key=f"restart:{failed.run_id}",
+        run_config=failed.run_config,
+        tags={**user_tags, RESTART_OF_TAG: failed.run_id},
     )

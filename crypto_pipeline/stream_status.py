@@ -5,19 +5,10 @@ demo's status line."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from crypto_pipeline.processes import ProcessRecord
 
 
 def read_status(path: Path) -> dict[str, Any] | None:
@@ -28,13 +19,21 @@ def read_status(path: Path) -> dict[str, Any] | None:
     return status
 
 
+def stream_state(status: dict[str, Any]) -> str:
+    """ "running"; "stopped" or "failed" (the job said so as it ended); or "crashed": its process
+    is gone (or the pid now belongs to another process) without a word."""
+    if "outcome" in status:
+        return str(status["outcome"])
+    record = ProcessRecord(int(status["pid"]), str(status.get("pid_identity")))
+    return "running" if record.is_alive() else "crashed"
+
+
 def running_stream_pid(path: Path) -> int | None:
     """The pid of the continuous job whose heartbeat is `path`, if it is running."""
     status = read_status(path)
-    if status is None:
+    if status is None or stream_state(status) != "running":
         return None
-    pid = int(status["pid"])
-    return pid if pid_alive(pid) else None
+    return int(status["pid"])
 
 
 def streaming_health(
@@ -47,7 +46,8 @@ def streaming_health(
         done = {int(p): o for p, o in processed.get(topic, {}).items()}
         lag = max(lag, sum(end - done.get(p, 0) for p, end in latest.items()))
     return {
-        "alive": pid_alive(int(status["pid"])),
+        "alive": stream_state(status) == "running",
+        "state": stream_state(status),
         "pid": int(status["pid"]),
         "seconds_since_progress": round(now - float(status["last_progress_at"]), 1),
         "kafka_lag_messages": lag,

@@ -3,10 +3,11 @@ to the driver through Arrow, where every symbol's windows advance from the state
 batch left (spark_jobs/open_windows.py, kept by spark_jobs/state_store.py). Then MongoDB, InfluxDB
 and the dead-letter topic are written at the same time; a failure of any fails the batch (Spark
 runs it again from the checkpoint: it starts from the same state, and every write is
-idempotent)."""
+idempotent), unless the failure is an outage of a server, which the batch waits out for a while."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from spark_jobs.config import JobConfig, interval_ms, window_ms
 from spark_jobs.open_windows import CANDLE_COLUMNS, BatchStep, WindowLength, advance_all
 from spark_jobs.sinks import (
     aggregate_columns,
+    is_transient_http,
     write_batch_metrics,
     write_dead_letters,
     write_influx,
@@ -31,6 +33,10 @@ from spark_jobs.sinks import (
 from spark_jobs.state_store import StateStore
 
 log = logging.getLogger("spark_jobs")
+
+# A sink (or the dead-letter topic's broker) unreachable for up to this long holds the batch, its
+# writes retried; longer, the batch fails, the job exits and the restart sensor restarts it.
+SINK_OUTAGE_PATIENCE_S = 300.0
 
 
 @dataclass
@@ -75,10 +81,15 @@ class BatchWriter:
     tracker keeps them for the heartbeat and the Dagster metadata)."""
 
     def __init__(
-        self, config: JobConfig, state_dir: Path, on_batch: Callable[[int, BatchTotals], None]
+        self,
+        config: JobConfig,
+        state_dir: Path,
+        on_batch: Callable[[int, BatchTotals], None],
+        offsets_dir: Path | None = None,
     ) -> None:
         self.config = config
         self.store = StateStore(state_dir)
+        self.offsets_dir = offsets_dir
         self.windows = tuple(WindowLength(label, window_ms(label)) for label in config.windows)
         self.delay_ms = interval_ms(config.watermark)
         self.on_batch = on_batch
@@ -121,14 +132,17 @@ class BatchWriter:
             for symbol, r in sorted(totals.late.items())
         ]
         writes = sink_writes(self.config, step.aggregates, letters, late, batch_id)
-        totals.seconds.update(write_concurrently(self.pool, writes))
         if "influx" in self.config.sinks:
             counts = {
                 "windows": totals.windows,
                 "dead_letters": totals.dead_letters,
                 "late_rows": totals.late_rows,
             }
-            write_batch_metrics("ohlcv", batch_id, counts, self.config)
+            time_ms = batch_time_ms(self.offsets_dir, batch_id)
+            writes["batch_metrics"] = lambda: write_batch_metrics(
+                "ohlcv", batch_id, counts, time_ms, self.config
+            )
+        totals.seconds.update(write_riding_out_outages(self.pool, writes))
         self.on_batch(batch_id, totals)
         if totals.windows or totals.dead_letters or totals.late:
             seconds = totals.seconds
@@ -174,10 +188,72 @@ def sink_writes(
     return writes
 
 
+def batch_time_ms(offsets_dir: Path | None, batch_id: int) -> int:
+    """When Spark planned the batch (its offset log entry; now without one): the same time when
+    the batch runs again after a failure, so what is keyed by it is overwritten, not doubled."""
+    if offsets_dir is not None:
+        try:
+            lines = (offsets_dir / str(batch_id)).read_text().splitlines()
+            return int(json.loads(lines[1])["batchTimestampMs"])
+        except (OSError, IndexError, KeyError, ValueError):
+            pass
+    return int(time.time() * 1000)
+
+
+def is_outage(error: Exception) -> bool:
+    """A server that cannot be reached (or answers "unavailable"), as opposed to a bad write."""
+    from kafka.errors import BrokerNotAvailableError, KafkaConnectionError, KafkaTimeoutError
+    from pymongo.errors import ConnectionFailure
+
+    outages = (ConnectionFailure, KafkaConnectionError, KafkaTimeoutError, BrokerNotAvailableError)
+    return isinstance(error, outages) or is_transient_http(error)
+
+
+def write_riding_out_outages(
+    pool: ThreadPoolExecutor,
+    writes: dict[str, Callable[[], object]],
+    patience_s: float = SINK_OUTAGE_PATIENCE_S,
+) -> dict[str, float]:
+    """`write_concurrently`, the writes that failed because their server was unreachable tried
+    again (every write is idempotent) until `patience_s` has passed; then, or for any other
+    error, the batch fails."""
+    deadline = time.monotonic() + patience_s
+    pause_s, seconds = 1.0, {}
+    while True:
+        done, errors = _write_all(pool, writes)
+        seconds.update(done)
+        writes = {name: write for name, write in writes.items() if name in errors}
+        if not errors:
+            return seconds
+        error = next(iter(errors.values()))
+        if not all(map(is_outage, errors.values())) or time.monotonic() + pause_s > deadline:
+            raise error
+        log.warning(
+            "%s unreachable (%s); retrying in %.0f s, %.0f s before the batch fails",
+            ", ".join(errors),
+            str(error).splitlines()[0][:200] if str(error) else type(error).__name__,
+            pause_s,
+            deadline - time.monotonic(),
+        )
+        time.sleep(pause_s)
+        pause_s = min(pause_s * 2, 15.0)
+
+
 def write_concurrently(
     pool: ThreadPoolExecutor, writes: dict[str, Callable[[], object]]
 ) -> dict[str, float]:
     """Every write at once; seconds per write. The first failure is raised once all ended."""
+    seconds, errors = _write_all(pool, writes)
+    if errors:
+        raise next(iter(errors.values()))
+    return seconds
+
+
+def _write_all(
+    pool: ThreadPoolExecutor, writes: dict[str, Callable[[], object]]
+) -> tuple[dict[str, float], dict[str, Exception]]:
+    """Every write at once, until all have ended: seconds of those that succeeded, errors of the
+    others."""
 
     def timed(write: Callable[[], object]) -> float:
         started = time.monotonic()
@@ -187,12 +263,10 @@ def write_concurrently(
     futures: dict[str, Future[float]] = {
         name: pool.submit(timed, write) for name, write in writes.items()
     }
-    seconds, errors = {}, []
+    seconds, errors = {}, {}
     for name, future in futures.items():
         try:
             seconds[name] = future.result()
-        except Exception as error:  # re-raised below, after every write has ended
-            errors.append(error)
-    if errors:
-        raise errors[0]
-    return seconds
+        except Exception as error:  # the caller raises it, once every write has ended
+            errors[name] = error
+    return seconds, errors

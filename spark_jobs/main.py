@@ -30,7 +30,7 @@ from crypto_pipeline.clients import ensure_topic
 from crypto_pipeline.spark import build_spark_session
 from spark_jobs.backfill import run_backfill
 from spark_jobs.batches import BatchWriter
-from spark_jobs.config import JobConfig
+from spark_jobs.config import JobConfig, interval_ms
 from spark_jobs.progress import ProgressTracker, open_reporter
 from spark_jobs.sinks import ensure_mongo_index
 from spark_jobs.transform import keyed_records, parse_messages
@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     spark.sparkContext.setLogLevel("WARN")
     status_file = Path(config.status_file) if config.status_file else None
-    tracker = ProgressTracker(reporter, status_file)
+    tracker = ProgressTracker(reporter, status_file, interval_ms(config.watermark))
     spark.streams.addListener(tracker)
     stop_requested: list[int] = []
 
@@ -148,15 +148,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             ensure_mongo_index(config)
         # Whoever produced the topic may not have created its dead-letter topic.
         ensure_topic(config.kafka.bootstrap_servers, config.kafka.dlq_topic, partitions=1)
-        writer = BatchWriter(config, checkpoint / STATE, tracker.record_batch)
+        offsets = checkpoint / QUERY / "offsets"
+        writer = BatchWriter(config, checkpoint / STATE, tracker.record_batch, offsets)
         query = start_query(spark, config, checkpoint, writer)
+        tracker.mark_started()
         reporter.log.info(
             f"started on {config.kafka.topic} ({config.trigger}), windows "
             f"{','.join(config.windows)}; checkpoint {config.checkpoint_dir}; "
             f"MongoDB {config.mongo.redacted_uri}"
         )
-        await_query(query, config, lambda: bool(stop_requested))
+        try:
+            await_query(query, config, lambda: bool(stop_requested))
+        except BaseException:
+            tracker.mark_ended("failed")
+            raise
         tracker.catch_up(query.recentProgress)
+        tracker.mark_ended("stopped")
         metadata: dict[str, Any] = {
             **tracker.summary(),
             "stopped_by_signal": bool(stop_requested),

@@ -15,6 +15,7 @@ from typing import Any
 
 from pyspark.sql.streaming import StreamingQueryListener
 
+from crypto_pipeline.processes import identity_of
 from spark_jobs.batches import BatchTotals, LateRange
 
 log = logging.getLogger("spark_jobs")
@@ -47,12 +48,16 @@ class ProgressTracker(StreamingQueryListener):
     """Totals of the query, from Spark's progress events and from each micro-batch's writer
     (thread-safe); the heartbeat file for the Dagster health sensor."""
 
-    def __init__(self, reporter: Any, status_file: Path | None = None) -> None:
+    def __init__(
+        self, reporter: Any, status_file: Path | None = None, watermark_ms: int = 0
+    ) -> None:
         self.reporter = reporter
         self.status_file = status_file
+        self.watermark_ms = watermark_ms
         self.totals = StreamTotals()
         self.last_progress_at = time.time()
         self._applied: set[int] = set()
+        self.outcome: str | None = None
         self._lock = threading.Lock()
 
     def onQueryStarted(self, event: Any) -> None:
@@ -124,15 +129,33 @@ class ProgressTracker(StreamingQueryListener):
             return
         status = {
             "pid": os.getpid(),
+            # With the pid: a recycled pid (a reboot, a new container) is not taken for ours.
+            "pid_identity": identity_of(os.getpid()),
             "last_progress_at": self.last_progress_at,
+            # Windows ending this far behind a symbol's newest event are settled (sinks_agree).
+            "watermark_ms": self.watermark_ms,
             "processed_offsets": {"ohlcv": self.totals.end_offsets},
             "late_rows": self._late(),
             "state": self._state(),
         }
+        if self.outcome is not None:
+            status |= {"outcome": self.outcome, "stopped_at": time.time()}
         self.status_file.parent.mkdir(parents=True, exist_ok=True)
         partial = self.status_file.with_suffix(".tmp")
         partial.write_text(json.dumps(status))
         partial.replace(self.status_file)
+
+    def mark_started(self) -> None:
+        """A heartbeat before the first batch: a new run replaces the last run's outcome."""
+        with self._lock:
+            self._write_status()
+
+    def mark_ended(self, outcome: str) -> None:
+        """The job ends: "stopped" (asked to, or available-now done) or "failed". A heartbeat
+        without an outcome whose process is gone is a crash (the restart sensor's cue)."""
+        with self._lock:
+            self.outcome = outcome
+            self._write_status()
 
     def _late(self) -> dict[str, dict[str, int]]:
         return {symbol: asdict(late) for symbol, late in sorted(self.totals.late.items())}

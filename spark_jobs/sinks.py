@@ -164,7 +164,8 @@ def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
-def _is_transient(error: Exception) -> bool:
+def is_transient_http(error: Exception) -> bool:
+    """InfluxDB (HTTP) unreachable, overloaded or failing on its side."""
     from influxdb_client.rest import ApiException
     from urllib3.exceptions import HTTPError
 
@@ -198,7 +199,7 @@ def write_influx_lines(lines: Iterable[str], config: JobConfig) -> int:
                 )
                 break
             except Exception as error:
-                if attempt == RETRIES or not _is_transient(error):
+                if attempt == RETRIES or not is_transient_http(error):
                     raise
                 time.sleep(0.5 * 2**attempt)
         written += len(chunk)
@@ -213,14 +214,14 @@ def write_influx(columns: dict[str, list[Any]], config: JobConfig) -> int:
 
 
 def write_batch_metrics(
-    query: str, batch_id: int, counts: dict[str, int], config: JobConfig
+    query: str, batch_id: int, counts: dict[str, int], time_ms: int, config: JobConfig
 ) -> None:
-    """One point per micro-batch in `<measurement>_batches` (tag query, time = now): what the
-    pipeline dashboard charts as windows written and dead letters per minute."""
+    """One point per micro-batch in `<measurement>_batches` (tag query, time = the batch's planned
+    time, the same when it runs again): what the pipeline dashboard charts as windows written and
+    dead letters per minute."""
     fields = ",".join(f"{name}={value}i" for name, value in counts.items())
-    now_ms = int(time.time() * 1000)
     measurement = config.influx.batches_measurement
-    line = f"{measurement},query={query} {fields},batch_id={batch_id}i {now_ms}"
+    line = f"{measurement},query={query} {fields},batch_id={batch_id}i {time_ms}"
     write_influx_lines([line], config)
 
 

@@ -40,6 +40,12 @@ def read_csv_rows(
     ]
 
 
+def total_or_none(values: list[Any]) -> Any:
+    if any(value is None for value in values):
+        return None
+    return math.fsum(values) if any(isinstance(v, float) for v in values) else sum(values)
+
+
 def expected_aggregates(
     rows: Iterable[dict[str, Any]], windows: Iterable[str]
 ) -> dict[tuple[str, str, int], dict[str, Any]]:
@@ -54,7 +60,13 @@ def expected_aggregates(
         for key, members in groups.items():
             members.sort(key=lambda r: r["t"])
             volume = math.fsum(r["volume"] for r in members)
-            quote_volume = math.fsum(r["quote_volume"] for r in members)
+            # Null when any candle lacks it; VWAP then from the typical price (h + l + c) / 3.
+            quote_volume = total_or_none([r["quote_volume"] for r in members])
+            turnover = quote_volume
+            if turnover is None:
+                turnover = math.fsum(
+                    r["volume"] * (r["high"] + r["low"] + r["close"]) / 3 for r in members
+                )
             result[key] = {
                 "open": members[0]["open"],
                 "high": max(r["high"] for r in members),
@@ -62,8 +74,8 @@ def expected_aggregates(
                 "close": members[-1]["close"],
                 "volume": volume,
                 "quote_volume": quote_volume,
-                "vwap": quote_volume / volume if volume > 0 else None,
-                "trades": sum(r["trades"] for r in members),
+                "vwap": turnover / volume if volume > 0 else None,
+                "trades": total_or_none([r["trades"] for r in members]),
                 "rows": len(members),
                 "first_event_ms": members[0]["t"],
                 "last_event_ms": members[-1]["t"],

@@ -22,7 +22,7 @@ from crypto_pipeline.settings import REPO_ROOT, Settings
 from crypto_pipeline.stack.artifacts import StackError
 
 INSTANCE_CONFIG = REPO_ROOT / "local_stack" / "dagster.yaml"
-WORKSPACE = REPO_ROOT / "workspace.yaml"
+LOCATION_NAME = "crypto_pipeline"
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 # The UI page with the asset graph of the pipeline (the sink assets and their upstream topic).
 ASSET_GRAPH_PATH = "/locations/crypto_pipeline/asset-groups/aggregates"
@@ -39,15 +39,17 @@ def prepare_dagster_home(settings: Settings) -> Path:
 
 
 class DagsterServices:
-    """dagster-webserver (UI and GraphQL on 127.0.0.1:`port`) and dagster-daemon (sensors,
-    schedules, run queue), each in its own process group so that stopping one stops its code
-    servers and the runs it launched."""
+    """The code location as a gRPC code server (runs execute as its children, so restarting the
+    daemon or the webserver leaves them running, as in docker compose), dagster-webserver (UI and
+    GraphQL on 127.0.0.1:`port`) and dagster-daemon (sensors, schedules, run queue), each in its
+    own process group."""
 
     def __init__(self, home: Path, port: int) -> None:
         self.home = home
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.code_port = 0
 
     def log_path(self, name: str) -> Path:
         return self.home / f"{name}.log"
@@ -62,27 +64,70 @@ class DagsterServices:
                     "DAGSTER_PORT"
                 ) from None
         self._create_storage()
-        bin_dir = Path(sys.executable).parent
-        commands = {
-            "dagster-webserver": [
-                str(bin_dir / "dagster-webserver"),
-                *["--host", "127.0.0.1", "--port", str(self.port), "-w", str(WORKSPACE)],
-            ],
-            "dagster-daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", str(WORKSPACE)],
-        }
-        for name, command in commands.items():
-            with self.log_path(name).open("ab") as log:
-                self.processes[name] = subprocess.Popen(
-                    command,
-                    cwd=REPO_ROOT,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+        self._start_process("dagster-code-server", self._code_server_command())
         started = time.monotonic()
-        next_note = started + 10
-        while not self._serving():
+        self._wait(self._code_server_serving, started, timeout_s, "the code server")
+        workspace = self.home / "workspace.yaml"
+        workspace.write_text(
+            "# Written by crypto-pipeline: the code location served over gRPC, as in docker "
+            f"compose.\nload_from:\n  - grpc_server:\n      host: 127.0.0.1\n"
+            f"      port: {self.code_port}\n      location_name: {LOCATION_NAME}\n"
+        )
+        bin_dir = Path(sys.executable).parent
+        self._start_process(
+            "dagster-webserver",
+            [
+                str(bin_dir / "dagster-webserver"),
+                *["--host", "127.0.0.1", "--port", str(self.port), "-w", str(workspace)],
+            ],
+        )
+        self.start_daemon()
+        self._wait(self._serving, started, timeout_s, "the webserver")
+
+    def start_daemon(self) -> None:
+        """dagster-daemon (sensors, schedules, run queue, run monitoring); also after
+        `stop_daemon`, as an operator restarting it would."""
+        daemon = Path(sys.executable).parent / "dagster-daemon"
+        self._start_process(
+            "dagster-daemon", [str(daemon), "run", "-w", str(self.home / "workspace.yaml")]
+        )
+
+    def stop_daemon(self, timeout_s: float = 30) -> None:
+        self._stop_group(self.processes.pop("dagster-daemon"), timeout_s)
+
+    def _code_server_command(self) -> list[str]:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.code_port = int(probe.getsockname()[1])
+        return [
+            str(Path(sys.executable).parent / "dagster"),
+            *["code-server", "start", "-h", "127.0.0.1", "-p", str(self.code_port)],
+            *["-m", "crypto_assets.definitions", "-a", "defs", "--location-name", LOCATION_NAME],
+        ]
+
+    def _code_server_serving(self) -> bool:
+        check = [str(Path(sys.executable).parent / "dagster"), "api", "grpc-health-check"]
+        result = subprocess.run(
+            [*check, "-p", str(self.code_port), "-h", "127.0.0.1"],
+            capture_output=True,
+            timeout=60,
+        )
+        return result.returncode == 0
+
+    def _start_process(self, name: str, command: list[str]) -> None:
+        with self.log_path(name).open("ab") as log:
+            self.processes[name] = subprocess.Popen(
+                command,
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def _wait(self, ready: Callable[[], bool], started: float, timeout_s: float, what: str) -> None:
+        next_note = time.monotonic() + 10
+        while not ready():
             for name, process in self.processes.items():
                 if process.poll() is not None:
                     self.stop()
@@ -91,9 +136,9 @@ class DagsterServices:
                     )
             if time.monotonic() - started > timeout_s:
                 self.stop()
-                raise StackError(f"the Dagster UI did not answer on {self.url} in {timeout_s} s")
+                raise StackError(f"{what} did not answer in {timeout_s} s")
             if time.monotonic() > next_note:
-                say(f"[dagster] waiting for the webserver ({time.monotonic() - started:.0f} s)")
+                say(f"[dagster] waiting for {what} ({time.monotonic() - started:.0f} s)")
                 next_note += 10
             time.sleep(1)
 
@@ -113,22 +158,25 @@ class DagsterServices:
             return False
 
     def stop(self, timeout_s: float = 30) -> None:
-        """SIGTERM to each process group, SIGKILL to what is still there after the timeout."""
-        for process in self.processes.values():
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-            try:  # children of the group that outlived their parent
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.processes.clear()
+        """SIGTERM to each process group, SIGKILL to what is still there after the timeout. The
+        code server last: the runs it launched are its children."""
+        for name in ("dagster-webserver", "dagster-daemon", "dagster-code-server"):
+            if name in self.processes:
+                self._stop_group(self.processes.pop(name), timeout_s)
+
+    @staticmethod
+    def _stop_group(process: subprocess.Popen[bytes], timeout_s: float) -> None:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        try:  # children of the group that outlived their parent
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 class DagsterApi:

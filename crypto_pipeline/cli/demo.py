@@ -203,6 +203,9 @@ def run_interactive(settings: Settings) -> int:
         except KeyboardInterrupt:
             say("\n[demo] stopping ...")
         finally:
+            # A second Ctrl-C must not cut the cleanup short and leave the servers running.
+            for number in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(number, _still_stopping)
             if services is not None:
                 _terminate_runs(services, launched)
                 services.stop()
@@ -210,6 +213,10 @@ def run_interactive(settings: Settings) -> int:
             if started_stack:
                 stack.down(settings)
     return 0
+
+
+def _still_stopping(signum: int, frame: Any) -> None:
+    say("[demo] still stopping the runs and servers; a moment please")
 
 
 def started(status: str) -> bool:

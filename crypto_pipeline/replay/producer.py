@@ -213,6 +213,8 @@ def replay(
             for parsed in read_rows(options.path):
                 if not _keep(options, parsed):
                     continue
+                if parsed.candle is None and summary.loops:
+                    continue  # --loop: a line's dead letter is sent on the first pass only
                 if parsed.candle is None:
                     dead_letter = {
                         "raw": parsed.raw,
@@ -221,8 +223,11 @@ def replay(
                         "reason": parsed.reason,
                         "topic": options.topic,
                     }
+                    # Keyed by file and line: a second replay of the file sends the same keys.
                     producer.send(
-                        options.dlq_topic, key=source_file.encode(), value=_encode(dead_letter)
+                        options.dlq_topic,
+                        key=f"{source_file}:{parsed.line}".encode(),
+                        value=_encode(dead_letter),
                     ).add_errback(delivery_errors.append)
                     summary.record_rejection(parsed.reason or "")
                     progress.update(summary.sent, summary.rejected)

@@ -1,7 +1,8 @@
 """`crypto-pipeline stack up | down | status | reset`: real servers as local processes.
 
-Every process is started in its own session, recorded in a PID file (pid + kernel start time,
-so a recycled PID is never mistaken for ours) and stopped by that PID only.
+Every process is started in its own session, recorded in a PID file (pid + boot and kernel start
+time, so a recycled PID is never mistaken for ours) and stopped by that PID only, within a
+deadline: SIGTERM, then SIGKILL.
 """
 
 from __future__ import annotations
@@ -13,36 +14,20 @@ import socket
 import subprocess
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
 from pathlib import Path
 
 from crypto_pipeline.console import say
+from crypto_pipeline.processes import ProcessRecord
 from crypto_pipeline.settings import Settings
 from crypto_pipeline.stack.artifacts import StackError, spark_connector_jars
 from crypto_pipeline.stack.services import Service, services, wait_healthy
 
-__all__ = ["StackError", "down", "is_running", "reset", "status", "up"]
+__all__ = ["StackError", "down", "is_running", "kill", "reset", "status", "up"]
 
 STOP_TIMEOUT_S = 30.0
+# After SIGKILL: a process still there by then is stuck in the kernel (reported, not waited for).
+KILL_TIMEOUT_S = 10.0
 LOG_TAIL_LINES = 25
-
-
-@dataclass(frozen=True)
-class ProcessRecord:
-    pid: int
-    start_time: str
-
-    @staticmethod
-    def start_time_of(pid: int) -> str | None:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return None
-        # Field 22 (starttime), counted after the ")" that closes the command name.
-        return stat.rsplit(")", 1)[1].split()[19]
-
-    def is_alive(self) -> bool:
-        return self.start_time_of(self.pid) == self.start_time
 
 
 def _pid_file(service: Service) -> Path:
@@ -51,10 +36,10 @@ def _pid_file(service: Service) -> Path:
 
 def _read_record(service: Service) -> ProcessRecord | None:
     try:
-        pid_text, start_time = _pid_file(service).read_text().split()
+        pid_text, identity = _pid_file(service).read_text().split()
+        record = ProcessRecord(int(pid_text), identity)
     except (OSError, ValueError):
         return None
-    record = ProcessRecord(int(pid_text), start_time)
     return record if record.is_alive() else None
 
 
@@ -90,9 +75,8 @@ def _start(service: Service) -> None:
             cwd=service.settings.stack_dir,
             start_new_session=True,
         )
-    start_time = ProcessRecord.start_time_of(process.pid) or ""
-    record = ProcessRecord(process.pid, start_time)
-    _pid_file(service).write_text(f"{record.pid} {record.start_time}\n")
+    record = ProcessRecord.of(process.pid) or ProcessRecord(process.pid, "exited")
+    _pid_file(service).write_text(f"{record.pid} {record.identity}\n")
     try:
         wait_healthy(service, lambda: process.poll() is None, service.startup_timeout_s)
         service.after_first_healthy()
@@ -104,20 +88,34 @@ def _start(service: Service) -> None:
 
 
 def _stop(service: Service, record: ProcessRecord) -> None:
+    """SIGTERM to the service's process group, SIGKILL after STOP_TIMEOUT_S; returns within
+    STOP_TIMEOUT_S + KILL_TIMEOUT_S whatever the process does."""
+    if not _signal_and_wait(record, signal.SIGTERM, STOP_TIMEOUT_S):
+        _kill(service, record)
+    _pid_file(service).unlink(missing_ok=True)
+
+
+def _kill(service: Service, record: ProcessRecord) -> None:
+    if not _signal_and_wait(record, signal.SIGKILL, KILL_TIMEOUT_S):
+        raise StackError(
+            f"{service.name} (pid {record.pid}) is still running {KILL_TIMEOUT_S:.0f} s after "
+            "SIGKILL"
+        )
+
+
+def _signal_and_wait(record: ProcessRecord, signum: int, timeout_s: float) -> bool:
+    """Signal the process group; True once the process has exited (a zombie has)."""
     try:
-        os.killpg(record.pid, signal.SIGTERM)
+        os.killpg(record.pid, signum)
     except ProcessLookupError:
         pass
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while record.is_alive() and time.monotonic() < deadline:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
         _reap(record.pid)
+        if not record.is_alive():
+            return True
         time.sleep(0.2)
-    if record.is_alive():
-        os.killpg(record.pid, signal.SIGKILL)
-        while record.is_alive():
-            _reap(record.pid)
-            time.sleep(0.1)
-    _pid_file(service).unlink(missing_ok=True)
+    return False
 
 
 def _reap(pid: int) -> None:
@@ -167,14 +165,32 @@ def up(settings: Settings, only: Collection[str] | None = None) -> None:
 def down(settings: Settings, only: Collection[str] | None = None) -> None:
     """Stop exactly the processes this stack started (or those named in `only`), by PID. Data
     stays."""
+    errors = []
     for service in reversed(_chosen(settings, only)):
         record = _read_record(service)
         if record is None:
             _pid_file(service).unlink(missing_ok=True)
             say(f"[stack] {service.name} not running")
             continue
-        _stop(service, record)
+        try:
+            _stop(service, record)
+        except StackError as error:  # the others are still stopped
+            errors.append(str(error))
+            continue
         say(f"[stack] {service.name} stopped (pid {record.pid})")
+    if errors:
+        raise StackError("; ".join(errors))
+
+
+def kill(settings: Settings, name: str) -> int:
+    """SIGKILL a running service of this stack (fault injection: a crash, not a stop); its pid.
+    The PID file stays: `up` sees the process gone and starts it again."""
+    (service,) = _chosen(settings, {name})
+    record = _read_record(service)
+    if record is None:
+        raise StackError(f"{name} is not running")
+    _kill(service, record)
+    return record.pid
 
 
 def status(settings: Settings) -> bool:

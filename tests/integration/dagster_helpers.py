@@ -1,9 +1,13 @@
-"""Dagster resources bound to a test's own topic, database and measurement, and polling."""
+"""Dagster resources bound to a test's own topic, database and measurement; the Dagster services
+on their own instance; polling."""
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +15,9 @@ import dagster as dg
 
 from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
 from crypto_pipeline.build_cache import spark_connectors_dir
+from crypto_pipeline.cli.dagster_services import DagsterServices, prepare_dagster_home
 from crypto_pipeline.settings import Settings
+from tests.integration.conftest import free_port
 
 
 def resources_for(
@@ -52,3 +58,32 @@ def wait_until(condition: Callable[[], Any], timeout_s: float, what: str = "cond
             return result
         time.sleep(2)
     raise AssertionError(f"{what} not met within {timeout_s:.0f} s")
+
+
+@contextmanager
+def dagster_services(settings: Settings, root: Path) -> Iterator[tuple[DagsterServices, str]]:
+    """Code server, webserver and daemon on a free port, with their own instance, topic,
+    database, measurement (all named as the yielded name) and an empty incoming folder; stopped
+    by pid at the end."""
+    name = f"t_dagster_{uuid.uuid4().hex[:8]}"
+    (root / "incoming").mkdir()
+    overrides = {
+        "DAGSTER_HOME": str(root / "dagster_home"),
+        "KAFKA_TOPIC": name,
+        "MONGO_DATABASE": name,
+        "INFLUXDB_MEASUREMENT": name,
+        "INCOMING_DIR": str(root / "incoming"),
+    }
+    saved = {key: os.environ.get(key) for key in overrides}
+    os.environ.update(overrides)
+    services = DagsterServices(prepare_dagster_home(settings), free_port())
+    try:
+        services.start()
+        yield services, name
+    finally:
+        services.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -3,9 +3,7 @@ the replay sensor run the Spark job and every check; the asset graph renders in 
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,44 +13,19 @@ from crypto_assets.sensors import REPLAY_RUN_TAG
 from crypto_pipeline.cli.dagster_services import (
     ASSET_GRAPH_PATH,
     DagsterApi,
-    DagsterServices,
-    prepare_dagster_home,
 )
 from crypto_pipeline.settings import Settings
 from tests.integration.browser import chromium_page
 from tests.integration.conftest import free_port
-from tests.integration.dagster_helpers import wait_until
+from tests.integration.dagster_helpers import dagster_services, wait_until
 
 
 @pytest.fixture(scope="module")
 def dagster_ui(
     local_stack: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DagsterApi]:
-    """Webserver + daemon on a free port, their own instance, topic, database, measurement and
-    an empty incoming folder; stopped by pid at the end."""
-    name = f"t_ui_{uuid.uuid4().hex[:8]}"
-    root = tmp_path_factory.mktemp("dagster_ui")
-    (root / "incoming").mkdir()
-    overrides = {
-        "DAGSTER_HOME": str(root / "dagster_home"),
-        "KAFKA_TOPIC": name,
-        "MONGO_DATABASE": name,
-        "INFLUXDB_MEASUREMENT": name,
-        "INCOMING_DIR": str(root / "incoming"),
-    }
-    saved = {key: os.environ.get(key) for key in overrides}
-    os.environ.update(overrides)
-    services = DagsterServices(prepare_dagster_home(local_stack), free_port())
-    try:
-        services.start()
+    with dagster_services(local_stack, tmp_path_factory.mktemp("dagster_ui")) as (services, _):
         yield DagsterApi(services.url)
-    finally:
-        services.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def test_replay_launched_through_graphql_runs_the_job_and_all_checks_pass(

@@ -141,12 +141,12 @@ def test_speed_scales_event_time_spacing(
     assert 1.7 <= elapsed <= 5.0  # 19 s of event time at 10x is 1.9 s
 
 
-def test_loop_shifts_event_times_by_the_span_and_rebase_starts_at_now(
+def test_loop_shifts_event_times_by_the_span_sends_dead_letters_once_and_rebase_starts_at_now(
     local_stack: Settings, unique_name: str, tmp_path: Path
 ) -> None:
     rows = [f"{T0 + 60_000 * i},SOLUSDT,10,12,9,11,5,55,3" for i in range(5)]  # span 5 min
     path = tmp_path / "loop.csv"
-    path.write_text("\n".join([HEADER, *rows]) + "\n")
+    path.write_text("\n".join([HEADER, *rows, f"{T0},SOLUSDT,10,8,9,8.5,5,55,3"]) + "\n")
     now = 1_800_000_000_000
 
     summary = replay(
@@ -156,9 +156,12 @@ def test_loop_shifts_event_times_by_the_span_and_rebase_starts_at_now(
         now_ms=lambda: now,
     )
 
-    assert (summary.sent, summary.loops) == (12, 3)
+    assert (summary.sent, summary.loops, summary.rejected) == (12, 3, 1)
     times = [v["event_time_ms"] for _, v in decoded(consume_all(local_stack, unique_name, 12))]
     assert sorted(times) == [now + 60_000 * i for i in range(12)]
+    # The bad line's dead letter is sent on the first pass only, keyed by file and line.
+    dead = consume_all(local_stack, f"{unique_name}.dlq", expected=1)
+    assert [r.key.decode() for r in dead] == [f"{path}:7"]
 
 
 def test_symbol_and_time_filters(local_stack: Settings, unique_name: str) -> None:

@@ -14,6 +14,7 @@ from crypto_assets import sensors
 from crypto_assets.assets.aggregates import refuse_if_streaming
 from crypto_assets.resources import IncomingFilesResource, SparkResource
 from crypto_assets.sensors import INCOMING_FILE_TAG, file_digest, incoming_files_sensor
+from crypto_pipeline.processes import identity_of
 from crypto_pipeline.stream_status import running_stream_pid
 
 
@@ -103,7 +104,7 @@ def test_no_second_spark_job_starts_on_the_checkpoints_of_a_running_stream(
     assert status == tmp_path / "streaming" / "t.json"
     refuse_if_streaming(spark, "t")  # no heartbeat: free to start
     status.parent.mkdir(parents=True)
-    status.write_text(json.dumps({"pid": os.getpid()}))
+    status.write_text(json.dumps({"pid": os.getpid(), "pid_identity": identity_of(os.getpid())}))
     assert running_stream_pid(status) == os.getpid()
     with pytest.raises(dg.Failure, match=f"continuous job \\(pid {os.getpid()}\\)"):
         refuse_if_streaming(spark, "t")

@@ -51,9 +51,11 @@ def incoming_files(folder: Path, now: float) -> list[Path]:
 
 def _replay_request(path: Path, digest: str, attempt: int) -> dg.RunRequest:
     key = f"{path}:{digest}"
+    # A later attempt sends only what the failed ones did not.
+    config = {"path": str(path)} | ({"resume": True} if attempt > 1 else {})
     return dg.RunRequest(
         run_key=key if attempt == 1 else f"{key}:attempt-{attempt}",
-        run_config={"ops": {"kafka_klines": {"config": {"path": str(path)}}}},
+        run_config={"ops": {"kafka_klines": {"config": config}}},
         tags={"source_file": path.name, INCOMING_FILE_TAG: key},
     )
 
@@ -79,7 +81,7 @@ def _retry_request(
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Replays each new or changed CSV in INCOMING_DIR once it has not changed for "
-    f"{SETTLED_AFTER_S} s (run key = path + content hash; a failed replay is retried, "
+    f"{SETTLED_AFTER_S} s (run key = path + content hash; a failed replay is resumed, "
     f"{REPLAY_ATTEMPTS} attempts in all; symlinks and hidden files are ignored).",
 )
 def incoming_files_sensor(

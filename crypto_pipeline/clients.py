@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from influxdb_client import InfluxDBClient
@@ -101,11 +102,11 @@ def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def _consume(
+def iter_records(
     bootstrap_servers: str, topic: str, last_only: bool = False, timeout_s: float = 120
-) -> list[Any]:
+) -> Iterator[Any]:
     """Every record in the topic now (or only the newest of each partition), read up to the end
-    offsets taken at the start; empty if the topic does not exist."""
+    offsets taken at the start; nothing if the topic does not exist."""
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap_servers,
         bootstrap_timeout_ms=KAFKA_BOOTSTRAP_TIMEOUT_MS,
@@ -120,7 +121,6 @@ def _consume(
         consumer.assign(list(pending))
         for tp, end in pending.items():
             consumer.seek(tp, max(end - 1, starts[tp]) if last_only else starts[tp])
-        records: list[Any] = []
         deadline = time.monotonic() + timeout_s
         while pending:
             if time.monotonic() > deadline:
@@ -131,11 +131,10 @@ def _consume(
                 end = pending.get(tp)
                 if end is None:
                     continue
-                records.extend(r for r in batch if r.offset < end)
+                yield from (r for r in batch if r.offset < end)
                 if batch[-1].offset >= end - 1:
                     del pending[tp]
                     consumer.pause(tp)
-        return records
     finally:
         consumer.close()
 
@@ -144,14 +143,16 @@ def read_records(
     bootstrap_servers: str, topic: str, timeout_s: float = 120
 ) -> list[tuple[bytes, int]]:
     """(value, Kafka timestamp in ms) of every message in the topic now."""
-    return [(r.value, r.timestamp) for r in _consume(bootstrap_servers, topic, timeout_s=timeout_s)]
+    return [
+        (r.value, r.timestamp) for r in iter_records(bootstrap_servers, topic, timeout_s=timeout_s)
+    ]
 
 
 def read_messages(
     bootstrap_servers: str, topic: str, last_only: bool = False, timeout_s: float = 120
 ) -> list[bytes]:
     """The value of every message in the topic now (or only the newest of each partition)."""
-    return [r.value for r in _consume(bootstrap_servers, topic, last_only, timeout_s)]
+    return [r.value for r in iter_records(bootstrap_servers, topic, last_only, timeout_s)]
 
 
 def read_latest_by_key(
@@ -159,4 +160,4 @@ def read_latest_by_key(
 ) -> dict[bytes | None, bytes]:
     """The newest value of each key in the topic: a message sent again under its key (a retried
     batch's dead letters) counts once."""
-    return {r.key: r.value for r in _consume(bootstrap_servers, topic, timeout_s=timeout_s)}
+    return {r.key: r.value for r in iter_records(bootstrap_servers, topic, timeout_s=timeout_s)}

@@ -45,10 +45,24 @@ DEFAULTS: dict[str, str] = {
     "STACK_CACHE_DIR": str(Path.home() / ".cache" / "crypto-pipeline"),
     "STACK_KAFKA_CONTROLLER_PORT": "9093",
     "STACK_INFLUXDB_RPC_PORT": "8089",
+    # A Spark standalone cluster in the local stack: a master and this many workers (0: none;
+    # `stack up --spark-workers N` sets it for one command). Jobs use it with
+    # SPARK_MASTER=spark://127.0.0.1:<master port>.
+    "STACK_SPARK_WORKERS": "0",
+    "STACK_SPARK_MASTER_PORT": "7077",
+    "STACK_SPARK_MASTER_UI_PORT": "8090",
 }
 
-# Ports of the servers the local stack starts; docker compose has its own services instead.
-LOCAL_STACK_ONLY = frozenset({"STACK_KAFKA_CONTROLLER_PORT", "STACK_INFLUXDB_RPC_PORT"})
+# Ports and sizes of the servers the local stack starts; docker compose has its own services.
+LOCAL_STACK_ONLY = frozenset(
+    {
+        "STACK_KAFKA_CONTROLLER_PORT",
+        "STACK_INFLUXDB_RPC_PORT",
+        "STACK_SPARK_WORKERS",
+        "STACK_SPARK_MASTER_PORT",
+        "STACK_SPARK_MASTER_UI_PORT",
+    }
+)
 # Never in a command line, a log line or the Dagster UI.
 SECRETS = frozenset({"MONGO_URI", "INFLUXDB_TOKEN"})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost"})
@@ -169,6 +183,9 @@ class Settings:
     cache_dir: Path
     kafka_controller_port: int
     influxdb_rpc_port: int
+    spark_workers: int = 0
+    spark_master_port: int = 7077
+    spark_master_ui_port: int = 8090
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -182,10 +199,10 @@ class Settings:
         def get(name: str) -> str:
             return values.get(name) or DEFAULTS[name]
 
-        def number(name: str) -> int:
+        def number(name: str, what: str = "a port number") -> int:
             text = get(name)
             if not text.isdigit():
-                raise SettingsError(f"{name}={text!r} must be a port number")
+                raise SettingsError(f"{name}={text!r} must be {what}")
             return int(text)
 
         mongo_uri = get("MONGO_URI")
@@ -208,7 +225,15 @@ class Settings:
             cache_dir=Path(get("STACK_CACHE_DIR")).resolve(),
             kafka_controller_port=number("STACK_KAFKA_CONTROLLER_PORT"),
             influxdb_rpc_port=number("STACK_INFLUXDB_RPC_PORT"),
+            spark_workers=number("STACK_SPARK_WORKERS", "a number of workers"),
+            spark_master_port=number("STACK_SPARK_MASTER_PORT"),
+            spark_master_ui_port=number("STACK_SPARK_MASTER_UI_PORT"),
         )
+
+    @property
+    def stack_spark_master(self) -> str:
+        """The SPARK_MASTER of the local stack's standalone cluster."""
+        return f"spark://127.0.0.1:{self.spark_master_port}"
 
     @property
     def kafka_port(self) -> int:

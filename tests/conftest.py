@@ -22,7 +22,7 @@ def unique_name(request: pytest.FixtureRequest) -> str:
 # The fault suite (tests marked `fault`): one row of docs/reliability.md per scenario, printed at
 # the end of the session, and a time budget (make test must stay under 35 minutes on 2 cores).
 FAULT_ROWS: list[str] = []
-FAULT_BUDGET_S = 720.0
+FAULT_BUDGET_S = 600.0
 _fault_seconds: list[float] = []
 
 

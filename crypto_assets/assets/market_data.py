@@ -29,6 +29,11 @@ class ReplayConfig(dg.Config):
     loop: bool = Field(default=False, description="start over with shifted event times (endless)")
     limit: int | None = Field(default=None, description="stop after this many messages")
     rebase_now: bool = Field(default=False, description="shift event times so the first is now")
+    resume: bool = Field(
+        default=False,
+        description="skip the lines of this file already in the topic or its dead letters "
+        "(finishes a failed replay without duplicates)",
+    )
 
     def options(self, kafka: KafkaResource) -> ReplayOptions:
         path = Path(self.path)
@@ -44,6 +49,7 @@ class ReplayConfig(dg.Config):
             rebase_now=self.rebase_now,
             partitions=kafka.partitions,
             retention_ms=kafka.retention_ms,
+            resume=self.resume,
         )
 
 

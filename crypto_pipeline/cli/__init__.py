@@ -6,6 +6,7 @@ The top layer, with the demo and the benchmarks: it may use the Dagster code loc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -26,6 +27,8 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 
 
 def _stack_up(args: argparse.Namespace, settings: Settings) -> int:
+    if args.spark_workers is not None:
+        settings = dataclasses.replace(settings, spark_workers=args.spark_workers)
     stack.up(settings)
     return 0
 
@@ -83,6 +86,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         rebase_now=args.rebase_now,
         partitions=args.partitions,
         retention_ms=None if args.retention_hours is None else args.retention_hours * 3_600_000,
+        resume=args.resume,
     )
     summary = replay(options, settings.kafka.bootstrap_servers, show_progress=not args.quiet)
     for line in summary.lines():
@@ -139,8 +143,9 @@ def _bench_stream(args: argparse.Namespace, settings: Settings) -> int:
     from crypto_pipeline.cli.bench import bench_latency, bench_stream
 
     if not args.latency_only:
-        bench_stream(settings, args.rows)
-    bench_latency(settings, args.rate, args.seconds, search=args.search)
+        bench_stream(settings, args.rows, compute_only=args.compute_only)
+    if not args.compute_only:
+        bench_latency(settings, args.rate, args.seconds, search=args.search)
     return 0
 
 
@@ -169,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("reset", _stack_reset, "stop everything and wipe the state directory"),
     ]:
         stack_commands.add_parser(name, help=help_text).set_defaults(handler=handler)
+    stack_commands.choices["up"].add_argument(
+        "--spark-workers",
+        type=int,
+        metavar="N",
+        help="also a Spark standalone master and N one-core workers (default: "
+        "$STACK_SPARK_WORKERS, 0); jobs use them with SPARK_MASTER=spark://127.0.0.1:7077",
+    )
 
     backfill_parser = commands.add_parser(
         "backfill",
@@ -209,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay_parser.add_argument("--partitions", type=int, default=3, help="for a new topic")
     replay_parser.add_argument("--retention-hours", type=int, help="for a new topic")
     replay_parser.add_argument("--quiet", action="store_true", help="no progress output")
+    replay_parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the lines of this file (same path) already in the topic or its dead letters: "
+        "finishes a replay that failed or was interrupted without sending anything twice",
+    )
     replay_parser.set_defaults(handler=_replay)
 
     data_parser = commands.add_parser("data", help="generate or download market data")
@@ -270,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     stream_bench.add_argument("--rate", type=int, default=5_000, help="latency run: rows/s")
     stream_bench.add_argument("--seconds", type=int, default=120, help="latency run: duration")
     stream_bench.add_argument("--latency-only", action="store_true")
+    stream_bench.add_argument(
+        "--compute-only", action="store_true", help="only the run without sinks (no latency)"
+    )
     stream_bench.add_argument(
         "--search", action="store_true", help="latency: also find the highest rate that keeps up"
     )

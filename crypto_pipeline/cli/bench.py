@@ -198,18 +198,22 @@ def kafka_consumer_performance(settings: Settings, topic: str, messages: int) ->
     return float(lines[-1].split(",")[9])  # fetch.nMsg.sec: without the group's start-up
 
 
-def bench_stream(settings: Settings, rows: int) -> None:
-    """The job available-now over `rows` candles: steady-state rate (first batch start to last
-    batch end) apart from start-up, compute only and into both sinks, against Kafka's consumer."""
+def bench_stream(settings: Settings, rows: int, compute_only: bool = False) -> None:
+    """The job available-now over `rows` candles on SPARK_MASTER: steady-state rate (first batch
+    start to last batch end) apart from start-up, compute only and (unless `compute_only`) into
+    both sinks, against Kafka's consumer."""
     topic = bench_topic(settings, rows)
     say("[bench] Kafka ConsumerPerformance on the topic")
     ceiling = kafka_consumer_performance(settings, topic, rows)
     run_id = int(time.time())
     results = {}
-    for sinks in (("noop",), ("mongo", "influx")):
+    for sinks in (("noop",),) if compute_only else (("noop",), ("mongo", "influx")):
         label = ",".join(sinks)
         checkpoint = settings.stack_dir / "bench" / "checkpoints" / f"{topic}.{run_id}.{label}"
-        say(f"[bench] the job, available-now, windows 5m,1h,4h, sinks {label}")
+        say(
+            f"[bench] the job on {settings.spark_master}, available-now, windows 5m,1h,4h, "
+            f"sinks {label}"
+        )
         # Empty sinks every run: a database grown by earlier runs would measure its own size.
         job = bench_job(settings, topic, checkpoint, f"{topic}.{run_id}", sinks=sinks)
         try:
@@ -235,7 +239,8 @@ def bench_stream(settings: Settings, rows: int) -> None:
         steady = summary["input_rows"] / steady_seconds
         stages = ", ".join(f"{k} {v:.1f}" for k, v in summary["seconds_per_stage"].items())
         say(
-            f"| {datetime.now(tz=UTC):%Y-%m-%d} | {machine_description()} | {rows:,} | {label} "
+            f"| {datetime.now(tz=UTC):%Y-%m-%d} | {machine_description()}, Spark "
+            f"{settings.spark_master} | {rows:,} | {label} "
             f"| {summary['batches']} | {summary['wall_seconds'] - steady_seconds:.1f} "
             f"| {steady_seconds:.1f} | {steady:,.0f} | {steady / ceiling:.2f} | {stages} |"
         )

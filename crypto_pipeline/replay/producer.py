@@ -16,7 +16,7 @@ from typing import Any
 
 from kafka.partitioner.default import murmur2
 
-from crypto_pipeline.clients import end_offsets, ensure_topic, kafka_producer
+from crypto_pipeline.clients import end_offsets, ensure_topic, iter_records, kafka_producer
 from crypto_pipeline.replay.formats import (
     InputFormatError,
     ParsedLine,
@@ -48,6 +48,8 @@ class ReplayOptions:
     rebase_now: bool = False
     partitions: int = 3
     retention_ms: int | None = None
+    # Skip the lines of this file (by its path as given) already in the topic or its dead letters.
+    resume: bool = False
 
     @property
     def dlq_topic(self) -> str:
@@ -59,6 +61,7 @@ class ReplaySummary:
     topic: str
     sent: int = 0
     rejected: int = 0
+    already_sent: int = 0  # --resume: lines found in the topic or its dead letters, not sent
     bytes_sent: int = 0
     elapsed_s: float = 0.0
     loops: int = 0
@@ -95,6 +98,11 @@ class ReplaySummary:
             f"replay {status}: topic {self.topic}",
             f"  sent       {self.sent:>12,}",
             f"  rejected   {self.rejected:>12,}  (dead letters in {self.topic}.dlq)",
+            *(
+                [f"  resumed    {self.already_sent:>12,}  lines already sent"]
+                if self.already_sent
+                else []
+            ),
             f"  bytes      {self.bytes_sent:>12,}",
             f"  elapsed    {self.elapsed_s:>12.2f} s",
             f"  rate       {self.messages_per_s:>12,.0f} messages/s",
@@ -175,6 +183,36 @@ class _KeyPartitions:
         return partition
 
 
+class _LinesSent:
+    """The lines of one file already in the topic or in its dead-letter topic (a bitmap: one bit
+    per line, 6.5 MB for 52 million lines), read once before a resumed replay."""
+
+    def __init__(self, lines: int) -> None:
+        self.bits = bytearray(lines // 8 + 1)
+
+    def add(self, line: int) -> None:
+        if 0 <= line < len(self.bits) * 8:
+            self.bits[line >> 3] |= 1 << (line & 7)
+
+    def __contains__(self, line: int) -> bool:
+        return 0 <= line < len(self.bits) * 8 and bool(self.bits[line >> 3] & (1 << (line & 7)))
+
+    @classmethod
+    def read(cls, bootstrap_servers: str, options: ReplayOptions, lines: int) -> _LinesSent:
+        sent = cls(lines + 1)
+        source_file = str(options.path)
+        marker = f'"source_file":{json.dumps(source_file)}'.encode()
+        for record in iter_records(bootstrap_servers, options.topic, timeout_s=3600):
+            if marker in record.value:
+                sent.add(int(json.loads(record.value)["source_line"]))
+        prefix = f"{source_file}:".encode()
+        for record in iter_records(bootstrap_servers, options.dlq_topic, timeout_s=3600):
+            key = record.key or b""
+            if key.startswith(prefix) and key[len(prefix) :].isdigit():
+                sent.add(int(key[len(prefix) :]))
+        return sent
+
+
 def replay(
     options: ReplayOptions,
     bootstrap_servers: str,
@@ -189,9 +227,12 @@ def replay(
         lines = count_lines(options.path)
     except InputFormatError as error:
         raise ReplayError(str(error)) from None
+    if options.resume and (options.loop or options.rebase_now):
+        raise ReplayError("--resume cannot be combined with --loop or --rebase-now")
     total = None if options.loop else lines
     if total is not None and options.limit is not None:
         total = min(total, options.limit)
+    sent_before = _LinesSent.read(bootstrap_servers, options, lines) if options.resume else None
 
     producer = kafka_producer(bootstrap_servers)
     ensure_topic(bootstrap_servers, options.topic, options.partitions, options.retention_ms)
@@ -212,6 +253,9 @@ def replay(
         while True:
             for parsed in read_rows(options.path):
                 if not _keep(options, parsed):
+                    continue
+                if sent_before is not None and parsed.line in sent_before:
+                    summary.already_sent += 1
                     continue
                 if parsed.candle is None and summary.loops:
                     continue  # --loop: a line's dead letter is sent on the first pass only

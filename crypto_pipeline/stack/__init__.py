@@ -7,6 +7,7 @@ deadline: SIGTERM, then SIGKILL.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -130,6 +131,13 @@ def _chosen(settings: Settings, only: Collection[str] | None) -> list[Service]:
     return [s for s in services(settings) if only is None or s.name in only]
 
 
+def _as_started(settings: Settings) -> Settings:
+    """The settings with the Spark workers `stack up --spark-workers N` started, whatever
+    STACK_SPARK_WORKERS says now: `stack down` and `status` cover them too."""
+    started = len(list((settings.stack_dir / "run").glob("spark-worker-*.pid")))
+    return dataclasses.replace(settings, spark_workers=max(settings.spark_workers, started))
+
+
 def is_running(settings: Settings) -> bool:
     """True when every service of the stack has a live process of ours."""
     return all(_read_record(service) is not None for service in services(settings))
@@ -166,7 +174,7 @@ def down(settings: Settings, only: Collection[str] | None = None) -> None:
     """Stop exactly the processes this stack started (or those named in `only`), by PID. Data
     stays."""
     errors = []
-    for service in reversed(_chosen(settings, only)):
+    for service in reversed(_chosen(_as_started(settings), only)):
         record = _read_record(service)
         if record is None:
             _pid_file(service).unlink(missing_ok=True)
@@ -196,7 +204,7 @@ def kill(settings: Settings, name: str) -> int:
 def status(settings: Settings) -> bool:
     """Print one line per service; True when all are running and healthy."""
     all_healthy = True
-    for service in services(settings):
+    for service in services(_as_started(settings)):
         record = _read_record(service)
         ports = ", ".join(str(port) for port in service.ports.values())
         if record is None:
@@ -209,9 +217,9 @@ def status(settings: Settings) -> bool:
             except Exception as error:
                 state = f"UNHEALTHY pid {record.pid}: {error}"
                 all_healthy = False
-        say(f"{service.name:<10} {state:<40} 127.0.0.1:{ports}  log {service.log_file}")
+        say(f"{service.name:<14} {state:<40} 127.0.0.1:{ports}  log {service.log_file}")
     if not settings.serves_mongo:
-        say(f"mongodb    external ({settings.mongo.redacted_uri})")
+        say(f"{'mongodb':<14} external ({settings.mongo.redacted_uri})")
     return all_healthy
 
 

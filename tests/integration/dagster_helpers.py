@@ -21,7 +21,11 @@ from tests.integration.conftest import free_port
 
 
 def resources_for(
-    settings: Settings, name: str, state_dir: Path, mongo_uri: str | None = None
+    settings: Settings,
+    name: str,
+    state_dir: Path,
+    mongo_uri: str | None = None,
+    spark_master: str = "local[2]",
 ) -> dict[str, Any]:
     """Topic, Mongo database and Influx measurement all named `name`; checkpoints and heartbeats
     under `state_dir`."""
@@ -41,7 +45,7 @@ def resources_for(
             measurement=name,
         ),
         "spark": SparkResource(
-            master="local[2]",
+            master=spark_master,
             connectors_dir=str(spark_connectors_dir(settings.cache_dir)),
             state_dir=str(state_dir),
         ),

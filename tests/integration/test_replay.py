@@ -252,3 +252,38 @@ def test_a_truncated_file_is_refused_before_anything_is_sent(
             show_progress=False,
         )
     assert end_offsets(local_stack.kafka.bootstrap_servers, unique_name) == {}
+
+
+def test_a_resumed_replay_sends_only_what_is_missing(
+    local_stack: Settings, unique_name: str, tmp_path: Path
+) -> None:
+    """A replay that stopped part-way (here after 3,000 rows), run again with --resume: every
+    line of the file is then in the topic or its dead letters exactly once."""
+    rows = gzip.open(SAMPLE, "rt").read().splitlines()
+    bad = [f"{T0},BTCUSDT,10,8,9,8.5,5,55,3", "x,BTCUSDT,1,1,1,1,1,1,1"]
+    lines = [rows[0], *rows[1:2000], bad[0], *rows[2000:5000], bad[1], *rows[5000:]]
+    path = tmp_path / "resumable.csv"
+    path.write_text("\n".join(lines) + "\n")
+    bootstrap = local_stack.kafka.bootstrap_servers
+
+    first = replay(
+        ReplayOptions(path=path, topic=unique_name, limit=3000), bootstrap, show_progress=False
+    )
+    resumed = replay(
+        ReplayOptions(path=path, topic=unique_name, resume=True), bootstrap, show_progress=False
+    )
+    again = replay(
+        ReplayOptions(path=path, topic=unique_name, resume=True), bootstrap, show_progress=False
+    )
+
+    assert (first.sent, first.rejected) == (3000, 1)
+    assert (resumed.sent, resumed.rejected, resumed.already_sent) == (len(rows) - 3001, 1, 3001)
+    assert (again.sent, again.rejected, again.already_sent) == (0, 0, len(lines) - 1)
+    topic = decoded(consume_all(local_stack, unique_name, expected=len(rows) - 1))
+    dead = decoded(consume_all(local_stack, f"{unique_name}.dlq", expected=2))
+    sent_lines = Counter(v["source_line"] for _, v in topic)
+    dead_lines = Counter(v["source_line"] for _, v in dead)
+    assert max(sent_lines.values()) == max(dead_lines.values()) == 1
+    assert set(sent_lines) | set(dead_lines) == set(range(2, len(lines) + 1))
+    with pytest.raises(ReplayError, match="--resume cannot be combined with --loop"):
+        replay(ReplayOptions(path=path, topic=unique_name, resume=True, loop=True), bootstrap)

@@ -12,7 +12,9 @@ from crypto_assets.reconcile import (
     ReplayScope,
     committed_offsets,
     compare,
+    newest_events,
     reference_aggregates,
+    settled,
 )
 from crypto_pipeline.replay.formats import Candle
 from crypto_pipeline.settings import REPO_ROOT
@@ -137,3 +139,22 @@ def test_committed_offsets_come_from_the_last_committed_batch(tmp_path: Path) ->
     write_batch(query, 1, {"0": 25, "1": 9}, committed=True)
     write_batch(query, 2, {"0": 30, "1": 9}, committed=False)  # planned, not done
     assert committed_offsets(query) == {"t": {0: 25, 1: 9}}
+
+
+def test_settled_windows_are_those_ending_at_or_before_their_symbols_watermark() -> None:
+    """What sinks_agree compares while the stream runs: BTC's newest event 10:30, watermark 30
+    minutes, so its windows ending by 10:00 are settled; ETH's own newest event decides for ETH."""
+    mongo = {
+        ("BTC", "1h", 8 * HOUR): {"last_event_ms": 8 * HOUR + 59 * 60_000},
+        ("BTC", "1h", 9 * HOUR): {"last_event_ms": 9 * HOUR + 59 * 60_000},
+        ("BTC", "1h", 10 * HOUR): {"last_event_ms": 10 * HOUR + 30 * 60_000},
+        ("ETH", "1h", 8 * HOUR): {"last_event_ms": 8 * HOUR + 40 * 60_000},
+    }
+    influx = {("ETH", "5m", 8 * HOUR + 40 * 60_000): {"last_event_ms": 8 * HOUR + 44 * 60_000}}
+    newest = newest_events(mongo, influx)
+    assert newest == {"BTC": 10 * HOUR + 30 * 60_000, "ETH": 8 * HOUR + 44 * 60_000}
+    assert sorted(settled(mongo, newest, 30 * 60_000)) == [
+        ("BTC", "1h", 8 * HOUR),
+        ("BTC", "1h", 9 * HOUR),
+    ]
+    assert settled(influx, newest, 0) == {}  # ends 08:45, after ETH's newest event

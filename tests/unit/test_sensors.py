@@ -163,7 +163,12 @@ def test_a_failed_replay_is_requested_again_up_to_three_attempts(
     for attempt in (2, 3):
         instance.add_run(failed_run(key, attempt))
         retried = tick(cursor, incoming, instance)
-        assert [r.run_key for r in retried.run_requests or []] == [f"{key}:attempt-{attempt}"]
+        assert [(r.run_key, r.run_config) for r in retried.run_requests or []] == [
+            (
+                f"{key}:attempt-{attempt}",
+                {"ops": {"kafka_klines": {"config": {"path": str(csv_file), "resume": True}}}},
+            )
+        ]
     instance.add_run(failed_run(key, 4))
     assert tick(cursor, incoming, instance).run_requests == []
 

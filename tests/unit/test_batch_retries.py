@@ -1,10 +1,13 @@
-"""Which write errors are an outage a batch waits out, and how the batch retries its writes."""
+"""A batch run again must do no harm: which write errors are an outage it waits out, how it
+retries its writes, and the time its metrics point is keyed by."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from influxdb_client.rest import ApiException
@@ -12,7 +15,7 @@ from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 from pymongo.errors import AutoReconnect, DuplicateKeyError, ServerSelectionTimeoutError
 from urllib3.exceptions import ProtocolError
 
-from spark_jobs.batches import is_outage, write_riding_out_outages
+from spark_jobs.batches import batch_time_ms, is_outage, write_riding_out_outages
 
 
 @pytest.mark.parametrize(
@@ -64,3 +67,14 @@ def test_a_bad_write_fails_at_once_and_a_long_outage_after_the_patience() -> Non
         with pytest.raises(AutoReconnect):
             write_riding_out_outages(pool, {"mongo": failing(9, AutoReconnect(), calls, "b")}, 2)
     assert calls == {"a": 1, "b": 2}
+
+
+def test_a_batch_keeps_the_time_spark_planned_it_at(tmp_path: Path) -> None:
+    """Spark's offset log entry of the batch (written before the batch runs, read again when it
+    runs again): its batchTimestampMs keys the batch's metrics point."""
+    offsets = tmp_path / "offsets"
+    offsets.mkdir()
+    entry = '{"batchWatermarkMs":0,"batchTimestampMs":1795897125372,"conf":{}}'
+    (offsets / "7").write_text(f'v1\n{entry}\n{{"t":{{"0":12}}}}')
+    assert batch_time_ms(offsets, 7) == batch_time_ms(offsets, 7) == 1795897125372
+    assert abs(batch_time_ms(offsets, 8) / 1000 - time.time()) < 5  # no entry: now

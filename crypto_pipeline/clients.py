@@ -73,14 +73,19 @@ def kafka_admin(bootstrap_servers: str) -> KafkaAdminClient:
 def ensure_topic(
     bootstrap_servers: str, topic: str, partitions: int, retention_ms: int | None = None
 ) -> bool:
-    """Create the topic if it is missing; True if this call created it."""
+    """Create the topic if it is missing, replicated to up to 3 brokers (with 3, a write needs 2
+    in-sync replicas: one broker may fail without loss or refusal); True if this call created
+    it."""
     configs = {} if retention_ms is None else {"retention.ms": str(retention_ms)}
     admin = kafka_admin(bootstrap_servers)
     try:
         if topic in admin.list_topics():
             return False
+        replication = min(len(admin.describe_cluster()["brokers"]), 3)
+        if replication == 3:
+            configs["min.insync.replicas"] = "2"
         try:
-            admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=configs)])
+            admin.create_topics([NewTopic(topic, partitions, replication, topic_configs=configs)])
         except TopicAlreadyExistsError:
             return False
         return True

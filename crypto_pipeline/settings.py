@@ -49,6 +49,9 @@ DEFAULTS: dict[str, str] = {
     # `stack up --spark-workers N` sets it for one command). Jobs use it with
     # SPARK_MASTER=spark://127.0.0.1:<master port>.
     "STACK_SPARK_WORKERS": "0",
+    # Kafka nodes the local stack starts: 1, or 3 for replicated topics (replication factor 3,
+    # min.insync.replicas 2); list every node in KAFKA_BOOTSTRAP_SERVERS then (9092,9094,9096).
+    "STACK_KAFKA_BROKERS": "1",
     "STACK_SPARK_MASTER_PORT": "7077",
     "STACK_SPARK_MASTER_UI_PORT": "8090",
 }
@@ -59,6 +62,7 @@ LOCAL_STACK_ONLY = frozenset(
         "STACK_KAFKA_CONTROLLER_PORT",
         "STACK_INFLUXDB_RPC_PORT",
         "STACK_SPARK_WORKERS",
+        "STACK_KAFKA_BROKERS",
         "STACK_SPARK_MASTER_PORT",
         "STACK_SPARK_MASTER_UI_PORT",
     }
@@ -184,6 +188,7 @@ class Settings:
     kafka_controller_port: int
     influxdb_rpc_port: int
     spark_workers: int = 0
+    kafka_brokers: int = 1
     spark_master_port: int = 7077
     spark_master_ui_port: int = 8090
 
@@ -226,6 +231,7 @@ class Settings:
             kafka_controller_port=number("STACK_KAFKA_CONTROLLER_PORT"),
             influxdb_rpc_port=number("STACK_INFLUXDB_RPC_PORT"),
             spark_workers=number("STACK_SPARK_WORKERS", "a number of workers"),
+            kafka_brokers=number("STACK_KAFKA_BROKERS", "a number of brokers"),
             spark_master_port=number("STACK_SPARK_MASTER_PORT"),
             spark_master_ui_port=number("STACK_SPARK_MASTER_UI_PORT"),
         )

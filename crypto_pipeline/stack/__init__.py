@@ -8,6 +8,7 @@ deadline: SIGTERM, then SIGKILL.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import shutil
 import signal
@@ -62,7 +63,7 @@ def _log_tail(service: Service) -> str:
     return "\n".join(lines[-LOG_TAIL_LINES:])
 
 
-def _start(service: Service) -> None:
+def _launch(service: Service) -> tuple[subprocess.Popen[bytes], ProcessRecord]:
     command = service.prepare()
     service.log_file.parent.mkdir(parents=True, exist_ok=True)
     _pid_file(service).parent.mkdir(parents=True, exist_ok=True)
@@ -78,6 +79,12 @@ def _start(service: Service) -> None:
         )
     record = ProcessRecord.of(process.pid) or ProcessRecord(process.pid, "exited")
     _pid_file(service).write_text(f"{record.pid} {record.identity}\n")
+    return process, record
+
+
+def _await_healthy(
+    service: Service, process: subprocess.Popen[bytes], record: ProcessRecord
+) -> None:
     try:
         wait_healthy(service, lambda: process.poll() is None, service.startup_timeout_s)
         service.after_first_healthy()
@@ -132,10 +139,14 @@ def _chosen(settings: Settings, only: Collection[str] | None) -> list[Service]:
 
 
 def _as_started(settings: Settings) -> Settings:
-    """The settings with the Spark workers `stack up --spark-workers N` started, whatever
-    STACK_SPARK_WORKERS says now: `stack down` and `status` cover them too."""
-    started = len(list((settings.stack_dir / "run").glob("spark-worker-*.pid")))
-    return dataclasses.replace(settings, spark_workers=max(settings.spark_workers, started))
+    """The settings with the Spark workers and Kafka nodes that were started, whatever
+    STACK_SPARK_WORKERS and STACK_KAFKA_BROKERS say now: `stack down` and `status` cover them."""
+    run = settings.stack_dir / "run"
+    workers = len(list(run.glob("spark-worker-*.pid")))
+    brokers = len(list(run.glob("kafka-*.pid"))) or settings.kafka_brokers
+    return dataclasses.replace(
+        settings, spark_workers=max(settings.spark_workers, workers), kafka_brokers=brokers
+    )
 
 
 def is_running(settings: Settings) -> bool:
@@ -157,15 +168,22 @@ def up(settings: Settings, only: Collection[str] | None = None) -> None:
                     f"{service.name}: port {port} on 127.0.0.1 is already in use by another "
                     f"process (not started by this stack); stop it or change {setting}"
                 )
-    for service in chosen:
-        if service in to_start:
-            started = time.monotonic()
-            say(f"[stack] starting {service.name} ...")
-            _start(service)
+    # The services of a group start together, then each is awaited.
+    for _, group in itertools.groupby(chosen, key=lambda service: service.group):
+        members = list(group)
+        started = time.monotonic()
+        launched = []
+        for service in members:
+            if service in to_start:
+                say(f"[stack] starting {service.name} ...")
+                launched.append((service, *_launch(service)))
+        for service, process, record in launched:
+            _await_healthy(service, process, record)
             say(f"[stack] {service.name} healthy in {time.monotonic() - started:.1f}s")
-        else:
-            service.check_health()
-            say(f"[stack] {service.name} already running")
+        for service in members:
+            if service not in to_start:
+                service.check_health()
+                say(f"[stack] {service.name} already running")
     if not settings.serves_mongo:
         say(f"[stack] MongoDB: external server {settings.mongo.redacted_uri}, nothing started")
 

@@ -67,6 +67,12 @@ class Service:
         """Raise if the service does not answer a real request."""
         raise NotImplementedError
 
+    @property
+    def group(self) -> str:
+        """Services of one group start together, then are awaited (a Kafka cluster's nodes need
+        a quorum of each other to become healthy)."""
+        return self.name
+
     def after_first_healthy(self) -> None:
         """One-time initialisation once the service answers (idempotent)."""
 
@@ -79,31 +85,72 @@ class Service:
 
 
 class Kafka(Service):
+    """One Kafka node (broker + controller): `kafka` alone, or `kafka-<i>` of a cluster of
+    STACK_KAFKA_BROKERS nodes on consecutive port pairs (broker 9092, 9094, ...; controller 9093,
+    9095, ...) with a static controller quorum and topics replicated to every node (up to 3)."""
+
+    @property
+    def node_id(self) -> int:
+        return int(self.name.rsplit("-", 1)[1]) if "-" in self.name else 1
+
+    @property
+    def broker_port(self) -> int:
+        return self.settings.kafka_port + 2 * (self.node_id - 1)
+
+    @property
+    def controller_port(self) -> int:
+        return self.settings.kafka_controller_port + 2 * (self.node_id - 1)
+
     @property
     def ports(self) -> dict[str, int]:
         return {
-            "KAFKA_BOOTSTRAP_SERVERS": self.settings.kafka_port,
-            "STACK_KAFKA_CONTROLLER_PORT": self.settings.kafka_controller_port,
+            "KAFKA_BOOTSTRAP_SERVERS": self.broker_port,
+            "STACK_KAFKA_CONTROLLER_PORT": self.controller_port,
         }
 
     @property
     def startup_timeout_s(self) -> float:
         return 120.0
 
+    @property
+    def group(self) -> str:
+        return "kafka"
+
+    def _quorum(self) -> str:
+        brokers = self.settings.kafka_brokers
+        if brokers == 1:
+            return f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}"
+        base = self.settings.kafka_controller_port
+        voters = ",".join(f"{i}@127.0.0.1:{base + 2 * (i - 1)}" for i in range(1, brokers + 1))
+        return f"controller.quorum.voters={voters}"
+
+    def _cluster_id(self) -> str:
+        """One id for every node of the stack's Kafka (made once, kept in conf/)."""
+        path = self.conf_dir / "kafka-cluster-id"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+        return path.read_text().strip()
+
     def prepare(self) -> list[str]:
         java = require_tool("java")
         jars = kafka_jars(self.settings)
+        replication = min(self.settings.kafka_brokers, 3)
         server_properties = self.render(
             "kafka-server.properties",
-            "kafka-server.properties",
-            broker_port=self.settings.kafka_port,
-            controller_port=self.settings.kafka_controller_port,
+            f"{self.name}-server.properties",
+            node_id=self.node_id,
+            quorum=self._quorum(),
+            broker_port=self.broker_port,
+            controller_port=self.controller_port,
             data_dir=self.data_dir,
+            replication=replication,
+            min_isr=2 if replication == 3 else 1,
         )
         log4j = self.render("kafka-log4j2.yaml", "kafka-log4j2.yaml")
         classpath = f"{jars}/*"
         if not (self.data_dir / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            standalone = ["--standalone"] if self.settings.kafka_brokers == 1 else []
             subprocess.run(
                 [
                     java,
@@ -112,9 +159,9 @@ class Kafka(Service):
                     f"-Dlog4j2.configurationFile={log4j}",
                     "kafka.tools.StorageTool",
                     "format",
-                    "--standalone",
+                    *standalone,
                     "--cluster-id",
-                    cluster_id,
+                    self._cluster_id(),
                     "--config",
                     str(server_properties),
                 ],
@@ -141,12 +188,13 @@ class Kafka(Service):
         from kafka.admin import KafkaAdminClient, NewTopic
         from kafka.errors import TopicAlreadyExistsError
 
-        servers = self.settings.kafka.bootstrap_servers
+        servers = f"127.0.0.1:{self.broker_port}"
         admin = KafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=5000)
         try:
             if HEALTH_TOPIC not in admin.list_topics():
                 try:
-                    admin.create_topics([NewTopic(HEALTH_TOPIC, 1, 1)])
+                    replication = min(self.settings.kafka_brokers, 3)
+                    admin.create_topics([NewTopic(HEALTH_TOPIC, 1, replication)])
                 except TopicAlreadyExistsError:
                     pass
         finally:
@@ -326,7 +374,12 @@ def services(settings: Settings) -> list[Service]:
     """The services `stack up` manages, in start order; FerretDB only when MONGO_URI points at
     loopback (any other host is an external server); a Spark master and STACK_SPARK_WORKERS
     workers when that is above 0."""
-    chosen: list[Service] = [Kafka("kafka", settings)]
+    brokers = settings.kafka_brokers
+    chosen: list[Service] = (
+        [Kafka("kafka", settings)]
+        if brokers == 1
+        else [Kafka(f"kafka-{i}", settings) for i in range(1, brokers + 1)]
+    )
     if settings.serves_mongo:
         chosen.append(FerretDB("ferretdb", settings))
     chosen.append(InfluxDB("influxdb", settings))

@@ -1,0 +1,135 @@
+"""Kafka with replication: a 3-node KRaft cluster of the local stack (its own nodes and ports,
+started for this module); one broker SIGKILLed during a full-speed replay and during a
+continuous run loses and duplicates nothing, and both sinks end exact."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from crypto_pipeline import stack
+from crypto_pipeline.clients import end_offsets, ensure_topic, iter_records, kafka_admin
+from crypto_pipeline.settings import REPO_ROOT, KafkaTarget, Settings
+from tests.conftest import SHARED_DATA
+from tests.expected_ohlcv import expected_aggregates, read_csv_rows
+from tests.integration.dagster_helpers import wait_until
+from tests.integration.job_helpers import job_for, start_job
+from tests.integration.test_poison_and_late import stop, wait_until_committed
+from tests.integration.test_spark_job import assert_sinks_match
+
+SAMPLE = REPO_ROOT / "data" / "sample_klines_1m.csv.gz"
+SHARED_Q1 = SHARED_DATA / "binance_spot_15m_10sym_2025Q1.csv.gz"
+NODES = ("kafka-1", "kafka-2", "kafka-3")
+FIRST_PORT = 19092
+
+
+@pytest.fixture(scope="module")
+def kafka_cluster(
+    local_stack: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Settings]:
+    """The stack's MongoDB and InfluxDB, with Kafka a 3-node cluster of its own."""
+    servers = ",".join(f"127.0.0.1:{FIRST_PORT + 2 * i}" for i in range(3))
+    cluster = dataclasses.replace(
+        local_stack,
+        kafka=KafkaTarget(servers, local_stack.kafka.topic),
+        kafka_controller_port=FIRST_PORT + 1,
+        kafka_brokers=3,
+        stack_dir=tmp_path_factory.mktemp("kafka_cluster"),
+    )
+    stack.up(cluster, only=set(NODES))
+    try:
+        yield cluster
+    finally:
+        stack.down(cluster, only=set(NODES))
+
+
+def replay_command(settings: Settings, path: Path, topic: str, speed: str) -> list[str]:
+    command = [sys.executable, "-m", "crypto_pipeline.cli", "replay", str(path), "--quiet"]
+    return [*command, "--topic", topic, "--speed", speed]
+
+
+def replay_env(settings: Settings) -> dict[str, str]:
+    import os
+
+    return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers}
+
+
+def test_topics_are_replicated_three_times_with_two_in_sync_required(
+    kafka_cluster: Settings, unique_name: str
+) -> None:
+    ensure_topic(kafka_cluster.kafka.bootstrap_servers, unique_name, partitions=3)
+    admin = kafka_admin(kafka_cluster.kafka.bootstrap_servers)
+    try:
+        (described,) = admin.describe_topics([unique_name])
+        from kafka.admin import ConfigResource
+
+        configs = admin.describe_configs(
+            [ConfigResource("TOPIC", unique_name, ["min.insync.replicas"])]
+        )
+    finally:
+        admin.close()
+    assert [len(p["replica_nodes"]) for p in described["partitions"]] == [3, 3, 3]
+    assert configs["topic"][unique_name]["min.insync.replicas"]["value"] == "2"
+
+
+def test_a_broker_killed_during_a_full_speed_replay_loses_nothing(
+    kafka_cluster: Settings, unique_name: str, tmp_path: Path
+) -> None:
+    path = SHARED_Q1 if SHARED_Q1.exists() else SAMPLE
+    rows = read_csv_rows(path)
+    replay = subprocess.Popen(
+        replay_command(kafka_cluster, path, unique_name, "max"),
+        env=replay_env(kafka_cluster),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    servers = kafka_cluster.kafka.bootstrap_servers
+    wait_until(
+        lambda: sum(end_offsets(servers, unique_name).values()) >= len(rows) // 10,
+        60,
+        "the replay to be under way",
+    )
+    stack.kill(kafka_cluster, "kafka-2")
+    try:
+        out, _ = replay.communicate(timeout=300)
+        assert replay.returncode == 0, out[-2000:]
+    finally:
+        stack.up(kafka_cluster, only={"kafka-2"})
+    lines = Counter(json.loads(r.value)["source_line"] for r in iter_records(servers, unique_name))
+    assert len(lines) == len(rows) and max(lines.values()) == 1
+
+
+def test_a_broker_killed_during_a_continuous_run_ends_exact(
+    kafka_cluster: Settings, unique_name: str, tmp_path: Path
+) -> None:
+    ensure_topic(kafka_cluster.kafka.bootstrap_servers, unique_name, partitions=3)
+    job = job_for(
+        kafka_cluster, unique_name, tmp_path / "ckpt", windows=("5m", "1h"), trigger="1 second"
+    )
+    process = start_job(job)
+    replay = subprocess.Popen(
+        replay_command(kafka_cluster, SAMPLE, unique_name, str(2 * 86_400 / 40)),
+        env=replay_env(kafka_cluster),
+    )
+    commits = Path(job.checkpoint_dir) / "ohlcv" / "commits"
+    try:
+        wait_until(lambda: len(list(commits.glob("[0-9]*"))) > 2, 180, "batches committed")
+        stack.kill(kafka_cluster, "kafka-3")
+        assert replay.wait(timeout=300) == 0
+        wait_until_committed(job, process)
+        assert process.poll() is None
+    finally:
+        replay.kill()
+        stack.up(kafka_cluster, only={"kafka-3"})
+    stop(process)
+    assert_sinks_match(
+        kafka_cluster, unique_name, expected_aggregates(read_csv_rows(SAMPLE), ("5m", "1h"))
+    )

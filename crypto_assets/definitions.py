@@ -98,6 +98,7 @@ def resources_from_settings(settings: Settings, environ: Mapping[str, str]) -> d
         ),
         "spark": SparkResource(
             master=settings.spark_master,
+            driver_host=settings.spark_driver_host,
             connectors_dir=str(spark_connectors_dir(settings.cache_dir)),
             state_dir=str(settings.stack_dir),
         ),

@@ -26,7 +26,7 @@ from crypto_pipeline.settings import (
     checkpoint_dir,
     stream_status_file,
 )
-from crypto_pipeline.spark import DRIVER_MEMORY
+from crypto_pipeline.spark import DRIVER_MEMORY, driver_bind_address
 from spark_jobs.config import JobConfig
 
 
@@ -108,6 +108,7 @@ class SparkResource(dg.ConfigurableResource):
     directory (checkpoints per topic, the continuous job's heartbeat)."""
 
     master: str
+    driver_host: str
     connectors_dir: str
     state_dir: str
 
@@ -129,8 +130,8 @@ class SparkResource(dg.ConfigurableResource):
             str(spark_submit),
             *["--master", job.spark_master, "--jars", ",".join(jars)],
             *["--driver-memory", DRIVER_MEMORY],
-            *["--conf", "spark.driver.host=127.0.0.1"],
-            *["--conf", "spark.driver.bindAddress=127.0.0.1"],
+            *["--conf", f"spark.driver.host={job.spark_driver_host}"],
+            *["--conf", f"spark.driver.bindAddress={driver_bind_address(job.spark_driver_host)}"],
             # Spark's own INFO lines drown the job's progress in the run log.
             *["--conf", "spark.log.level=WARN"],
             str(REPO_ROOT / "spark_jobs" / "main.py"),

@@ -16,6 +16,7 @@ The bounds keep every aggregate finite and every sink write valid:
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -54,6 +55,7 @@ def negative(field: str) -> str:
     return f"negative {field}"
 
 
+@functools.lru_cache(maxsize=4096)  # a file has few symbols, each on many rows
 def symbol_reason(symbol: str) -> str | None:
     return None if SYMBOL.fullmatch(symbol) else BAD_SYMBOL
 
@@ -65,6 +67,9 @@ def event_time_reason(event_ms: int) -> str | None:
 def number_reason(field: str, value: float | int | None) -> str | None:
     """Why one numeric field's value is not acceptable (None: it is, or it is absent)."""
     if value is None:
+        return None
+    # The common case in one comparison, which NaN and the infinities fail too.
+    if (-MAX_MAGNITUDE if field in PRICE_FIELDS else 0) <= value <= MAX_MAGNITUDE:
         return None
     if isinstance(value, float) and not math.isfinite(value):
         return not_finite(field)
@@ -93,9 +98,10 @@ def candle_reason(
     """The first rule the candle breaks, in the order the Spark stage checks them (symbol, event
     time, each numeric field in NUMERIC_FIELDS order, then open/close within [low, high])."""
     reason = symbol_reason(symbol) or event_time_reason(event_ms)
+    if reason is not None:
+        return reason
     for field in NUMERIC_FIELDS:
-        reason = reason or number_reason(field, numbers.get(field))
-    if reason is None:
-        prices = [numbers[name] for name in PRICE_FIELDS]
-        reason = ohlc_reason(*(float(value or 0) for value in prices))
-    return reason
+        reason = number_reason(field, numbers.get(field))
+        if reason is not None:
+            return reason
+    return ohlc_reason(*(float(numbers[name] or 0) for name in PRICE_FIELDS))

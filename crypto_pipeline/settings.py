@@ -35,6 +35,9 @@ DEFAULTS: dict[str, str] = {
     "INFLUXDB_BUCKET": "crypto/autogen",
     "INFLUXDB_MEASUREMENT": "ohlcv",
     "SPARK_MASTER": "local[*]",
+    # The address a cluster's executors reach the Spark driver at: loopback on one machine, the
+    # driver's host name on a network (docker compose: dagster-code, where runs execute).
+    "SPARK_DRIVER_HOST": "127.0.0.1",
     # The Dagster UI, on 127.0.0.1 (docker compose publishes it on the same port).
     "DAGSTER_PORT": "3001",
     # Files dropped here are replayed by the Dagster sensor.
@@ -181,6 +184,7 @@ class Settings:
     mongo: MongoTarget
     influx: InfluxTarget
     spark_master: str
+    spark_driver_host: str
     dagster_port: int
     incoming_dir: Path
     stack_dir: Path
@@ -224,6 +228,7 @@ class Settings:
                 measurement=get("INFLUXDB_MEASUREMENT"),
             ),
             spark_master=get("SPARK_MASTER"),
+            spark_driver_host=get("SPARK_DRIVER_HOST"),
             dagster_port=number("DAGSTER_PORT"),
             incoming_dir=Path(get("INCOMING_DIR")).resolve(),
             stack_dir=Path(get("STACK_DIR")).resolve(),

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from crypto_pipeline.settings import LOOPBACK_HOSTS
+
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
@@ -16,9 +18,15 @@ SHUFFLE_PARTITIONS = 2
 DRIVER_MEMORY = "2g"
 
 
-def spark_conf(master: str, jars_dir: Path) -> dict[str, str]:
+def driver_bind_address(driver_host: str) -> str:
+    """Where the driver listens: loopback when the executors reach it there, every interface
+    of its host (a container's network) otherwise."""
+    return driver_host if driver_host in LOOPBACK_HOSTS else "0.0.0.0"
+
+
+def spark_conf(master: str, jars_dir: Path, driver_host: str) -> dict[str, str]:
     """Connector jars as `spark.jars` (Ivy's --packages would not use this machine's Maven),
-    the driver bound to loopback, UTC session time, no web UI."""
+    the driver at SPARK_DRIVER_HOST, UTC session time, no web UI."""
     jars = sorted(str(jar) for jar in jars_dir.glob("*.jar"))
     return {
         **({"spark.jars": ",".join(jars)} if jars else {}),
@@ -26,8 +34,8 @@ def spark_conf(master: str, jars_dir: Path) -> dict[str, str]:
         # Python workers run this interpreter, so they import the same pinned packages.
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
-        "spark.driver.host": "127.0.0.1",
-        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.driver.host": driver_host,
+        "spark.driver.bindAddress": driver_bind_address(driver_host),
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.session.timeZone": "UTC",
@@ -43,13 +51,15 @@ def spark_conf(master: str, jars_dir: Path) -> dict[str, str]:
     }
 
 
-def build_spark_session(master: str, jars_dir: Path, app_name: str) -> SparkSession:
+def build_spark_session(
+    master: str, jars_dir: Path, app_name: str, driver_host: str
+) -> SparkSession:
     from pyspark.sql import SparkSession
 
     # Local Python workers start from PYSPARK_PYTHON (default: `python3` on the PATH, which may
     # not be this environment).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
-    for key, value in spark_conf(master, jars_dir).items():
+    for key, value in spark_conf(master, jars_dir, driver_host).items():
         builder = builder.config(key, value)
     return builder.getOrCreate()

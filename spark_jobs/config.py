@@ -72,6 +72,7 @@ class JobConfig:
     checkpoint_dir: str
     spark_master: str
     spark_jars_dir: str
+    spark_driver_host: str
     windows: tuple[str, ...] = DEFAULT_WINDOWS
     watermark: str = DEFAULT_WATERMARK
     trigger: str = AVAILABLE_NOW
@@ -162,6 +163,7 @@ class JobConfig:
             "checkpoint_dir": str(checkpoint_dir(settings.stack_dir, settings.kafka.topic)),
             "spark_master": settings.spark_master,
             "spark_jars_dir": str(spark_connectors_dir(settings.cache_dir)),
+            "spark_driver_host": settings.spark_driver_host,
         }
         return cls(**{**values, **overrides})
 
@@ -195,6 +197,7 @@ OPTIONS = (
     Option("--checkpoint-dir", "checkpoint_dir", "default: <STACK_DIR>/checkpoints/<topic>"),
     Option("--spark-master", "spark_master", "e.g. local[*] or spark://host:7077"),
     Option("--spark-jars-dir", "spark_jars_dir", "folder of the connector jars"),
+    Option("--spark-driver-host", "spark_driver_host", "where executors reach the driver"),
     Option(
         "--windows",
         "windows",

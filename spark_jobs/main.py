@@ -120,6 +120,17 @@ def await_query(
         raise RuntimeError(f"streaming query failed: {query.exception()}")
 
 
+def job_session(config: JobConfig, kind: str) -> SparkSession:
+    spark = build_spark_session(
+        config.spark_master,
+        Path(config.spark_jars_dir),
+        f"{kind}-{config.kafka.topic}",
+        config.spark_driver_host,
+    )
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)  # one line per callback otherwise
@@ -128,10 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return backfill_main(config)
     checkpoint = check_checkpoint(config)  # before Spark starts: a mismatch is a quick error
     reporter = open_reporter()
-    spark = build_spark_session(
-        config.spark_master, Path(config.spark_jars_dir), f"crypto-ohlcv-{config.kafka.topic}"
-    )
-    spark.sparkContext.setLogLevel("WARN")
+    spark = job_session(config, "crypto-ohlcv")
     status_file = Path(config.status_file) if config.status_file else None
     tracker = ProgressTracker(reporter, status_file, interval_ms(config.watermark))
     spark.streams.addListener(tracker)
@@ -197,10 +205,7 @@ def report_materializations(reporter: Any, config: JobConfig, metadata: dict[str
 def backfill_main(config: JobConfig) -> int:
     """The batch side: the backfill's windows recomputed from the topic (spark_jobs/backfill.py)."""
     reporter = open_reporter()
-    spark = build_spark_session(
-        config.spark_master, Path(config.spark_jars_dir), f"crypto-backfill-{config.kafka.topic}"
-    )
-    spark.sparkContext.setLogLevel("WARN")
+    spark = job_session(config, "crypto-backfill")
     try:
         if "mongo" in config.sinks:
             ensure_mongo_index(config)

@@ -54,6 +54,7 @@ def job_config(
         checkpoint_dir=config.checkpoint_dir or str(spark.checkpoint_dir(kafka.topic)),
         spark_master=spark.master,
         spark_jars_dir=spark.connectors_dir,
+        spark_driver_host=spark.driver_host,
         windows=tuple(w.strip() for w in config.windows.split(",") if w.strip()),
         watermark=config.watermark,
         trigger=trigger,

@@ -20,7 +20,7 @@ from crypto_pipeline.console import say
 from crypto_pipeline.replay.binance import DEFAULT_BASE_URL, FetchError, fetch_monthly_klines
 from crypto_pipeline.replay.formats import InputFormatError, iso_to_ms
 from crypto_pipeline.replay.generator import INTERVALS_MS, generate, write_csv
-from crypto_pipeline.replay.producer import ReplayError, ReplayOptions, replay
+from crypto_pipeline.replay.producer import ENGINES, ReplayError, ReplayOptions, replay
 from crypto_pipeline.settings import REPO_ROOT, Settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -87,6 +87,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         partitions=args.partitions,
         retention_ms=None if args.retention_hours is None else args.retention_hours * 3_600_000,
         resume=args.resume,
+        engine=args.engine,
     )
     summary = replay(options, settings.kafka.bootstrap_servers, show_progress=not args.quiet)
     for line in summary.lines():
@@ -135,7 +136,7 @@ def _dashboards(args: argparse.Namespace, settings: Settings) -> int:
 def _bench_producer(args: argparse.Namespace, settings: Settings) -> int:
     from crypto_pipeline.cli.bench import bench_producer
 
-    bench_producer(settings, args.rows)
+    bench_producer(settings, args.rows, args.memory_rows)
     return 0
 
 
@@ -227,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the lines of this file (same path) already in the topic or its dead letters: "
         "finishes a replay that failed or was interrupted without sending anything twice",
     )
+    replay_parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="auto",
+        help="bulk: worker processes and librdkafka, as fast as possible; paced: kafka-python, "
+        "paced by event time; auto (default): bulk for --speed max without --loop/--rebase-now",
+    )
     replay_parser.set_defaults(handler=_replay)
 
     data_parser = commands.add_parser("data", help="generate or download market data")
@@ -275,9 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser = commands.add_parser("bench", help="measure throughput on the local stack")
     bench_commands = bench_parser.add_subparsers(dest="bench_command", required=True)
     producer_bench = bench_commands.add_parser(
-        "producer", help="python replay vs Kafka's ProducerPerformance, messages/s"
+        "producer", help="paced and bulk replay vs Kafka's ProducerPerformance, messages/s; memory"
     )
     producer_bench.add_argument("--rows", type=int, default=1_000_000)
+    producer_bench.add_argument(
+        "--memory-rows",
+        type=int,
+        default=10_000_000,
+        help="peak RSS of a bulk replay of a file this long, against --rows (0: skip)",
+    )
     producer_bench.set_defaults(handler=_bench_producer)
     stream_bench = bench_commands.add_parser(
         "stream",

@@ -103,26 +103,82 @@ def java_producer_performance(
     return float(matches[-1][1])
 
 
-def bench_producer(settings: Settings, rows: int) -> None:
+def replay_rate(settings: Settings, path: Path, topic: str, engine: str) -> tuple[float, int]:
+    """Messages/s of one `--speed max` replay with the engine, and its mean record size."""
+    say(f"[bench] {engine} replay of {path.name} into {topic}")
+    options = ReplayOptions(path=path, topic=topic, partitions=3, engine=engine)
+    summary = replay(options, settings.kafka.bootstrap_servers)
+    return summary.messages_per_s, round(summary.bytes_sent / max(summary.sent, 1))
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of a process and its descendants (the bulk replay's workers)."""
+    total = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue  # exited meanwhile
+        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        total += int(match.group(1)) * 1024 if match else 0
+        pending += [int(child) for child in children]
+    return total
+
+
+def peak_replay_rss(settings: Settings, path: Path, topic: str) -> int:
+    """Peak resident memory of `crypto-pipeline replay --engine bulk` (all its processes)."""
+    command = [sys.executable, "-m", "crypto_pipeline.cli", "replay", str(path), "--quiet"]
+    process = subprocess.Popen(
+        [*command, "--engine", "bulk", "--topic", topic],
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers},
+        stdout=subprocess.DEVNULL,
+    )
+    peak = 0
+    while process.poll() is None:
+        peak = max(peak, tree_rss_bytes(process.pid))
+        time.sleep(0.1)
+    if process.returncode != 0:
+        raise StackError(f"the bulk replay of {path} exited with {process.returncode}")
+    return peak
+
+
+def bench_producer(settings: Settings, rows: int, memory_rows: int) -> None:
+    """Both replay engines and Kafka's own producer on the same broker in one run, then the
+    bulk replay's peak memory for `rows` and for `memory_rows`."""
     path = bench_rows_file(settings, rows)
     topic = f"bench.producer.{int(time.time())}"
-    say(f"[bench] replaying {rows:,} rows at --speed max into {topic}")
-    options = ReplayOptions(path=path, topic=topic, partitions=3)
-    summary = replay(options, settings.kafka.bootstrap_servers)
-    python_rate = summary.messages_per_s
-    record_size = round(summary.bytes_sent / max(summary.sent, 1))
+    paced_rate, record_size = replay_rate(settings, path, f"{topic}.paced", "paced")
+    bulk_rate, _ = replay_rate(settings, path, f"{topic}.bulk", "bulk")
     say(f"[bench] ProducerPerformance: {rows:,} records of {record_size} bytes")
     java_rate = java_producer_performance(settings, f"{topic}.java", rows, record_size)
-    ratio = python_rate / java_rate
-    say(f"python replay producer : {python_rate:>12,.0f} messages/s")
-    say(f"Kafka ProducerPerformance: {java_rate:>10,.0f} messages/s")
-    say(f"ratio python/java      : {ratio:>12.2f}")
+    say(f"paced replay (kafka-python)  : {paced_rate:>12,.0f} messages/s")
+    say(f"bulk replay (librdkafka)     : {bulk_rate:>12,.0f} messages/s")
+    say(f"Kafka ProducerPerformance    : {java_rate:>12,.0f} messages/s")
     say("")
-    say("| date | machine | rows | record bytes | python msg/s | java msg/s | ratio |")
+    say(
+        "| date | machine | rows | record bytes | paced msg/s | bulk msg/s | java msg/s "
+        "| paced/java | bulk/java |"
+    )
     say(
         f"| {datetime.now(tz=UTC):%Y-%m-%d} | {machine_description()} | {rows:,} | {record_size} "
-        f"| {python_rate:,.0f} | {java_rate:,.0f} | {ratio:.2f} |"
+        f"| {paced_rate:,.0f} | {bulk_rate:,.0f} | {java_rate:,.0f} | {paced_rate / java_rate:.2f} "
+        f"| {bulk_rate / java_rate:.2f} |"
     )
+    if not memory_rows:
+        return
+    peaks = {}
+    for count in sorted({rows, memory_rows}):
+        file = bench_rows_file(settings, count)
+        say(f"[bench] peak memory of a bulk replay of {count:,} rows")
+        peaks[count] = peak_replay_rss(settings, file, f"{topic}.rss.{count}")
+    say("")
+    say("| date | rows | file bytes | bulk replay peak RSS (all processes) |")
+    for count, peak in peaks.items():
+        size = bench_rows_file(settings, count).stat().st_size
+        say(f"| {datetime.now(tz=UTC):%Y-%m-%d} | {count:,} | {size:,} | {peak / 2**20:,.0f} MiB |")
 
 
 def bench_job(

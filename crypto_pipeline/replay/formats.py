@@ -18,12 +18,10 @@ from __future__ import annotations
 import csv
 import gzip
 import itertools
-import json
 import math
 import re
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
@@ -63,11 +61,12 @@ class Candle(NamedTuple):
     trades: int | None
 
     def to_json(self, source_file_json: str, line: int, shift_ms: int = 0) -> bytes:
-        """The Kafka message value: compact JSON with typed numbers, the event time in epoch ms
-        and the lineage. Built directly (numbers are finite, so `repr` is valid JSON): this is the
+        """The Kafka message value of a valid candle: compact JSON with typed numbers, the event
+        time in epoch ms and the lineage. Built directly (the rules leave finite numbers, whose
+        `repr` is valid JSON, and symbols of A-Z 0-9 _ - that need no escaping): this is the
         replay's hot path. `source_file_json` is the file name already JSON-encoded."""
         return (
-            f'{{"symbol":{json.dumps(self.symbol)},"event_time_ms":{self.open_time_ms + shift_ms},'
+            f'{{"symbol":"{self.symbol}","event_time_ms":{self.open_time_ms + shift_ms},'
             f'"open":{self.open!r},"high":{self.high!r},"low":{self.low!r},'
             f'"close":{self.close!r},"volume":{self.volume!r},'
             f'"quote_volume":{_json_number(self.quote_volume)},'
@@ -80,9 +79,9 @@ def _json_number(value: float | int | None) -> str:
     return "null" if value is None else repr(value)
 
 
-@dataclass(frozen=True)
-class ParsedLine:
-    """One data line: a valid candle, or the reason it was rejected."""
+class ParsedLine(NamedTuple):
+    """One data line: a valid candle, or the reason it was rejected (a tuple: one is made per
+    line on the replay's hot path)."""
 
     line: int
     raw: str
@@ -245,6 +244,25 @@ def read_rows(path: Path) -> Iterator[ParsedLine]:
 
     Raises InputFormatError at once, before any line is returned, if the file cannot be replayed,
     and while iterating if it cannot be read on (a truncated or corrupt gzip)."""
+    stream, parser, first_data = _open_rows(path)
+    return _parse_lines(path, stream, parser, first_data)
+
+
+def row_parser(path: Path) -> RowParser:
+    """The parser of the file's format, for a process that parses lines another one reads."""
+    stream, parser, _ = _open_rows(path)
+    stream.close()
+    return parser
+
+
+def data_lines(path: Path) -> tuple[BinaryIO, list[tuple[int, bytes]]]:
+    """The file positioned after its header, and the first data line if the header was one (a
+    Binance file has none): what a reader of raw lines starts from, at line 2."""
+    stream, _, first_data = _open_rows(path)
+    return stream, first_data
+
+
+def _open_rows(path: Path) -> tuple[BinaryIO, RowParser, list[tuple[int, bytes]]]:
     stream = _open_binary(path)
     try:
         first_line = stream.readline().decode("utf-8-sig")
@@ -265,7 +283,7 @@ def read_rows(path: Path) -> Iterator[ParsedLine]:
                 "(canonical open_time_ms,symbol,open,high,low,close,volume[,quote_volume]"
                 "[,trades], the same with open_time, or a 12-column Binance kline file)"
             )
-    return _parse_lines(path, stream, parser, first_data)
+    return stream, parser, first_data
 
 
 def count_lines(path: Path) -> int:
@@ -279,7 +297,8 @@ def count_lines(path: Path) -> int:
         raise InputFormatError(f"{path}: cannot read to its end: {error}") from None
 
 
-def _parse_line(parser: RowParser, number: int, line: bytes) -> ParsedLine | None:
+def parse_line(parser: RowParser, number: int, line: bytes) -> ParsedLine | None:
+    """One line (with or without its end), None if it is blank."""
     try:
         raw = line.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError as error:
@@ -306,7 +325,7 @@ def _parse_lines(
         try:
             for number, line in numbered:
                 last_read = number
-                parsed = _parse_line(parser, number, line)
+                parsed = parse_line(parser, number, line)
                 if parsed is not None:
                     yield parsed
         except READ_ERRORS as error:

@@ -30,6 +30,9 @@ from crypto_pipeline.settings import dead_letter_topic
 log = logging.getLogger(__name__)
 
 
+ENGINES = ("auto", "bulk", "paced")
+
+
 class ReplayError(RuntimeError):
     """The replay cannot run (bad file, Kafka unreachable, delivery failed)."""
 
@@ -50,10 +53,24 @@ class ReplayOptions:
     retention_ms: int | None = None
     # Skip the lines of this file (by its path as given) already in the topic or its dead letters.
     resume: bool = False
+    # "bulk" (crypto_pipeline/replay/bulk.py), "paced" (kafka-python, paced by event time) or
+    # "auto": bulk for as-fast-as-possible replays of a file, paced otherwise.
+    engine: str = "auto"
 
     @property
     def dlq_topic(self) -> str:
         return dead_letter_topic(self.topic)
+
+    @property
+    def bulk(self) -> bool:
+        live_like = self.speed is not None or self.loop or self.rebase_now
+        if self.engine not in ENGINES:
+            raise ReplayError(f"unknown engine {self.engine!r}; choose from {', '.join(ENGINES)}")
+        if self.engine == "bulk" and live_like:
+            raise ReplayError(
+                "the bulk engine sends as fast as it can: no --speed, --loop or --rebase-now"
+            )
+        return self.engine == "bulk" or (self.engine == "auto" and not live_like)
 
 
 @dataclass
@@ -87,6 +104,18 @@ class ReplaySummary:
         self.rejected += 1
         kind = reason_kind(reason)
         self.rejection_reasons[kind] = self.rejection_reasons.get(kind, 0) + 1
+
+    def add(self, part: ReplaySummary) -> None:
+        """Count what `part` counted (the messages of one block of a bulk replay)."""
+        self.sent += part.sent
+        self.rejected += part.rejected
+        self.bytes_sent += part.bytes_sent
+        for ms in (part.first_event_ms, part.last_event_ms):
+            if ms is not None:
+                self.first_event_ms = min(ms, self.first_event_ms or ms)
+                self.last_event_ms = max(ms, self.last_event_ms or ms)
+        for kind, count in part.rejection_reasons.items():
+            self.rejection_reasons[kind] = self.rejection_reasons.get(kind, 0) + count
 
     @property
     def messages_per_s(self) -> float:
@@ -152,7 +181,7 @@ class _Span:
         return self.last - self.first + (self.step or 1)
 
 
-def _keep(options: ReplayOptions, parsed: ParsedLine) -> bool:
+def keep(options: ReplayOptions, parsed: ParsedLine) -> bool:
     candle = parsed.candle
     if candle is None:
         return True  # every bad row goes to the dead-letter topic, whatever the filters
@@ -163,11 +192,23 @@ def _keep(options: ReplayOptions, parsed: ParsedLine) -> bool:
     return options.end_ms is None or candle.open_time_ms < options.end_ms
 
 
-def _encode(value: dict[str, Any]) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+def dead_letter(options: ReplayOptions, parsed: ParsedLine) -> tuple[bytes, bytes]:
+    """The key and value of a rejected line's dead letter. Keyed by file and line: a second
+    replay of the file sends the same keys."""
+    source_file = str(options.path)
+    value = {
+        "raw": parsed.raw,
+        "source_file": source_file,
+        "source_line": parsed.line,
+        "reason": parsed.reason,
+        "topic": options.topic,
+    }
+    return f"{source_file}:{parsed.line}".encode(), json.dumps(
+        value, separators=(",", ":")
+    ).encode()
 
 
-class _KeyPartitions:
+class KeyPartitions:
     """The default (murmur2) partition of each key, computed once per key: the producer would
     otherwise hash every message's key again."""
 
@@ -213,14 +254,16 @@ class _LinesSent:
         return sent
 
 
-def replay(
-    options: ReplayOptions,
-    bootstrap_servers: str,
-    *,
-    show_progress: bool = True,
-    now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
-) -> ReplaySummary:
-    """Send the file's rows to Kafka, paced by event time; flushes and returns on Ctrl-C too."""
+@dataclass(frozen=True)
+class ReplayPlan:
+    """What a replay knows before it sends anything."""
+
+    total: int | None  # messages expected (None: endless --loop)
+    sent_before: _LinesSent | None  # --resume
+
+
+def plan_replay(options: ReplayOptions, bootstrap_servers: str) -> ReplayPlan:
+    """Refuses a file that cannot be replayed before anything is sent, and creates the topics."""
     try:
         # A bad header, or a file that cannot be read to its end: an error before anything is sent.
         read_rows(options.path)
@@ -233,16 +276,41 @@ def replay(
     if total is not None and options.limit is not None:
         total = min(total, options.limit)
     sent_before = _LinesSent.read(bootstrap_servers, options, lines) if options.resume else None
-
-    producer = kafka_producer(bootstrap_servers)
     ensure_topic(bootstrap_servers, options.topic, options.partitions, options.retention_ms)
     ensure_topic(bootstrap_servers, options.dlq_topic, 1, options.retention_ms)
+    return ReplayPlan(total, sent_before)
+
+
+def replay(
+    options: ReplayOptions,
+    bootstrap_servers: str,
+    *,
+    show_progress: bool = True,
+    now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+) -> ReplaySummary:
+    """Send the file's rows to Kafka, paced by event time or in bulk (options.engine); flushes
+    and returns on Ctrl-C too."""
+    if options.bulk:
+        from crypto_pipeline.replay.bulk import replay_bulk  # loads librdkafka only when used
+
+        return replay_bulk(options, bootstrap_servers, show_progress=show_progress)
+    return _replay_paced(options, bootstrap_servers, show_progress, now_ms)
+
+
+def _replay_paced(
+    options: ReplayOptions,
+    bootstrap_servers: str,
+    show_progress: bool,
+    now_ms: Callable[[], int],
+) -> ReplaySummary:
+    plan = plan_replay(options, bootstrap_servers)
+    sent_before = plan.sent_before
+    producer = kafka_producer(bootstrap_servers)
     summary = ReplaySummary(topic=options.topic)
     delivery_errors: list[Exception] = []
-    progress = Progress(total=total, enabled=show_progress)
-    source_file = str(options.path)
-    source_file_json = json.dumps(source_file)
-    partition_of = _KeyPartitions(producer.partitions_for(options.topic))
+    progress = Progress(total=plan.total, enabled=show_progress)
+    source_file_json = json.dumps(str(options.path))
+    partition_of = KeyPartitions(producer.partitions_for(options.topic))
 
     unreadable: InputFormatError | None = None
     pacer = _Pacer(options.speed)
@@ -252,7 +320,7 @@ def replay(
     try:
         while True:
             for parsed in read_rows(options.path):
-                if not _keep(options, parsed):
+                if not keep(options, parsed):
                     continue
                 if sent_before is not None and parsed.line in sent_before:
                     summary.already_sent += 1
@@ -260,19 +328,10 @@ def replay(
                 if parsed.candle is None and summary.loops:
                     continue  # --loop: a line's dead letter is sent on the first pass only
                 if parsed.candle is None:
-                    dead_letter = {
-                        "raw": parsed.raw,
-                        "source_file": source_file,
-                        "source_line": parsed.line,
-                        "reason": parsed.reason,
-                        "topic": options.topic,
-                    }
-                    # Keyed by file and line: a second replay of the file sends the same keys.
-                    producer.send(
-                        options.dlq_topic,
-                        key=f"{source_file}:{parsed.line}".encode(),
-                        value=_encode(dead_letter),
-                    ).add_errback(delivery_errors.append)
+                    key, value = dead_letter(options, parsed)
+                    producer.send(options.dlq_topic, key=key, value=value).add_errback(
+                        delivery_errors.append
+                    )
                     summary.record_rejection(parsed.reason or "")
                     progress.update(summary.sent, summary.rejected)
                     continue
@@ -309,6 +368,16 @@ def replay(
         producer.close()
         summary.elapsed_s = pacer.elapsed_s()
         progress.close(summary.sent, summary.rejected)
+    return finish(summary, bootstrap_servers, unreadable, delivery_errors)
+
+
+def finish(
+    summary: ReplaySummary,
+    bootstrap_servers: str,
+    unreadable: InputFormatError | None,
+    delivery_errors: list[Any],
+) -> ReplaySummary:
+    """The summary of a replay whose producer has flushed, or its one-line error."""
     if unreadable is not None:
         raise ReplayError(
             f"{unreadable}; what came before was replayed ({summary.sent} sent, "
@@ -318,5 +387,5 @@ def replay(
         raise ReplayError(
             f"{len(delivery_errors)} messages were not delivered; first error: {delivery_errors[0]}"
         )
-    summary.end_offsets = end_offsets(bootstrap_servers, options.topic)
+    summary.end_offsets = end_offsets(bootstrap_servers, summary.topic)
     return summary

@@ -37,7 +37,9 @@ def local_stack(settings: Settings) -> Iterator[Settings]:
 @pytest.fixture(scope="session")
 def spark(local_stack: Settings) -> Iterator[SparkSession]:
     jars = spark_connectors_dir(local_stack.cache_dir)
-    session = build_spark_session(local_stack.spark_master, jars, "crypto-pipeline-tests")
+    session = build_spark_session(
+        local_stack.spark_master, jars, "crypto-pipeline-tests", local_stack.spark_driver_host
+    )
     try:
         yield session
     finally:

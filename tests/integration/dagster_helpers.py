@@ -46,6 +46,7 @@ def resources_for(
         ),
         "spark": SparkResource(
             master=spark_master,
+            driver_host=settings.spark_driver_host,
             connectors_dir=str(spark_connectors_dir(settings.cache_dir)),
             state_dir=str(state_dir),
         ),

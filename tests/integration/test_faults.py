@@ -81,12 +81,23 @@ def sample_ends_exact(
 def start_replay(
     settings: Settings, path: Path, topic: str, speed: str, log: Path
 ) -> subprocess.Popen[bytes]:
-    """The replay CLI as a user runs it (its own process, so a fault cannot reach the test)."""
+    """The replay CLI as a user runs it, on the settings' brokers (its own process, so a fault
+    cannot reach the test)."""
     command = [sys.executable, "-m", "crypto_pipeline.cli", "replay", str(path), "--quiet"]
     with log.open("wb") as out:
         return subprocess.Popen(
-            [*command, "--topic", topic, "--speed", speed], stdout=out, stderr=subprocess.STDOUT
+            [*command, "--topic", topic, "--speed", speed],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers},
         )
+
+
+def wait_until_replay_under_way(settings: Settings, topic: str, rows: int) -> None:
+    """Until a tenth of the file's rows are in the topic."""
+    wait_until(
+        lambda: message_count(settings, topic) >= rows // 10, 60, "the replay to be under way"
+    )
 
 
 def committed_batches(job: JobConfig) -> int:
@@ -111,12 +122,7 @@ def test_broker_killed_during_a_full_speed_replay_loses_and_duplicates_nothing(
     path = SHARED_Q1 if SHARED_Q1.exists() else SAMPLE
     rows = read_csv_rows(path)
     replay = start_replay(local_stack, path, unique_name, "max", tmp_path / "replay.log")
-    bootstrap = local_stack.kafka.bootstrap_servers
-    wait_until(
-        lambda: sum(end_offsets(bootstrap, unique_name).values()) >= len(rows) // 10,
-        60,
-        "the replay to be under way",
-    )
+    wait_until_replay_under_way(local_stack, unique_name, len(rows))
     stack.kill(local_stack, "kafka")
     killed_at = time.monotonic()
     time.sleep(5)
@@ -189,7 +195,10 @@ def assert_restart_requested(settings: Settings, topic: str, tmp_path: Path) -> 
     """The health sensor reports the stream crashed; with its run failed in Dagster, the restart
     sensor requests a run of the same config; a run stopped on purpose is not restarted."""
     spark = SparkResource(
-        master="local[1]", connectors_dir="/jars", state_dir=str(tmp_path / "dagster-state")
+        master="local[1]",
+        driver_host="127.0.0.1",
+        connectors_dir="/jars",
+        state_dir=str(tmp_path / "dagster-state"),
     )
     spark.status_file(topic).parent.mkdir(parents=True, exist_ok=True)
     spark.status_file(topic).write_text((tmp_path / "status.json").read_text())

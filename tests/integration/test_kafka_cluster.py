@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +13,13 @@ from pathlib import Path
 import pytest
 
 from crypto_pipeline import stack
-from crypto_pipeline.clients import end_offsets, ensure_topic, iter_records, kafka_admin
+from crypto_pipeline.clients import ensure_topic, iter_records, kafka_admin
 from crypto_pipeline.settings import REPO_ROOT, KafkaTarget, Settings
 from tests.conftest import SHARED_DATA
 from tests.expected_ohlcv import expected_aggregates, read_csv_rows
 from tests.integration.dagster_helpers import wait_until
 from tests.integration.job_helpers import job_for, start_job
+from tests.integration.test_faults import start_replay, wait_until_replay_under_way
 from tests.integration.test_poison_and_late import stop, wait_until_committed
 from tests.integration.test_spark_job import assert_sinks_match
 
@@ -50,17 +49,6 @@ def kafka_cluster(
         stack.down(cluster, only=set(NODES))
 
 
-def replay_command(settings: Settings, path: Path, topic: str, speed: str) -> list[str]:
-    command = [sys.executable, "-m", "crypto_pipeline.cli", "replay", str(path), "--quiet"]
-    return [*command, "--topic", topic, "--speed", speed]
-
-
-def replay_env(settings: Settings) -> dict[str, str]:
-    import os
-
-    return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers}
-
-
 def test_topics_are_replicated_three_times_with_two_in_sync_required(
     kafka_cluster: Settings, unique_name: str
 ) -> None:
@@ -84,26 +72,16 @@ def test_a_broker_killed_during_a_full_speed_replay_loses_nothing(
 ) -> None:
     path = SHARED_Q1 if SHARED_Q1.exists() else SAMPLE
     rows = read_csv_rows(path)
-    replay = subprocess.Popen(
-        replay_command(kafka_cluster, path, unique_name, "max"),
-        env=replay_env(kafka_cluster),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    servers = kafka_cluster.kafka.bootstrap_servers
-    wait_until(
-        lambda: sum(end_offsets(servers, unique_name).values()) >= len(rows) // 10,
-        60,
-        "the replay to be under way",
-    )
+    log = tmp_path / "replay.log"
+    replay = start_replay(kafka_cluster, path, unique_name, "max", log)
+    wait_until_replay_under_way(kafka_cluster, unique_name, len(rows))
     stack.kill(kafka_cluster, "kafka-2")
     try:
-        out, _ = replay.communicate(timeout=300)
-        assert replay.returncode == 0, out[-2000:]
+        assert replay.wait(timeout=300) == 0, log.read_text()[-2000:]
     finally:
         stack.up(kafka_cluster, only={"kafka-2"})
-    lines = Counter(json.loads(r.value)["source_line"] for r in iter_records(servers, unique_name))
+    records = iter_records(kafka_cluster.kafka.bootstrap_servers, unique_name)
+    lines = Counter(json.loads(r.value)["source_line"] for r in records)
     assert len(lines) == len(rows) and max(lines.values()) == 1
 
 
@@ -115,9 +93,8 @@ def test_a_broker_killed_during_a_continuous_run_ends_exact(
         kafka_cluster, unique_name, tmp_path / "ckpt", windows=("5m", "1h"), trigger="1 second"
     )
     process = start_job(job)
-    replay = subprocess.Popen(
-        replay_command(kafka_cluster, SAMPLE, unique_name, str(2 * 86_400 / 40)),
-        env=replay_env(kafka_cluster),
+    replay = start_replay(
+        kafka_cluster, SAMPLE, unique_name, str(2 * 86_400 / 40), tmp_path / "replay.log"
     )
     commits = Path(job.checkpoint_dir) / "ohlcv" / "commits"
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 import os
 import signal
 import subprocess
@@ -27,6 +28,7 @@ from tests.integration.conftest import free_port
 from tests.integration.kafka_helpers import consume_all, decoded
 
 SHARED_Q1 = SHARED_DATA / "binance_spot_15m_10sym_2025Q1.csv.gz"
+SHARED_HISTORY = SHARED_DATA / "binance_spot_15m_10sym_2024-12-30_2026-04-30.csv.gz"
 SAMPLE = REPO_ROOT / "data" / "sample_klines_1m.csv.gz"
 HEADER = "open_time_ms,symbol,open,high,low,close,volume,quote_volume,trades"
 T0 = 1_735_689_600_000  # 2025-01-01T00:00Z
@@ -58,40 +60,93 @@ def expected_messages(path: Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 @pytest.mark.parametrize(
-    "path",
+    ("path", "engine"),
     [
-        pytest.param(SHARED_Q1, id="binance-15m-2025Q1"),
-        pytest.param(SAMPLE, id="generated-sample"),
+        pytest.param(SHARED_HISTORY, "bulk", id="binance-15m-history-bulk"),
+        pytest.param(SHARED_Q1, "paced", id="binance-15m-2025Q1-paced"),
+        pytest.param(SAMPLE, "bulk", id="generated-sample-bulk"),
+        pytest.param(SAMPLE, "paced", id="generated-sample-paced"),
     ],
 )
 def test_replay_delivers_every_row_once_in_per_symbol_order(
-    local_stack: Settings, unique_name: str, path: Path
+    local_stack: Settings, unique_name: str, path: Path, engine: str
 ) -> None:
     if not path.exists():
         pytest.skip(f"{path} is not present")
     expected = expected_messages(path)
 
     summary = replay(
-        ReplayOptions(path=path, topic=unique_name),
+        ReplayOptions(path=path, topic=unique_name, engine=engine),
         local_stack.kafka.bootstrap_servers,
         show_progress=False,
     )
 
     assert (summary.sent, summary.rejected) == (len(expected), 0)
-    records = consume_all(local_stack, unique_name, expected=len(expected))
+    records = consume_all(local_stack, unique_name, expected=len(expected), timeout_s=300)
     assert len(records) == len(expected)
     assert sorted(decoded(records), key=lambda kv: kv[1]["source_line"]) == expected
     assert sum(summary.end_offsets.values()) == len(expected)
-    for symbol in {key for key, _ in expected}:
-        mine = [r for r in records if r.key.decode() == symbol]
-        assert len({r.partition for r in mine}) == 1
-        in_partition_order = sorted(mine, key=lambda r: r.offset)
-        times = [value["event_time_ms"] for _, value in decoded(in_partition_order)]
-        assert times == sorted(times)
+    partitions: dict[str, set[int]] = {}
+    lines_in_offset_order: dict[str, list[int]] = {}
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        symbol = record.key.decode()
+        partitions.setdefault(symbol, set()).add(record.partition)
+        lines_in_offset_order.setdefault(symbol, []).append(json.loads(record.value)["source_line"])
+    assert all(len(used) == 1 for used in partitions.values())
+    file_order = {
+        symbol: [v["source_line"] for k, v in expected if k == symbol] for symbol in partitions
+    }
+    assert lines_in_offset_order == file_order
 
 
-def test_bad_rows_go_to_the_dead_letter_topic_with_reasons(
+def test_bulk_and_paced_replays_send_the_same_messages(
     local_stack: Settings, unique_name: str, tmp_path: Path
+) -> None:
+    """A real file with bad lines of every kind mixed in: the two engines send the same messages
+    to the same partitions in the same order, and the same dead letters."""
+    source = SHARED_Q1 if SHARED_Q1.exists() else SAMPLE
+    lines = gzip.decompress(source.read_bytes()).split(b"\n")
+    bad = [
+        b"%d,BTCUSDT,10,8,9,8.5,5,55,3" % T0,  # high < low
+        b"x,BTCUSDT,1,1,1,1,1,1,1",  # no time
+        b"%d,BTC USDT,1,1,1,1,1,1,1" % T0,  # bad symbol
+        b"%d,ETHUSDT,1,1,1,1,NaN,1,1" % T0,  # NaN volume
+        b"%d,ETHUSDT,1,1,1\xff,1,1,1,1" % T0,  # not UTF-8
+        b"%d,ETHUSDT,1,1,1" % T0,  # fields missing
+        b'"%d","ETHUSDT","1","2","0.5","1","1","1","1.5"' % T0,  # quoted, trades not whole
+    ]
+    step = len(lines) // (len(bad) + 1)
+    mixed = list(lines)
+    for index, line in reversed(list(enumerate(bad, start=1))):
+        mixed.insert(index * step, line)
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(b"\n".join(mixed))
+    sent = {}
+    for engine in ("paced", "bulk"):
+        topic = f"{unique_name}_{engine}"
+        summary = replay(
+            ReplayOptions(path=path, topic=topic, engine=engine),
+            local_stack.kafka.bootstrap_servers,
+            show_progress=False,
+        )
+        assert summary.rejected == len(bad), engine
+        messages = consume_all(local_stack, topic, expected=summary.sent, timeout_s=300)
+        dead = consume_all(local_stack, f"{topic}.dlq", expected=len(bad))
+        sent[engine] = (
+            sorted((r.partition, r.offset, r.key, r.value) for r in messages),
+            # A dead letter names its topic, which differs between the two.
+            [(r.key, {**json.loads(r.value), "topic": "-"}) for r in dead],
+            summary.rejection_reasons,
+        )
+    assert sent["bulk"] == sent["paced"]
+    assert sorted(letter["source_line"] for _, letter in sent["bulk"][1]) == [
+        number for number, line in enumerate(mixed, start=1) if line in bad
+    ]
+
+
+@pytest.mark.parametrize("engine", ["paced", "bulk"])
+def test_bad_rows_go_to_the_dead_letter_topic_with_reasons(
+    local_stack: Settings, unique_name: str, tmp_path: Path, engine: str
 ) -> None:
     good = [f"{T0 + 60_000 * i},BTCUSDT,10,12,9,11,5,55,3" for i in range(1, 11)]
     bad = {
@@ -107,7 +162,7 @@ def test_bad_rows_go_to_the_dead_letter_topic_with_reasons(
     path.write_text("\n".join(lines) + "\n")
 
     summary = replay(
-        ReplayOptions(path=path, topic=unique_name),
+        ReplayOptions(path=path, topic=unique_name, engine=engine),
         local_stack.kafka.bootstrap_servers,
         show_progress=False,
     )
@@ -188,10 +243,21 @@ def test_unreachable_broker_is_a_quick_clear_error(local_stack: Settings) -> Non
     assert time.monotonic() - started < 15
 
 
-def test_ctrl_c_flushes_and_prints_the_summary(local_stack: Settings, unique_name: str) -> None:
-    command = [sys.executable, "-m", "crypto_pipeline.cli", "replay", str(SAMPLE)]
+@pytest.mark.parametrize(
+    ("path", "speed", "rows"),
+    [
+        pytest.param(SAMPLE, "600", 8640, id="paced"),
+        pytest.param(SHARED_HISTORY, "max", 466_730, id="bulk"),
+    ],
+)
+def test_ctrl_c_flushes_and_prints_the_summary(
+    local_stack: Settings, unique_name: str, path: Path, speed: str, rows: int
+) -> None:
+    if not path.exists():
+        pytest.skip(f"{path} is not present")
+    command = [sys.executable, "-m", "crypto_pipeline.cli", "replay", str(path)]
     process = subprocess.Popen(
-        [*command, "--topic", unique_name, "--speed", "600"],
+        [*command, "--topic", unique_name, "--speed", speed],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -210,7 +276,7 @@ def test_ctrl_c_flushes_and_prints_the_summary(local_stack: Settings, unique_nam
     sent = int(
         next(line for line in out.splitlines() if "sent" in line).split()[1].replace(",", "")
     )
-    assert 0 < sent < 8640
+    assert 0 < sent < rows
     assert len(consume_all(local_stack, unique_name, expected=sent, timeout_s=30)) == sent
 
 

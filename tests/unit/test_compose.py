@@ -18,6 +18,7 @@ from crypto_pipeline import dashboards
 from crypto_pipeline.settings import DEFAULTS, LOCAL_STACK_ONLY, REPO_ROOT
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+CLUSTER_FILE = REPO_ROOT / "docker-compose.cluster.yml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 STATEFUL = {"kafka", "mongo", "influxdb", "grafana", "postgres"}
 PROJECT_SERVICES = {"dagster-code", "dagster-webserver", "dagster-daemon", "producer"}
@@ -60,11 +61,14 @@ def filled_env_file(tmp_path: Path) -> Path:
     return path
 
 
-def docker_compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
+def docker_compose_config(
+    env_file: Path, *files: Path, quiet: bool = True
+) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("docker-compose")
     assert binary, "docker-compose is missing: `make test` installs Debian's package"
+    chosen = [arg for path in files or (COMPOSE_FILE,) for arg in ("-f", str(path))]
     return subprocess.run(
-        [binary, "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config", "--quiet"],
+        [binary, *chosen, "--env-file", str(env_file), "config", *(["--quiet"] if quiet else [])],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
@@ -232,3 +236,115 @@ def test_committed_dashboards_are_what_the_code_builds(name: str) -> None:
     assert committed == dashboards.render(dashboards.DASHBOARDS[name]()), (
         f"{name} is stale: run `crypto-pipeline dashboards`"
     )
+
+
+# The cluster deployment: docker-compose.cluster.yml on top of the main file.
+KAFKA_NODES = ("kafka", "kafka-2", "kafka-3")
+SPARK_WORKERS = ("spark-worker-1", "spark-worker-2")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The services of both files as compose merges and resolves them."""
+    env_file = filled_env_file(tmp_path_factory.mktemp("cluster"))
+    result = docker_compose_config(env_file, COMPOSE_FILE, CLUSTER_FILE, quiet=False)
+    assert result.returncode == 0, result.stderr
+    services: dict[str, Any] = yaml.safe_load(result.stdout)["services"]
+    return services
+
+
+def pinned_version(package: str) -> str:
+    text = (REPO_ROOT / "pyproject.toml").read_text()
+    match = re.search(rf'"{package}==([^"]+)"', text)
+    assert match, package
+    return match.group(1)
+
+
+def test_cluster_services_are_pinned_healthy_and_restart(cluster: dict[str, Any]) -> None:
+    added = set(cluster) - set(compose()["services"])
+    assert added == {"kafka-2", "kafka-3", "spark-master", *SPARK_WORKERS}
+    for name in added:
+        service = cluster[name]
+        assert service["restart"] == "unless-stopped", name
+        assert service["healthcheck"]["test"], name
+    # Spark's own image at the pinned pyspark's version: the driver's jars and the cluster's.
+    for name in ("spark-master", *SPARK_WORKERS):
+        assert cluster[name]["image"] == f"apache/spark:{pinned_version('pyspark')}", name
+    for name in KAFKA_NODES:
+        assert cluster[name]["image"] == compose()["services"]["kafka"]["image"], name
+    for name, service in cluster.items():
+        for dependency, rule in (service.get("depends_on") or {}).items():
+            if dependency not in ONE_SHOT:
+                assert rule == {"condition": "service_healthy"}, f"{name} -> {dependency}"
+
+
+def test_cluster_kafka_is_one_replicated_quorum(cluster: dict[str, Any]) -> None:
+    nodes = {name: cluster[name]["environment"] for name in KAFKA_NODES}
+    assert sorted(int(env["KAFKA_NODE_ID"]) for env in nodes.values()) == [1, 2, 3]
+    voters = {f"{env['KAFKA_NODE_ID']}@{name}:9093" for name, env in nodes.items()}
+    published: dict[str, str] = {}
+    for name, env in nodes.items():
+        assert set(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == voters, name
+        assert env["CLUSTER_ID"] == nodes["kafka"]["CLUSTER_ID"], name
+        assert int(env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == 3, name
+        assert int(env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"]) == 2, name
+        advertised = dict(
+            listener.split("://") for listener in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+        )
+        assert advertised["INTERNAL"] == f"{name}:19092", name
+        # The host reaches each node on the port it advertises, published on loopback only.
+        external_port = advertised["EXTERNAL"].removeprefix("127.0.0.1:")
+        assert f"127.0.0.1:{external_port}:{external_port}/tcp" in cluster[name]["ports"], name
+        published[name] = external_port
+        # Volumes of its own: a single node's data cannot join a 3-node quorum.
+        (volume,) = cluster[name]["volumes"]
+        assert volume.startswith(f"kafka-{env['KAFKA_NODE_ID']}-data:"), volume
+    assert len(set(published.values())) == 3
+    every_node = {f"{name}:19092" for name in KAFKA_NODES}
+    for client in ("dagster-code", "producer"):
+        servers = cluster[client]["environment"]["KAFKA_BOOTSTRAP_SERVERS"]
+        assert set(servers.split(",")) == every_node, client
+
+
+def test_cluster_runs_submit_to_the_spark_master_and_executors_reach_the_driver(
+    cluster: dict[str, Any],
+) -> None:
+    code = cluster["dagster-code"]
+    master_command = cluster["spark-master"]["command"]
+    master = f"spark://spark-master:{master_command[master_command.index('--port') + 1]}"
+    assert code["environment"]["SPARK_MASTER"] == master
+    # The driver runs in dagster-code (client mode): the executors reach it by that name.
+    assert code["environment"]["SPARK_DRIVER_HOST"] == "dagster-code"
+    assert environment("dagster-code")["SPARK_DRIVER_HOST"] == "dagster-code"
+    for name in SPARK_WORKERS:
+        command = cluster[name]["command"]
+        assert command[1] == "org.apache.spark.deploy.worker.Worker", name
+        assert command[-1] == master, name
+        assert command[command.index("--host") + 1] == name, name
+        assert cluster[name]["healthcheck"]["test"][-1] == name  # registered under its name
+        assert set(code["depends_on"]) >= {name, "kafka-2", "kafka-3"}
+
+
+def test_cluster_publishes_only_loopback_ports(cluster: dict[str, Any]) -> None:
+    published = {
+        port.split(":")[1]: name
+        for name, service in cluster.items()
+        for port in service.get("ports", [])
+        if port.startswith("127.0.0.1:")
+    }
+    every = [port for service in cluster.values() for port in service.get("ports", [])]
+    assert len(published) == len(every), every
+    assert published == {
+        "3000": "grafana",
+        "3001": "dagster-webserver",
+        "8080": "spark-master",
+        "9092": "kafka",
+        "9094": "kafka-2",
+        "9096": "kafka-3",
+    }
+
+
+def test_cluster_file_reads_no_variable_and_holds_no_secret() -> None:
+    text = CLUSTER_FILE.read_text()
+    assert INTERPOLATION.search(text) is None
+    assert SECRET_KEY.search(text) is None

@@ -18,6 +18,7 @@ CONFIG = JobConfig(
     checkpoint_dir="/state/checkpoints/market.klines",
     spark_master="spark://master:7077",
     spark_jars_dir="/opt/jars",
+    spark_driver_host="dagster-code",
     windows=("1m", "1d"),
     watermark="2 hours",
     trigger="1 second",

@@ -26,11 +26,11 @@ from crypto_pipeline.stream_status import running_stream_pid, stream_state
 IGNORES_SIGTERM = (
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
 )
-# Forks a child that exits at once and is never reaped: a zombie that is not our child.
+# Forks a child that exits after 1 s and is never reaped: a zombie that is not our child.
 LEAVES_A_ZOMBIE = (
     "import os, sys, time\n"
     "child = os.fork()\n"
-    "if child == 0: os._exit(0)\n"
+    "if child == 0: time.sleep(1); os._exit(0)\n"
     "print(child, flush=True); time.sleep(600)"
 )
 
@@ -89,10 +89,14 @@ def test_stack_down_takes_a_zombie_for_gone_and_spares_a_recycled_pid(
     parent = spawn(spawned, LEAVES_A_ZOMBIE)
     assert parent.stdout is not None
     zombie = int(parent.stdout.readline())
-    time.sleep(0.2)
-    assert Path(f"/proc/{zombie}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    record = ProcessRecord.of(zombie)  # the service's PID file, written while it ran
+    assert record is not None
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{zombie}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the child did not exit"
+        time.sleep(0.05)
     assert identity_of(zombie) is None
-    write_pid_file(settings, "kafka", ProcessRecord(zombie, f"{identity_of(parent.pid)}"))
+    write_pid_file(settings, "kafka", record)
     # A live process now holds the pid a stopped service had: same pid, another identity.
     stranger = spawn(spawned, "import time; time.sleep(600)")
     write_pid_file(settings, "influxdb", ProcessRecord(stranger.pid, "another-boot:1"))
@@ -109,7 +113,9 @@ def test_a_stale_heartbeat_with_a_recycled_pid_wedges_nothing(tmp_path: Path) ->
     """After a reboot or container restart the heartbeat's pid may belong to a live process that
     is not the job: no Spark job is refused, the replay sensor does not skip, the stream counts
     as crashed."""
-    spark = SparkResource(master="local[1]", connectors_dir="/jars", state_dir=str(tmp_path))
+    spark = SparkResource(
+        master="local[1]", driver_host="127.0.0.1", connectors_dir="/jars", state_dir=str(tmp_path)
+    )
     status_file = spark.status_file("t")
     status_file.parent.mkdir(parents=True)
     status = {"pid": os.getpid(), "pid_identity": "an-earlier-boot:12345", "watermark_ms": 0}
@@ -126,7 +132,9 @@ def test_a_stale_heartbeat_with_a_recycled_pid_wedges_nothing(tmp_path: Path) ->
 
 
 def restart_tick(instance: dg.DagsterInstance, tmp_path: Path) -> dg.RunRequest | dg.SkipReason:
-    spark = SparkResource(master="local[1]", connectors_dir="/jars", state_dir=str(tmp_path))
+    spark = SparkResource(
+        master="local[1]", driver_host="127.0.0.1", connectors_dir="/jars", state_dir=str(tmp_path)
+    )
     kafka = KafkaResource(bootstrap_servers="127.0.0.1:1", topic="t")
     context = dg.build_sensor_context(instance=instance, resources={"kafka": kafka, "spark": spark})
     result = streaming_restart_sensor(context)

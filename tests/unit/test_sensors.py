@@ -99,7 +99,9 @@ def test_missing_folder_requests_nothing(tmp_path: Path, instance: dg.DagsterIns
 def test_no_second_spark_job_starts_on_the_checkpoints_of_a_running_stream(
     tmp_path: Path,
 ) -> None:
-    spark = SparkResource(master="local[1]", connectors_dir="/jars", state_dir=str(tmp_path))
+    spark = SparkResource(
+        master="local[1]", driver_host="127.0.0.1", connectors_dir="/jars", state_dir=str(tmp_path)
+    )
     status = spark.status_file("t")
     assert status == tmp_path / "streaming" / "t.json"
     refuse_if_streaming(spark, "t")  # no heartbeat: free to start

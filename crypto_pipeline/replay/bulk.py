@@ -1,0 +1,268 @@
+"""Bulk replay, for `--speed max`: worker processes parse, validate and encode the file's lines in
+blocks, and one librdkafka producer (confluent-kafka) sends their messages in file order.
+
+Why this shape (measured: bench/results.md): kafka-python's per-message path tops out near
+25,000 sends/s, and parsing and encoding a line in Python costs about 10 µs, so one process
+cannot reach 100,000 messages/s whatever its client. librdkafka's `produce` costs the caller
+about 1 µs, and the parsing runs on every core. The messages are the paced replay's, byte for
+byte: the same parser, rules, encoders, keys, partitioner (murmur2, as Kafka's Java client) and
+dead letters. One idempotent producer (acks=all) sends them in file order, so each partition, and
+each symbol, keeps the file's order. Memory is bounded by the blocks in flight, whatever the
+file's size."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from crypto_pipeline.replay.formats import (
+    READ_ERRORS,
+    InputFormatError,
+    RowParser,
+    data_lines,
+    parse_line,
+    row_parser,
+)
+from crypto_pipeline.replay.producer import (
+    ReplayOptions,
+    ReplaySummary,
+    dead_letter,
+    finish,
+    keep,
+    plan_replay,
+)
+from crypto_pipeline.replay.progress import Progress
+
+BLOCK_BYTES = 1 << 20  # about 3,500 lines of 300 bytes
+BLOCKS_IN_FLIGHT_PER_WORKER = 4
+# What a flush may take: librdkafka gives up on a message after delivery.timeout.ms (120 s).
+FLUSH_TIMEOUT_S = 130.0
+# A line as a worker hands it over: (line, key, value, event time ms, rejection reason or None).
+LineMessage = tuple[int, bytes, bytes, int, str | None]
+
+
+def bulk_workers() -> int:
+    """Parsing processes: one per core (the producer's threads and the broker share them)."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def librdkafka_config(bootstrap_servers: str) -> dict[str, Any]:
+    """The paced producer's guarantees (clients.kafka_producer): acks from all in-sync replicas,
+    idempotence, lz4; larger batches and a deep local queue for throughput."""
+    return {
+        "bootstrap.servers": bootstrap_servers,
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": "lz4",
+        "linger.ms": 20,
+        "batch.size": 1 << 20,
+        "message.max.bytes": 4 << 20,
+        # Keyed messages on the partition Kafka's Java client (and kafka-python) would choose.
+        "partitioner": "murmur2_random",
+        # The local queue: about 2 s of sending at 100,000 messages/s, and a bound on memory.
+        "queue.buffering.max.messages": 200_000,
+        "queue.buffering.max.kbytes": 64 << 10,
+        "delivery.timeout.ms": 120_000,
+        # Delivery reports for failures only: a success costs the sending loop nothing.
+        "delivery.report.only.error": True,
+    }
+
+
+@dataclass
+class EncodedBlock:
+    """One block's lines as messages, in file order (a rejected line's message is its dead
+    letter), and what a replay of the whole block counts."""
+
+    messages: list[LineMessage]
+    counts: ReplaySummary
+
+
+class _Worker:
+    """The state of a worker process, loaded once when it starts."""
+
+    options: ReplayOptions
+    parser: RowParser
+    source_file_json: str
+
+    @classmethod
+    def load(cls, options: ReplayOptions) -> None:
+        cls.options = options
+        cls.parser = row_parser(options.path)
+        cls.source_file_json = json.dumps(str(options.path))
+
+
+def _start_worker(options: ReplayOptions) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    _Worker.load(options)
+
+
+def _encode_block(first_line: int, block: bytes) -> EncodedBlock:
+    options, parser, source_file_json = _Worker.options, _Worker.parser, _Worker.source_file_json
+    filtered = options.symbols is not None or options.start_ms is not None or options.end_ms
+    messages: list[LineMessage] = []
+    counts = ReplaySummary(topic=options.topic)
+    for number, line in enumerate(block.split(b"\n"), start=first_line):
+        parsed = parse_line(parser, number, line)
+        if parsed is None or (filtered and not keep(options, parsed)):
+            continue
+        candle = parsed.candle
+        if candle is None:
+            key, value = dead_letter(options, parsed)
+            reason = parsed.reason or ""
+            messages.append((number, key, value, 0, reason))
+            counts.record_rejection(reason)
+            continue
+        key = candle.symbol.encode()
+        value = candle.to_json(source_file_json, number)
+        messages.append((number, key, value, candle.open_time_ms, None))
+        counts.record_sent(len(key) + len(value), candle.open_time_ms)
+    return EncodedBlock(messages, counts)
+
+
+def _blocks(options: ReplayOptions) -> Iterator[tuple[int, bytes]]:
+    """(number of its first line, whole lines without the last line end) of the file after its
+    header; raises InputFormatError if the file cannot be read on."""
+    stream, first_data = data_lines(options.path)
+    with stream:
+        for number, line in first_data:
+            yield number, line.rstrip(b"\n")
+        next_line, carry = 2, b""
+        while True:
+            try:
+                read = stream.read(BLOCK_BYTES)
+            except READ_ERRORS as error:
+                raise InputFormatError(
+                    f"{options.path}: cannot read past line {next_line - 1}: {error}"
+                ) from None
+            if not read:
+                break
+            data = carry + read
+            end = data.rfind(b"\n")
+            if end < 0:  # no whole line yet
+                carry = data
+                continue
+            carry = data[end + 1 :]
+            yield next_line, data[:end]
+            next_line += data.count(b"\n", 0, end) + 1
+        if carry:  # the last line, without a line end
+            yield next_line, carry
+
+
+class _Sender:
+    """The main process's side: sends each block's messages, in order, with one producer."""
+
+    def __init__(self, options: ReplayOptions, producer: Producer, summary: ReplaySummary):
+        self.options = options
+        self.producer = producer
+        self.summary = summary
+
+    def produce(self, topic: str, value: bytes, key: bytes) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, key)
+                return
+            except BufferError:  # the local queue is full: let librdkafka send
+                self.producer.poll(0.05)
+
+    def send_all(self, block: EncodedBlock) -> None:
+        """Every message of the block (no --limit, no --resume): the hot loop."""
+        topic, dlq_topic = self.options.topic, self.options.dlq_topic
+        produce = self.producer.produce
+        for _, key, value, _, reason in block.messages:
+            chosen = topic if reason is None else dlq_topic
+            try:
+                produce(chosen, value, key)
+            except BufferError:
+                self.produce(chosen, value, key)
+        self.summary.add(block.counts)
+        self.producer.poll(0)
+
+    def send_each(self, block: EncodedBlock, sent_before: Any) -> bool:
+        """Line by line, as the paced replay decides: skips the lines already sent, stops at
+        --limit. False once the limit is reached."""
+        summary, limit = self.summary, self.options.limit
+        for line, key, value, event_ms, reason in block.messages:
+            if sent_before is not None and line in sent_before:
+                summary.already_sent += 1
+            elif reason is not None:
+                self.produce(self.options.dlq_topic, value, key)
+                summary.record_rejection(reason)
+            elif limit is not None and summary.sent >= limit:
+                return False
+            else:
+                self.produce(self.options.topic, value, key)
+                summary.record_sent(len(key) + len(value), event_ms)
+        self.producer.poll(0)
+        return True
+
+
+def replay_bulk(
+    options: ReplayOptions, bootstrap_servers: str, *, show_progress: bool = True
+) -> ReplaySummary:
+    plan = plan_replay(options, bootstrap_servers)
+    summary = ReplaySummary(topic=options.topic)
+    delivery_errors: list[KafkaError] = []
+
+    def on_failure(error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            delivery_errors.append(error)
+
+    workers = bulk_workers()
+    # Forked (a spawned worker would spend 0.4 s of CPU starting Python and importing), all at
+    # the first task, before librdkafka starts its threads.
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_start_worker,
+        initargs=(options,),
+    )
+    pool.submit(int).result()
+    producer = Producer({**librdkafka_config(bootstrap_servers), "on_delivery": on_failure})
+    sender = _Sender(options, producer, summary)
+    per_line = plan.sent_before is not None or options.limit is not None
+    progress = Progress(total=plan.total, enabled=show_progress)
+    in_flight: deque[Future[EncodedBlock]] = deque()
+    unreadable: InputFormatError | None = None
+    try:
+        blocks = _blocks(options)
+        more = True
+        while more or in_flight:
+            while more and len(in_flight) < workers * BLOCKS_IN_FLIGHT_PER_WORKER:
+                try:
+                    first_line, block = next(blocks)
+                except StopIteration:
+                    more = False
+                except InputFormatError as error:  # what came before is still sent
+                    unreadable, more = error, False
+                else:
+                    in_flight.append(pool.submit(_encode_block, first_line, block))
+            if not in_flight:
+                break
+            encoded = in_flight.popleft().result()
+            if not per_line:
+                sender.send_all(encoded)
+            elif not sender.send_each(encoded, plan.sent_before):
+                break
+            progress.update(summary.sent, summary.rejected)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        unflushed = producer.flush(FLUSH_TIMEOUT_S)
+        if unflushed:
+            delivery_errors.append(
+                KafkaError(KafkaError._MSG_TIMED_OUT, f"{unflushed} messages still queued")
+            )
+        summary.elapsed_s = time.monotonic() - progress.started
+        progress.close(summary.sent, summary.rejected)
+    return finish(summary, bootstrap_servers, unreadable, delivery_errors)

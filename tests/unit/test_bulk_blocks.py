@@ -1,0 +1,89 @@
+"""The bulk replay's pure parts: the blocks the main process cuts the file into number every line
+as reading it line by line does, and the workers encode each line into the paced replay's
+message or dead letter."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from crypto_pipeline.replay import bulk
+from crypto_pipeline.replay.formats import read_rows
+from crypto_pipeline.replay.producer import ReplayOptions, dead_letter
+
+HEADER = b"open_time_ms,symbol,open,high,low,close,volume,quote_volume,trades"
+T0 = 1_735_689_600_000
+GOOD = [b"%d,BTCUSDT,10,12,9,11,5,55,3" % (T0 + 60_000 * i) for i in range(6)]
+BINANCE = (
+    b"1735689600000,93576.00,93610.93,93537.50,93610.93,8.21827,1735689659999,769000.1,1360,"
+    b"3.0,280000.0,0"
+)
+FILES = {
+    "lf": b"\n".join([HEADER, *GOOD]) + b"\n",
+    "no final line end": b"\n".join([HEADER, *GOOD]),
+    "crlf": b"\r\n".join([HEADER, *GOOD]) + b"\r\n",
+    "blank and bad lines": b"\n".join(
+        [HEADER, GOOD[0], b"", GOOD[1], b"x,BTCUSDT,1,1,1,1,1,1,1", b"\xff\xfe,1", GOOD[2]]
+    ),
+    "quoted fields": b"\n".join([HEADER, b'"%d","BTCUSDT",10,12,9,11,5,55,3' % T0, GOOD[1]]),
+    "binance, no header": b"\n".join(
+        [BINANCE, BINANCE.replace(b"1735689600000", b"1735689660000")]
+    ),
+}
+
+
+def file_of(tmp_path: Path, name: str, content: bytes) -> Path:
+    suffix = "BTCUSDT-1m-2025-01.csv" if name.startswith("binance") else "klines.csv.gz"
+    path = tmp_path / suffix
+    path.write_bytes(gzip.compress(content) if path.suffix == ".gz" else content)
+    return path
+
+
+@pytest.mark.parametrize("block_bytes", [5, 64, 1 << 20])
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_blocks_number_every_line_as_the_file_has_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, block_bytes: int
+) -> None:
+    monkeypatch.setattr(bulk, "BLOCK_BYTES", block_bytes)
+    path = file_of(tmp_path, name, FILES[name])
+    lines = FILES[name].split(b"\n")
+    first = 1 if name.startswith("binance") else 2
+    expected = [
+        (number, line) for number, line in enumerate(lines, start=1) if number >= first and line
+    ]
+
+    cut = [
+        (number, line)
+        for first_line, block in bulk._blocks(ReplayOptions(path=path, topic="t"))
+        for number, line in enumerate(block.split(b"\n"), start=first_line)
+    ]
+
+    assert [(n, line) for n, line in cut if line] == expected
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_workers_encode_what_the_paced_replay_sends(tmp_path: Path, name: str) -> None:
+    path = file_of(tmp_path, name, FILES[name])
+    options = ReplayOptions(path=path, topic="t")
+    bulk._Worker.load(options)
+    paced = []
+    for parsed in read_rows(path):
+        if parsed.candle is None:
+            key, value = dead_letter(options, parsed)
+            paced.append((parsed.line, key, value, parsed.reason))
+        else:
+            key = parsed.candle.symbol.encode()
+            value = parsed.candle.to_json(json.dumps(str(path)), parsed.line)
+            paced.append((parsed.line, key, value, None))
+
+    encoded = [
+        (line, key, value, reason)
+        for first_line, block in bulk._blocks(options)
+        for line, key, value, _, reason in bulk._encode_block(first_line, block).messages
+    ]
+
+    assert encoded == paced
+    assert any(reason is None for *_, reason in encoded)

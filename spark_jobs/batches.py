@@ -34,10 +34,6 @@ from spark_jobs.state_store import StateStore
 
 log = logging.getLogger("spark_jobs")
 
-# A sink (or the dead-letter topic's broker) unreachable for up to this long holds the batch, its
-# writes retried; longer, the batch fails, the job exits and the restart sensor restarts it.
-SINK_OUTAGE_PATIENCE_S = 300.0
-
 
 @dataclass
 class LateRange:
@@ -142,7 +138,8 @@ class BatchWriter:
             writes["batch_metrics"] = lambda: write_batch_metrics(
                 "ohlcv", batch_id, counts, time_ms, self.config
             )
-        totals.seconds.update(write_riding_out_outages(self.pool, writes))
+        patience_s = self.config.sink_outage_patience_s
+        totals.seconds.update(write_riding_out_outages(self.pool, writes, patience_s))
         self.on_batch(batch_id, totals)
         if totals.windows or totals.dead_letters or totals.late:
             seconds = totals.seconds
@@ -212,7 +209,7 @@ def is_outage(error: Exception) -> bool:
 def write_riding_out_outages(
     pool: ThreadPoolExecutor,
     writes: dict[str, Callable[[], object]],
-    patience_s: float = SINK_OUTAGE_PATIENCE_S,
+    patience_s: float,
 ) -> dict[str, float]:
     """`write_concurrently`, the writes that failed because their server was unreachable tried
     again (every write is idempotent) until `patience_s` has passed; then, or for any other

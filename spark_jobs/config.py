@@ -83,6 +83,9 @@ class JobConfig:
     status_file: str | None = None
     # Bulk writes of replace-upserts sent to MongoDB at the same time.
     mongo_writers: int = 4
+    # A sink (or the dead-letter topic's broker) unreachable for up to this long holds the batch,
+    # its writes retried; longer, the batch fails, the job exits and the restart sensor restarts it.
+    sink_outage_patience_s: int = 300
     # A backfill instead of the stream (spark_jobs/backfill.py): the windows of these symbols
     # (None: all) that overlap [start, end) in event time (epoch ms), from the whole topic.
     backfill_symbols: tuple[str, ...] | None = None
@@ -214,6 +217,12 @@ OPTIONS = (
     ),
     Option("--status-file", "status_file", "heartbeat JSON for the health sensor"),
     Option("--mongo-writers", "mongo_writers", "parallel MongoDB writers", int),
+    Option(
+        "--sink-outage-patience-s",
+        "sink_outage_patience_s",
+        "seconds a batch rides out an unreachable sink before it fails",
+        int,
+    ),
     Option(
         "--backfill-symbols",
         "backfill_symbols",

@@ -203,12 +203,11 @@ def dead_letter(options: ReplayOptions, parsed: ParsedLine) -> tuple[bytes, byte
         "reason": parsed.reason,
         "topic": options.topic,
     }
-    return f"{source_file}:{parsed.line}".encode(), json.dumps(
-        value, separators=(",", ":")
-    ).encode()
+    key = f"{source_file}:{parsed.line}".encode()
+    return key, json.dumps(value, separators=(",", ":")).encode()
 
 
-class KeyPartitions:
+class _KeyPartitions:
     """The default (murmur2) partition of each key, computed once per key: the producer would
     otherwise hash every message's key again."""
 
@@ -310,7 +309,7 @@ def _replay_paced(
     delivery_errors: list[Exception] = []
     progress = Progress(total=plan.total, enabled=show_progress)
     source_file_json = json.dumps(str(options.path))
-    partition_of = KeyPartitions(producer.partitions_for(options.topic))
+    partition_of = _KeyPartitions(producer.partitions_for(options.topic))
 
     unreadable: InputFormatError | None = None
     pacer = _Pacer(options.speed)

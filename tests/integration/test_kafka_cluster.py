@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kafka.admin import ConfigResource
 
 from crypto_pipeline import stack
 from crypto_pipeline.clients import ensure_topic, iter_records, kafka_admin
@@ -55,9 +56,12 @@ def test_topics_are_replicated_three_times_with_two_in_sync_required(
     ensure_topic(kafka_cluster.kafka.bootstrap_servers, unique_name, partitions=3)
     admin = kafka_admin(kafka_cluster.kafka.bootstrap_servers)
     try:
-        (described,) = admin.describe_topics([unique_name])
-        from kafka.admin import ConfigResource
-
+        # A new topic's partitions reach every broker's metadata a moment after it is created.
+        (described,) = wait_until(
+            lambda: [t for t in admin.describe_topics([unique_name]) if t["partitions"]],
+            30,
+            "the topic's partitions in the metadata",
+        )
         configs = admin.describe_configs(
             [ConfigResource("TOPIC", unique_name, ["min.insync.replicas"])]
         )

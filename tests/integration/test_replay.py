@@ -280,6 +280,42 @@ def test_ctrl_c_flushes_and_prints_the_summary(
     assert len(consume_all(local_stack, unique_name, expected=sent, timeout_s=30)) == sent
 
 
+def test_a_bulk_worker_killed_is_a_clear_error_and_resume_sends_the_rest(
+    local_stack: Settings, unique_name: str, tmp_path: Path
+) -> None:
+    """One of the bulk replay's parsing processes SIGKILLed mid-file: the replay flushes what came
+    before, exits 1 with one line that says so, and --resume completes the topic exactly."""
+    path = SHARED_HISTORY if SHARED_HISTORY.exists() else SAMPLE
+    rows = len(gzip.decompress(path.read_bytes()).splitlines()) - 1  # all but the header
+    command = [sys.executable, "-m", "crypto_pipeline.cli", "replay", str(path), "--quiet"]
+    process = subprocess.Popen(
+        [*command, "--topic", unique_name, "--engine", "bulk"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    deadline = time.monotonic() + 60
+    while sum(end_offsets(local_stack.kafka.bootstrap_servers, unique_name).values()) < 100:
+        assert process.poll() is None and time.monotonic() < deadline, "the replay sent nothing"
+        time.sleep(0.05)
+    worker = int(children.read_text().split()[0])
+    os.kill(worker, signal.SIGKILL)
+    _, err = process.communicate(timeout=120)
+
+    assert process.returncode == 1
+    (line,) = err.strip().splitlines()
+    assert line.startswith("crypto-pipeline: error: a parsing worker died") and "--resume" in line
+    resumed = subprocess.run(
+        [*command, "--topic", unique_name, "--resume"], capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    lines = Counter(
+        value["source_line"]
+        for _, value in decoded(consume_all(local_stack, unique_name, expected=rows, timeout_s=300))
+    )
+    assert len(lines) == rows and max(lines.values()) == 1
+
+
 def test_replay_materializes_the_topic_asset_with_metadata(
     local_stack: Settings, unique_name: str
 ) -> None:

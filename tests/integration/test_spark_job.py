@@ -84,14 +84,15 @@ def test_real_binance_klines_end_to_end(
 def test_failed_sink_fails_the_job_and_a_restart_completes_it(
     local_stack: Settings, unique_name: str, tmp_path: Path
 ) -> None:
-    """InfluxDB unreachable: the batch fails, the job exits non-zero, the checkpoint does not
-    advance; with InfluxDB back the same checkpoint finishes and both sinks are exact."""
+    """InfluxDB unreachable past the job's patience (5 s here): the batch fails, the job exits
+    non-zero, the checkpoint does not advance; with InfluxDB back the same checkpoint finishes
+    and both sinks are exact."""
     replay_file(local_stack, SAMPLE, unique_name)
     expected = expected_aggregates(read_csv_rows(SAMPLE), ("1h",))
     job = job_for(local_stack, unique_name, tmp_path / "ckpt", windows=("1h",))
     nowhere = dataclasses.replace(job.influx, url="http://127.0.0.1:9")
 
-    failed = run_job(dataclasses.replace(job, influx=nowhere))
+    failed = run_job(dataclasses.replace(job, influx=nowhere, sink_outage_patience_s=5))
     assert failed.returncode != 0
     assert "FOREACH_BATCH_USER_FUNCTION_ERROR" in failed.stderr + failed.stdout
 

@@ -27,6 +27,7 @@ CONFIG = JobConfig(
     sinks=("mongo",),
     status_file="/state/streaming/market.klines.json",
     mongo_writers=2,
+    sink_outage_patience_s=60,
 )
 
 

@@ -12,10 +12,12 @@ file's size."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -208,6 +210,23 @@ class _Sender:
         return True
 
 
+@contextlib.contextmanager
+def _ctrl_c_between_blocks() -> Iterator[threading.Event]:
+    """Ctrl-C sets the event instead of raising in the middle of a block, so that a block is sent
+    and counted whole or not at all: the summary's counts stay exact. Only the main thread
+    receives signals; elsewhere the event is never set."""
+    requested = threading.Event()
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: requested.set())
+    except ValueError:  # not the main thread
+        yield requested
+        return
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def replay_bulk(
     options: ReplayOptions, bootstrap_servers: str, *, show_progress: bool = True
 ) -> ReplaySummary:
@@ -230,7 +249,7 @@ def replay_bulk(
     in_flight: deque[Future[EncodedBlock]] = deque()
     unreadable: InputFormatError | None = None
     died: BrokenProcessPool | None = None
-    with pool:
+    with pool, _ctrl_c_between_blocks() as stop:
         pool.submit(int).result()  # forks every worker now, before librdkafka starts threads
         producer = Producer({**librdkafka_config(bootstrap_servers), "on_delivery": on_failure})
         sender = _Sender(options, producer, summary)
@@ -240,6 +259,9 @@ def replay_bulk(
             blocks = _blocks(options)
             more = True
             while more or in_flight:
+                if stop.is_set():
+                    summary.interrupted = True
+                    break
                 while more and len(in_flight) < workers * BLOCKS_IN_FLIGHT_PER_WORKER:
                     try:
                         first_line, block = next(blocks)

@@ -17,11 +17,17 @@ from spark_jobs.config import AVAILABLE_NOW
 
 
 class BackfillConfig(SparkJobConfig):
-    """Leave start and end empty to repair every unrepaired entry of the late ledger."""
+    """Leave start and end empty to repair the late ledger's open entries (per symbol and range;
+    those a backfill found unrepairable too when `retry_unrepairable`)."""
 
     symbols: str = Field(default="", description="comma-separated; empty: every symbol")
     start: str = Field(default="", description="ISO-8601 event time (inclusive)")
     end: str = Field(default="", description="ISO-8601 event time (exclusive)")
+    retry_unrepairable: bool = Field(
+        default=False,
+        description="with no range: also retry entries found unrepairable (after the source of "
+        "their range was replayed again)",
+    )
 
 
 @dg.op(description="Recompute the windows of a range of event time from the whole topic.")
@@ -36,8 +42,16 @@ def backfill_windows(
 ) -> None:
     job = job_config(config, AVAILABLE_NOW, kafka, mongo, influx, spark)
     if not config.start and not config.end:
-        summary = repair_late_rows(context, pipes_subprocess_client, job, mongo, spark)
+        if config.retry_unrepairable:
+            backfill = dataclasses.replace(job, backfill_late="all")
+            summary = launch_backfill(context, pipes_subprocess_client, spark, backfill)
+        else:
+            summary = repair_late_rows(context, pipes_subprocess_client, job, mongo, spark)
         context.log.info(f"backfill: {summary or 'nothing to repair'}")
+        if summary.get("late_entries_unrepairable"):
+            # Not a failed run (the sensor would stop repairing new entries): the
+            # late_rows_repaired check shows them as ERROR until a person acts.
+            context.log.warning(f"unrepairable: {summary['late_entries_unrepairable']}")
         return
     if not (config.start and config.end):
         raise dg.Failure("give both start and end, or neither (repair the late ledger)")
@@ -57,33 +71,44 @@ def backfill_job() -> None:
     backfill_windows()
 
 
+# The sensor gives up after this many backfill runs in a row have failed (each is an alert in the
+# UI); a successful run, from the UI or the CLI, lets it try again.
+BACKFILL_ATTEMPTS = 3
+RUNNING = (
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+)
+
+
 @dg.sensor(
     job=backfill_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Repairs late rows: a backfill when the late ledger holds unrepaired entries and "
-    "no backfill is running.",
+    description="Repairs late rows: a backfill when the late ledger holds open entries (not "
+    "found unrepairable) and no backfill is running; gives up after "
+    f"{BACKFILL_ATTEMPTS} failed backfills in a row.",
 )
 def late_rows_sensor(
     context: dg.SensorEvaluationContext, kafka: KafkaResource, mongo: MongoResource
 ) -> dg.RunRequest | dg.SkipReason:
-    entries = mongo.unrepaired_late(kafka.topic)
+    entries = mongo.open_late_entries(kafka.topic, with_unrepairable=False)
     if not entries:
-        return dg.SkipReason(f"no unrepaired late rows on {kafka.topic}")
-    active = context.instance.get_run_records(
-        dg.RunsFilter(
-            job_name=backfill_job.name,
-            statuses=[
-                dg.DagsterRunStatus.QUEUED,
-                dg.DagsterRunStatus.NOT_STARTED,
-                dg.DagsterRunStatus.STARTING,
-                dg.DagsterRunStatus.STARTED,
-            ],
-        ),
-        limit=1,
+        return dg.SkipReason(f"no late rows to repair on {kafka.topic}")
+    recent = context.instance.get_runs(
+        dg.RunsFilter(job_name=backfill_job.name), limit=BACKFILL_ATTEMPTS
     )
-    if active:
+    if recent and recent[0].status in RUNNING:
         return dg.SkipReason("a backfill is running")
+    if len(recent) == BACKFILL_ATTEMPTS and all(
+        run.status == dg.DagsterRunStatus.FAILURE for run in recent
+    ):
+        context.log.warning(
+            f"{BACKFILL_ATTEMPTS} backfills failed in a row; not trying again until one succeeds "
+            "(backfill_job from the UI, or `crypto-pipeline backfill --late`)"
+        )
+        return dg.SkipReason(f"{BACKFILL_ATTEMPTS} backfills failed in a row")
     return dg.RunRequest(
         run_key=f"late:{datetime.now(tz=UTC):%Y%m%dT%H%M%S}",
         tags={"crypto/late-rows": str(sum(e.rows for e in entries))},

@@ -218,30 +218,44 @@ def nothing_left_behind(
 @dg.multi_asset_check(
     specs=both_sinks(
         "late_rows_repaired",
-        "Every candle the live job dropped as late (behind its symbol's watermark) has been "
-        "recomputed into both sinks by a backfill: ERROR while the late ledger holds any "
-        "unrepaired entry (per symbol: rows and event-time range).",
+        "Every window the live job could not make whole (candles behind their symbol's "
+        "watermark, a write refused as a conflict) has been recomputed into both sinks by a "
+        "backfill: ERROR while the late ledger holds an open entry (per symbol: rows and "
+        "event-time ranges), and while a backfill found one unrepairable (the reason: the "
+        "topic no longer holds its input) until a person acts.",
     )
 )
 def late_rows_repaired(kafka: KafkaResource, mongo: MongoResource) -> Iterator[dg.AssetCheckResult]:
-    entries = mongo.unrepaired_late(kafka.topic)
+    entries = mongo.open_late_entries(kafka.topic)
     rows_by_symbol = Counter[str]()
     for entry in entries:
         rows_by_symbol[entry.symbol] += entry.rows
     ranges = {
-        symbol: f"{rows_by_symbol[symbol]} rows {ms_to_iso(first)} .. {ms_to_iso(last)}"
-        for symbol, (first, last) in sorted(repair_ranges(entries).items())
+        symbol: f"{rows_by_symbol[symbol]} rows "
+        + ", ".join(f"{ms_to_iso(first)} .. {ms_to_iso(end)}" for first, end in spans)
+        for symbol, spans in sorted(repair_ranges(entries).items())
     }
+    unrepairable = {e.id: str(e.unrepairable) for e in entries if e.unrepairable}
     late_rows = sum(rows_by_symbol.values())
-    description = (
-        f"{late_rows:,} late rows not repaired yet: {ranges} (the late_rows_sensor or "
-        "`crypto-pipeline backfill --late` repairs them)"
-        if entries
-        else "no late row waits for repair"
-    )
+    if unrepairable:
+        description = (
+            f"{len(unrepairable)} late-ledger entries cannot be repaired from what the topic "
+            f"holds, e.g. {next(iter(unrepairable.values()))}"
+        )
+    elif entries:
+        description = (
+            f"{late_rows:,} late rows not repaired yet: {ranges} (the late_rows_sensor or "
+            "`crypto-pipeline backfill --late` repairs them)"
+        )
+    else:
+        description = "no late row waits for repair"
     yield from results_for_both(
         not entries,
-        {"unrepaired_late_rows": late_rows, "unrepaired_by_symbol": ranges},
+        {
+            "unrepaired_late_rows": late_rows,
+            "unrepaired_by_symbol": ranges,
+            "unrepairable": unrepairable,
+        },
         severity=dg.AssetCheckSeverity.ERROR,
         description=description,
     )

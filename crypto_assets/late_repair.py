@@ -10,7 +10,6 @@ from typing import Any
 import dagster as dg
 
 from crypto_assets.resources import MongoResource, SparkResource
-from crypto_pipeline.late_ledger import repair_scope
 from spark_jobs.config import AVAILABLE_NOW, JobConfig
 
 
@@ -39,20 +38,15 @@ def repair_late_rows(
     mongo: MongoResource,
     spark: SparkResource,
 ) -> dict[str, Any]:
-    """Backfill what the ledger holds as unrepaired for the job's topic; {} if nothing."""
-    entries = mongo.unrepaired_late(job.kafka.topic)
+    """Backfill the late ledger's open entries for the job's topic, per symbol and range (those a
+    backfill found unrepairable wait for a person); {} if there is nothing to repair."""
+    entries = mongo.open_late_entries(job.kafka.topic, with_unrepairable=False)
     if not entries:
         return {}
-    symbols, start_ms, end_ms = repair_scope(entries)
+    symbols = sorted({e.symbol for e in entries})
     context.log.warning(
         f"{sum(e.rows for e in entries):,} late rows of {', '.join(symbols)} are not in the "
         "sinks yet: backfilling them"
     )
-    backfill = dataclasses.replace(
-        job,
-        trigger=AVAILABLE_NOW,
-        backfill_symbols=symbols,
-        backfill_start_ms=start_ms,
-        backfill_end_ms=end_ms,
-    )
+    backfill = dataclasses.replace(job, trigger=AVAILABLE_NOW, backfill_late="new")
     return launch_backfill(context, pipes_subprocess_client, spark, backfill)

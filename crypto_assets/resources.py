@@ -77,9 +77,12 @@ class MongoResource(dg.ConfigurableResource):
     def newest_event_ms(self) -> int | None:
         return newest_mongo_event_ms(self.target)
 
-    def unrepaired_late(self, topic: str) -> list[late_ledger.LateEntry]:
-        """What the live job dropped as late on this topic and no backfill has repaired yet."""
-        return late_ledger.unrepaired_in(self.target, topic)
+    def open_late_entries(
+        self, topic: str, with_unrepairable: bool = True
+    ) -> list[late_ledger.LateEntry]:
+        """What the live job could not make whole on this topic and no backfill has repaired
+        yet (with or without the entries a backfill found unrepairable)."""
+        return late_ledger.open_entries_in(self.target, topic, with_unrepairable)
 
 
 class InfluxResource(dg.ConfigurableResource):

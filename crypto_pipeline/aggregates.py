@@ -20,3 +20,8 @@ NULLABLE_FIELDS = ("quote_volume", "vwap", "trades")
 # would keep its old value there. Every point therefore carries this string field, written each
 # time: the comma-separated names of its null fields, whatever values InfluxDB still holds for them.
 NULL_FIELDS_FIELD = "null_fields"
+
+
+def window_id(symbol: str, window: str, window_start_ms: int) -> str:
+    """A window's natural key as one string: its MongoDB `_id`."""
+    return f"{symbol}|{window}|{window_start_ms}"

@@ -95,14 +95,25 @@ def ensure_topic(
 
 def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
     """The end offset of every partition of the topic (empty if the topic does not exist)."""
+    return offset_range(bootstrap_servers, topic)[1]
+
+
+def offset_range(bootstrap_servers: str, topic: str) -> tuple[dict[int, int], dict[int, int]]:
+    """Per partition of the topic, the earliest offset it still holds (retention deletes from
+    the start) and its end offset."""
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap_servers,
         bootstrap_timeout_ms=KAFKA_BOOTSTRAP_TIMEOUT_MS,
     )
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
-        offsets = consumer.end_offsets([TopicPartition(topic, p) for p in sorted(partitions)])
-        return {tp.partition: offset for tp, offset in sorted(offsets.items())}
+        wanted = [TopicPartition(topic, p) for p in sorted(partitions)]
+        starts = consumer.beginning_offsets(wanted)
+        ends = consumer.end_offsets(wanted)
+        return (
+            {tp.partition: offset for tp, offset in sorted(starts.items())},
+            {tp.partition: offset for tp, offset in sorted(ends.items())},
+        )
     finally:
         consumer.close()
 

@@ -1,17 +1,24 @@
-"""The ledger of late candles: what the live job dropped as late, until a backfill repairs it.
+"""The ledger of windows the live job could not make whole, until a backfill repairs them.
 
-One MongoDB document per micro-batch and symbol with late candles, in the aggregates' database
-(collection `<aggregates>_late`): `_id` topic|symbol|batch|first|last, so a retried batch writes
-the same document again. A backfill that recomputed a symbol's range from the topic marks the
-entries inside that range repaired, but only those recorded before it started reading (a row
-dropped later may be past what it read). The asset check `late_rows_repaired` fails while any
-entry is unrepaired; the Dagster sensor and `crypto-pipeline backfill --late` repair them.
+One MongoDB document per micro-batch, symbol and kind, in the aggregates' database (collection
+`<aggregates>_late`):
+- `late`: candles that arrived after their symbol's watermark (rows, event-time range, and per
+  Kafka partition the lowest and highest offset of those candles);
+- `refused`: a window whose write was refused because the stored one has input this one lacks
+  (spark_jobs/window_versions.py), its range = the window.
+
+`_id` topic|checkpoint|symbol|batch|kind|first|last: a retried batch writes the same document,
+a reset checkpoint (batch ids start again) writes new ones. A backfill decides each entry it
+covered (only those recorded before it started reading): `repaired_at`, or `unrepairable` with
+the reason when the topic no longer holds all of its input (retention). The asset check
+`late_rows_repaired` fails while any entry is unrepaired or unrepairable; the Dagster sensor and
+`crypto-pipeline backfill --late` repair them (the sensor leaves unrepairable ones to a person).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +28,8 @@ from pymongo.collection import Collection
 from crypto_pipeline.clients import mongo_client
 from crypto_pipeline.settings import MongoTarget
 
+LATE, REFUSED = "late", "refused"
+
 
 @dataclass(frozen=True)
 class LateEntry:
@@ -28,23 +37,44 @@ class LateEntry:
     rows: int
     first_event_ms: int
     last_event_ms: int
+    # Per partition (a string), [lowest, highest] offset of the late candles; {} for `refused`.
+    offsets: dict[str, list[int]] = field(default_factory=dict)
+    kind: str = LATE
+    id: str = ""  # set when read from the ledger
+    unrepairable: str | None = None  # why a backfill could not repair it
 
 
-def record(ledger: Collection[Any], topic: str, batch_id: int, entries: Iterable[LateEntry]) -> int:
+def entry_id(topic: str, checkpoint_id: str, batch_id: int, entry: LateEntry) -> str:
+    return (
+        f"{topic}|{checkpoint_id}|{entry.symbol}|{batch_id}|{entry.kind}|"
+        f"{entry.first_event_ms}|{entry.last_event_ms}"
+    )
+
+
+def record(
+    ledger: Collection[Any],
+    topic: str,
+    checkpoint_id: str,
+    batch_id: int,
+    entries: Iterable[LateEntry],
+) -> int:
     """Upsert the batch's entries (idempotent: a retried batch has the same ids)."""
     now = datetime.now(tz=UTC)
     operations = [
         UpdateOne(
-            {"_id": f"{topic}|{e.symbol}|{batch_id}|{e.first_event_ms}|{e.last_event_ms}"},
+            {"_id": entry_id(topic, checkpoint_id, batch_id, e)},
             {
-                "$setOnInsert": {"detected_at": now, "repaired_at": None},
+                "$setOnInsert": {"detected_at": now, "repaired_at": None, "unrepairable": None},
                 "$set": {
                     "topic": topic,
+                    "checkpoint_id": checkpoint_id,
                     "symbol": e.symbol,
                     "batch_id": batch_id,
+                    "kind": e.kind,
                     "rows": e.rows,
                     "first_event_ms": e.first_event_ms,
                     "last_event_ms": e.last_event_ms,
+                    "offsets": e.offsets,
                 },
             },
             upsert=True,
@@ -56,56 +86,64 @@ def record(ledger: Collection[Any], topic: str, batch_id: int, entries: Iterable
     return len(operations)
 
 
-def unrepaired(ledger: Collection[Any], topic: str) -> list[LateEntry]:
+def open_entries(
+    ledger: Collection[Any],
+    topic: str,
+    recorded_before: datetime | None = None,
+    with_unrepairable: bool = True,
+) -> list[LateEntry]:
+    """The entries not repaired yet (with or without those a backfill found unrepairable)."""
+    selector: dict[str, Any] = {"topic": topic, "repaired_at": None}
+    if not with_unrepairable:
+        selector["unrepairable"] = None
+    if recorded_before is not None:
+        selector["detected_at"] = {"$lt": recorded_before}
     return [
-        LateEntry(doc["symbol"], doc["rows"], doc["first_event_ms"], doc["last_event_ms"])
-        for doc in ledger.find({"topic": topic, "repaired_at": None}).sort("_id", 1)
+        LateEntry(
+            doc["symbol"],
+            doc["rows"],
+            doc["first_event_ms"],
+            doc["last_event_ms"],
+            doc.get("offsets") or {},
+            doc.get("kind") or LATE,
+            str(doc["_id"]),
+            doc.get("unrepairable"),
+        )
+        for doc in ledger.find(selector).sort("_id", 1)
     ]
 
 
-def unrepaired_in(mongo: MongoTarget, topic: str) -> list[LateEntry]:
-    """`unrepaired` on the ledger beside the target's aggregates, with a client of its own."""
+def open_entries_in(
+    mongo: MongoTarget, topic: str, with_unrepairable: bool = True
+) -> list[LateEntry]:
+    """`open_entries` of the ledger beside the target's aggregates, with a client of its own."""
     with mongo_client(mongo.uri) as client:
-        return unrepaired(client[mongo.database][mongo.late_collection], topic)
+        ledger = client[mongo.database][mongo.late_collection]
+        return open_entries(ledger, topic, with_unrepairable=with_unrepairable)
 
 
-def repair_ranges(entries: Iterable[LateEntry]) -> dict[str, tuple[int, int]]:
-    """Per symbol, the event-time range [first, last] that covers its unrepaired entries."""
-    ranges: dict[str, tuple[int, int]] = {}
-    for e in entries:
-        first, last = ranges.get(e.symbol, (e.first_event_ms, e.last_event_ms))
-        ranges[e.symbol] = (min(first, e.first_event_ms), max(last, e.last_event_ms))
-    return ranges
+def repair_ranges(entries: Iterable[LateEntry]) -> dict[str, list[tuple[int, int]]]:
+    """Per symbol, the event-time ranges [first, last + 1) of its entries, overlapping or adjacent
+    ones merged: a backfill recomputes these, not one range across every symbol."""
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for e in sorted(entries, key=lambda e: (e.symbol, e.first_event_ms)):
+        ranges = spans.setdefault(e.symbol, [])
+        if ranges and e.first_event_ms <= ranges[-1][1]:
+            ranges[-1] = (ranges[-1][0], max(ranges[-1][1], e.last_event_ms + 1))
+        else:
+            ranges.append((e.first_event_ms, e.last_event_ms + 1))
+    return spans
 
 
-def repair_scope(entries: Sequence[LateEntry]) -> tuple[tuple[str, ...], int, int]:
-    """One backfill covering every entry: their symbols and [earliest first, latest last + 1)."""
-    ranges = repair_ranges(entries)
-    return (
-        tuple(sorted(ranges)),
-        min(first for first, _ in ranges.values()),
-        max(last for _, last in ranges.values()) + 1,
-    )
-
-
-def mark_repaired(
-    ledger: Collection[Any],
-    topic: str,
-    symbols: Iterable[str] | None,
-    start_ms: int,
-    end_ms: int,
-    recorded_before: datetime,
-) -> int:
-    """Entries inside [start_ms, end_ms) of these symbols (None: all), recorded before the
-    backfill started reading, are repaired; how many."""
-    selector: dict[str, Any] = {
-        "topic": topic,
-        "repaired_at": None,
-        "detected_at": {"$lt": recorded_before},
-        "first_event_ms": {"$gte": start_ms},
-        "last_event_ms": {"$lt": end_ms},
-    }
-    if symbols is not None:
-        selector["symbol"] = {"$in": sorted(symbols)}
-    result = ledger.update_many(selector, {"$set": {"repaired_at": datetime.now(tz=UTC)}})
-    return result.modified_count
+def decide(ledger: Collection[Any], repaired: Iterable[str], unrepairable: dict[str, str]) -> None:
+    """Record a backfill's outcome: entries repaired, and entries it could not repair (why)."""
+    now = datetime.now(tz=UTC)
+    operations = [
+        UpdateOne({"_id": i}, {"$set": {"repaired_at": now, "unrepairable": None}})
+        for i in repaired
+    ] + [
+        UpdateOne({"_id": i}, {"$set": {"unrepairable": reason, "checked_at": now}})
+        for i, reason in unrepairable.items()
+    ]
+    if operations:
+        ledger.bulk_write(operations, ordered=False)

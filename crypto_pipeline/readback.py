@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from crypto_pipeline.aggregates import AGGREGATE_FIELDS, NULL_FIELDS_FIELD
+from crypto_pipeline.aggregates import AGGREGATE_FIELDS, NULL_FIELDS_FIELD, window_id
 from crypto_pipeline.clients import influx_client, mongo_client
 from crypto_pipeline.settings import InfluxTarget, MongoTarget
 
@@ -42,7 +42,7 @@ def read_mongo(target: MongoTarget) -> tuple[Aggregates, list[str]]:
     with mongo_client(target.uri) as client:
         for doc in client[target.database][target.collection].find({}):
             key = (doc["symbol"], doc["window"], _epoch_ms(doc["window_start"]))
-            if doc["_id"] != f"{key[0]}|{key[1]}|{key[2]}":
+            if doc["_id"] != window_id(*key):
                 bad_ids.append(str(doc["_id"]))
             result[key] = {name: doc.get(name) for name in AGGREGATE_FIELDS}
     return result, bad_ids

@@ -133,6 +133,11 @@ class MongoTarget:
         return f"{self.collection}_late"
 
     @property
+    def writers_collection(self) -> str:
+        """The write lease of the aggregates (spark_jobs/window_versions.py), beside them."""
+        return f"{self.collection}_writers"
+
+    @property
     def username(self) -> str | None:
         name = urlsplit(self.uri).username
         return None if name is None else unquote(name)

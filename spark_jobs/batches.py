@@ -3,7 +3,9 @@ to the driver through Arrow, where every symbol's windows advance from the state
 batch left (spark_jobs/open_windows.py, kept by spark_jobs/state_store.py). Then MongoDB, InfluxDB
 and the dead-letter topic are written at the same time; a failure of any fails the batch (Spark
 runs it again from the checkpoint: it starts from the same state, and every write is
-idempotent), unless the failure is an outage of a server, which the batch waits out for a while."""
+idempotent), unless the failure is an outage of a server, which the batch waits out for a while.
+The windows are written in a turn of the aggregates' write lease, only where they are not older
+than what is stored (spark_jobs/window_versions.py)."""
 
 from __future__ import annotations
 
@@ -18,19 +20,29 @@ from pathlib import Path
 import pandas as pd
 from pyspark.sql import DataFrame
 
-from crypto_pipeline.late_ledger import LateEntry
+from crypto_pipeline.late_ledger import REFUSED, LateEntry
 from spark_jobs.config import JobConfig, interval_ms, window_ms
 from spark_jobs.open_windows import CANDLE_COLUMNS, BatchStep, WindowLength, advance_all
 from spark_jobs.sinks import (
     aggregate_columns,
+    aggregates_collection,
     is_transient_http,
     write_batch_metrics,
     write_dead_letters,
     write_influx,
     write_late_rows,
     write_mongo,
+    writers_collection,
 )
 from spark_jobs.state_store import StateStore
+from spark_jobs.window_versions import (
+    Admission,
+    WriterLease,
+    admit,
+    stored_versions,
+    window_ids,
+    writing_turn,
+)
 
 log = logging.getLogger("spark_jobs")
 
@@ -42,6 +54,11 @@ class LateRange:
     rows: int
     first_event_ms: int
     last_event_ms: int
+
+    @classmethod
+    def of(cls, candles: pd.DataFrame) -> LateRange:
+        times = candles["event_time_ms"]
+        return cls(len(candles), int(times.min()), int(times.max()))
 
     def add(self, other: LateRange) -> None:
         self.rows += other.rows
@@ -55,6 +72,9 @@ class BatchTotals:
 
     windows: int = 0
     dead_letters: int = 0
+    # Windows not written: the stored version covers them (stale) or has input they lack.
+    stale_windows: int = 0
+    refused_windows: int = 0
     late: dict[str, LateRange] = field(default_factory=dict)
     # What the state holds after the batch: candles per symbol, and the size of its file.
     state_candles: dict[str, int] = field(default_factory=dict)
@@ -82,8 +102,10 @@ class BatchWriter:
         state_dir: Path,
         on_batch: Callable[[int, BatchTotals], None],
         offsets_dir: Path | None = None,
+        checkpoint_id: str = "",
     ) -> None:
         self.config = config
+        self.checkpoint_id = checkpoint_id
         self.store = StateStore(state_dir)
         self.offsets_dir = offsets_dir
         self.windows = tuple(WindowLength(label, window_ms(label)) for label in config.windows)
@@ -114,44 +136,59 @@ class BatchWriter:
 
         letters = records.loc[~valid, ["dead_letter_key", "dead_letter_value"]]
         totals.windows, totals.dead_letters = len(step.aggregates), len(letters)
-        totals.late = {
-            symbol: LateRange(len(times), int(times.min()), int(times.max()))
-            for symbol, times in step.late.items()
-        }
+        totals.late = {symbol: LateRange.of(candles) for symbol, candles in step.late.items()}
         totals.state_candles = {s: len(state.candles) for s, state in step.states.items()}
         return step, letters, totals
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         step, letters, totals = self.compute(batch, batch_id)
-        late = [
-            LateEntry(symbol, r.rows, r.first_event_ms, r.last_event_ms)
-            for symbol, r in sorted(totals.late.items())
-        ]
-        writes = sink_writes(self.config, step.aggregates, letters, late, batch_id)
-        if "influx" in self.config.sinks:
-            counts = {
-                "windows": totals.windows,
-                "dead_letters": totals.dead_letters,
-                "late_rows": totals.late_rows,
-            }
-            time_ms = batch_time_ms(self.offsets_dir, batch_id)
-            writes["batch_metrics"] = lambda: write_batch_metrics(
-                "ohlcv", batch_id, counts, time_ms, self.config
-            )
+        late = [late_entry(symbol, step.late[symbol]) for symbol in sorted(step.late)]
         patience_s = self.config.sink_outage_patience_s
-        totals.seconds.update(write_riding_out_outages(self.pool, writes, patience_s))
+
+        def write(admission: Admission | None, on_retry: Callable[[], None] | None) -> None:
+            windows = step.aggregates if admission is None else admission.admitted
+            refused = [] if admission is None else refused_entries(admission.conflicts)
+            writes = sink_writes(
+                self.config, windows, letters, late + refused, batch_id, self.checkpoint_id
+            )
+            if "influx" in self.config.sinks:
+                counts = {
+                    "windows": len(windows),
+                    "dead_letters": totals.dead_letters,
+                    "late_rows": totals.late_rows,
+                    "stale_windows": totals.stale_windows,
+                    "refused_windows": totals.refused_windows,
+                }
+                time_ms = batch_time_ms(self.offsets_dir, batch_id)
+                writes["batch_metrics"] = lambda: write_batch_metrics(
+                    "ohlcv", batch_id, counts, time_ms, self.config
+                )
+            totals.seconds.update(write_riding_out_outages(self.pool, writes, patience_s, on_retry))
+
+        if len(step.aggregates) and "mongo" in self.config.sinks:
+            lease = WriterLease(writers_collection(self.config), f"stream {self.checkpoint_id}")
+            with writing_turn(lease, patience_s, is_outage) as turn:
+                admission = admit_windows(self.config, step.aggregates)
+                totals.windows = len(admission.admitted)
+                totals.stale_windows = admission.stale
+                totals.refused_windows = len(admission.conflicts)
+                write(admission, turn.renew)
+        else:
+            write(None, None)
         self.on_batch(batch_id, totals)
         if totals.windows or totals.dead_letters or totals.late:
             seconds = totals.seconds
             log.info(
                 "batch %d: read in %.2f s, windows in %.2f s; %d windows (MongoDB %s, "
-                "InfluxDB %s), %d dead letters, %d late rows%s",
+                "InfluxDB %s), %d stale and %d refused, %d dead letters, %d late rows%s",
                 batch_id,
                 seconds["compute"],
                 seconds["windows"],
                 totals.windows,
                 _rate(totals.windows, seconds.get("mongo", 0.0)),
                 _rate(totals.windows, seconds.get("influx", 0.0)),
+                totals.stale_windows,
+                totals.refused_windows,
                 totals.dead_letters,
                 totals.late_rows,
                 "".join(
@@ -161,12 +198,45 @@ class BatchWriter:
             )
 
 
+def late_entry(symbol: str, candles: pd.DataFrame) -> LateEntry:
+    """The ledger entry of a symbol's late candles in one batch, with their offsets."""
+    late = LateRange.of(candles)
+    offsets = candles.groupby("partition")["offset"].agg(["min", "max"])
+    return LateEntry(
+        symbol,
+        late.rows,
+        late.first_event_ms,
+        late.last_event_ms,
+        {str(int(p)): [int(row["min"]), int(row["max"])] for p, row in offsets.iterrows()},
+    )
+
+
+def refused_entries(conflicts: pd.DataFrame) -> list[LateEntry]:
+    """A ledger entry per refused window: a backfill recomputes it from the whole topic."""
+    return [
+        LateEntry(str(symbol), int(rows), int(start), int(end) - 1, kind=REFUSED)
+        for symbol, rows, start, end in zip(
+            conflicts["symbol"],
+            conflicts["rows"],
+            conflicts["window_start_ms"],
+            conflicts["window_end_ms"],
+            strict=True,
+        )
+    ]
+
+
+def admit_windows(config: JobConfig, aggregates: pd.DataFrame) -> Admission:
+    """The windows split by their versions against the stored ones (inside a lease turn)."""
+    return admit(aggregates, stored_versions(aggregates_collection(config), window_ids(aggregates)))
+
+
 def sink_writes(
     config: JobConfig,
     aggregates: pd.DataFrame,
     letters: pd.DataFrame | None = None,
     late: list[LateEntry] | None = None,
     batch_id: int = 0,
+    checkpoint_id: str = "",
 ) -> dict[str, Callable[[], object]]:
     """What a batch writes, by sink: the windows into MongoDB and InfluxDB, the dead letters to
     their topic, the late candles into the ledger (beside the aggregates in MongoDB)."""
@@ -181,7 +251,7 @@ def sink_writes(
         dead = letters.rename(columns={"dead_letter_key": "key", "dead_letter_value": "value"})
         writes["dead_letters"] = lambda: write_dead_letters(dead, config)
     if late and "mongo" in config.sinks:
-        writes["late_rows"] = lambda: write_late_rows(late, batch_id, config)
+        writes["late_rows"] = lambda: write_late_rows(late, checkpoint_id, batch_id, config)
     return writes
 
 
@@ -210,10 +280,12 @@ def write_riding_out_outages(
     pool: ThreadPoolExecutor,
     writes: dict[str, Callable[[], object]],
     patience_s: float,
+    on_retry: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """`write_concurrently`, the writes that failed because their server was unreachable tried
     again (every write is idempotent) until `patience_s` has passed; then, or for any other
-    error, the batch fails."""
+    error, the batch fails. `on_retry` runs before each retry (the write lease's renewal: while
+    MongoDB is down nobody can take the lease, so an outage there is no reason to stop)."""
     deadline = time.monotonic() + patience_s
     pause_s, seconds = 1.0, {}
     while True:
@@ -234,6 +306,12 @@ def write_riding_out_outages(
         )
         time.sleep(pause_s)
         pause_s = min(pause_s * 2, 15.0)
+        if on_retry is not None:
+            try:
+                on_retry()
+            except Exception as renewal_error:
+                if not is_outage(renewal_error):
+                    raise
 
 
 def write_concurrently(

@@ -37,6 +37,7 @@ DEFAULT_CONTINUOUS_TRIGGER = "5 seconds"
 # Rows per micro-batch at most: a batch's rows all come to the driver.
 DEFAULT_MAX_OFFSETS_PER_TRIGGER = 1_000_000
 SINK_NAMES = ("mongo", "influx", "noop")
+BACKFILL_LATE = ("new", "all")
 
 
 def _window_match(label: str) -> re.Match[str]:
@@ -91,6 +92,9 @@ class JobConfig:
     backfill_symbols: tuple[str, ...] | None = None
     backfill_start_ms: int | None = None
     backfill_end_ms: int | None = None
+    # Or a backfill of the late ledger's open entries, per symbol and range: "new" (those no
+    # backfill found unrepairable: what Dagster runs) or "all" (a person's retry).
+    backfill_late: str | None = None
 
     def __post_init__(self) -> None:
         for label in self.windows:
@@ -105,12 +109,16 @@ class JobConfig:
             raise ValueError("the MongoDB URI is empty")
         if (self.backfill_start_ms is None) != (self.backfill_end_ms is None):
             raise ValueError("a backfill needs both its start and its end")
-        if self.is_backfill and self.backfill_start_ms >= self.backfill_end_ms:  # type: ignore[operator]
+        if self.backfill_end_ms is not None and self.backfill_start_ms >= self.backfill_end_ms:  # type: ignore[operator]
             raise ValueError("a backfill's start must be before its end")
+        if self.backfill_late not in (None, *BACKFILL_LATE):
+            raise ValueError(f"--backfill-late takes one of {BACKFILL_LATE}")
+        if self.backfill_late is not None and self.backfill_end_ms is not None:
+            raise ValueError("a backfill repairs the late ledger or a range, not both")
 
     @property
     def is_backfill(self) -> bool:
-        return self.backfill_end_ms is not None
+        return self.backfill_end_ms is not None or self.backfill_late is not None
 
     @property
     def continuous(self) -> bool:
@@ -232,6 +240,11 @@ OPTIONS = (
     ),
     Option("--backfill-start-ms", "backfill_start_ms", "backfill: event-time start (ms)", int),
     Option("--backfill-end-ms", "backfill_end_ms", "backfill: event-time end (ms, exclusive)", int),
+    Option(
+        "--backfill-late",
+        "backfill_late",
+        "backfill the late ledger: new (skip entries found unrepairable) or all",
+    ),
 )
 SECRET_ENV = {"mongo.uri": "MONGO_URI", "influx.token": "INFLUXDB_TOKEN"}
 TARGETS = ("kafka", "mongo", "influx")

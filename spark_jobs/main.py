@@ -12,16 +12,18 @@ windows' state in `<checkpoint dir>/state`.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import re
 import signal
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
@@ -66,26 +68,58 @@ OLD_LAYOUT = re.compile(r"^(ohlcv_\d+[mhd]|dead_letters)$")
 
 
 class CheckpointMismatch(RuntimeError):
-    """The checkpoint was written by a job with another layout or other windows."""
+    """The checkpoint was written by a job with another layout or other windows, or another
+    driver runs on it."""
 
 
-def check_checkpoint(config: JobConfig) -> Path:
-    """The query's checkpoint, refusing one this job cannot continue: the old layout (one query
-    per window), or other windows or watermark (its state holds the candles those needed)."""
+# What a reset does, said where a reset is asked for.
+RESET_ADVICE = (
+    "stop the job and move {root} aside: a new checkpoint reads the topic again from "
+    "--starting-offsets, and no window is overwritten with one computed from less input "
+    "(windows whose candles the topic no longer holds keep their stored values; a window that "
+    "would mix old and new input is refused and listed by the late_rows_repaired check)"
+)
+
+
+def check_checkpoint(config: JobConfig) -> tuple[Path, str]:
+    """The query's checkpoint and its id, refusing one this job cannot continue: the old layout
+    (one query per window), or other windows or watermark (its state holds the candles those
+    needed). The id (made with the checkpoint) keeps the late ledger's entries of a reset
+    checkpoint apart from the old ones."""
     root = Path(config.checkpoint_dir)
-    reset = f"stop the job and delete {root} (the sinks are idempotent: the job recomputes "
-    reset += "everything still in Kafka)"
+    reset = RESET_ADVICE.format(root=root)
     if root.is_dir() and any(OLD_LAYOUT.match(path.name) for path in root.iterdir()):
         raise CheckpointMismatch(f"{root} holds checkpoints of the previous layout; {reset}")
     stamp = root / "job.json"
     shape = {"windows": list(config.windows), "watermark": config.watermark}
-    if stamp.exists() and json.loads(stamp.read_text()) != shape:
-        raise CheckpointMismatch(
-            f"{root} was written with {json.loads(stamp.read_text())}, not {shape}; {reset}"
-        )
+    written = json.loads(stamp.read_text()) if stamp.exists() else {}
+    written_shape = {key: written[key] for key in shape if key in written}
+    if written and written_shape != shape:
+        raise CheckpointMismatch(f"{root} was written with {written_shape}, not {shape}; {reset}")
+    checkpoint_id = str(written.get("id") or uuid.uuid4().hex[:12])
     root.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps(shape))
-    return root
+    stamp.write_text(json.dumps({**shape, "id": checkpoint_id}))
+    return root, checkpoint_id
+
+
+def lock_checkpoint(root: Path) -> IO[str]:
+    """Held for the life of the driver: a second driver on the same checkpoint is refused (two
+    would write the same batches and state versions). The kernel drops it when the process dies."""
+    lock = (root / "driver.lock").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise CheckpointMismatch(
+            f"{root} is in use by {holder}; one driver per checkpoint"
+        ) from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()}")
+    lock.flush()
+    return lock
 
 
 def start_query(
@@ -137,7 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = JobConfig.from_args(argv, os.environ)
     if config.is_backfill:
         return backfill_main(config)
-    checkpoint = check_checkpoint(config)  # before Spark starts: a mismatch is a quick error
+    # Before Spark starts: a mismatch is a quick error.
+    checkpoint, checkpoint_id = check_checkpoint(config)
+    lock = lock_checkpoint(checkpoint)
     reporter = open_reporter()
     spark = job_session(config, "crypto-ohlcv")
     status_file = Path(config.status_file) if config.status_file else None
@@ -157,7 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Whoever produced the topic may not have created its dead-letter topic.
         ensure_topic(config.kafka.bootstrap_servers, config.kafka.dlq_topic, partitions=1)
         offsets = checkpoint / QUERY / "offsets"
-        writer = BatchWriter(config, checkpoint / STATE, tracker.record_batch, offsets)
+        writer = BatchWriter(
+            config, checkpoint / STATE, tracker.record_batch, offsets, checkpoint_id
+        )
         query = start_query(spark, config, checkpoint, writer)
         tracker.mark_started()
         reporter.log.info(
@@ -187,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         spark.stop()
         reporter.close()
+        lock.close()
 
 
 def report_materializations(reporter: Any, config: JobConfig, metadata: dict[str, Any]) -> None:

@@ -15,13 +15,16 @@ Semantics (the same for every window length, computed from one state):
   emitted again, and the state drops its candles (unless a longer window still open holds them);
 - a candle that falls in a closed window is late: it is returned, so that it can be counted and
   repaired (spark_jobs/backfill.py), and it still counts in its windows that are open. Every
-  emitted window is therefore complete, and a repaired window is never overwritten by the stream.
+  emitted window is therefore complete, and a repaired window is never overwritten by the stream;
+- every window carries the version of its input: `rows` and `input_offsets`, per Kafka partition
+  the highest offset of its candles (spark_jobs/window_versions.py decides which write is newer).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,7 +43,15 @@ CANDLE_COLUMNS = (
     "quote_volume",
     "trades",
 )
-AGGREGATE_COLUMNS = ("window", "window_start_ms", "window_end_ms", *AGGREGATE_FIELDS)
+# What a window's input was: per Kafka partition (as a string), the highest offset of its candles.
+INPUT_OFFSETS = "input_offsets"
+AGGREGATE_COLUMNS = (
+    "window",
+    "window_start_ms",
+    "window_end_ms",
+    *AGGREGATE_FIELDS,
+    INPUT_OFFSETS,
+)
 
 
 @dataclass(frozen=True)
@@ -150,6 +161,8 @@ def _touched_windows(
     trades = total_or_null(column("trades"))
     trades_missing = np.isnan(trades)
     window_starts = starts[first]
+    partitions = candles["partition"].to_numpy(dtype=np.int64)[touched]
+    offsets = candles["offset"].to_numpy(dtype=np.int64)[touched]
     return pd.DataFrame(
         {
             "window": window.label,
@@ -168,8 +181,26 @@ def _touched_windows(
             "rows": (last - first + 1).astype(np.int64),
             "first_event_ms": times[first],
             "last_event_ms": times[last],
+            INPUT_OFFSETS: _highest_offsets(partitions, offsets, first),
         }
     )
+
+
+def _highest_offsets(partitions: np.ndarray, offsets: np.ndarray, first: np.ndarray) -> list[Any]:
+    """Per window (runs starting at `first`), {partition: highest offset}. A symbol's candles are
+    normally all in one partition (key = symbol): then one reduction does it."""
+    if not len(offsets):
+        return []
+    if partitions.min() == partitions.max():
+        partition = str(int(partitions[0]))
+        return [{partition: int(o)} for o in np.maximum.reduceat(offsets, first)]
+    window = np.repeat(np.arange(len(first)), np.diff(np.r_[first, len(offsets)]))
+    frame = pd.DataFrame({"window": window, "partition": partitions, "offset": offsets})
+    highest = frame.groupby(["window", "partition"], sort=True)["offset"].max()
+    versions: list[dict[str, int]] = [{} for _ in first]
+    for (index, partition), offset in highest.items():
+        versions[int(index)][str(partition)] = int(offset)
+    return versions
 
 
 @dataclass(frozen=True)
@@ -178,7 +209,7 @@ class BatchStep:
 
     states: dict[str, SymbolState]  # every symbol's state after the batch (untouched ones too)
     aggregates: pd.DataFrame  # "symbol" + AGGREGATE_COLUMNS
-    late: dict[str, pd.Series]  # per symbol, the event times of its late candles
+    late: dict[str, pd.DataFrame]  # per symbol, its late candles (CANDLE_COLUMNS)
     touched: tuple[str, ...]  # the symbols the batch had candles of
 
 
@@ -196,7 +227,7 @@ def advance_all(
         updated[str(symbol)] = step.state
         aggregates.append(step.aggregates.assign(symbol=str(symbol)))
         if len(step.late):
-            late[str(symbol)] = step.late["event_time_ms"]
+            late[str(symbol)] = step.late
     columns = ["symbol", *AGGREGATE_COLUMNS]
     frame = (
         pd.concat(aggregates, ignore_index=True)[columns]

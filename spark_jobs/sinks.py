@@ -21,10 +21,16 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from crypto_pipeline import late_ledger
-from crypto_pipeline.aggregates import AGGREGATE_FIELDS, INTEGER_FIELDS, NULL_FIELDS_FIELD
+from crypto_pipeline.aggregates import (
+    AGGREGATE_FIELDS,
+    INTEGER_FIELDS,
+    NULL_FIELDS_FIELD,
+    window_id,
+)
 from crypto_pipeline.clients import Document, influx_client, kafka_producer, mongo_client
 from crypto_pipeline.settings import InfluxTarget
 from spark_jobs.config import JobConfig
+from spark_jobs.open_windows import INPUT_OFFSETS
 
 T = TypeVar("T")
 
@@ -62,16 +68,18 @@ def aggregate_columns(windows: pd.DataFrame) -> dict[str, list[Any]]:
     }
     for name in AGGREGATE_FIELDS:
         columns[name] = _values(windows[name], integer=name in INTEGER_FIELDS)
+    columns[INPUT_OFFSETS] = windows[INPUT_OFFSETS].tolist()
     return columns
 
 
 def mongo_documents(columns: dict[str, list[Any]]) -> list[Document]:
-    """`_id = SYMBOL|window|window start ms`; window start and end as dates."""
+    """`_id = SYMBOL|window|window start ms`; window start and end as dates; the version of the
+    window's input (spark_jobs/window_versions.py)."""
     documents = []
     for index, symbol in enumerate(columns["symbol"]):
         start_ms = columns["window_start_ms"][index]
         document: Document = {
-            "_id": f"{symbol}|{columns['window'][index]}|{start_ms}",
+            "_id": window_id(symbol, columns["window"][index], start_ms),
             "symbol": symbol,
             "window": columns["window"][index],
             "window_start": datetime.fromtimestamp(start_ms / 1000, tz=UTC),
@@ -79,6 +87,7 @@ def mongo_documents(columns: dict[str, list[Any]]) -> list[Document]:
         }
         for name in AGGREGATE_FIELDS:
             document[name] = columns[name][index]
+        document[INPUT_OFFSETS] = columns[INPUT_OFFSETS][index]
         documents.append(document)
     return documents
 
@@ -100,12 +109,21 @@ def _mongo_database(config: JobConfig) -> Any:
     return _client("mongo", (mongo.uri,), lambda: mongo_client(mongo.uri))[mongo.database]
 
 
+def aggregates_collection(config: JobConfig) -> Any:
+    return _mongo_database(config)[config.mongo.collection]
+
+
+def writers_collection(config: JobConfig) -> Any:
+    """Where the aggregates' write lease lives (spark_jobs/window_versions.py)."""
+    return _mongo_database(config)[config.mongo.writers_collection]
+
+
 def write_mongo(columns: dict[str, list[Any]], config: JobConfig) -> int:
     """Replace-upserts by `_id` (a window is replaced in place, or inserted; never absent in
     between), unordered bulk writes of MONGO_BATCH, `mongo_writers` at a time."""
     from pymongo import ReplaceOne
 
-    collection = _mongo_database(config)[config.mongo.collection]
+    collection = aggregates_collection(config)
     writers = _client(
         "mongo-writers",
         (str(config.mongo_writers),),
@@ -128,10 +146,12 @@ def late_ledger_collection(config: JobConfig) -> Any:
 
 
 def write_late_rows(
-    entries: Sequence[late_ledger.LateEntry], batch_id: int, config: JobConfig
+    entries: Sequence[late_ledger.LateEntry], checkpoint_id: str, batch_id: int, config: JobConfig
 ) -> int:
-    """The batch's late candles into the ledger, until a backfill repairs them."""
-    return late_ledger.record(late_ledger_collection(config), config.kafka.topic, batch_id, entries)
+    """The batch's late candles and refused windows into the ledger, until a backfill repairs
+    them."""
+    ledger = late_ledger_collection(config)
+    return late_ledger.record(ledger, config.kafka.topic, checkpoint_id, batch_id, entries)
 
 
 def _escape_tag(value: str) -> str:

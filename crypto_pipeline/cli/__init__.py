@@ -193,7 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     backfill_parser.add_argument("--start", type=parse_time_ms, help="ISO-8601 or epoch ms")
     backfill_parser.add_argument("--end", type=parse_time_ms, help="exclusive")
     backfill_parser.add_argument(
-        "--late", action="store_true", help="repair every unrepaired entry of the late ledger"
+        "--late",
+        action="store_true",
+        help="repair the late ledger's open entries, per symbol and range (those found "
+        "unrepairable before are tried again)",
     )
     backfill_parser.add_argument("--windows", help="window lengths (default: the job's)")
     backfill_parser.set_defaults(handler=_backfill)

@@ -31,26 +31,36 @@ def backfill(
     if late:
         if start_ms is not None or end_ms is not None or symbols:
             raise ValueError("--late repairs the late ledger: give no --symbols, --start or --end")
-        entries = late_ledger.unrepaired_in(settings.mongo, job.kafka.topic)
+        entries = late_ledger.open_entries_in(settings.mongo, job.kafka.topic)
         if not entries:
-            say(f"no unrepaired late rows on {job.kafka.topic}")
+            say(f"no late rows to repair on {job.kafka.topic}")
             return 0
-        chosen, start_ms, end_ms = late_ledger.repair_scope(entries)
-        symbols = frozenset(chosen)
         say(f"{sum(e.rows for e in entries):,} late rows to repair")
-    if start_ms is None or end_ms is None:
+        job = dataclasses.replace(job, backfill_late="all")
+    elif start_ms is None or end_ms is None:
         raise ValueError("give --start and --end (or --late)")
-    job = dataclasses.replace(
-        job,
-        backfill_symbols=tuple(sorted(symbols)) if symbols else None,
-        backfill_start_ms=start_ms,
-        backfill_end_ms=end_ms,
+    else:
+        job = dataclasses.replace(
+            job,
+            backfill_symbols=tuple(sorted(symbols)) if symbols else None,
+            backfill_start_ms=start_ms,
+            backfill_end_ms=end_ms,
+        )
+    scope = (
+        "the late ledger"
+        if late
+        else f"{', '.join(job.backfill_symbols or ('every symbol',))}, "
+        f"{ms_to_iso(start_ms)} .. {ms_to_iso(end_ms)}"  # type: ignore[arg-type]
     )
-    say(
-        f"backfill of {', '.join(job.backfill_symbols or ('every symbol',))} on "
-        f"{job.kafka.topic}, {ms_to_iso(start_ms)} .. {ms_to_iso(end_ms)} (Spark job) ..."
-    )
+    say(f"backfill of {scope} on {job.kafka.topic} (Spark job) ...")
     finished = subprocess.run(job.driver_command(), env={**os.environ, **job.to_env()})
     if finished.returncode != 0:
         raise ValueError(f"the backfill failed (exit {finished.returncode}); its log is above")
+    entries = late_ledger.open_entries_in(settings.mongo, job.kafka.topic) if late else []
+    unrepairable = [e for e in entries if e.unrepairable]
+    if unrepairable:
+        raise ValueError(
+            f"{len(unrepairable)} late-ledger entries cannot be repaired from what "
+            f"{job.kafka.topic} holds; e.g. {unrepairable[0].unrepairable}"
+        )
     return 0

@@ -375,7 +375,7 @@ def test_fuzzed_csv_lines_and_random_payloads_are_all_accounted_for(
     assert job_dead == fuzz_offsets, "every random payload, and only those, is a job dead letter"
 
     late_rows = sum(
-        e.rows for e in late_ledger.unrepaired_in(mongo_of(local_stack, unique_name), unique_name)
+        e.rows for e in late_ledger.open_entries_in(mongo_of(local_stack, unique_name), unique_name)
     )
     command = [sys.executable, "-m", "crypto_pipeline.cli", "backfill", "--late"]
     environment = {**job_environment_for(job), "KAFKA_TOPIC": unique_name}
@@ -389,7 +389,7 @@ def test_fuzzed_csv_lines_and_random_payloads_are_all_accounted_for(
     ]
     expected = expected_aggregates(reference_rows, WINDOWS)
     lost, duplicated = assert_exact(local_stack, unique_name, expected)
-    assert late_ledger.unrepaired_in(mongo_of(local_stack, unique_name), unique_name) == []
+    assert late_ledger.open_entries_in(mongo_of(local_stack, unique_name), unique_name) == []
     record_fault(
         f"fuzz: 10,000 CSV lines ({changed:,} mutated; {len(rejected_by_replay):,} dead letters "
         f"of the replay, {late_rows} late rows repaired) + 10,000 random payloads (all dead "

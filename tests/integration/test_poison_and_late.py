@@ -68,7 +68,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def unrepaired(settings: Settings, name: str) -> list[late_ledger.LateEntry]:
-    return late_ledger.unrepaired_in(mongo_of(settings, name), name)
+    return late_ledger.open_entries_in(mongo_of(settings, name), name)
 
 
 def test_poison_messages_go_to_the_dead_letter_topic_and_the_stream_goes_on(

@@ -165,7 +165,10 @@ def test_a_batch_of_several_symbols_advances_each_from_its_own_state() -> None:
     )
     assert second.touched == ("A", "B")
     assert list(second.aggregates["symbol"]) == ["A"]
-    assert {symbol: list(times // MIN) for symbol, times in second.late.items()} == {"B": [5]}
+    late = {
+        symbol: list(candles["event_time_ms"] // MIN) for symbol, candles in second.late.items()
+    }
+    assert late == {"B": [5]}
     assert set(second.states) == {"A", "B"}
 
 
@@ -220,3 +223,15 @@ def test_a_candle_in_a_closed_window_is_late_but_counts_in_its_open_windows() ->
         DELAY,
     )
     assert third.aggregates.empty and list(third.late["event_time_ms"]) == [30 * MIN]
+
+
+def test_each_window_carries_the_highest_offset_of_its_candles_per_partition() -> None:
+    """The version of a window's input: per partition the highest offset among its candles (a
+    copy delivered again at a later offset raises it), for one partition and for two."""
+    arrivals = candles((1, 7, 1, 2, 1, 2, 1), (2, 9, 1, 2, 1, 2, 1), (6, 4, 1, 2, 1, 2, 1))
+    step = advance(SymbolState.empty(), arrivals, [FIVE], DELAY)
+    assert list(step.aggregates["input_offsets"]) == [{"0": 9}, {"0": 4}]
+
+    again = candles((1, 12, 1, 2, 1, 2, 1)).assign(partition=2)
+    later = advance(step.state, again, [FIVE], DELAY)
+    assert list(later.aggregates["input_offsets"]) == [{"0": 9, "2": 12}]

@@ -82,6 +82,7 @@ def test_batch_columns_become_documents_with_nulls_and_dates() -> None:
             "rows": [5.0],
             "first_event_ms": [1735689900000.0],
             "last_event_ms": [1735690140000.0],
+            "input_offsets": [{"2": 417}],
         }
     )
     (document,) = mongo_documents(aggregate_columns(windows))
@@ -102,5 +103,6 @@ def test_batch_columns_become_documents_with_nulls_and_dates() -> None:
         "rows": 5,
         "first_event_ms": 1735689900000,
         "last_event_ms": 1735690140000,
+        "input_offsets": {"2": 417},
     }
     assert all(type(document[name]) is int for name in ("rows", "first_event_ms"))

@@ -1,0 +1,194 @@
+"""Monotonic windows: no write replaces a stored window with one computed from less or older input.
+
+Every window carries the version of its input (spark_jobs/open_windows.py): `rows`, its distinct
+candles, which only grow as input grows, and `input_offsets`, per Kafka partition the highest
+offset of its candles. A new version *covers* a stored one when it has at least as many rows and,
+in every partition the stored one read, an offset at least as high. Then it is written; otherwise
+it is refused:
+- `stale`: the stored version covers the new one (a backfill's snapshot of a window the stream
+  has completed since, a stream that lags behind a backfill, a recomputation from a topic whose
+  retention deleted part of the window): nothing is lost, the write is only counted;
+- `conflict`: each has input the other lacks (a stream restarted on a fresh checkpoint from
+  `latest`, a backfill after retention deleted candles a stored window holds): neither is whole,
+  so the window is reported (late ledger) for a backfill, which tells whether the topic still
+  holds all of it.
+
+Writers of one collection (the stream's micro-batches, every backfill) take turns under a lease
+in MongoDB (`<collection>_writers`): holding it, a writer reads the stored versions of its
+windows, drops what is refused and writes both sinks. MongoDB is the arbiter; InfluxDB, which
+has no conditional write, receives only what MongoDB admitted in the same turn, so no other writer
+can interleave between the check and the two writes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from crypto_pipeline.aggregates import window_id
+from spark_jobs.open_windows import INPUT_OFFSETS
+
+WRITE, STALE, CONFLICT = "write", "stale", "conflict"
+# A lease not renewed for this long is free: its holder died.
+LEASE_TTL_S = 120.0
+LEASE_ID = "aggregates"
+VERSION_READ_BATCH = 1_000
+
+Offsets = Mapping[str, int]
+
+
+def covers(rows: int, offsets: Offsets, other_rows: int, other_offsets: Offsets) -> bool:
+    """Whether a version (rows, offsets) was computed from at least the input of the other."""
+    return rows >= other_rows and all(
+        offsets.get(partition, -1) >= offset for partition, offset in other_offsets.items()
+    )
+
+
+def verdict(rows: int, offsets: Offsets, stored: Mapping[str, Any] | None) -> str:
+    """WRITE, STALE or CONFLICT for a new version against the stored document (None: absent).
+    A document written before versions existed has no offsets: its rows decide."""
+    if stored is None:
+        return WRITE
+    stored_rows, stored_offsets = int(stored.get("rows") or 0), stored.get(INPUT_OFFSETS) or {}
+    if covers(rows, offsets, stored_rows, stored_offsets):
+        return WRITE
+    if covers(stored_rows, stored_offsets, rows, offsets):
+        return STALE
+    return CONFLICT
+
+
+@dataclass(frozen=True)
+class Admission:
+    admitted: pd.DataFrame  # the windows to write
+    stale: int
+    conflicts: pd.DataFrame  # the refused windows whose stored version lacks part of their input
+
+
+def window_ids(aggregates: pd.DataFrame) -> list[str]:
+    return [
+        window_id(symbol, window, int(start))
+        for symbol, window, start in zip(
+            aggregates["symbol"], aggregates["window"], aggregates["window_start_ms"], strict=True
+        )
+    ]
+
+
+def admit(aggregates: pd.DataFrame, stored: Mapping[str, Mapping[str, Any]]) -> Admission:
+    """Split the windows by their verdict against the stored versions (keyed by window id)."""
+    verdicts = pd.Series(
+        [
+            verdict(int(rows), offsets, stored.get(key))
+            for key, rows, offsets in zip(
+                window_ids(aggregates), aggregates["rows"], aggregates[INPUT_OFFSETS], strict=True
+            )
+        ],
+        index=aggregates.index,
+        dtype=object,
+    )
+    return Admission(
+        aggregates[verdicts == WRITE],
+        int((verdicts == STALE).sum()),
+        aggregates[verdicts == CONFLICT],
+    )
+
+
+class LeaseLost(RuntimeError):
+    """The lease expired while its holder wrote, and another writer may have taken it."""
+
+
+class WriterLease:
+    """One writer at a time on a collection of aggregates (a MongoDB document, `expires_at` in
+    epoch seconds). Held by a turn; renewed while a turn waits out an outage."""
+
+    def __init__(self, collection: Any, writer: str, ttl_s: float = LEASE_TTL_S) -> None:
+        self.collection = collection
+        self.writer = f"{writer} (pid {os.getpid()} on {socket.gethostname()})"
+        self.ttl_s = ttl_s
+        self.token: str | None = None
+
+    def acquire(self, timeout_s: float, is_outage: Callable[[Exception], bool]) -> None:
+        """Wait for the lease (a server outage counts as waiting), at most `timeout_s`."""
+        from pymongo.errors import DuplicateKeyError
+
+        deadline = time.monotonic() + timeout_s
+        pause_s, token = 0.02, uuid.uuid4().hex
+        while True:
+            try:
+                try:
+                    self.collection.insert_one({"_id": LEASE_ID, "holder": None, "expires_at": 0})
+                except DuplicateKeyError:
+                    pass
+                now = time.time()
+                taken = self.collection.find_one_and_update(
+                    {"_id": LEASE_ID, "$or": [{"holder": None}, {"expires_at": {"$lt": now}}]},
+                    {
+                        "$set": {
+                            "holder": token,
+                            "writer": self.writer,
+                            "expires_at": now + self.ttl_s,
+                        }
+                    },
+                )
+                if taken is not None:
+                    self.token = token
+                    return
+                holder = (self.collection.find_one({"_id": LEASE_ID}) or {}).get("writer")
+                waiting_for = f"held by {holder}"
+            except Exception as error:
+                if not is_outage(error):
+                    raise
+                waiting_for = f"MongoDB unreachable ({type(error).__name__})"
+            if time.monotonic() + pause_s > deadline:
+                raise TimeoutError(f"the aggregates' write lease: {waiting_for} for {timeout_s} s")
+            time.sleep(pause_s)
+            pause_s = min(pause_s * 2, 1.0)
+
+    def _update_held(self, change: dict[str, Any]) -> None:
+        result = self.collection.update_one({"_id": LEASE_ID, "holder": self.token}, change)
+        if result.matched_count != 1:
+            raise LeaseLost(
+                f"the aggregates' write lease of {self.writer} expired while it wrote "
+                f"(ttl {self.ttl_s:.0f} s): the writes are done again under a new lease"
+            )
+
+    def renew(self) -> None:
+        self._update_held({"$set": {"expires_at": time.time() + self.ttl_s}})
+
+    def release(self) -> None:
+        self._update_held({"$set": {"holder": None}})
+        self.token = None
+
+
+def stored_versions(collection: Any, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The rows and input offsets of the stored windows among `ids`."""
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(ids), VERSION_READ_BATCH):
+        chunk = ids[start : start + VERSION_READ_BATCH]
+        for doc in collection.find({"_id": {"$in": chunk}}, {"rows": 1, INPUT_OFFSETS: 1}):
+            found[str(doc["_id"])] = doc
+    return found
+
+
+@contextmanager
+def writing_turn(
+    lease: WriterLease, timeout_s: float, is_outage: Callable[[Exception], bool]
+) -> Iterator[WriterLease]:
+    """The lease held for one turn of writes; released after them (a failed turn too)."""
+    lease.acquire(timeout_s, is_outage)
+    try:
+        yield lease
+    except BaseException:
+        try:
+            lease.release()
+        except Exception:  # the turn's own error is the one to report
+            pass
+        raise
+    lease.release()

@@ -74,15 +74,21 @@ def build_definitions(resources: Mapping[str, Any]) -> dg.Definitions:
 
 
 def resources_from_settings(settings: Settings, environ: Mapping[str, str]) -> dict[str, Any]:
-    """The resources of this deployment. A secret set in the environment is passed as
-    `dg.EnvVar`, so the UI shows the variable's name, never its value."""
+    """The resources of this deployment. Every secret is passed as `dg.EnvVar`, so the UI shows
+    the variable's name, never its value: one that came from `.env` (or a default) rather than
+    the environment is first exported to this process's environment, where Dagster resolves it
+    (the run workers load these definitions too)."""
 
-    def secret(name: str, value: str) -> str | dg.EnvVar:
-        return dg.EnvVar(name) if environ.get(name) else value
+    def secret(name: str, value: str) -> dg.EnvVar:
+        if not environ.get(name):
+            os.environ[name] = value
+        return dg.EnvVar(name)
 
     return {
         "kafka": KafkaResource(
-            bootstrap_servers=settings.kafka.bootstrap_servers, topic=settings.kafka.topic
+            bootstrap_servers=settings.kafka.bootstrap_servers,
+            topic=settings.kafka.topic,
+            future_tolerance_s=settings.future_event_tolerance_s,
         ),
         "mongo": MongoResource(
             uri=secret("MONGO_URI", settings.mongo.uri),

@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from crypto_pipeline import late_ledger
+from crypto_pipeline.candle_rules import DEFAULT_FUTURE_TOLERANCE_S
 from crypto_pipeline.clients import end_offsets, read_latest_by_key, read_messages
 from crypto_pipeline.readback import (
     Aggregates,
@@ -38,6 +39,8 @@ class KafkaResource(dg.ConfigurableResource):
     topic: str
     partitions: int = 3
     retention_hours: int | None = None
+    # Candles dated later than the clock plus this are dead letters (crypto_pipeline/candle_rules).
+    future_tolerance_s: int = DEFAULT_FUTURE_TOLERANCE_S
 
     @property
     def target(self) -> KafkaTarget:

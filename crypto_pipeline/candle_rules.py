@@ -11,7 +11,11 @@ The bounds keep every aggregate finite and every sink write valid:
   (6e5 candles, turnover up to 1e30 each) stay far below the float and int64 limits;
 - event times fall in [2009-01-01, 2100-01-01): later than any crypto market's start, earlier
   than any unit mistake (a time in seconds read as milliseconds is in 1970, one in microseconds
-  read as milliseconds is after 2100).
+  read as milliseconds is after 2100);
+- and no later than the clock plus a tolerance (FUTURE_EVENT_TOLERANCE_S): one candle dated
+  2095 would otherwise move its symbol's watermark 70 years ahead and make every later candle of
+  it late. The producer compares with its clock when it sends; the Spark job with the record's
+  Kafka timestamp (when it was produced), so a backfill years later decides the same.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ NUMERIC_FIELDS = (*PRICE_FIELDS, "volume", "quote_volume", "trades")
 # The reasons, by rule. A reason never carries the record's values: it groups dead letters.
 BAD_SYMBOL = "symbol is empty or has characters outside A-Z 0-9 _ -, or more than 32"
 EVENT_TIME_OUT_OF_RANGE = "event time outside 2009-01-01..2100-01-01"
+FUTURE_EVENT_TIME = "event time ahead of the clock by more than the tolerance"
+DEFAULT_FUTURE_TOLERANCE_S = 300
 HIGH_BELOW_LOW = "high < low"
 OPEN_OUTSIDE = "open outside [low, high]"
 CLOSE_OUTSIDE = "close outside [low, high]"
@@ -62,6 +68,11 @@ def symbol_reason(symbol: str) -> str | None:
 
 def event_time_reason(event_ms: int) -> str | None:
     return None if MIN_EVENT_MS <= event_ms < MAX_EVENT_MS else EVENT_TIME_OUT_OF_RANGE
+
+
+def future_reason(event_ms: int, clock_ms: int, tolerance_ms: int) -> str | None:
+    """Whether the candle is dated after the clock (when it was produced) plus the tolerance."""
+    return FUTURE_EVENT_TIME if event_ms > clock_ms + tolerance_ms else None
 
 
 def number_reason(field: str, value: float | int | None) -> str | None:

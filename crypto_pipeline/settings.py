@@ -14,6 +14,8 @@ from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 
+from crypto_pipeline.candle_rules import DEFAULT_FUTURE_TOLERANCE_S
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The shipped sample (3 symbols x 2 days of 1-minute candles), relative to REPO_ROOT.
 SAMPLE_FILE = "data/sample_klines_1m.csv.gz"
@@ -34,6 +36,9 @@ DEFAULTS: dict[str, str] = {
     "INFLUXDB_ORG": "-",
     "INFLUXDB_BUCKET": "crypto/autogen",
     "INFLUXDB_MEASUREMENT": "ohlcv",
+    # A candle dated later than the clock plus this many seconds is a dead letter (at both
+    # stages): it would freeze its symbol's watermark (crypto_pipeline/candle_rules.py).
+    "FUTURE_EVENT_TOLERANCE_S": str(DEFAULT_FUTURE_TOLERANCE_S),
     "SPARK_MASTER": "local[*]",
     # The address a cluster's executors reach the Spark driver at: loopback on one machine, the
     # driver's host name on a network (docker compose: dagster-code, where runs execute).
@@ -198,15 +203,18 @@ class Settings:
     influxdb_rpc_port: int
     spark_workers: int = 0
     kafka_brokers: int = 1
+    future_event_tolerance_s: int = DEFAULT_FUTURE_TOLERANCE_S
     spark_master_port: int = 7077
     spark_master_ui_port: int = 8090
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """The settings from `environ` (default: this process's environment), then `.env` in the
-        repository root, then the defaults. Nothing is written back to the environment."""
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, dotenv_path: Path = REPO_ROOT / ".env"
+    ) -> Settings:
+        """The settings from `environ` (default: this process's environment), then `.env` (in
+        the repository root), then the defaults. Nothing is written back to the environment."""
         values = {
-            **dotenv_values(REPO_ROOT / ".env"),
+            **dotenv_values(dotenv_path),
             **(os.environ if environ is None else environ),
         }
 
@@ -242,6 +250,7 @@ class Settings:
             influxdb_rpc_port=number("STACK_INFLUXDB_RPC_PORT"),
             spark_workers=number("STACK_SPARK_WORKERS", "a number of workers"),
             kafka_brokers=number("STACK_KAFKA_BROKERS", "a number of brokers"),
+            future_event_tolerance_s=number("FUTURE_EVENT_TOLERANCE_S", "a number of seconds"),
             spark_master_port=number("STACK_SPARK_MASTER_PORT"),
             spark_master_ui_port=number("STACK_SPARK_MASTER_UI_PORT"),
         )

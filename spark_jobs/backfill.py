@@ -126,7 +126,8 @@ def read_candles(
             .option("startingOffsets", "earliest")
             .option("endingOffsets", json.dumps(ending))
             .option("failOnDataLoss", "true")
-            .load()
+            .load(),
+            config.future_tolerance_ms,
         )
     ).where(F.col("symbol").isNotNull())
     time = F.col("event_time_ms")

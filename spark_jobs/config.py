@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crypto_pipeline.build_cache import spark_connectors_dir
+from crypto_pipeline.candle_rules import DEFAULT_FUTURE_TOLERANCE_S
 from crypto_pipeline.settings import (
     InfluxTarget,
     KafkaTarget,
@@ -87,6 +88,8 @@ class JobConfig:
     # A sink (or the dead-letter topic's broker) unreachable for up to this long holds the batch,
     # its writes retried; longer, the batch fails, the job exits and the restart sensor restarts it.
     sink_outage_patience_s: int = 300
+    # A candle dated later than its Kafka timestamp plus this is a dead letter (candle_rules).
+    future_tolerance_s: int = DEFAULT_FUTURE_TOLERANCE_S
     # A backfill instead of the stream (spark_jobs/backfill.py): the windows of these symbols
     # (None: all) that overlap [start, end) in event time (epoch ms), from the whole topic.
     backfill_symbols: tuple[str, ...] | None = None
@@ -119,6 +122,10 @@ class JobConfig:
     @property
     def is_backfill(self) -> bool:
         return self.backfill_end_ms is not None or self.backfill_late is not None
+
+    @property
+    def future_tolerance_ms(self) -> int:
+        return self.future_tolerance_s * 1000
 
     @property
     def continuous(self) -> bool:
@@ -175,6 +182,7 @@ class JobConfig:
             "spark_master": settings.spark_master,
             "spark_jars_dir": str(spark_connectors_dir(settings.cache_dir)),
             "spark_driver_host": settings.spark_driver_host,
+            "future_tolerance_s": settings.future_event_tolerance_s,
         }
         return cls(**{**values, **overrides})
 
@@ -229,6 +237,12 @@ OPTIONS = (
         "--sink-outage-patience-s",
         "sink_outage_patience_s",
         "seconds a batch rides out an unreachable sink before it fails",
+        int,
+    ),
+    Option(
+        "--future-tolerance-s",
+        "future_tolerance_s",
+        "seconds a candle may be dated after its Kafka timestamp (later: a dead letter)",
         int,
     ),
     Option(

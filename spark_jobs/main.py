@@ -128,7 +128,7 @@ def start_query(
     """The topic read once and parsed once per micro-batch; every window length and the dead
     letters from those rows, in the `foreachBatch`."""
     query = (
-        keyed_records(parse_messages(read_source(spark, config)))
+        keyed_records(parse_messages(read_source(spark, config), config.future_tolerance_ms))
         .writeStream.queryName(QUERY)
         .option("checkpointLocation", str(checkpoint / QUERY))
         .foreachBatch(writer)

@@ -34,19 +34,25 @@ MESSAGE_SCHEMA = StructType(
 REQUIRED_FIELDS = ("symbol", "event_time_ms", "open", "high", "low", "close", "volume")
 
 
-def _reject_reason(m: Column) -> Column:
+def _reject_reason(m: Column, produced: Column, future_tolerance_ms: int) -> Column:
     """Why a message is not a valid candle, or null when it is: the shared candle rules
-    (crypto_pipeline/candle_rules.py) in the order the producer checks them."""
+    (crypto_pipeline/candle_rules.py) in the order the producer checks them; the clock of the
+    future rule is when the record was produced (its Kafka timestamp)."""
     no_fields = reduce(operator.and_, [m[name].isNull() for name in REQUIRED_FIELDS])
     reason = F.when(m.isNull() | no_fields, F.lit("not a JSON candle"))
     for name in REQUIRED_FIELDS:
         reason = reason.when(m[name].isNull(), F.lit(f"missing or mistyped {name}"))
     # Java's `$` accepts a final line terminator, `\z` does not.
-    reason = reason.when(
-        ~m.symbol.rlike(f"^(?:{rules.SYMBOL_PATTERN})\\z"), F.lit(rules.BAD_SYMBOL)
-    ).when(
-        (m.event_time_ms < rules.MIN_EVENT_MS) | (m.event_time_ms >= rules.MAX_EVENT_MS),
-        F.lit(rules.EVENT_TIME_OUT_OF_RANGE),
+    reason = (
+        reason.when(~m.symbol.rlike(f"^(?:{rules.SYMBOL_PATTERN})\\z"), F.lit(rules.BAD_SYMBOL))
+        .when(
+            (m.event_time_ms < rules.MIN_EVENT_MS) | (m.event_time_ms >= rules.MAX_EVENT_MS),
+            F.lit(rules.EVENT_TIME_OUT_OF_RANGE),
+        )
+        .when(
+            m.event_time_ms > F.unix_millis(produced) + F.lit(future_tolerance_ms),
+            F.lit(rules.FUTURE_EVENT_TIME),
+        )
     )
     for name in rules.NUMERIC_FIELDS:
         value = m[name].cast("double")
@@ -63,7 +69,9 @@ def _reject_reason(m: Column) -> Column:
     )
 
 
-def parse_messages(raw: DataFrame) -> DataFrame:
+def parse_messages(
+    raw: DataFrame, future_tolerance_ms: int = rules.DEFAULT_FUTURE_TOLERANCE_S * 1000
+) -> DataFrame:
     """Kafka records (value, topic, partition, offset, timestamp) -> one row per record with the
     decoded message fields and `reject_reason` (null for a valid candle)."""
     text = F.col("value").cast("string")
@@ -83,7 +91,9 @@ def parse_messages(raw: DataFrame) -> DataFrame:
         "offset",
         "kafka_timestamp",
         *[F.col(f"m.{name}").alias(name) for name in MESSAGE_SCHEMA.fieldNames()],
-        _reject_reason(F.col("m")).alias("reject_reason"),
+        _reject_reason(F.col("m"), F.col("kafka_timestamp"), future_tolerance_ms).alias(
+            "reject_reason"
+        ),
     )
 
 

@@ -21,6 +21,8 @@ VALID: dict[str, Any] = {
 NAN, INF = float("nan"), float("inf")
 BAD_SYMBOL = "symbol is empty or has characters outside A-Z 0-9 _ -, or more than 32"
 OUT_OF_RANGE = "event time outside 2009-01-01..2100-01-01"
+FUTURE = "event time ahead of the clock by more than the tolerance"
+YEAR_2095_MS = 3_944_678_400_000  # 2095-01-01T00:00Z: a typo'd year, inside the range
 
 # (changed fields, reason)
 BROKEN_VALUES: list[tuple[dict[str, Any], str]] = [
@@ -61,6 +63,8 @@ BROKEN_MESSAGES_ONLY: list[tuple[dict[str, Any], str]] = [
     ({"event_time_ms": 0}, OUT_OF_RANGE),
     ({"event_time_ms": T0 * 1000}, OUT_OF_RANGE),
     ({"event_time_ms": -T0}, OUT_OF_RANGE),
+    # Would move BTCUSDT's watermark 70 years ahead: every later candle of it would be late.
+    ({"event_time_ms": YEAR_2095_MS}, FUTURE),
 ]
 
 

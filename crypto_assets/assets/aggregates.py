@@ -60,6 +60,7 @@ def job_config(
         trigger=trigger,
         max_offsets_per_trigger=config.max_offsets_per_trigger,
         status_file=status_file,
+        future_tolerance_s=kafka.future_tolerance_s,
     )
 
 

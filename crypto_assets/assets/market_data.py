@@ -28,7 +28,11 @@ class ReplayConfig(dg.Config):
     )
     loop: bool = Field(default=False, description="start over with shifted event times (endless)")
     limit: int | None = Field(default=None, description="stop after this many messages")
-    rebase_now: bool = Field(default=False, description="shift event times so the first is now")
+    rebase_now: bool = Field(
+        default=False,
+        description="shift event times so the file ends now; a looping replay then goes on in "
+        "real time (never ahead of the clock)",
+    )
     resume: bool = Field(
         default=False,
         description="skip the lines of this file already in the topic or its dead letters "
@@ -50,6 +54,7 @@ class ReplayConfig(dg.Config):
             partitions=kafka.partitions,
             retention_ms=kafka.retention_ms,
             resume=self.resume,
+            future_tolerance_ms=kafka.future_tolerance_s * 1000,
         )
 
 

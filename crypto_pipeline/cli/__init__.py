@@ -88,6 +88,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         retention_ms=None if args.retention_hours is None else args.retention_hours * 3_600_000,
         resume=args.resume,
         engine=args.engine,
+        future_tolerance_ms=settings.future_event_tolerance_s * 1000,
     )
     summary = replay(options, settings.kafka.bootstrap_servers, show_progress=not args.quiet)
     for line in summary.lines():

@@ -40,6 +40,7 @@ from crypto_pipeline.replay.producer import (
     ReplayError,
     ReplayOptions,
     ReplaySummary,
+    beyond_clock,
     dead_letter,
     finish,
     keep,
@@ -97,12 +98,14 @@ class _Worker:
     options: ReplayOptions
     parser: RowParser
     source_file_json: str
+    clock_ms: int  # the future rule's clock: when the worker started
 
     @classmethod
     def load(cls, options: ReplayOptions) -> None:
         cls.options = options
         cls.parser = row_parser(options.path)
         cls.source_file_json = json.dumps(str(options.path))
+        cls.clock_ms = int(time.time() * 1000)
 
 
 def _start_worker(options: ReplayOptions) -> None:
@@ -119,6 +122,8 @@ def _encode_block(first_line: int, block: bytes) -> EncodedBlock:
         parsed = parse_line(parser, number, line)
         if parsed is None or (filtered and not keep(options, parsed)):
             continue
+        if parsed.candle is not None:
+            parsed = beyond_clock(options, parsed, parsed.candle.open_time_ms, _Worker.clock_ms)
         candle = parsed.candle
         if candle is None:
             key, value = dead_letter(options, parsed)

@@ -16,6 +16,7 @@ from typing import Any
 
 from kafka.partitioner.default import murmur2
 
+from crypto_pipeline.candle_rules import DEFAULT_FUTURE_TOLERANCE_S, future_reason
 from crypto_pipeline.clients import end_offsets, ensure_topic, iter_records, kafka_producer
 from crypto_pipeline.replay.formats import (
     InputFormatError,
@@ -56,6 +57,8 @@ class ReplayOptions:
     # "bulk" (crypto_pipeline/replay/bulk.py), "paced" (kafka-python, paced by event time) or
     # "auto": bulk for as-fast-as-possible replays of a file, paced otherwise.
     engine: str = "auto"
+    # A candle dated later than the clock plus this is a dead letter (candle_rules).
+    future_tolerance_ms: int = DEFAULT_FUTURE_TOLERANCE_S * 1000
 
     @property
     def dlq_topic(self) -> str:
@@ -259,6 +262,23 @@ class ReplayPlan:
 
     total: int | None  # messages expected (None: endless --loop)
     sent_before: _LinesSent | None  # --resume
+    last_event_ms: int | None = None  # --rebase-now: the file's last event time replayed
+
+
+def last_event_ms(options: ReplayOptions) -> int | None:
+    """The latest event time among the lines the replay sends."""
+    times = (
+        p.candle.open_time_ms
+        for p in read_rows(options.path)
+        if p.candle is not None and keep(options, p)
+    )
+    return max(times, default=None)
+
+
+def beyond_clock(options: ReplayOptions, parsed: ParsedLine, event_ms: int, now: int) -> ParsedLine:
+    """The line as a rejection when its candle is dated too far after the clock."""
+    reason = future_reason(event_ms, now, options.future_tolerance_ms)
+    return parsed if reason is None else parsed._replace(candle=None, reason=reason)
 
 
 def plan_replay(options: ReplayOptions, bootstrap_servers: str) -> ReplayPlan:
@@ -277,7 +297,7 @@ def plan_replay(options: ReplayOptions, bootstrap_servers: str) -> ReplayPlan:
     sent_before = _LinesSent.read(bootstrap_servers, options, lines) if options.resume else None
     ensure_topic(bootstrap_servers, options.topic, options.partitions, options.retention_ms)
     ensure_topic(bootstrap_servers, options.dlq_topic, 1, options.retention_ms)
-    return ReplayPlan(total, sent_before)
+    return ReplayPlan(total, sent_before, last_event_ms(options) if options.rebase_now else None)
 
 
 def replay(
@@ -294,6 +314,12 @@ def replay(
 
         return replay_bulk(options, bootstrap_servers, show_progress=show_progress)
     return _replay_paced(options, bootstrap_servers, show_progress, now_ms)
+
+
+def _wait_for_clock(event_ms: int, now_ms: Callable[[], int]) -> None:
+    """Until the clock has reached the event time (a rebased replay is live, never ahead)."""
+    while (ahead_ms := event_ms - now_ms()) > 0:
+        time.sleep(min(ahead_ms / 1000, 1.0))
 
 
 def _replay_paced(
@@ -324,6 +350,8 @@ def _replay_paced(
                 if sent_before is not None and parsed.line in sent_before:
                     summary.already_sent += 1
                     continue
+                if parsed.candle is not None and not options.rebase_now:
+                    parsed = beyond_clock(options, parsed, parsed.candle.open_time_ms, now_ms())
                 if parsed.candle is None and summary.loops:
                     continue  # --loop: a line's dead letter is sent on the first pass only
                 if parsed.candle is None:
@@ -337,13 +365,16 @@ def _replay_paced(
                 if options.limit is not None and summary.sent >= options.limit:
                     break
                 event = parsed.candle.open_time_ms
-                if span.first is None and options.rebase_now:
-                    rebase_ms = now_ms() - event
+                if span.first is None and options.rebase_now and plan.last_event_ms is not None:
+                    # The first pass ends now; later passes are never ahead of the clock.
+                    rebase_ms = now_ms() - plan.last_event_ms
                     summary.event_shift_ms = rebase_ms
                 if summary.loops == 0:
                     span.add(event)
                 pacer.wait_for(event + loop_shift_ms)
                 shift_ms = rebase_ms + loop_shift_ms
+                if options.rebase_now:
+                    _wait_for_clock(event + shift_ms, now_ms)
                 value = parsed.candle.to_json(source_file_json, parsed.line, shift_ms)
                 key = parsed.candle.symbol.encode()
                 producer.send(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import itertools
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ from crypto_pipeline.settings import REPO_ROOT, Settings
 from tests.conftest import SHARED_DATA
 from tests.integration.conftest import free_port
 from tests.integration.kafka_helpers import consume_all, decoded
+from tests.poison_cases import FUTURE, YEAR_2095_MS
 
 SHARED_Q1 = SHARED_DATA / "binance_spot_15m_10sym_2025Q1.csv.gz"
 SHARED_HISTORY = SHARED_DATA / "binance_spot_15m_10sym_2024-12-30_2026-04-30.csv.gz"
@@ -114,6 +116,7 @@ def test_bulk_and_paced_replays_send_the_same_messages(
         b"%d,ETHUSDT,1,1,1\xff,1,1,1,1" % T0,  # not UTF-8
         b"%d,ETHUSDT,1,1,1" % T0,  # fields missing
         b'"%d","ETHUSDT","1","2","0.5","1","1","1","1.5"' % T0,  # quoted, trades not whole
+        b"%d,BTCUSDT,1,2,0.5,1,1,1,1" % YEAR_2095_MS,  # dated after the clock
     ]
     step = len(lines) // (len(bad) + 1)
     mixed = list(lines)
@@ -139,6 +142,7 @@ def test_bulk_and_paced_replays_send_the_same_messages(
             summary.rejection_reasons,
         )
     assert sent["bulk"] == sent["paced"]
+    assert sent["bulk"][2][FUTURE] == 1
     assert sorted(letter["source_line"] for _, letter in sent["bulk"][1]) == [
         number for number, line in enumerate(mixed, start=1) if line in bad
     ]
@@ -203,17 +207,19 @@ def test_loop_shifts_event_times_by_the_span_sends_dead_letters_once_and_rebase_
     path = tmp_path / "loop.csv"
     path.write_text("\n".join([HEADER, *rows, f"{T0},SOLUSDT,10,8,9,8.5,5,55,3"]) + "\n")
     now = 1_800_000_000_000
+    clock = itertools.count(now, 60_000)  # a minute passes at every look at the clock
 
     summary = replay(
         ReplayOptions(path=path, topic=unique_name, loop=True, limit=12, rebase_now=True),
         local_stack.kafka.bootstrap_servers,
         show_progress=False,
-        now_ms=lambda: now,
+        now_ms=lambda: next(clock),
     )
 
     assert (summary.sent, summary.loops, summary.rejected) == (12, 3, 1)
     times = [v["event_time_ms"] for _, v in decoded(consume_all(local_stack, unique_name, 12))]
-    assert sorted(times) == [now + 60_000 * i for i in range(12)]
+    # The first pass ends at the clock's first reading; the next ones follow, never ahead of it.
+    assert sorted(times) == [now + 60_000 * (i - 4) for i in range(12)]
     # The bad line's dead letter is sent on the first pass only, keyed by file and line.
     dead = consume_all(local_stack, f"{unique_name}.dlq", expected=1)
     assert [r.key.decode() for r in dead] == [f"{path}:7"]

@@ -152,8 +152,9 @@ def test_project_services_read_exactly_the_settings_they_need() -> None:
     # The webserver and the daemon talk to the code server over gRPC: Dagster's instance only.
     for name in ("dagster-webserver", "dagster-daemon"):
         assert set(environment(name)) == DAGSTER_ONLY, name
-    # The producer replays: brokers and topic, nothing else.
-    assert set(environment("producer")) == {"KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC"}
+    # The producer replays: brokers, topic and the candle rules' clock tolerance, nothing else.
+    producer = {"KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC", "FUTURE_EVENT_TOLERANCE_S"}
+    assert set(environment("producer")) == producer
 
 
 def mounts(name: str) -> set[str]:

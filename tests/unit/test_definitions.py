@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 import pytest
 from dagster._config import validate_config
+from dagster._core.remote_representation.external_data import RepositorySnap
+from dagster._serdes import serialize_value
 
+from crypto_assets.definitions import build_definitions, resources_from_settings
 from crypto_assets.definitions import defs as load_definitions
+from crypto_pipeline.settings import SECRETS, Settings
 
 defs = load_definitions()
 
@@ -62,3 +68,32 @@ def test_replays_trigger_the_job_and_reconciliation_runs_nightly() -> None:
     assert schedule.job_name == "reconciliation_job"
     assert schedule.cron_schedule == "0 3 * * *"
     assert schedule.execution_timezone == "UTC"
+
+
+def test_secrets_from_dotenv_are_env_vars_and_never_in_what_the_ui_is_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's own example: MONGO_URI with a password, and an InfluxDB token, only in
+    `.env`. The resources hold them as EnvVars, and the repository snapshot the webserver
+    serves holds neither value (it held both in plain text before)."""
+    password, token = "dotenv-Pa55word", "dotenv-token-0123456789"
+    for name in SECRETS:  # absent during the test, as they were before it afterwards
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        f"MONGO_URI=mongodb://pipeline:{password}@127.0.0.1:27017/?authSource=admin\n"
+        f"INFLUXDB_TOKEN={token}\n"
+    )
+    settings = Settings.from_env({}, dotenv_path=dotenv)
+    assert password in settings.mongo.uri and settings.influx.token == token
+    resources = resources_from_settings(settings, {})
+    assert isinstance(resources["mongo"].uri, dg.EnvVar)
+    assert isinstance(resources["influx"].token, dg.EnvVar)
+    # What Dagster resolves at run time is the value from .env.
+    assert resources["mongo"].uri.get_value() == settings.mongo.uri
+
+    repository = build_definitions(resources).get_repository_def()
+    served = serialize_value(RepositorySnap.from_def(repository))
+    assert "MONGO_URI" in served
+    assert password not in served and token not in served

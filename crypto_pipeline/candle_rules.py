@@ -7,7 +7,9 @@ texts are shared too, so a dead letter reads the same whichever stage wrote it.
 The bounds keep every aggregate finite and every sink write valid:
 - symbols are 1-32 of `A-Z 0-9 _ -`: nothing that line protocol, Flux or a Grafana regex would
   have to escape, and no way to inject a second InfluxDB point;
-- prices, volumes and trades are finite and at most 1e15: the sums of a week of 1-second candles
+- trades are at most 1e12 per candle: a week of 1-second candles (604,800) sums to less than
+  int64's 9.2e18, the type both sinks store it as (at 1e15 the sum would overflow silently);
+- prices and volumes are finite and at most 1e15: the sums of a week of 1-second candles
   (6e5 candles, turnover up to 1e30 each) stay far below the float and int64 limits;
 - event times fall in [2009-01-01, 2100-01-01): later than any crypto market's start, earlier
   than any unit mistake (a time in seconds read as milliseconds is in 1970, one in microseconds
@@ -29,6 +31,7 @@ from collections.abc import Mapping
 SYMBOL_PATTERN = r"[A-Z0-9][A-Z0-9_-]{0,31}"
 SYMBOL = re.compile(SYMBOL_PATTERN)
 MAX_MAGNITUDE = 1e15
+MAX_TRADES = 1e12
 MIN_EVENT_MS = 1_230_768_000_000  # 2009-01-01T00:00:00Z
 MAX_EVENT_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
 
@@ -53,8 +56,12 @@ def not_whole(field: str) -> str:
     return f"{field} is not a whole number"
 
 
+def magnitude_limit(field: str) -> float:
+    return MAX_TRADES if field == "trades" else MAX_MAGNITUDE
+
+
 def too_large(field: str) -> str:
-    return f"{field} is beyond 1e15 in magnitude"
+    return f"{field} is beyond {magnitude_limit(field):.0e} in magnitude".replace("e+", "e")
 
 
 def negative(field: str) -> str:
@@ -80,11 +87,12 @@ def number_reason(field: str, value: float | int | None) -> str | None:
     if value is None:
         return None
     # The common case in one comparison, which NaN and the infinities fail too.
-    if (-MAX_MAGNITUDE if field in PRICE_FIELDS else 0) <= value <= MAX_MAGNITUDE:
+    limit = magnitude_limit(field)
+    if (-limit if field in PRICE_FIELDS else 0) <= value <= limit:
         return None
     if isinstance(value, float) and not math.isfinite(value):
         return not_finite(field)
-    if abs(value) > MAX_MAGNITUDE:
+    if abs(value) > limit:
         return too_large(field)
     if field not in PRICE_FIELDS and value < 0:
         return negative(field)

@@ -76,8 +76,9 @@ class BatchTotals:
     stale_windows: int = 0
     refused_windows: int = 0
     late: dict[str, LateRange] = field(default_factory=dict)
-    # What the state holds after the batch: candles per symbol, and the size of its file.
-    state_candles: dict[str, int] = field(default_factory=dict)
+    # What the state holds after the batch: symbols, candles, and the size of the file written.
+    state_symbols: int = 0
+    state_candles: int = 0
     state_bytes: int = 0
     # Seconds per stage: "compute" (Spark reads and parses, rows to the driver), "windows" (the
     # windowed step and its state file), then each sink's write (they overlap).
@@ -124,20 +125,18 @@ class BatchWriter:
 
         started = time.monotonic()
         valid = records["symbol"].notna()
+        state = self.store.load(batch_id)
         step = advance_all(
-            self.store.load(batch_id),
-            records.loc[valid, ["symbol", *CANDLE_COLUMNS]],
-            self.windows,
-            self.delay_ms,
+            state, records.loc[valid, ["symbol", *CANDLE_COLUMNS]], self.windows, self.delay_ms
         )
-        totals.state_bytes = self.store.save(batch_id, step.states)
+        totals.state_bytes = self.store.save(batch_id, state, step.states)
         self.store.prune(batch_id)
+        totals.state_symbols, totals.state_candles = len(state), state.candles
         totals.seconds["windows"] = time.monotonic() - started
 
         letters = records.loc[~valid, ["dead_letter_key", "dead_letter_value"]]
         totals.windows, totals.dead_letters = len(step.aggregates), len(letters)
         totals.late = {symbol: LateRange.of(candles) for symbol, candles in step.late.items()}
-        totals.state_candles = {s: len(state.candles) for s, state in step.states.items()}
         return step, letters, totals
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:

@@ -27,7 +27,7 @@ from crypto_pipeline.settings import (
     checkpoint_dir,
 )
 
-WINDOW_LABEL = re.compile(r"^(?P<count>\d+)(?P<unit>[mhd])$")
+WINDOW_LABEL = re.compile(r"^(?P<count>[1-9]\d*)(?P<unit>[mhd])$")  # 0m would divide by zero
 UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
 DEFAULT_WINDOWS = ("5m", "1h", "4h")
 DEFAULT_WATERMARK = "30 minutes"
@@ -44,7 +44,7 @@ BACKFILL_LATE = ("new", "all")
 def _window_match(label: str) -> re.Match[str]:
     match = WINDOW_LABEL.match(label)
     if match is None:
-        raise ValueError(f"window {label!r} must look like 5m, 1h or 1d")
+        raise ValueError(f"window {label!r} must look like 5m, 1h or 1d (a positive length)")
     return match
 
 

@@ -22,7 +22,7 @@ Semantics (the same for every window length, computed from one state):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,23 +207,25 @@ def _highest_offsets(partitions: np.ndarray, offsets: np.ndarray, first: np.ndar
 class BatchStep:
     """One micro-batch over every symbol in it."""
 
-    states: dict[str, SymbolState]  # every symbol's state after the batch (untouched ones too)
+    states: dict[str, SymbolState]  # the new state of each symbol the batch had candles of
     aggregates: pd.DataFrame  # "symbol" + AGGREGATE_COLUMNS
     late: dict[str, pd.DataFrame]  # per symbol, its late candles (CANDLE_COLUMNS)
     touched: tuple[str, ...]  # the symbols the batch had candles of
 
 
 def advance_all(
-    states: dict[str, SymbolState],
+    states: Mapping[str, SymbolState],
     candles: pd.DataFrame,
     windows: Sequence[WindowLength],
     delay_ms: int,
 ) -> BatchStep:
-    """`advance` for each symbol of a batch of candles ("symbol" + CANDLE_COLUMNS)."""
-    updated = dict(states)
+    """`advance` for each symbol of a batch of candles ("symbol" + CANDLE_COLUMNS); only those
+    symbols' states are read (the others may be many, and idle)."""
+    updated: dict[str, SymbolState] = {}
     aggregates, late = [], {}
     for symbol, arrivals in candles.groupby("symbol", sort=True):
-        step = advance(states.get(str(symbol), SymbolState.empty()), arrivals, windows, delay_ms)
+        previous = states[str(symbol)] if str(symbol) in states else SymbolState.empty()
+        step = advance(previous, arrivals, windows, delay_ms)
         updated[str(symbol)] = step.state
         aggregates.append(step.aggregates.assign(symbol=str(symbol)))
         if len(step.late):

@@ -39,7 +39,8 @@ class StreamTotals:
     windows: int = 0
     dead_letters: int = 0
     late: dict[str, LateRange] = field(default_factory=dict)
-    state_candles: dict[str, int] = field(default_factory=dict)
+    state_symbols: int = 0
+    state_candles: int = 0
     state_bytes: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -117,6 +118,7 @@ class ProgressTracker(StreamingQueryListener):
                     totals.late[symbol].add(late)
                 else:
                     totals.late[symbol] = LateRange(**asdict(late))
+            totals.state_symbols = batch.state_symbols
             totals.state_candles = batch.state_candles
             totals.state_bytes = batch.state_bytes
             for stage, seconds in batch.seconds.items():
@@ -163,8 +165,8 @@ class ProgressTracker(StreamingQueryListener):
     def _state(self) -> dict[str, int]:
         totals = self.totals
         return {
-            "symbols": len(totals.state_candles),
-            "candles": sum(totals.state_candles.values()),
+            "symbols": totals.state_symbols,
+            "candles": totals.state_candles,
             "bytes": totals.state_bytes,
         }
 

@@ -58,7 +58,7 @@ def _reject_reason(m: Column, produced: Column, future_tolerance_ms: int) -> Col
         value = m[name].cast("double")
         reason = reason.when(
             F.isnan(value) | (F.abs(value) == float("inf")), F.lit(rules.not_finite(name))
-        ).when(F.abs(value) > rules.MAX_MAGNITUDE, F.lit(rules.too_large(name)))
+        ).when(F.abs(value) > rules.magnitude_limit(name), F.lit(rules.too_large(name)))
         if name not in rules.PRICE_FIELDS:
             reason = reason.when(value < 0, F.lit(rules.negative(name)))
     reason = reason.when(m.trades != F.floor(m.trades), F.lit(rules.not_whole("trades")))

@@ -39,6 +39,7 @@ BROKEN_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"quote_volume": -1.0}, "negative quote_volume"),
     ({"trades": -3}, "negative trades"),
     ({"trades": 2.5}, "trades is not a whole number"),
+    ({"trades": 10**13}, "trades is beyond 1e12 in magnitude"),
     (
         {"symbol": "BTC USDT"},
         BAD_SYMBOL,

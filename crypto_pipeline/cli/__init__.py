@@ -151,6 +151,13 @@ def _bench_stream(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _bench_state(args: argparse.Namespace, settings: Settings) -> int:
+    from crypto_pipeline.cli.bench_state import bench_state
+
+    bench_state(args.symbols, args.minutes, args.batches)
+    return 0
+
+
 def _bench_sinks(args: argparse.Namespace, settings: Settings) -> int:
     from crypto_pipeline.cli.bench import bench_sinks
 
@@ -320,6 +327,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sinks_bench.add_argument("--docs", type=int, default=20_000)
     sinks_bench.set_defaults(handler=_bench_sinks)
+    state_bench = bench_commands.add_parser(
+        "state",
+        help="the windowed step's state with many idle symbols: a one-candle batch and a "
+        "restart's load vs writing the whole state (no server)",
+    )
+    state_bench.add_argument("--symbols", type=int, default=20_000)
+    state_bench.add_argument("--minutes", type=int, default=60, help="open candles per symbol")
+    state_bench.add_argument("--batches", type=int, default=20, help="one-candle batches")
+    state_bench.set_defaults(handler=_bench_state)
     return parser
 
 

@@ -16,10 +16,13 @@ a rule is a bad row with its line number and reason; the rows around it are read
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
 import itertools
 import math
+import os
 import re
+import stat
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -220,15 +223,29 @@ def _binance_parser(path: Path) -> RowParser:
     return parse
 
 
+# A line longer than this is no CSV line (a file with no line ends: CR-only, binary, a gzip bomb):
+# the file is refused before anything is sent, and no read holds more than this of one line.
+LINE_LIMIT_BYTES = 1 << 20
+
+
 def _open_binary(path: Path) -> BinaryIO:
-    if not path.is_file():
-        raise InputFormatError(f"{path}: no such file")
+    """The file, never through a symbolic link (O_NOFOLLOW on every open: a file swapped for a
+    link after a sensor looked at it is refused, not followed)."""
     try:
-        if path.suffix == ".gz":
-            return gzip.open(path, "rb")  # type: ignore[return-value]
-        return open(path, "rb")
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise InputFormatError(f"{path}: is a symbolic link; give the file itself") from None
+        if error.errno == errno.ENOENT:
+            raise InputFormatError(f"{path}: no such file") from None
         raise InputFormatError(f"{path}: cannot read: {error.strerror}") from None
+    stream = os.fdopen(descriptor, "rb")
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        stream.close()
+        raise InputFormatError(f"{path}: not a regular file")
+    if path.suffix == ".gz":
+        return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
+    return stream
 
 
 def _looks_numeric(value: str) -> bool:
@@ -265,11 +282,14 @@ def data_lines(path: Path) -> tuple[BinaryIO, list[tuple[int, bytes]]]:
 def _open_rows(path: Path) -> tuple[BinaryIO, RowParser, list[tuple[int, bytes]]]:
     stream = _open_binary(path)
     try:
-        first_line = stream.readline().decode("utf-8-sig")
-    except (*READ_ERRORS, UnicodeDecodeError) as error:
+        head = stream.readline(LINE_LIMIT_BYTES + 1)
+        first_line = head.decode("utf-8-sig")
+        if len(head) > LINE_LIMIT_BYTES:
+            raise ValueError(f"line 1 is longer than {LINE_LIMIT_BYTES:,} bytes")
+        first = next(csv.reader([first_line]), [])
+    except (*READ_ERRORS, UnicodeDecodeError, ValueError, csv.Error) as error:
         stream.close()
-        raise InputFormatError(f"{path}: cannot read: {error}") from None
-    first = next(csv.reader([first_line]), [])
+        raise InputFormatError(f"{path}: cannot read its header: {error}") from None
     parser = _header_parser(first)
     first_data: list[tuple[int, bytes]] = []
     if parser is None:
@@ -288,11 +308,28 @@ def _open_rows(path: Path) -> tuple[BinaryIO, RowParser, list[tuple[int, bytes]]
 
 def count_lines(path: Path) -> int:
     """Lines in the file, without parsing them; reading it whole first also refuses a truncated
-    or corrupt file before anything of it is sent."""
+    or corrupt file, or one with a line longer than LINE_LIMIT_BYTES, before anything of it is
+    sent (memory: one block, whatever the file)."""
     stream = _open_binary(path)
+    lines, run = 0, 0  # run: bytes since the last line end
     try:
         with stream:
-            return sum(block.count(b"\n") for block in iter(lambda: stream.read(1 << 20), b""))
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                ends = block.count(b"\n")
+                if ends:  # a line inside a block is shorter than the block: see its two ends
+                    first = run + block.find(b"\n")
+                    run = len(block) - block.rfind(b"\n") - 1
+                    longest = max(first, run)
+                else:
+                    run += len(block)
+                    longest = run
+                if longest > LINE_LIMIT_BYTES:
+                    raise InputFormatError(
+                        f"{path}: line {lines + 1} is longer than {LINE_LIMIT_BYTES:,} bytes "
+                        "(a CSV needs line ends: CR-only or binary files are refused)"
+                    )
+                lines += ends
+            return lines
     except READ_ERRORS as error:
         raise InputFormatError(f"{path}: cannot read to its end: {error}") from None
 

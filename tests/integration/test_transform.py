@@ -19,6 +19,8 @@ from spark_jobs.transform import keyed_records, parse_messages
 MIN = 60_000
 T0 = 1_735_689_600_000  # 2025-01-01T00:00Z
 RAW_SCHEMA = "value STRING, topic STRING, partition INT, offset BIGINT, timestamp TIMESTAMP"
+# When the records were produced (their Kafka timestamp): after their candles, as in real life.
+PRODUCED = "2025-01-02T00:00:00"
 
 
 def message(t_min: float, o: float, h: float, lo: float, c: float, v: float, **extra: Any) -> str:
@@ -30,7 +32,7 @@ def message(t_min: float, o: float, h: float, lo: float, c: float, v: float, **e
 def write_records(folder: Path, name: str, values: list[tuple[int, str]]) -> None:
     lines = [
         json.dumps(
-            {"value": v, "topic": "t", "partition": 0, "offset": o, "timestamp": "2025-01-01"}
+            {"value": v, "topic": "t", "partition": 0, "offset": o, "timestamp": PRODUCED}
         )
         for o, v in values
     ]
@@ -117,7 +119,7 @@ def test_out_of_order_duplicate_and_late_events(spark: SparkSession, tmp_path: P
     ]
     assert late == [{}, {"BTCUSDT": (1, T0 + 3 * MIN, T0 + 3 * MIN)}]  # the late event
     # The state keeps the candles of windows that can still change: the hour [0, 60).
-    assert [t.state_candles for t in totals] == [{"BTCUSDT": 4}, {"BTCUSDT": 6}]
+    assert [(t.state_symbols, t.state_candles) for t in totals] == [(1, 4), (1, 6)]
     assert sorted(path.name for path in (checkpoint / "state").iterdir()) == ["0.arrow", "1.arrow"]
 
 

@@ -46,7 +46,10 @@ def test_event_time_range(event_ms: int, reason: str | None) -> None:
         ("volume", -math.inf, "volume is NaN or infinite"),
         ("quote_volume", math.nan, "quote_volume is NaN or infinite"),
         ("volume", 1e300, "volume is beyond 1e15 in magnitude"),
-        ("trades", 10**16, "trades is beyond 1e15 in magnitude"),
+        ("trades", 10**16, "trades is beyond 1e12 in magnitude"),
+        # A week of 1-second candles at this many trades each would overflow int64.
+        ("trades", 10**13, "trades is beyond 1e12 in magnitude"),
+        ("trades", 10**12, None),
         ("volume", -1.0, "negative volume"),
         ("trades", -1, "negative trades"),
         ("quote_volume", None, None),

@@ -196,3 +196,42 @@ def test_the_producer_gives_the_shared_reasons(
     [row] = list(read_rows(write(tmp_path / "k.csv", HEADER + csv_line(changes) + "\n")))
     assert row.candle is None and row.reason is not None
     assert reason_kind(row.reason) == reason
+
+
+def test_a_symbolic_link_is_refused_not_followed(tmp_path: Path) -> None:
+    """A file swapped for a link after the sensor looked at it: every open refuses the link, and
+    nothing of the target (here a file of secrets) is read or echoed."""
+    target = tmp_path / "secret.txt"
+    target.write_text("password=hunter2\n")
+    link = tmp_path / "candles.csv"
+    link.symlink_to(target)
+    for read in (lambda: list(read_rows(link)), lambda: count_lines(link)):
+        with pytest.raises(InputFormatError, match="symbolic link") as refused:
+            read()
+        assert "hunter2" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"open_time_ms,symbol,open,high,low,close,volume\r1735689600000,BTCUSDT,1,2,1,1,1\r"
+        * 20_000,
+        b"x" * (2 << 20),  # no line end at all
+    ],
+    ids=["cr-only", "no-line-end"],
+)
+def test_a_file_without_line_ends_is_refused_with_one_clear_error(
+    tmp_path: Path, content: bytes
+) -> None:
+    """Before: a CR-only file ended in an uncaught csv error, and a file without line ends was
+    read whole into memory."""
+    path = tmp_path / "one-line.csv"
+    path.write_bytes(content)
+    with pytest.raises(InputFormatError, match=str(path)):
+        list(read_rows(path))
+    long_line = tmp_path / "long.csv"
+    long_line.write_bytes(
+        b"open_time_ms,symbol,open,high,low,close,volume\n" + content.replace(b"\r", b",")
+    )
+    with pytest.raises(InputFormatError, match="line 2 is longer than 1,048,576 bytes"):
+        count_lines(long_line)

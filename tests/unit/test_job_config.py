@@ -75,6 +75,8 @@ def test_left_out_options_come_from_the_settings_and_the_checkpoint_follows_the_
     ("change", "message"),
     [
         ({"windows": ("5 minutes",)}, "must look like 5m"),
+        ({"windows": ("0m",)}, "a positive length"),  # divided by zero before
+        ({"backfill_late": "some"}, "takes one of"),
         ({"sinks": ("mongo", "s3")}, "unknown sinks"),
         ({"mongo": MongoTarget("", "d", "c")}, "URI is empty"),
     ],

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from spark_jobs.open_windows import SymbolState, WindowLength, advance, advance_all
-from spark_jobs.state_store import StateStore
+from spark_jobs.state_store import StateFileError, StateStore, StateView
 
 MIN = 60_000
 FIVE = WindowLength("5m", 5 * MIN)
@@ -172,30 +172,71 @@ def test_a_batch_of_several_symbols_advances_each_from_its_own_state() -> None:
     assert set(second.states) == {"A", "B"}
 
 
-def test_the_state_store_keeps_two_versions_and_starts_a_batch_from_the_one_before(
-    tmp_path: Path,
-) -> None:
-    store = StateStore(tmp_path / "state")
-    assert store.load(0) == {}
-    states = {
-        "A": SymbolState(-DELAY, 0, candles((0, 0, 10, 12, 9, 11, 1))),
-        "B": SymbolState(5 * MIN, 15 * MIN, candles((15, 1, 11, 14, 11, 13, 3, 39.5, 5))),
-        "C": SymbolState(MIN, 11 * MIN, candles()),  # a watermark, no open window
-    }
-    for batch_id in (0, 1, 2):
-        assert store.save(batch_id, states) > 0
-        store.prune(batch_id)
-    assert sorted(path.name for path in (tmp_path / "state").iterdir()) == ["1.arrow", "2.arrow"]
-    loaded = store.load(2)  # a second run of batch 2 starts from version 1
-    assert set(loaded) == {"A", "B", "C"}
+def assert_same_states(loaded: StateView, states: dict[str, SymbolState]) -> None:
+    assert set(loaded) == set(states)
     for symbol, state in states.items():
         assert (loaded[symbol].watermark_ms, loaded[symbol].max_event_ms) == (
             state.watermark_ms,
             state.max_event_ms,
         )
         pd.testing.assert_frame_equal(
-            loaded[symbol].candles, state.candles, check_dtype=False, check_index_type=False
+            loaded[symbol].candles.reset_index(drop=True),
+            state.candles.reset_index(drop=True),
+            check_dtype=False,
+            check_index_type=False,
         )
+
+
+def test_the_state_store_keeps_two_versions_and_starts_a_batch_from_the_one_before(
+    tmp_path: Path,
+) -> None:
+    store = StateStore(tmp_path / "state")
+    assert dict(store.load(0)) == {}
+    states = {
+        "A": SymbolState(-DELAY, 0, candles((0, 0, 10, 12, 9, 11, 1))),
+        "B": SymbolState(5 * MIN, 15 * MIN, candles((15, 1, 11, 14, 11, 13, 3, 39.5, 5))),
+        "C": SymbolState(MIN, 11 * MIN, candles()),  # a watermark, no open window
+    }
+    for batch_id in (0, 1, 2):  # every symbol changes: each version is a whole one
+        assert store.save(batch_id, store.load(batch_id), states) > 0
+        store.prune(batch_id)
+    assert sorted(path.name for path in (tmp_path / "state").iterdir()) == ["1.arrow", "2.arrow"]
+    assert_same_states(StateStore(tmp_path / "state").load(2), states)  # batch 2 run again
+
+
+def test_a_batch_of_few_symbols_writes_only_theirs_and_a_restart_reads_them_all(
+    tmp_path: Path,
+) -> None:
+    """Forty idle symbols and one busy one: the busy one's batches write deltas of one symbol
+    (small files), a fresh store reads base + deltas back to the same states, and a batch run
+    again after a failure starts from the version before it."""
+    idle = {
+        f"S{n}": SymbolState(n * MIN, n * MIN + DELAY, candles((n, n, 10, 12, 9, 11, 1)))
+        for n in range(40)
+    }
+    store = StateStore(tmp_path / "state")
+    base_bytes = store.save(0, store.load(0), idle)
+    busy: dict[str, SymbolState] = {}
+    for batch_id in (1, 2, 3):
+        busy = {"BUSY": SymbolState(batch_id, batch_id, candles((batch_id, 100, 1, 2, 1, 2, 1)))}
+        assert store.save(batch_id, store.load(batch_id), busy) < base_bytes
+        store.prune(batch_id)
+    assert sorted(path.name for path in (tmp_path / "state").iterdir()) == [
+        f"{n}.arrow" for n in range(4)
+    ]
+    restarted = StateStore(tmp_path / "state").load(4)
+    assert (len(restarted), restarted.candles) == (41, 41)
+    assert_same_states(restarted, {**idle, **busy})
+    before_last = StateStore(tmp_path / "state").load(3)
+    assert before_last["BUSY"].max_event_ms == 2
+
+
+def test_a_damaged_state_file_is_one_clear_error(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state")
+    store.save(0, store.load(0), {"A": SymbolState(0, 0, candles((0, 0, 1, 2, 1, 2, 1)))})
+    (tmp_path / "state" / "0.arrow").write_bytes(b"ARROW1 truncated")
+    with pytest.raises(StateFileError, match=r"cannot be read.*move .* aside"):
+        StateStore(tmp_path / "state").load(1)
 
 
 def test_a_candle_in_a_closed_window_is_late_but_counts_in_its_open_windows() -> None:

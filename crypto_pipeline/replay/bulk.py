@@ -13,7 +13,6 @@ file's size."""
 from __future__ import annotations
 
 import contextlib
-import json
 import multiprocessing
 import os
 import signal
@@ -33,6 +32,7 @@ from crypto_pipeline.replay.formats import (
     InputFormatError,
     RowParser,
     data_lines,
+    file_lineage,
     parse_line,
     row_parser,
 )
@@ -97,24 +97,26 @@ class _Worker:
 
     options: ReplayOptions
     parser: RowParser
-    source_file_json: str
+    digest: str
+    lineage: str
     clock_ms: int  # the future rule's clock: when the worker started
 
     @classmethod
-    def load(cls, options: ReplayOptions) -> None:
+    def load(cls, options: ReplayOptions, digest: str) -> None:
         cls.options = options
         cls.parser = row_parser(options.path)
-        cls.source_file_json = json.dumps(str(options.path))
+        cls.digest = digest
+        cls.lineage = file_lineage(options.path, digest)
         cls.clock_ms = int(time.time() * 1000)
 
 
-def _start_worker(options: ReplayOptions) -> None:
+def _start_worker(options: ReplayOptions, digest: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    _Worker.load(options)
+    _Worker.load(options, digest)
 
 
 def _encode_block(first_line: int, block: bytes) -> EncodedBlock:
-    options, parser, source_file_json = _Worker.options, _Worker.parser, _Worker.source_file_json
+    options, parser, lineage = _Worker.options, _Worker.parser, _Worker.lineage
     filtered = options.symbols is not None or options.start_ms is not None or options.end_ms
     messages: list[LineMessage] = []
     counts = ReplaySummary(topic=options.topic)
@@ -126,13 +128,13 @@ def _encode_block(first_line: int, block: bytes) -> EncodedBlock:
             parsed = beyond_clock(options, parsed, parsed.candle.open_time_ms, _Worker.clock_ms)
         candle = parsed.candle
         if candle is None:
-            key, value = dead_letter(options, parsed)
+            key, value = dead_letter(options, parsed, _Worker.digest)
             reason = parsed.reason or ""
             messages.append((number, key, value, 0, reason))
             counts.record_rejection(reason)
             continue
         key = candle.symbol.encode()
-        value = candle.to_json(source_file_json, number)
+        value = candle.to_json(lineage, number)
         messages.append((number, key, value, candle.open_time_ms, None))
         counts.record_sent(len(key) + len(value), candle.open_time_ms)
     return EncodedBlock(messages, counts)
@@ -249,7 +251,7 @@ def replay_bulk(
         workers,
         mp_context=multiprocessing.get_context("fork"),
         initializer=_start_worker,
-        initargs=(options,),
+        initargs=(options, plan.digest),
     )
     in_flight: deque[Future[EncodedBlock]] = deque()
     unreadable: InputFormatError | None = None

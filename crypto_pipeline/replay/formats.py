@@ -18,7 +18,9 @@ from __future__ import annotations
 import csv
 import errno
 import gzip
+import hashlib
 import itertools
+import json
 import math
 import os
 import re
@@ -63,18 +65,18 @@ class Candle(NamedTuple):
     quote_volume: float | None
     trades: int | None
 
-    def to_json(self, source_file_json: str, line: int, shift_ms: int = 0) -> bytes:
+    def to_json(self, lineage: str, line: int, shift_ms: int = 0) -> bytes:
         """The Kafka message value of a valid candle: compact JSON with typed numbers, the event
         time in epoch ms and the lineage. Built directly (the rules leave finite numbers, whose
         `repr` is valid JSON, and symbols of A-Z 0-9 _ - that need no escaping): this is the
-        replay's hot path. `source_file_json` is the file name already JSON-encoded."""
+        replay's hot path. `lineage` is the file's part of it, already JSON (`file_lineage`)."""
         return (
             f'{{"symbol":"{self.symbol}","event_time_ms":{self.open_time_ms + shift_ms},'
             f'"open":{self.open!r},"high":{self.high!r},"low":{self.low!r},'
             f'"close":{self.close!r},"volume":{self.volume!r},'
             f'"quote_volume":{_json_number(self.quote_volume)},'
             f'"trades":{_json_number(self.trades)},'
-            f'"source_file":{source_file_json},"source_line":{line}}}'
+            f'{lineage},"source_line":{line}}}'
         ).encode()
 
 
@@ -306,15 +308,32 @@ def _open_rows(path: Path) -> tuple[BinaryIO, RowParser, list[tuple[int, bytes]]
     return stream, parser, first_data
 
 
+def file_lineage(path: Path, digest: str) -> str:
+    """What every message of a file says of it, as JSON members: its path and a digest of its
+    content (a file changed at the same path is another source)."""
+    return f'"source_file":{json.dumps(str(path))},"source_digest":"{digest}"'
+
+
+class FileScan(NamedTuple):
+    lines: int
+    digest: str  # of the (decompressed) content, 16 hex digits
+
+
 def count_lines(path: Path) -> int:
-    """Lines in the file, without parsing them; reading it whole first also refuses a truncated
-    or corrupt file, or one with a line longer than LINE_LIMIT_BYTES, before anything of it is
-    sent (memory: one block, whatever the file)."""
+    return scan_file(path).lines
+
+
+def scan_file(path: Path) -> FileScan:
+    """Lines in the file and its content's digest, without parsing it; reading it whole first
+    also refuses a truncated or corrupt file, or one with a line longer than LINE_LIMIT_BYTES,
+    before anything of it is sent (memory: one block, whatever the file)."""
     stream = _open_binary(path)
+    digest = hashlib.blake2b(digest_size=8)
     lines, run = 0, 0  # run: bytes since the last line end
     try:
         with stream:
             for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
                 ends = block.count(b"\n")
                 if ends:  # a line inside a block is shorter than the block: see its two ends
                     first = run + block.find(b"\n")
@@ -329,7 +348,7 @@ def count_lines(path: Path) -> int:
                         "(a CSV needs line ends: CR-only or binary files are refused)"
                     )
                 lines += ends
-            return lines
+            return FileScan(lines, digest.hexdigest())
     except READ_ERRORS as error:
         raise InputFormatError(f"{path}: cannot read to its end: {error}") from None
 

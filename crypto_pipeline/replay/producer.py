@@ -21,9 +21,10 @@ from crypto_pipeline.clients import end_offsets, ensure_topic, iter_records, kaf
 from crypto_pipeline.replay.formats import (
     InputFormatError,
     ParsedLine,
-    count_lines,
+    file_lineage,
     read_rows,
     reason_kind,
+    scan_file,
 )
 from crypto_pipeline.replay.progress import Progress
 from crypto_pipeline.settings import dead_letter_topic
@@ -52,7 +53,8 @@ class ReplayOptions:
     rebase_now: bool = False
     partitions: int = 3
     retention_ms: int | None = None
-    # Skip the lines of this file (by its path as given) already in the topic or its dead letters.
+    # Skip the lines of this file (its path as given and its content) already in the topic or its
+    # dead letters: a file changed at the same path is sent whole.
     resume: bool = False
     # "bulk" (crypto_pipeline/replay/bulk.py), "paced" (kafka-python, paced by event time) or
     # "auto": bulk for as-fast-as-possible replays of a file, paced otherwise.
@@ -195,13 +197,14 @@ def keep(options: ReplayOptions, parsed: ParsedLine) -> bool:
     return options.end_ms is None or candle.open_time_ms < options.end_ms
 
 
-def dead_letter(options: ReplayOptions, parsed: ParsedLine) -> tuple[bytes, bytes]:
+def dead_letter(options: ReplayOptions, parsed: ParsedLine, digest: str) -> tuple[bytes, bytes]:
     """The key and value of a rejected line's dead letter. Keyed by file and line: a second
     replay of the file sends the same keys."""
     source_file = str(options.path)
     value = {
         "raw": parsed.raw,
         "source_file": source_file,
+        "source_digest": digest,
         "source_line": parsed.line,
         "reason": parsed.reason,
         "topic": options.topic,
@@ -241,18 +244,23 @@ class _LinesSent:
         return 0 <= line < len(self.bits) * 8 and bool(self.bits[line >> 3] & (1 << (line & 7)))
 
     @classmethod
-    def read(cls, bootstrap_servers: str, options: ReplayOptions, lines: int) -> _LinesSent:
+    def read(
+        cls, bootstrap_servers: str, options: ReplayOptions, lines: int, digest: str
+    ) -> _LinesSent:
+        """Lines of this file with this content: a line of an earlier version of the file (the
+        same path, another digest) does not count as sent."""
         sent = cls(lines + 1)
-        source_file = str(options.path)
-        marker = f'"source_file":{json.dumps(source_file)}'.encode()
+        marker = file_lineage(options.path, digest).encode()
         for record in iter_records(bootstrap_servers, options.topic, timeout_s=3600):
             if marker in record.value:
                 sent.add(int(json.loads(record.value)["source_line"]))
-        prefix = f"{source_file}:".encode()
+        prefix = f"{options.path}:".encode()
+        same_content = f'"source_digest":"{digest}"'.encode()
         for record in iter_records(bootstrap_servers, options.dlq_topic, timeout_s=3600):
             key = record.key or b""
-            if key.startswith(prefix) and key[len(prefix) :].isdigit():
-                sent.add(int(key[len(prefix) :]))
+            line = key[len(prefix) :]
+            if key.startswith(prefix) and line.isdigit() and same_content in record.value:
+                sent.add(int(line))
         return sent
 
 
@@ -262,6 +270,7 @@ class ReplayPlan:
 
     total: int | None  # messages expected (None: endless --loop)
     sent_before: _LinesSent | None  # --resume
+    digest: str  # of the file's content, in every message's lineage
     last_event_ms: int | None = None  # --rebase-now: the file's last event time replayed
 
 
@@ -286,7 +295,7 @@ def plan_replay(options: ReplayOptions, bootstrap_servers: str) -> ReplayPlan:
     try:
         # A bad header, or a file that cannot be read to its end: an error before anything is sent.
         read_rows(options.path)
-        lines = count_lines(options.path)
+        lines, digest = scan_file(options.path)
     except InputFormatError as error:
         raise ReplayError(str(error)) from None
     if options.resume and (options.loop or options.rebase_now):
@@ -294,10 +303,13 @@ def plan_replay(options: ReplayOptions, bootstrap_servers: str) -> ReplayPlan:
     total = None if options.loop else lines
     if total is not None and options.limit is not None:
         total = min(total, options.limit)
-    sent_before = _LinesSent.read(bootstrap_servers, options, lines) if options.resume else None
+    sent_before = (
+        _LinesSent.read(bootstrap_servers, options, lines, digest) if options.resume else None
+    )
     ensure_topic(bootstrap_servers, options.topic, options.partitions, options.retention_ms)
     ensure_topic(bootstrap_servers, options.dlq_topic, 1, options.retention_ms)
-    return ReplayPlan(total, sent_before, last_event_ms(options) if options.rebase_now else None)
+    last_ms = last_event_ms(options) if options.rebase_now else None
+    return ReplayPlan(total, sent_before, digest, last_ms)
 
 
 def replay(
@@ -334,7 +346,7 @@ def _replay_paced(
     summary = ReplaySummary(topic=options.topic)
     delivery_errors: list[Exception] = []
     progress = Progress(total=plan.total, enabled=show_progress)
-    source_file_json = json.dumps(str(options.path))
+    lineage = file_lineage(options.path, plan.digest)
     partition_of = _KeyPartitions(producer.partitions_for(options.topic))
 
     unreadable: InputFormatError | None = None
@@ -355,7 +367,7 @@ def _replay_paced(
                 if parsed.candle is None and summary.loops:
                     continue  # --loop: a line's dead letter is sent on the first pass only
                 if parsed.candle is None:
-                    key, value = dead_letter(options, parsed)
+                    key, value = dead_letter(options, parsed, plan.digest)
                     producer.send(options.dlq_topic, key=key, value=value).add_errback(
                         delivery_errors.append
                     )
@@ -375,7 +387,7 @@ def _replay_paced(
                 shift_ms = rebase_ms + loop_shift_ms
                 if options.rebase_now:
                     _wait_for_clock(event + shift_ms, now_ms)
-                value = parsed.candle.to_json(source_file_json, parsed.line, shift_ms)
+                value = parsed.candle.to_json(lineage, parsed.line, shift_ms)
                 key = parsed.candle.symbol.encode()
                 producer.send(
                     options.topic, key=key, value=value, partition=partition_of(key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import itertools
 import json
 import os
@@ -36,10 +37,17 @@ HEADER = "open_time_ms,symbol,open,high,low,close,volume,quote_volume,trades"
 T0 = 1_735_689_600_000  # 2025-01-01T00:00Z
 
 
+def content_digest(path: Path) -> str:
+    """The lineage's digest of a file: BLAKE2b, 8 bytes, of its (decompressed) content."""
+    content = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    return hashlib.blake2b(content, digest_size=8).hexdigest()
+
+
 def expected_messages(path: Path) -> list[tuple[str, dict[str, Any]]]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", newline="") as stream:
         rows = list(csv.DictReader(stream))
+    digest = content_digest(path)
     return [
         (
             row["symbol"],
@@ -54,6 +62,7 @@ def expected_messages(path: Path) -> list[tuple[str, dict[str, Any]]]:
                 "quote_volume": float(row["quote_volume"]),
                 "trades": int(row["trades"]),
                 "source_file": str(path),
+                "source_digest": digest,
                 "source_line": line,
             },
         )
@@ -395,3 +404,32 @@ def test_a_resumed_replay_sends_only_what_is_missing(
     assert set(sent_lines) | set(dead_lines) == set(range(2, len(lines) + 1))
     with pytest.raises(ReplayError, match="--resume cannot be combined with --loop"):
         replay(ReplayOptions(path=path, topic=unique_name, resume=True, loop=True), bootstrap)
+
+
+def test_a_file_changed_at_the_same_path_is_resumed_as_a_new_file(
+    local_stack: Settings, unique_name: str, tmp_path: Path
+) -> None:
+    """A replay stops after 100 of 200 lines; the file is then corrected in place (line 50's
+    close). `--resume` sends the corrected file whole: its lines are another content's, so none
+    counts as sent (before, lines were matched by number alone and the correction was lost)."""
+    header, *rows = gzip.open(SAMPLE, "rt").read().splitlines()[:201]
+    path = tmp_path / "corrected.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    bootstrap = local_stack.kafka.bootstrap_servers
+    first = replay(
+        ReplayOptions(path=path, topic=unique_name, limit=100), bootstrap, show_progress=False
+    )
+    before = content_digest(path)
+    fields = rows[48].split(",")
+    original_close, fields[5] = float(fields[5]), fields[4]  # close = low: still valid
+    corrected = ",".join(fields)
+    path.write_text("\n".join([header, *rows[:48], corrected, *rows[49:]]) + "\n")
+
+    resumed = replay(
+        ReplayOptions(path=path, topic=unique_name, resume=True), bootstrap, show_progress=False
+    )
+
+    assert (first.sent, resumed.sent, resumed.already_sent) == (100, 200, 0)
+    messages = decoded(consume_all(local_stack, unique_name, expected=300))
+    line_50 = {(v["source_digest"], v["close"]) for _, v in messages if v["source_line"] == 50}
+    assert line_50 == {(before, original_close), (content_digest(path), float(fields[4]))}

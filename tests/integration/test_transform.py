@@ -31,9 +31,7 @@ def message(t_min: float, o: float, h: float, lo: float, c: float, v: float, **e
 
 def write_records(folder: Path, name: str, values: list[tuple[int, str]]) -> None:
     lines = [
-        json.dumps(
-            {"value": v, "topic": "t", "partition": 0, "offset": o, "timestamp": PRODUCED}
-        )
+        json.dumps({"value": v, "topic": "t", "partition": 0, "offset": o, "timestamp": PRODUCED})
         for o, v in values
     ]
     (folder / name).write_text("\n".join(lines) + "\n")

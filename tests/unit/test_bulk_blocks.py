@@ -5,13 +5,12 @@ message or dead letter."""
 from __future__ import annotations
 
 import gzip
-import json
 from pathlib import Path
 
 import pytest
 
 from crypto_pipeline.replay import bulk
-from crypto_pipeline.replay.formats import read_rows
+from crypto_pipeline.replay.formats import file_lineage, read_rows
 from crypto_pipeline.replay.producer import ReplayOptions, dead_letter
 
 HEADER = b"open_time_ms,symbol,open,high,low,close,volume,quote_volume,trades"
@@ -68,15 +67,16 @@ def test_blocks_number_every_line_as_the_file_has_it(
 def test_workers_encode_what_the_paced_replay_sends(tmp_path: Path, name: str) -> None:
     path = file_of(tmp_path, name, FILES[name])
     options = ReplayOptions(path=path, topic="t")
-    bulk._Worker.load(options)
+    digest = "0123456789abcdef"
+    bulk._Worker.load(options, digest)
     paced = []
     for parsed in read_rows(path):
         if parsed.candle is None:
-            key, value = dead_letter(options, parsed)
+            key, value = dead_letter(options, parsed, digest)
             paced.append((parsed.line, key, value, parsed.reason))
         else:
             key = parsed.candle.symbol.encode()
-            value = parsed.candle.to_json(json.dumps(str(path)), parsed.line)
+            value = parsed.candle.to_json(file_lineage(path, digest), parsed.line)
             paced.append((parsed.line, key, value, None))
 
     encoded = [

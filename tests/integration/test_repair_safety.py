@@ -14,15 +14,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 
+from crypto_assets.backfill import BACKFILL_ATTEMPTS, backfill_job, late_rows_sensor
 from crypto_pipeline import late_ledger
 from crypto_pipeline.clients import end_offsets, ensure_topic, mongo_client
+from crypto_pipeline.late_ledger import LateEntry
 from crypto_pipeline.settings import Settings
 from spark_jobs.config import JobConfig
 from spark_jobs.window_versions import WriterLease
 from tests.expected_ohlcv import expected_aggregates
-from tests.integration.dagster_helpers import wait_until
+from tests.integration.dagster_helpers import resources_for, wait_until
 from tests.integration.job_helpers import job_for, mongo_of, run_job, start_job
 from tests.integration.test_poison_and_late import message, stop, wait_until_committed
 from tests.integration.test_spark_job import assert_sinks_match
@@ -181,3 +184,42 @@ def test_a_window_partly_deleted_by_retention_is_unrepairable_and_keeps_its_valu
     # Every window as it was before the late candle: the hour keeps its 60 rows and the 5-minute
     # window its 5, nothing recomputed from what retention left.
     assert_sinks_match(local_stack, unique_name, expected_aggregates(hour_0 + hour_2, WINDOWS))
+
+
+def test_the_late_rows_sensor_stops_after_three_failed_backfills_and_skips_unrepairable(
+    local_stack: Settings, unique_name: str, tmp_path: Path
+) -> None:
+    """A ledger entry in the real MongoDB: the sensor requests a backfill; after three failed
+    backfill runs in a row it warns and stops (before, it relaunched one every tick, forever);
+    a successful run lets it try again. An entry found unrepairable is left to a person."""
+    mongo = mongo_of(local_stack, unique_name)
+    with mongo_client(mongo.uri) as client:
+        ledger = client[mongo.database][mongo.late_collection]
+        late_ledger.record(ledger, unique_name, "ckpt", 7, [LateEntry("BTCUSDT", 1, H0, H0)])
+        resources = resources_for(local_stack, unique_name, tmp_path / "state")
+        with dg.DagsterInstance.ephemeral() as instance:
+
+            def evaluate() -> dg.RunRequest | dg.SkipReason:
+                context = dg.build_sensor_context(
+                    instance=instance,
+                    resources={"kafka": resources["kafka"], "mongo": resources["mongo"]},
+                )
+                result = late_rows_sensor(context)
+                assert isinstance(result, dg.RunRequest | dg.SkipReason)
+                return result
+
+            assert isinstance(evaluate(), dg.RunRequest)
+            for status in [dg.DagsterRunStatus.FAILURE] * BACKFILL_ATTEMPTS:
+                instance.create_run_for_job(backfill_job, status=status)
+            stopped = evaluate()
+            assert isinstance(stopped, dg.SkipReason)
+            assert "failed in a row" in str(stopped.skip_message)
+            instance.create_run_for_job(backfill_job, status=dg.DagsterRunStatus.SUCCESS)
+            assert isinstance(evaluate(), dg.RunRequest)
+
+            (entry,) = late_ledger.open_entries(ledger, unique_name)
+            late_ledger.decide(ledger, [], {entry.id: "deleted by retention"})
+            assert isinstance(evaluate(), dg.SkipReason)
+            assert [e.unrepairable for e in late_ledger.open_entries(ledger, unique_name)] == [
+                "deleted by retention"
+            ]

@@ -1,0 +1,158 @@
+"""What a repair reads and decides, on values written out by hand: per-symbol ranges, chunks of
+whole windows, what retention deleted, ledger ids across checkpoint resets, the checkpoint's
+reset advice and its one-driver lock."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from crypto_pipeline.late_ledger import REFUSED, LateEntry, entry_id, repair_ranges
+from crypto_pipeline.settings import Settings
+from spark_jobs.backfill import (
+    chunk_span_ms,
+    chunks,
+    deleted_by_retention,
+    refused_reason,
+    widened,
+    windows_in_scope,
+)
+from spark_jobs.config import JobConfig
+from spark_jobs.main import CheckpointMismatch, check_checkpoint, lock_checkpoint
+from spark_jobs.open_windows import WindowLength
+
+MIN = 60_000
+HOUR = 60 * MIN
+FIVE, ONE_HOUR, FOUR_HOURS = (
+    WindowLength("5m", 5 * MIN),
+    WindowLength("1h", HOUR),
+    WindowLength("4h", 4 * HOUR),
+)
+
+
+def test_each_symbol_is_repaired_over_its_own_ranges_not_one_range_across_all() -> None:
+    """Before, every entry was merged into one range across all their symbols: a late minute of
+    2024 and one of 2026 made a backfill of two years for both."""
+    entries = [
+        LateEntry("BTCUSDT", 1, 10 * MIN, 12 * MIN),
+        LateEntry("BTCUSDT", 2, 12 * MIN, 20 * MIN),  # overlaps: merged
+        LateEntry("BTCUSDT", 1, 900 * MIN, 900 * MIN),
+        LateEntry("ETHUSDT", 1, 5 * MIN, 5 * MIN),
+    ]
+    assert repair_ranges(entries) == {
+        "BTCUSDT": [(10 * MIN, 20 * MIN + 1), (900 * MIN, 900 * MIN + 1)],
+        "ETHUSDT": [(5 * MIN, 5 * MIN + 1)],
+    }
+
+
+def test_ledger_ids_differ_after_a_checkpoint_reset() -> None:
+    """Batch ids start again on a reset checkpoint; before, its new late rows got the ids of old
+    repaired entries and looked repaired."""
+    entry = LateEntry("BTCUSDT", 1, 10 * MIN, 10 * MIN)
+    assert entry_id("t", "a1", 3, entry) != entry_id("t", "b2", 3, entry)
+    assert entry_id("t", "a1", 3, entry) == entry_id("t", "a1", 3, entry)  # a retried batch
+    refused = dataclasses.replace(entry, kind=REFUSED)
+    assert entry_id("t", "a1", 3, entry) != entry_id("t", "a1", 3, refused)
+
+
+def test_a_backfill_goes_through_its_range_in_chunks_of_whole_windows() -> None:
+    windows = [FIVE, ONE_HOUR, FOUR_HOURS]
+    span = chunk_span_ms(windows)
+    assert span == 4 * HOUR
+    assert chunk_span_ms([FIVE, WindowLength("3h", 3 * HOUR), FOUR_HOURS]) == 12 * HOUR
+    assert widened(
+        {"X": [(5 * HOUR + 7 * MIN, 5 * HOUR + 8 * MIN), (6 * HOUR, 9 * HOUR)]}, span
+    ) == {"X": [(4 * HOUR, 12 * HOUR)]}
+    # Buckets (number, candles): runs of at most 500; a bigger bucket is a chunk of its own.
+    assert chunks([(3, 200), (1, 200), (2, 200), (4, 900), (5, 10)], 500) == [
+        (1, 2),
+        (3, 3),
+        (4, 4),
+        (5, 5),
+    ]
+
+
+def test_only_the_windows_that_overlap_a_symbols_range_are_recomputed() -> None:
+    times = [0, 4 * MIN, 6 * MIN, 59 * MIN, 61 * MIN]
+    candles = pd.DataFrame(
+        {
+            "symbol": ["X"] * 5 + ["Y"],
+            "event_time_ms": [*times, 6 * MIN],
+            "partition": 0,
+            "offset": range(6),
+            "open": 1.0,
+            "high": 2.0,
+            "low": 1.0,
+            "close": 1.5,
+            "volume": 1.0,
+            "quote_volume": 1.5,
+            "trades": 1.0,
+        }
+    )
+    computed = windows_in_scope(candles, [FIVE, ONE_HOUR], {"X": [(6 * MIN, 6 * MIN + 1)]})
+    keys = zip(computed["symbol"], computed["window"], computed["window_start_ms"], strict=True)
+    assert sorted(keys) == [
+        ("X", "1h", 0),
+        ("X", "5m", 5 * MIN),
+    ]
+    hour = computed[computed["window"] == "1h"].iloc[0]
+    assert hour["rows"] == 4  # the whole hour, not only the range's candle
+
+
+def test_late_candles_deleted_by_retention_make_their_entry_unrepairable() -> None:
+    """Before, a backfill that found no candles wrote nothing and marked the entries repaired."""
+    entry = LateEntry("BTCUSDT", 2, 10 * MIN, 11 * MIN, {"1": [40, 41]})
+    assert deleted_by_retention(entry, {0: 0, 1: 40}) is None
+    reason = deleted_by_retention(entry, {0: 0, 1: 41})
+    assert reason is not None and "retention" in reason and "offset 41" in reason
+
+
+def test_a_refused_window_makes_the_entries_inside_it_unrepairable() -> None:
+    refused = pd.DataFrame(
+        {
+            "symbol": ["BTCUSDT"],
+            "window": ["1h"],
+            "window_start_ms": [0],
+            "window_end_ms": [HOUR],
+        }
+    )
+    inside = LateEntry("BTCUSDT", 1, 10 * MIN, 10 * MIN)
+    assert "1 windows (first 1h at 1970-01-01T00:00:00+00:00)" in str(
+        refused_reason(inside, refused)
+    )
+    assert refused_reason(dataclasses.replace(inside, symbol="ETHUSDT"), refused) is None
+    later = LateEntry("BTCUSDT", 1, 2 * HOUR, 2 * HOUR)
+    assert refused_reason(later, refused) is None
+
+
+def job(checkpoint: Path, **changes: object) -> JobConfig:
+    config = JobConfig.from_settings(Settings.from_env({}), checkpoint_dir=str(checkpoint))
+    return dataclasses.replace(config, **changes)  # type: ignore[arg-type]
+
+
+def test_a_checkpoint_has_an_id_and_its_mismatch_says_what_a_reset_really_does(
+    tmp_path: Path,
+) -> None:
+    root, first_id = check_checkpoint(job(tmp_path / "ckpt"))
+    assert check_checkpoint(job(tmp_path / "ckpt")) == (root, first_id)  # kept across runs
+    assert check_checkpoint(job(tmp_path / "other"))[1] != first_id  # a reset: a new one
+    with pytest.raises(CheckpointMismatch) as mismatch:
+        check_checkpoint(job(tmp_path / "ckpt", windows=("1h",)))
+    message = str(mismatch.value)
+    # Before: "delete it (the sinks are idempotent...)", after which partial windows were
+    # rewritten at the retention boundary.
+    assert "idempotent" not in message
+    assert "no window is overwritten with one computed from less input" in message
+
+
+def test_a_second_driver_on_the_same_checkpoint_is_refused(tmp_path: Path) -> None:
+    held = lock_checkpoint(tmp_path)
+    try:
+        with pytest.raises(CheckpointMismatch, match="in use by pid"):
+            lock_checkpoint(tmp_path)
+    finally:
+        held.close()
+    lock_checkpoint(tmp_path).close()  # free again once the first driver is gone

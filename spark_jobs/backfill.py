@@ -278,10 +278,10 @@ def run_backfill(spark: SparkSession, config: JobConfig) -> BackfillSummary:
             if not guarded:
                 write_riding_out_outages(pool, sink_writes(config, computed), patience_s)
                 continue
-            with writing_turn(lease, patience_s, is_outage) as turn:
+            with writing_turn(lease, patience_s, is_outage):
                 admission = admit_windows(config, computed)
                 writes = sink_writes(config, admission.admitted)
-                write_riding_out_outages(pool, writes, patience_s, turn.renew)
+                write_riding_out_outages(pool, writes, patience_s)
             summary.stale_windows += admission.stale
             summary.refused_windows += len(admission.conflicts)
             refused.append(admission.conflicts)

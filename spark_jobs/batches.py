@@ -45,6 +45,8 @@ from spark_jobs.window_versions import (
 )
 
 log = logging.getLogger("spark_jobs")
+# Window ids the stream remembers as its own writes, at most (then it reads them again once).
+OWN_WINDOWS_KEPT = 500_000
 
 
 @dataclass
@@ -113,6 +115,10 @@ class BatchWriter:
         self.delay_ms = interval_ms(config.watermark)
         self.on_batch = on_batch
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sink")
+        self.lease: WriterLease | None = None
+        # Windows whose stored version this process wrote and nobody has written since: the
+        # stream's own versions only grow, so a batch need not read theirs again.
+        self.own_windows: set[str] = set()
 
     def compute(
         self, batch: DataFrame, batch_id: int
@@ -144,7 +150,7 @@ class BatchWriter:
         late = [late_entry(symbol, step.late[symbol]) for symbol in sorted(step.late)]
         patience_s = self.config.sink_outage_patience_s
 
-        def write(admission: Admission | None, on_retry: Callable[[], None] | None) -> None:
+        def write(admission: Admission | None) -> None:
             windows = step.aggregates if admission is None else admission.admitted
             refused = [] if admission is None else refused_entries(admission.conflicts)
             writes = sink_writes(
@@ -162,18 +168,23 @@ class BatchWriter:
                 writes["batch_metrics"] = lambda: write_batch_metrics(
                     "ohlcv", batch_id, counts, time_ms, self.config
                 )
-            totals.seconds.update(write_riding_out_outages(self.pool, writes, patience_s, on_retry))
+            totals.seconds.update(write_riding_out_outages(self.pool, writes, patience_s))
 
         if len(step.aggregates) and "mongo" in self.config.sinks:
-            lease = WriterLease(writers_collection(self.config), f"stream {self.checkpoint_id}")
-            with writing_turn(lease, patience_s, is_outage) as turn:
-                admission = admit_windows(self.config, step.aggregates)
+            if self.lease is None:
+                name = f"stream {self.checkpoint_id}"
+                self.lease = WriterLease(writers_collection(self.config), name)
+            with writing_turn(self.lease, patience_s, is_outage):
+                if self.lease.others_wrote or len(self.own_windows) > OWN_WINDOWS_KEPT:
+                    self.own_windows.clear()
+                admission = admit_windows(self.config, step.aggregates, self.own_windows)
                 totals.windows = len(admission.admitted)
                 totals.stale_windows = admission.stale
                 totals.refused_windows = len(admission.conflicts)
-                write(admission, turn.renew)
+                write(admission)
+                self.own_windows.update(window_ids(admission.admitted))
         else:
-            write(None, None)
+            write(None)
         self.on_batch(batch_id, totals)
         if totals.windows or totals.dead_letters or totals.late:
             seconds = totals.seconds
@@ -224,9 +235,15 @@ def refused_entries(conflicts: pd.DataFrame) -> list[LateEntry]:
     ]
 
 
-def admit_windows(config: JobConfig, aggregates: pd.DataFrame) -> Admission:
-    """The windows split by their versions against the stored ones (inside a lease turn)."""
-    return admit(aggregates, stored_versions(aggregates_collection(config), window_ids(aggregates)))
+def admit_windows(
+    config: JobConfig, aggregates: pd.DataFrame, own: set[str] | frozenset[str] = frozenset()
+) -> Admission:
+    """The windows split by their versions against the stored ones (inside a lease turn). The
+    versions of `own` windows (this writer's last writes, nobody's since) are not read: its new
+    versions cover them."""
+    ids = window_ids(aggregates)
+    stored = stored_versions(aggregates_collection(config), [i for i in ids if i not in own])
+    return admit(aggregates, stored)
 
 
 def sink_writes(
@@ -279,12 +296,10 @@ def write_riding_out_outages(
     pool: ThreadPoolExecutor,
     writes: dict[str, Callable[[], object]],
     patience_s: float,
-    on_retry: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """`write_concurrently`, the writes that failed because their server was unreachable tried
     again (every write is idempotent) until `patience_s` has passed; then, or for any other
-    error, the batch fails. `on_retry` runs before each retry (the write lease's renewal: while
-    MongoDB is down nobody can take the lease, so an outage there is no reason to stop)."""
+    error, the batch fails."""
     deadline = time.monotonic() + patience_s
     pause_s, seconds = 1.0, {}
     while True:
@@ -305,12 +320,6 @@ def write_riding_out_outages(
         )
         time.sleep(pause_s)
         pause_s = min(pause_s * 2, 15.0)
-        if on_retry is not None:
-            try:
-                on_retry()
-            except Exception as renewal_error:
-                if not is_outage(renewal_error):
-                    raise
 
 
 def write_concurrently(

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +42,7 @@ WRITE, STALE, CONFLICT = "write", "stale", "conflict"
 # A lease not renewed for this long is free: its holder died.
 LEASE_TTL_S = 120.0
 LEASE_ID = "aggregates"
-VERSION_READ_BATCH = 1_000
+VERSION_READERS = 4
 
 Offsets = Mapping[str, int]
 
@@ -113,6 +115,8 @@ class WriterLease:
         self.writer = f"{writer} (pid {os.getpid()} on {socket.gethostname()})"
         self.ttl_s = ttl_s
         self.token: str | None = None
+        # Whether another writer had a turn between this writer's last turn and this one.
+        self.others_wrote = True
 
     def acquire(self, timeout_s: float, is_outage: Callable[[Exception], bool]) -> None:
         """Wait for the lease (a server outage counts as waiting), at most `timeout_s`."""
@@ -122,10 +126,6 @@ class WriterLease:
         pause_s, token = 0.02, uuid.uuid4().hex
         while True:
             try:
-                try:
-                    self.collection.insert_one({"_id": LEASE_ID, "holder": None, "expires_at": 0})
-                except DuplicateKeyError:
-                    pass
                 now = time.time()
                 taken = self.collection.find_one_and_update(
                     {"_id": LEASE_ID, "$or": [{"holder": None}, {"expires_at": {"$lt": now}}]},
@@ -139,9 +139,16 @@ class WriterLease:
                 )
                 if taken is not None:
                     self.token = token
+                    self.others_wrote = taken.get("last_writer") != self.writer
                     return
-                holder = (self.collection.find_one({"_id": LEASE_ID}) or {}).get("writer")
-                waiting_for = f"held by {holder}"
+                lease = self.collection.find_one({"_id": LEASE_ID})
+                if lease is None:  # the collection's first writer ever: create the lease, retry
+                    try:
+                        self.collection.insert_one({"_id": LEASE_ID, "holder": None})
+                    except DuplicateKeyError:
+                        pass
+                    continue
+                waiting_for = f"held by {lease.get('writer')}"
             except Exception as error:
                 if not is_outage(error):
                     raise
@@ -163,32 +170,51 @@ class WriterLease:
         self._update_held({"$set": {"expires_at": time.time() + self.ttl_s}})
 
     def release(self) -> None:
-        self._update_held({"$set": {"holder": None}})
+        self._update_held({"$set": {"holder": None, "last_writer": self.writer}})
         self.token = None
 
 
 def stored_versions(collection: Any, ids: list[str]) -> dict[str, dict[str, Any]]:
-    """The rows and input offsets of the stored windows among `ids`."""
-    found: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(ids), VERSION_READ_BATCH):
-        chunk = ids[start : start + VERSION_READ_BATCH]
-        for doc in collection.find({"_id": {"$in": chunk}}, {"rows": 1, INPUT_OFFSETS: 1}):
-            found[str(doc["_id"])] = doc
-    return found
+    """The rows and input offsets of the stored windows among `ids`: one lookup by `_id` each,
+    VERSION_READERS at a time (FerretDB answers `$in` with a scan of the collection: 3.6 s for
+    1,000 ids among 20,000 documents, where 1,000 lookups take 0.8 s)."""
+    with ThreadPoolExecutor(VERSION_READERS, thread_name_prefix="versions") as readers:
+        docs = readers.map(
+            lambda key: collection.find_one({"_id": key}, {"rows": 1, INPUT_OFFSETS: 1}), ids
+        )
+        return {str(doc["_id"]): doc for doc in docs if doc is not None}
 
 
 @contextmanager
 def writing_turn(
     lease: WriterLease, timeout_s: float, is_outage: Callable[[Exception], bool]
 ) -> Iterator[WriterLease]:
-    """The lease held for one turn of writes; released after them (a failed turn too)."""
+    """The lease held for one turn of writes, renewed every quarter of its time to live while
+    the writes run (however long a batch's writes take, or an outage lasts: while MongoDB is
+    down nobody can take it), and released after them, a failed turn's too."""
     lease.acquire(timeout_s, is_outage)
+    done = threading.Event()
+
+    def keep_renewing() -> None:
+        while not done.wait(lease.ttl_s / 4):
+            try:
+                lease.renew()
+            except Exception as error:
+                if not is_outage(error):
+                    return  # lost: the release says so, and the turn is done again
+
+    renewer = threading.Thread(target=keep_renewing, name="lease-renewal", daemon=True)
+    renewer.start()
     try:
         yield lease
     except BaseException:
+        done.set()
+        renewer.join()
         try:
             lease.release()
         except Exception:  # the turn's own error is the one to report
             pass
         raise
+    done.set()
+    renewer.join()
     lease.release()

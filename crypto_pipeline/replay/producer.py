@@ -17,7 +17,7 @@ from typing import Any
 from kafka.partitioner.default import murmur2
 
 from crypto_pipeline.candle_rules import DEFAULT_FUTURE_TOLERANCE_S, future_reason
-from crypto_pipeline.clients import end_offsets, ensure_topic, iter_records, kafka_producer
+from crypto_pipeline.clients import end_offsets, ensure_topic, kafka_producer
 from crypto_pipeline.replay.formats import (
     InputFormatError,
     ParsedLine,
@@ -26,7 +26,9 @@ from crypto_pipeline.replay.formats import (
     reason_kind,
     scan_file,
 )
+from crypto_pipeline.replay.pacing import Pacer, Span, wait_for_clock
 from crypto_pipeline.replay.progress import Progress
+from crypto_pipeline.replay.resume import LinesSent
 from crypto_pipeline.settings import dead_letter_topic
 
 log = logging.getLogger(__name__)
@@ -143,49 +145,6 @@ class ReplaySummary:
         ]
 
 
-class _Pacer:
-    """Sleeps so that event-time gaps become wall-clock gaps divided by the speed."""
-
-    def __init__(self, speed: float | None) -> None:
-        self.speed = speed
-        self.started = time.monotonic()
-        self.first_event_ms: int | None = None
-
-    def wait_for(self, event_ms: int) -> None:
-        if self.first_event_ms is None:
-            self.first_event_ms = event_ms
-        if self.speed is None:
-            return
-        due = self.started + (event_ms - self.first_event_ms) / (1000 * self.speed)
-        delay = due - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-
-    def elapsed_s(self) -> float:
-        return time.monotonic() - self.started
-
-
-@dataclass
-class _Span:
-    """First and last event time of one pass, and the smallest step between distinct times."""
-
-    first: int | None = None
-    last: int | None = None
-    step: int | None = None
-
-    def add(self, event_ms: int) -> None:
-        if self.last is not None and event_ms > self.last:
-            gap = event_ms - self.last
-            self.step = gap if self.step is None else min(self.step, gap)
-        self.first = event_ms if self.first is None else min(self.first, event_ms)
-        self.last = event_ms if self.last is None else max(self.last, event_ms)
-
-    @property
-    def length_ms(self) -> int:
-        assert self.first is not None and self.last is not None
-        return self.last - self.first + (self.step or 1)
-
-
 def keep(options: ReplayOptions, parsed: ParsedLine) -> bool:
     candle = parsed.candle
     if candle is None:
@@ -229,47 +188,12 @@ class _KeyPartitions:
         return partition
 
 
-class _LinesSent:
-    """The lines of one file already in the topic or in its dead-letter topic (a bitmap: one bit
-    per line, 6.5 MB for 52 million lines), read once before a resumed replay."""
-
-    def __init__(self, lines: int) -> None:
-        self.bits = bytearray(lines // 8 + 1)
-
-    def add(self, line: int) -> None:
-        if 0 <= line < len(self.bits) * 8:
-            self.bits[line >> 3] |= 1 << (line & 7)
-
-    def __contains__(self, line: int) -> bool:
-        return 0 <= line < len(self.bits) * 8 and bool(self.bits[line >> 3] & (1 << (line & 7)))
-
-    @classmethod
-    def read(
-        cls, bootstrap_servers: str, options: ReplayOptions, lines: int, digest: str
-    ) -> _LinesSent:
-        """Lines of this file with this content: a line of an earlier version of the file (the
-        same path, another digest) does not count as sent."""
-        sent = cls(lines + 1)
-        marker = file_lineage(options.path, digest).encode()
-        for record in iter_records(bootstrap_servers, options.topic, timeout_s=3600):
-            if marker in record.value:
-                sent.add(int(json.loads(record.value)["source_line"]))
-        prefix = f"{options.path}:".encode()
-        same_content = f'"source_digest":"{digest}"'.encode()
-        for record in iter_records(bootstrap_servers, options.dlq_topic, timeout_s=3600):
-            key = record.key or b""
-            line = key[len(prefix) :]
-            if key.startswith(prefix) and line.isdigit() and same_content in record.value:
-                sent.add(int(line))
-        return sent
-
-
 @dataclass(frozen=True)
 class ReplayPlan:
     """What a replay knows before it sends anything."""
 
     total: int | None  # messages expected (None: endless --loop)
-    sent_before: _LinesSent | None  # --resume
+    sent_before: LinesSent | None  # --resume
     digest: str  # of the file's content, in every message's lineage
     last_event_ms: int | None = None  # --rebase-now: the file's last event time replayed
 
@@ -304,7 +228,11 @@ def plan_replay(options: ReplayOptions, bootstrap_servers: str) -> ReplayPlan:
     if total is not None and options.limit is not None:
         total = min(total, options.limit)
     sent_before = (
-        _LinesSent.read(bootstrap_servers, options, lines, digest) if options.resume else None
+        LinesSent.read(
+            bootstrap_servers, options.topic, options.dlq_topic, options.path, lines, digest
+        )
+        if options.resume
+        else None
     )
     ensure_topic(bootstrap_servers, options.topic, options.partitions, options.retention_ms)
     ensure_topic(bootstrap_servers, options.dlq_topic, 1, options.retention_ms)
@@ -328,12 +256,6 @@ def replay(
     return _replay_paced(options, bootstrap_servers, show_progress, now_ms)
 
 
-def _wait_for_clock(event_ms: int, now_ms: Callable[[], int]) -> None:
-    """Until the clock has reached the event time (a rebased replay is live, never ahead)."""
-    while (ahead_ms := event_ms - now_ms()) > 0:
-        time.sleep(min(ahead_ms / 1000, 1.0))
-
-
 def _replay_paced(
     options: ReplayOptions,
     bootstrap_servers: str,
@@ -350,10 +272,10 @@ def _replay_paced(
     partition_of = _KeyPartitions(producer.partitions_for(options.topic))
 
     unreadable: InputFormatError | None = None
-    pacer = _Pacer(options.speed)
+    pacer = Pacer(options.speed)
     rebase_ms = 0
     loop_shift_ms = 0
-    span = _Span()
+    span = Span()
     try:
         while True:
             for parsed in read_rows(options.path):
@@ -386,7 +308,7 @@ def _replay_paced(
                 pacer.wait_for(event + loop_shift_ms)
                 shift_ms = rebase_ms + loop_shift_ms
                 if options.rebase_now:
-                    _wait_for_clock(event + shift_ms, now_ms)
+                    wait_for_clock(event + shift_ms, now_ms)
                 value = parsed.candle.to_json(lineage, parsed.line, shift_ms)
                 key = parsed.candle.symbol.encode()
                 producer.send(

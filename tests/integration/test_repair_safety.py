@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pytest
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 
 from crypto_assets.backfill import BACKFILL_ATTEMPTS, backfill_job, late_rows_sensor
@@ -23,7 +24,7 @@ from crypto_pipeline.clients import end_offsets, ensure_topic, mongo_client
 from crypto_pipeline.late_ledger import LateEntry
 from crypto_pipeline.settings import Settings
 from spark_jobs.config import JobConfig
-from spark_jobs.window_versions import WriterLease
+from spark_jobs.window_versions import LeaseLost, WriterLease, writing_turn
 from tests.expected_ohlcv import expected_aggregates
 from tests.integration.dagster_helpers import resources_for, wait_until
 from tests.integration.job_helpers import job_for, mongo_of, run_job, start_job
@@ -223,3 +224,29 @@ def test_the_late_rows_sensor_stops_after_three_failed_backfills_and_skips_unrep
             assert [e.unrepairable for e in late_ledger.open_entries(ledger, unique_name)] == [
                 "deleted by retention"
             ]
+
+
+def test_the_write_lease_is_renewed_while_a_turn_writes_and_expires_when_its_holder_stalls(
+    local_stack: Settings, unique_name: str
+) -> None:
+    """On the real MongoDB, with a 1 s time to live: a turn that writes for 3 s keeps the lease
+    (renewed) while another writer waits for it; a holder that stalls without renewing loses it
+    to the next writer after the time to live, and its release says so."""
+    mongo = mongo_of(local_stack, unique_name)
+    with mongo_client(mongo.uri) as client:
+        leases = client[mongo.database][mongo.writers_collection]
+        first = WriterLease(leases, "first", ttl_s=1.0)
+        second = WriterLease(leases, "second", ttl_s=1.0)
+        with writing_turn(first, 10, lambda error: False):
+            time.sleep(3)
+            with pytest.raises(TimeoutError, match="held by first"):
+                second.acquire(1.5, lambda error: False)
+        second.acquire(1, lambda error: False)  # free once the turn is over
+        second.release()
+
+        first.acquire(1, lambda error: False)  # and then stalls: no renewal
+        time.sleep(1.5)
+        second.acquire(1, lambda error: False)
+        with pytest.raises(LeaseLost):
+            first.release()
+        second.release()

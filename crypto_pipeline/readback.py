@@ -29,7 +29,7 @@ def influx_measurement_query(target: InfluxTarget, measurement: str, then: str) 
     )
 
 
-def _epoch_ms(moment: datetime) -> int:
+def epoch_ms(moment: datetime) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
@@ -41,7 +41,7 @@ def read_mongo(target: MongoTarget) -> tuple[Aggregates, list[str]]:
     bad_ids = []
     with mongo_client(target.uri) as client:
         for doc in client[target.database][target.collection].find({}):
-            key = (doc["symbol"], doc["window"], _epoch_ms(doc["window_start"]))
+            key = (doc["symbol"], doc["window"], epoch_ms(doc["window_start"]))
             if doc["_id"] != window_id(*key):
                 bad_ids.append(str(doc["_id"]))
             result[key] = {name: doc.get(name) for name in AGGREGATE_FIELDS}
@@ -62,7 +62,7 @@ def read_influx(target: InfluxTarget) -> Aggregates:
         for table in client.query_api().query(query):
             for record in table.records:
                 values = record.values
-                key = (values["symbol"], values["window"], _epoch_ms(record.get_time()))
+                key = (values["symbol"], values["window"], epoch_ms(record.get_time()))
                 nulls = set((values.get(NULL_FIELDS_FIELD) or "").split(","))
                 result[key] = {
                     name: None if name in nulls else values.get(name) for name in AGGREGATE_FIELDS

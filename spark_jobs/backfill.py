@@ -40,12 +40,17 @@ from crypto_pipeline import late_ledger
 from crypto_pipeline.clients import offset_range
 from crypto_pipeline.late_ledger import LateEntry
 from crypto_pipeline.replay.formats import ms_to_iso
-from spark_jobs.batches import admit_windows, is_outage, sink_writes, write_riding_out_outages
+from spark_jobs.batches import (
+    GuardedWindows,
+    is_outage,
+    sink_writes,
+    write_riding_out_outages,
+)
 from spark_jobs.config import JobConfig, window_ms
 from spark_jobs.open_windows import CANDLE_COLUMNS, WindowLength, advance_all
-from spark_jobs.sinks import late_ledger_collection, writers_collection
+from spark_jobs.sinks import late_ledger_collection
 from spark_jobs.transform import keyed_records, parse_messages
-from spark_jobs.window_versions import WriterLease, writing_turn
+from spark_jobs.window_versions import writing_turn
 
 log = logging.getLogger("spark_jobs")
 
@@ -255,7 +260,7 @@ def run_backfill(spark: SparkSession, config: JobConfig) -> BackfillSummary:
         summary.seconds["read"],
     )
 
-    lease = WriterLease(writers_collection(config), f"backfill {uuid.uuid4().hex[:8]}")
+    guard = GuardedWindows(config, f"backfill {uuid.uuid4().hex[:8]}")
     patience_s = config.sink_outage_patience_s
     refused = []
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sink") as pool:
@@ -278,10 +283,11 @@ def run_backfill(spark: SparkSession, config: JobConfig) -> BackfillSummary:
             if not guarded:
                 write_riding_out_outages(pool, sink_writes(config, computed), patience_s)
                 continue
-            with writing_turn(lease, patience_s, is_outage):
-                admission = admit_windows(config, computed)
+            with writing_turn(guard.lease, patience_s, is_outage):
+                admission = guard.admit(computed)
                 writes = sink_writes(config, admission.admitted)
                 write_riding_out_outages(pool, writes, patience_s)
+                guard.written(admission.admitted)
             summary.stale_windows += admission.stale
             summary.refused_windows += len(admission.conflicts)
             refused.append(admission.conflicts)

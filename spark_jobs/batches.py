@@ -37,15 +37,20 @@ from spark_jobs.sinks import (
 from spark_jobs.state_store import StateStore
 from spark_jobs.window_versions import (
     Admission,
+    Frontiers,
     WriterLease,
     admit,
+    may_be_stored,
+    raise_frontiers,
+    read_frontiers,
     stored_versions,
+    window_ends,
     window_ids,
     writing_turn,
 )
 
 log = logging.getLogger("spark_jobs")
-# Window ids the stream remembers as its own writes, at most (then it reads them again once).
+# Window ids a writer remembers as its own writes, at most (then it reads them again once).
 OWN_WINDOWS_KEPT = 500_000
 
 
@@ -115,10 +120,7 @@ class BatchWriter:
         self.delay_ms = interval_ms(config.watermark)
         self.on_batch = on_batch
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sink")
-        self.lease: WriterLease | None = None
-        # Windows whose stored version this process wrote and nobody has written since: the
-        # stream's own versions only grow, so a batch need not read theirs again.
-        self.own_windows: set[str] = set()
+        self.guard: GuardedWindows | None = None
 
     def compute(
         self, batch: DataFrame, batch_id: int
@@ -171,18 +173,15 @@ class BatchWriter:
             totals.seconds.update(write_riding_out_outages(self.pool, writes, patience_s))
 
         if len(step.aggregates) and "mongo" in self.config.sinks:
-            if self.lease is None:
-                name = f"stream {self.checkpoint_id}"
-                self.lease = WriterLease(writers_collection(self.config), name)
-            with writing_turn(self.lease, patience_s, is_outage):
-                if self.lease.others_wrote or len(self.own_windows) > OWN_WINDOWS_KEPT:
-                    self.own_windows.clear()
-                admission = admit_windows(self.config, step.aggregates, self.own_windows)
+            if self.guard is None:
+                self.guard = GuardedWindows(self.config, f"stream {self.checkpoint_id}")
+            with writing_turn(self.guard.lease, patience_s, is_outage):
+                admission = self.guard.admit(step.aggregates)
                 totals.windows = len(admission.admitted)
                 totals.stale_windows = admission.stale
                 totals.refused_windows = len(admission.conflicts)
                 write(admission)
-                self.own_windows.update(window_ids(admission.admitted))
+                self.guard.written(admission.admitted)
         else:
             write(None)
         self.on_batch(batch_id, totals)
@@ -235,15 +234,45 @@ def refused_entries(conflicts: pd.DataFrame) -> list[LateEntry]:
     ]
 
 
-def admit_windows(
-    config: JobConfig, aggregates: pd.DataFrame, own: set[str] | frozenset[str] = frozenset()
-) -> Admission:
-    """The windows split by their versions against the stored ones (inside a lease turn). The
-    versions of `own` windows (this writer's last writes, nobody's since) are not read: its new
-    versions cover them."""
-    ids = window_ids(aggregates)
-    stored = stored_versions(aggregates_collection(config), [i for i in ids if i not in own])
-    return admit(aggregates, stored)
+class GuardedWindows:
+    """What one writer (the stream, a backfill) may write in a turn of the write lease: the
+    windows whose version covers the stored one. Versions are read only where they can matter:
+    not for windows this writer wrote since anyone else's turn, nor beyond the frontiers."""
+
+    def __init__(self, config: JobConfig, writer: str) -> None:
+        self.config = config
+        self.lease = WriterLease(writers_collection(config), writer)
+        self.own: set[str] = set()
+        self.frontiers: Frontiers = {}
+
+    def admit(self, aggregates: pd.DataFrame) -> Admission:
+        """Holding the lease."""
+        if self.lease.others_wrote or len(self.own) > OWN_WINDOWS_KEPT:
+            self.own.clear()
+            self.frontiers.clear()
+        collection = aggregates_collection(self.config)
+        unknown = sorted(set(aggregates["symbol"]) - set(self.frontiers))
+        if unknown:
+            writers = writers_collection(self.config)
+            self.frontiers.update(read_frontiers(writers, collection, unknown))
+        maybe = may_be_stored(aggregates, self.frontiers)
+        ids = window_ids(aggregates)
+        wanted = [key for key, stored in zip(ids, maybe, strict=True) if stored]
+        return admit(
+            aggregates, stored_versions(collection, [i for i in wanted if i not in self.own])
+        )
+
+    def written(self, admitted: pd.DataFrame) -> None:
+        """After the writes, holding the lease: the frontiers raised, the windows remembered."""
+        raised: Frontiers = {}
+        for symbol, latest in window_ends(admitted).items():
+            known = self.frontiers.setdefault(symbol, {})
+            higher = {label: end for label, end in latest.items() if end > known.get(label, -1)}
+            if higher:
+                raised[symbol] = higher
+                known.update(higher)
+        raise_frontiers(writers_collection(self.config), raised)
+        self.own.update(window_ids(admitted))
 
 
 def sink_writes(

@@ -18,6 +18,13 @@ in MongoDB (`<collection>_writers`): holding it, a writer reads the stored versi
 windows, drops what is refused and writes both sinks. MongoDB is the arbiter; InfluxDB, which
 has no conditional write, receives only what MongoDB admitted in the same turn, so no other writer
 can interleave between the check and the two writes.
+
+Reading versions costs a lookup per window, so a writer skips two kinds: windows it wrote itself
+since anyone else's turn (its own versions only grow), and windows that cannot be stored yet. The
+latter come from a *frontier* per symbol and window length (a document beside the lease): the
+latest window end any writer has written, raised in the same turn as the writes. A window ending
+after it was never written by anyone. The frontiers of a collection written before they existed
+are taken once from the collection itself (a marker document says that was done).
 """
 
 from __future__ import annotations
@@ -36,12 +43,15 @@ from typing import Any
 import pandas as pd
 
 from crypto_pipeline.aggregates import window_id
+from crypto_pipeline.readback import epoch_ms
 from spark_jobs.open_windows import INPUT_OFFSETS
 
 WRITE, STALE, CONFLICT = "write", "stale", "conflict"
 # A lease not renewed for this long is free: its holder died.
 LEASE_TTL_S = 120.0
 LEASE_ID = "aggregates"
+FRONTIER = "frontier|"  # + symbol: {"ends": {window label: latest window end written}}
+FRONTIERS_INDEXED = "frontiers-indexed"
 VERSION_READERS = 4
 
 Offsets = Mapping[str, int]
@@ -79,6 +89,64 @@ def window_ids(aggregates: pd.DataFrame) -> list[str]:
         window_id(symbol, window, int(start))
         for symbol, window, start in zip(
             aggregates["symbol"], aggregates["window"], aggregates["window_start_ms"], strict=True
+        )
+    ]
+
+
+Frontiers = dict[str, dict[str, int]]  # symbol -> window label -> latest window end written
+
+
+def read_frontiers(writers: Any, aggregates: Any, symbols: list[str]) -> Frontiers:
+    """The frontiers of these symbols ({} for a symbol nobody has written), indexing the
+    collection once if it was written before frontiers existed (call it holding the lease)."""
+    if writers.find_one({"_id": FRONTIERS_INDEXED}) is None:
+        ends: Frontiers = {}
+        for doc in aggregates.find({}, {"symbol": 1, "window": 1, "window_end": 1}):
+            end = epoch_ms(doc["window_end"])
+            latest = ends.setdefault(doc["symbol"], {})
+            latest[doc["window"]] = max(latest.get(doc["window"], end), end)
+        raise_frontiers(writers, ends)
+        writers.update_one({"_id": FRONTIERS_INDEXED}, {"$set": {"at": time.time()}}, upsert=True)
+    with ThreadPoolExecutor(VERSION_READERS, thread_name_prefix="frontiers") as readers:
+        docs = readers.map(lambda symbol: writers.find_one({"_id": FRONTIER + symbol}), symbols)
+        return {
+            s: dict((doc or {}).get("ends") or {}) for s, doc in zip(symbols, docs, strict=True)
+        }
+
+
+def raise_frontiers(writers: Any, ends: Frontiers) -> None:
+    """Each symbol's frontiers raised to these ends (never lowered)."""
+    from pymongo import UpdateOne
+
+    operations = [
+        UpdateOne(
+            {"_id": FRONTIER + symbol},
+            {"$max": {f"ends.{label}": end for label, end in latest.items()}},
+            upsert=True,
+        )
+        for symbol, latest in ends.items()
+        if latest
+    ]
+    if operations:
+        writers.bulk_write(operations, ordered=False)
+
+
+def window_ends(aggregates: pd.DataFrame) -> Frontiers:
+    """Per symbol and window label, the latest window end among these windows."""
+    latest = aggregates.groupby(["symbol", "window"])["window_end_ms"].max()
+    ends: Frontiers = {}
+    for (symbol, label), end in latest.items():
+        ends.setdefault(str(symbol), {})[str(label)] = int(end)
+    return ends
+
+
+def may_be_stored(aggregates: pd.DataFrame, frontiers: Frontiers) -> list[bool]:
+    """Whether each window ends no later than its symbol's frontier: only then can another
+    writer have stored it."""
+    return [
+        end <= frontiers.get(symbol, {}).get(label, -1)
+        for symbol, label, end in zip(
+            aggregates["symbol"], aggregates["window"], aggregates["window_end_ms"], strict=True
         )
     ]
 

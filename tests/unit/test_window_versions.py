@@ -9,7 +9,15 @@ import pandas as pd
 import pytest
 
 from spark_jobs.open_windows import SymbolState, WindowLength, advance
-from spark_jobs.window_versions import CONFLICT, STALE, WRITE, admit, verdict
+from spark_jobs.window_versions import (
+    CONFLICT,
+    STALE,
+    WRITE,
+    admit,
+    may_be_stored,
+    verdict,
+    window_ends,
+)
 
 MIN = 60_000
 HOUR = WindowLength("1h", 60 * MIN)
@@ -75,3 +83,18 @@ def test_a_backfill_snapshot_older_than_the_streams_window_is_refused() -> None:
     assert admission.admitted.empty and admission.stale == 1 and admission.conflicts.empty
     # In the other order the backfill's hour lands and the stream's complete one replaces it.
     assert len(admit(written, {"BTCUSDT|1h|0": backfill.iloc[0].to_dict()}).admitted) == 1
+
+
+def test_only_windows_up_to_the_frontier_can_be_stored_already() -> None:
+    """A window ending after the latest end any writer wrote for its symbol and length was
+    never written: its version need not be read (the live stream's new windows)."""
+    windows = pd.DataFrame(
+        {
+            "symbol": ["A", "A", "A", "B"],
+            "window": ["5m", "5m", "1h", "5m"],
+            "window_end_ms": [5 * MIN, 10 * MIN, 60 * MIN, 5 * MIN],
+        }
+    )
+    assert window_ends(windows) == {"A": {"5m": 10 * MIN, "1h": 60 * MIN}, "B": {"5m": 5 * MIN}}
+    frontiers = {"A": {"5m": 5 * MIN}, "B": {}}
+    assert may_be_stored(windows, frontiers) == [True, False, False, False]

@@ -75,8 +75,11 @@ def ensure_topic(
 ) -> bool:
     """Create the topic if it is missing, replicated to up to 3 brokers (with 3, a write needs 2
     in-sync replicas: one broker may fail without loss or refusal); True if this call created
-    it."""
-    configs = {} if retention_ms is None else {"retention.ms": str(retention_ms)}
+    it. Records are stamped by the broker when appended (LogAppendTime), not by producers: the
+    Spark job's future rule compares event times with a clock no producer can set."""
+    configs = {"message.timestamp.type": "LogAppendTime"}
+    if retention_ms is not None:
+        configs["retention.ms"] = str(retention_ms)
     admin = kafka_admin(bootstrap_servers)
     try:
         if topic in admin.list_topics():

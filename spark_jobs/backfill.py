@@ -43,6 +43,7 @@ from crypto_pipeline.replay.formats import ms_to_iso
 from spark_jobs.batches import (
     GuardedWindows,
     is_outage,
+    refused_entries,
     sink_writes,
     write_riding_out_outages,
 )
@@ -191,6 +192,29 @@ def windows_in_scope(
     return pd.concat(computed, ignore_index=True)
 
 
+WINDOW_KEY = ("symbol", "window", "window_start_ms", "window_end_ms")
+
+
+def _frame(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    return (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame({name: [] for name in WINDOW_KEY})
+    )
+
+
+def none_recomputed(entry: LateEntry, computed: pd.DataFrame) -> str | None:
+    """Why nothing of the entry's range could be recomputed, if nothing could."""
+    own = computed[
+        (computed["symbol"] == entry.symbol)
+        & (computed["window_start_ms"] <= entry.last_event_ms)
+        & (computed["window_end_ms"] > entry.first_event_ms)
+    ]
+    if len(own):
+        return None
+    return "the topic holds none of its candles any more (retention): nothing was recomputed"
+
+
 def deleted_by_retention(entry: LateEntry, earliest: dict[int, int]) -> str | None:
     """Why the entry's late candles are gone from the topic, if they are."""
     for partition, (lowest, _) in entry.offsets.items():
@@ -262,7 +286,7 @@ def run_backfill(spark: SparkSession, config: JobConfig) -> BackfillSummary:
 
     guard = GuardedWindows(config, f"backfill {uuid.uuid4().hex[:8]}")
     patience_s = config.sink_outage_patience_s
-    refused = []
+    refused, recomputed = [], []  # windows refused as conflicts; keys of every window computed
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sink") as pool:
         for number, (first, last) in enumerate(planned, start=1):
             started = time.monotonic()
@@ -275,6 +299,7 @@ def run_backfill(spark: SparkSession, config: JobConfig) -> BackfillSummary:
                 len(part),
                 len(computed),
             )
+            recomputed.append(computed[list(WINDOW_KEY)])
             for label, count in computed["window"].value_counts().items():
                 summary.windows[str(label)] = summary.windows.get(str(label), 0) + int(count)
             summary.seconds["windows"] = summary.seconds.get("windows", 0.0) + (
@@ -290,26 +315,34 @@ def run_backfill(spark: SparkSession, config: JobConfig) -> BackfillSummary:
                 guard.written(admission.admitted)
             summary.stale_windows += admission.stale
             summary.refused_windows += len(admission.conflicts)
-            refused.append(admission.conflicts)
+            refused.append(admission.conflicts[list(WINDOW_KEY)])
     candles.unpersist()
 
-    if entries:
-        conflicts = (
-            pd.concat(refused, ignore_index=True)
-            if refused
-            else pd.DataFrame(
-                {"symbol": [], "window": [], "window_start_ms": [], "window_end_ms": []}
-            )
-        )
+    conflicts, computed_keys = _frame(refused), _frame(recomputed)
+    ledger = late_ledger_collection(config) if guarded else None
+    if ledger is not None and entries:
         repaired = []
         for entry in entries:
-            reason = deleted_by_retention(entry, earliest) or refused_reason(entry, conflicts)
+            reason = (
+                deleted_by_retention(entry, earliest)
+                or refused_reason(entry, conflicts)
+                or none_recomputed(entry, computed_keys)
+            )
             if reason is None:
                 repaired.append(entry.id)
             else:
                 summary.unrepairable[entry.id] = reason
-        late_ledger.decide(late_ledger_collection(config), repaired, summary.unrepairable)
+        late_ledger.decide(ledger, repaired, summary.unrepairable)
         summary.repaired_entries = len(repaired)
+    elif ledger is not None and len(conflicts):  # a backfill of a range: its conflicts listed
+        found = refused_entries(conflicts.assign(rows=0))
+        topic, writer = config.kafka.topic, guard.lease.writer
+        late_ledger.record(ledger, topic, writer, 0, found)
+        summary.unrepairable = {
+            late_ledger.entry_id(topic, writer, 0, e): str(refused_reason(e, conflicts))
+            for e in found
+        }
+        late_ledger.decide(ledger, [], summary.unrepairable)
     log.info(
         "backfill of %s: %d candles, windows %s (%d stale, %d refused), %d ledger entries "
         "repaired, %d unrepairable%s",

@@ -246,32 +246,35 @@ class GuardedWindows:
         self.frontiers: Frontiers = {}
 
     def admit(self, aggregates: pd.DataFrame) -> Admission:
-        """Holding the lease."""
+        """Holding the lease: the windows split by verdict, and the frontiers raised to the
+        admitted ones before anything is written (a write that fails half-way leaves no stored
+        window past a frontier; a frontier too high only costs lookups)."""
         if self.lease.others_wrote or len(self.own) > OWN_WINDOWS_KEPT:
             self.own.clear()
             self.frontiers.clear()
         collection = aggregates_collection(self.config)
+        writers = writers_collection(self.config)
         unknown = sorted(set(aggregates["symbol"]) - set(self.frontiers))
         if unknown:
-            writers = writers_collection(self.config)
             self.frontiers.update(read_frontiers(writers, collection, unknown))
         maybe = may_be_stored(aggregates, self.frontiers)
         ids = window_ids(aggregates)
         wanted = [key for key, stored in zip(ids, maybe, strict=True) if stored]
-        return admit(
+        admission = admit(
             aggregates, stored_versions(collection, [i for i in wanted if i not in self.own])
         )
-
-    def written(self, admitted: pd.DataFrame) -> None:
-        """After the writes, holding the lease: the frontiers raised, the windows remembered."""
         raised: Frontiers = {}
-        for symbol, latest in window_ends(admitted).items():
+        for symbol, latest in window_ends(admission.admitted).items():
             known = self.frontiers.setdefault(symbol, {})
             higher = {label: end for label, end in latest.items() if end > known.get(label, -1)}
             if higher:
                 raised[symbol] = higher
                 known.update(higher)
-        raise_frontiers(writers_collection(self.config), raised)
+        raise_frontiers(writers, raised)
+        return admission
+
+    def written(self, admitted: pd.DataFrame) -> None:
+        """After the writes: this writer's versions of these windows are the stored ones."""
         self.own.update(window_ids(admitted))
 
 

@@ -35,6 +35,15 @@ BASE = b"base"  # the version of the base a delta applies to (a base names itsel
 SUFFIX = ".arrow"
 MAX_DELTAS = 100
 COLUMNS = ("symbol", *CANDLE_COLUMNS)
+SCHEMA = pa.schema(
+    [
+        ("symbol", pa.string()),
+        *[
+            (name, pa.int64() if name in ("event_time_ms", "partition", "offset") else pa.float64())
+            for name in CANDLE_COLUMNS
+        ],
+    ]
+)
 
 
 class StateFileError(RuntimeError):
@@ -64,7 +73,7 @@ class StateView(Mapping[str, SymbolState]):
         if state is not None:
             return state
         watermark_ms, max_event_ms = self._marks[symbol]  # KeyError for an unknown symbol
-        piece = self._slices.get(symbol)
+        piece = self._slices.pop(symbol, None)
         candles = (
             SymbolState.empty().candles
             if piece is None
@@ -112,19 +121,15 @@ class StateView(Mapping[str, SymbolState]):
             self._set_rows(symbol, length)
 
     def table(self) -> pa.Table:
-        """Every symbol's candles as one table sorted by symbol (for a base)."""
-        pieces = []
-        for symbol in sorted(self._marks):
-            piece = self._slices.get(symbol)
-            if piece is not None:
-                pieces.append(piece.table.slice(piece.start, piece.length).select(COLUMNS))
-            elif self.rows(symbol):
-                pieces.append(_candles_table({symbol: self._states[symbol]}))
-        if not pieces:
-            return _candles_table({})
-        return pa.concat_tables(
-            [piece.replace_schema_metadata(None) for piece in pieces]
-        ).combine_chunks()
+        """Every symbol's candles as one table, each symbol's rows together (for a base): the
+        slices still read from files, then the states batches changed. Cast to one schema: a
+        file written by an older version of the job may hold other integer types."""
+        pieces = [
+            piece.table.slice(piece.start, piece.length).select(COLUMNS).cast(SCHEMA)
+            for piece in self._slices.values()
+        ]
+        pieces.append(_candles_table(self._states))
+        return pa.concat_tables(pieces).combine_chunks()
 
     def marks(self, symbols: Iterator[str] | None = None) -> dict[str, list[int | None]]:
         chosen = self._marks if symbols is None else {s: self._marks[s] for s in symbols}
@@ -151,8 +156,7 @@ def _candles_table(states: Mapping[str, SymbolState]) -> pa.Table:
             "trades": "float64",
         }
     )
-    table = pa.Table.from_pandas(candles[list(COLUMNS)], preserve_index=False)
-    return table.replace_schema_metadata(None)
+    return pa.Table.from_pandas(candles[list(COLUMNS)], schema=SCHEMA, preserve_index=False)
 
 
 class StateStore:
@@ -212,12 +216,19 @@ class StateStore:
     def save(self, batch_id: int, view: StateView, changed: Mapping[str, SymbolState]) -> int:
         """Version `batch_id`: `view` (the state the batch started from) with its changed
         symbols applied, written as a delta or a base; its size in bytes."""
+        try:
+            return self._save(batch_id, view, changed)
+        except BaseException:
+            self._last = None  # `view` may hold this version's changes: read it again
+            raise
+
+    def _save(self, batch_id: int, view: StateView, changed: Mapping[str, SymbolState]) -> int:
         base_of_previous = self._bases.get(batch_id - 1)
         changed_rows = sum(len(state.candles) for state in changed.values())
         view.apply(changed)
         delta = (
             base_of_previous is not None
-            and batch_id - base_of_previous < MAX_DELTAS
+            and batch_id - base_of_previous <= MAX_DELTAS
             and 2 * (self._delta_rows + changed_rows) < view.candles
         )
         if delta:

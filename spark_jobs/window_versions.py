@@ -176,7 +176,7 @@ class LeaseLost(RuntimeError):
 
 class WriterLease:
     """One writer at a time on a collection of aggregates (a MongoDB document, `expires_at` in
-    epoch seconds). Held by a turn; renewed while a turn waits out an outage."""
+    epoch seconds), held for a turn of writes and renewed while it lasts (`writing_turn`)."""
 
     def __init__(self, collection: Any, writer: str, ttl_s: float = LEASE_TTL_S) -> None:
         self.collection = collection
@@ -207,7 +207,8 @@ class WriterLease:
                 )
                 if taken is not None:
                     self.token = token
-                    self.others_wrote = taken.get("last_writer") != self.writer
+                    # The previous turn's writer (a crashed one's too: it is set on acquiring).
+                    self.others_wrote = taken.get("writer") != self.writer
                     return
                 lease = self.collection.find_one({"_id": LEASE_ID})
                 if lease is None:  # the collection's first writer ever: create the lease, retry
@@ -238,7 +239,7 @@ class WriterLease:
         self._update_held({"$set": {"expires_at": time.time() + self.ttl_s}})
 
     def release(self) -> None:
-        self._update_held({"$set": {"holder": None, "last_writer": self.writer}})
+        self._update_held({"$set": {"holder": None}})
         self.token = None
 
 

@@ -124,8 +124,7 @@ def _encode_block(first_line: int, block: bytes) -> EncodedBlock:
         parsed = parse_line(parser, number, line)
         if parsed is None or (filtered and not keep(options, parsed)):
             continue
-        if parsed.candle is not None:
-            parsed = beyond_clock(options, parsed, parsed.candle.open_time_ms, _Worker.clock_ms)
+        parsed = beyond_clock(options, parsed, _Worker.clock_ms)
         candle = parsed.candle
         if candle is None:
             key, value = dead_letter(options, parsed, _Worker.digest)

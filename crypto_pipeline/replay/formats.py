@@ -286,7 +286,7 @@ def _open_rows(path: Path) -> tuple[BinaryIO, RowParser, list[tuple[int, bytes]]
     try:
         head = stream.readline(LINE_LIMIT_BYTES + 1)
         first_line = head.decode("utf-8-sig")
-        if len(head) > LINE_LIMIT_BYTES:
+        if len(head) > LINE_LIMIT_BYTES and not head.endswith(b"\n"):
             raise ValueError(f"line 1 is longer than {LINE_LIMIT_BYTES:,} bytes")
         first = next(csv.reader([first_line]), [])
     except (*READ_ERRORS, UnicodeDecodeError, ValueError, csv.Error) as error:
@@ -317,10 +317,6 @@ def file_lineage(path: Path, digest: str) -> str:
 class FileScan(NamedTuple):
     lines: int
     digest: str  # of the (decompressed) content, 16 hex digits
-
-
-def count_lines(path: Path) -> int:
-    return scan_file(path).lines
 
 
 def scan_file(path: Path) -> FileScan:

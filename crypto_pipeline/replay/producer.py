@@ -195,22 +195,23 @@ class ReplayPlan:
     total: int | None  # messages expected (None: endless --loop)
     sent_before: LinesSent | None  # --resume
     digest: str  # of the file's content, in every message's lineage
+    clock_ms: int  # the future rule's clock (when the replay was planned)
     last_event_ms: int | None = None  # --rebase-now: the file's last event time replayed
 
 
-def last_event_ms(options: ReplayOptions) -> int | None:
-    """The latest event time among the lines the replay sends."""
-    times = (
-        p.candle.open_time_ms
-        for p in read_rows(options.path)
-        if p.candle is not None and keep(options, p)
-    )
-    return max(times, default=None)
+def last_event_ms(options: ReplayOptions, clock_ms: int) -> int | None:
+    """The latest event time among the lines the replay sends (a future-dated line is a dead
+    letter: it does not count)."""
+    rows = (beyond_clock(options, p, clock_ms) for p in read_rows(options.path) if keep(options, p))
+    return max((p.candle.open_time_ms for p in rows if p.candle is not None), default=None)
 
 
-def beyond_clock(options: ReplayOptions, parsed: ParsedLine, event_ms: int, now: int) -> ParsedLine:
-    """The line as a rejection when its candle is dated too far after the clock."""
-    reason = future_reason(event_ms, now, options.future_tolerance_ms)
+def beyond_clock(options: ReplayOptions, parsed: ParsedLine, clock_ms: int) -> ParsedLine:
+    """The line as a rejection when its candle is dated too far after the clock (its time in
+    the file: a shifted time of --rebase-now or --loop is never sent ahead of the clock)."""
+    if parsed.candle is None:
+        return parsed
+    reason = future_reason(parsed.candle.open_time_ms, clock_ms, options.future_tolerance_ms)
     return parsed if reason is None else parsed._replace(candle=None, reason=reason)
 
 
@@ -236,8 +237,9 @@ def plan_replay(options: ReplayOptions, bootstrap_servers: str) -> ReplayPlan:
     )
     ensure_topic(bootstrap_servers, options.topic, options.partitions, options.retention_ms)
     ensure_topic(bootstrap_servers, options.dlq_topic, 1, options.retention_ms)
-    last_ms = last_event_ms(options) if options.rebase_now else None
-    return ReplayPlan(total, sent_before, digest, last_ms)
+    clock_ms = int(time.time() * 1000)
+    last_ms = last_event_ms(options, clock_ms) if options.rebase_now else None
+    return ReplayPlan(total, sent_before, digest, clock_ms, last_ms)
 
 
 def replay(
@@ -284,8 +286,7 @@ def _replay_paced(
                 if sent_before is not None and parsed.line in sent_before:
                     summary.already_sent += 1
                     continue
-                if parsed.candle is not None and not options.rebase_now:
-                    parsed = beyond_clock(options, parsed, parsed.candle.open_time_ms, now_ms())
+                parsed = beyond_clock(options, parsed, plan.clock_ms)
                 if parsed.candle is None and summary.loops:
                     continue  # --loop: a line's dead letter is sent on the first pass only
                 if parsed.candle is None:
@@ -307,7 +308,7 @@ def _replay_paced(
                     span.add(event)
                 pacer.wait_for(event + loop_shift_ms)
                 shift_ms = rebase_ms + loop_shift_ms
-                if options.rebase_now:
+                if shift_ms:  # a shifted time is never sent ahead of the clock
                     wait_for_clock(event + shift_ms, now_ms)
                 value = parsed.candle.to_json(lineage, parsed.line, shift_ms)
                 key = parsed.candle.symbol.encode()

@@ -12,9 +12,9 @@ from crypto_pipeline.candle_rules import BAD_SYMBOL
 from crypto_pipeline.replay.formats import (
     Candle,
     InputFormatError,
-    count_lines,
     read_rows,
     reason_kind,
+    scan_file,
 )
 from tests.poison_cases import BROKEN_VALUES, csv_line
 
@@ -183,7 +183,7 @@ def test_a_truncated_gzip_is_refused_before_any_row(tmp_path: Path) -> None:
     path = tmp_path / "k.csv.gz"
     path.write_bytes(gzip.compress(text.encode())[:-5000])
     with pytest.raises(InputFormatError, match="cannot read to its end"):
-        count_lines(path)
+        scan_file(path)
     with pytest.raises(InputFormatError, match="cannot read past line"):
         list(read_rows(path))
 
@@ -205,7 +205,7 @@ def test_a_symbolic_link_is_refused_not_followed(tmp_path: Path) -> None:
     target.write_text("password=hunter2\n")
     link = tmp_path / "candles.csv"
     link.symlink_to(target)
-    for read in (lambda: list(read_rows(link)), lambda: count_lines(link)):
+    for read in (lambda: list(read_rows(link)), lambda: scan_file(link)):
         with pytest.raises(InputFormatError, match="symbolic link") as refused:
             read()
         assert "hunter2" not in str(refused.value)
@@ -234,4 +234,4 @@ def test_a_file_without_line_ends_is_refused_with_one_clear_error(
         b"open_time_ms,symbol,open,high,low,close,volume\n" + content.replace(b"\r", b",")
     )
     with pytest.raises(InputFormatError, match="line 2 is longer than 1,048,576 bytes"):
-        count_lines(long_line)
+        scan_file(long_line)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from spark_jobs.open_windows import SymbolState, WindowLength, advance, advance_all
@@ -276,3 +278,34 @@ def test_each_window_carries_the_highest_offset_of_its_candles_per_partition() -
     again = candles((1, 12, 1, 2, 1, 2, 1)).assign(partition=2)
     later = advance(step.state, again, [FIVE], DELAY)
     assert list(later.aggregates["input_offsets"]) == [{"0": 9, "2": 12}]
+
+
+def test_a_base_from_an_older_jobs_state_file_and_changed_symbols_reads_back(
+    tmp_path: Path,
+) -> None:
+    """The state file of the job before deltas (integer columns as floats, no base in its
+    metadata), then a batch that changes most of the state: the whole version written from
+    the old file's slices and the new states reads back to the same states."""
+    old = candles((0, 0, 10, 12, 9, 11, 1), (1, 1, 10, 12, 9, 11, 1)).astype(
+        {"partition": "float64", "offset": "float64"}
+    )
+    table = pa.Table.from_pandas(old.assign(symbol="OLD"), preserve_index=False)
+    marks = {"OLD": [-DELAY, MIN], "IDLE": [0, DELAY]}
+    folder = tmp_path / "state"
+    folder.mkdir()
+    table = table.replace_schema_metadata({b"watermarks": json.dumps(marks).encode()})
+    with pa.OSFile(str(folder / "0.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+
+    store = StateStore(folder)
+    new = {"NEW": SymbolState(0, 9 * MIN, candles(*[(m, 10 + m, 1, 2, 1, 2, 1) for m in range(9)]))}
+    store.save(1, store.load(1), new)
+    restarted = StateStore(folder).load(2)
+    assert_same_states(
+        restarted,
+        {
+            "OLD": SymbolState(-DELAY, MIN, old),
+            "IDLE": SymbolState(0, DELAY, candles()),
+            **new,
+        },
+    )

@@ -10,12 +10,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from crypto_pipeline.candle_rules import FUTURE_EVENT_TIME
 from crypto_pipeline.late_ledger import REFUSED, LateEntry, entry_id, repair_ranges
+from crypto_pipeline.replay.formats import read_rows
+from crypto_pipeline.replay.producer import ReplayOptions, beyond_clock, last_event_ms
 from crypto_pipeline.settings import Settings
 from spark_jobs.backfill import (
+    WINDOW_KEY,
     chunk_span_ms,
     chunks,
     deleted_by_retention,
+    none_recomputed,
     refused_reason,
     widened,
     windows_in_scope,
@@ -156,3 +161,34 @@ def test_a_second_driver_on_the_same_checkpoint_is_refused(tmp_path: Path) -> No
     finally:
         held.close()
     lock_checkpoint(tmp_path).close()  # free again once the first driver is gone
+
+
+def test_an_entry_whose_range_the_topic_no_longer_holds_is_unrepairable() -> None:
+    """A refused window's entry carries no offsets: when retention deleted all of its candles,
+    nothing is recomputed, and that is the reason given (it was marked repaired before)."""
+    entry = LateEntry("BTCUSDT", 60, 0, HOUR - 1, kind=REFUSED)
+    nothing = pd.DataFrame({name: [] for name in WINDOW_KEY})
+    assert "none of its candles" in str(none_recomputed(entry, nothing))
+    hour = pd.DataFrame(
+        {"symbol": ["BTCUSDT"], "window": ["1h"], "window_start_ms": [0], "window_end_ms": [HOUR]}
+    )
+    assert none_recomputed(entry, hour) is None
+
+
+def test_a_future_dated_line_neither_is_sent_nor_sets_where_a_rebased_replay_ends(
+    tmp_path: Path,
+) -> None:
+    """Before, a 2095 line counted as the file's last event: `--rebase-now` shifted the whole
+    file 70 years into the past."""
+    path = tmp_path / "with-2095.csv"
+    path.write_text(
+        "open_time_ms,symbol,open,high,low,close,volume\n"
+        "1735689600000,BTCUSDT,1,2,0.5,1,1\n"
+        "3944678400000,BTCUSDT,1,2,0.5,1,1\n"
+        "1735689660000,BTCUSDT,1,2,0.5,1,1\n"
+    )
+    options = ReplayOptions(path=path, topic="t", rebase_now=True)
+    now = 1_764_892_800_000  # 2025-12-05
+    assert last_event_ms(options, now) == 1_735_689_660_000
+    rejected = [beyond_clock(options, line, now) for line in read_rows(path)]
+    assert [line.reason for line in rejected] == [None, FUTURE_EVENT_TIME, None]

@@ -139,10 +139,13 @@ def test_a_checkpoint_of_the_previous_layout_is_a_one_line_error(
     result = run_job(job_for(local_stack, unique_name, checkpoint), timeout_s=120)
 
     assert result.returncode == 2
+    # What a reset does, truly: no longer "the sinks are idempotent" (issue 20).
     assert result.stderr.strip().splitlines() == [
         f"spark_jobs: error: {checkpoint} holds checkpoints of the previous layout; stop the job "
-        f"and delete {checkpoint} (the sinks are idempotent: the job recomputes everything still "
-        "in Kafka)"
+        f"and move {checkpoint} aside: a new checkpoint reads the topic again from "
+        "--starting-offsets, and no window is overwritten with one computed from less input "
+        "(windows whose candles the topic no longer holds keep their stored values; a window that "
+        "would mix old and new input is refused and listed by the late_rows_repaired check)"
     ]
 
 

@@ -9,7 +9,12 @@ from typing import Any
 from influxdb_client import InfluxDBClient
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+)
 from pymongo import MongoClient
 
 from crypto_pipeline.settings import InfluxTarget
@@ -35,6 +40,8 @@ class KafkaUnavailable(RuntimeError):
 
 
 KAFKA_BOOTSTRAP_TIMEOUT_MS = 5_000
+# How long a producer keeps retrying a message (brokers down or electing) before it gives up.
+DELIVERY_TIMEOUT_S = 120
 
 
 def kafka_producer(bootstrap_servers: str, **overrides: Any) -> KafkaProducer:
@@ -46,7 +53,7 @@ def kafka_producer(bootstrap_servers: str, **overrides: Any) -> KafkaProducer:
         "acks": "all",
         "enable_idempotence": True,
         "retries": 2**31 - 1,
-        "delivery_timeout_ms": 120_000,
+        "delivery_timeout_ms": DELIVERY_TIMEOUT_S * 1000,
         "linger_ms": 20,
         "batch_size": 512 * 1024,
         "max_request_size": 4 * 1024 * 1024,
@@ -96,14 +103,28 @@ def ensure_topic(
         admin.close()
 
 
-def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
+def end_offsets(bootstrap_servers: str, topic: str, patience_s: float = 0) -> dict[int, int]:
     """The end offset of every partition of the topic (empty if the topic does not exist)."""
-    return offset_range(bootstrap_servers, topic)[1]
+    return offset_range(bootstrap_servers, topic, patience_s)[1]
 
 
-def offset_range(bootstrap_servers: str, topic: str) -> tuple[dict[int, int], dict[int, int]]:
+def offset_range(
+    bootstrap_servers: str, topic: str, patience_s: float = 0
+) -> tuple[dict[int, int], dict[int, int]]:
     """Per partition of the topic, the earliest offset it still holds (retention deletes from
-    the start) and its end offset."""
+    the start) and its end offset. Brokers that are down or restarting (refused or reset
+    connections) are retried with a fresh client for up to `patience_s`."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return _offset_range(bootstrap_servers, topic)
+        except (KafkaConnectionError, KafkaTimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def _offset_range(bootstrap_servers: str, topic: str) -> tuple[dict[int, int], dict[int, int]]:
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap_servers,
         bootstrap_timeout_ms=KAFKA_BOOTSTRAP_TIMEOUT_MS,

@@ -27,6 +27,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from crypto_pipeline.clients import DELIVERY_TIMEOUT_S
 from crypto_pipeline.replay.formats import (
     READ_ERRORS,
     InputFormatError,
@@ -50,8 +51,8 @@ from crypto_pipeline.replay.progress import Progress
 
 BLOCK_BYTES = 1 << 20  # about 3,500 lines of 300 bytes
 BLOCKS_IN_FLIGHT_PER_WORKER = 4
-# What a flush may take: librdkafka gives up on a message after delivery.timeout.ms (120 s).
-FLUSH_TIMEOUT_S = 130.0
+# What a flush may take: librdkafka gives up on a message after delivery.timeout.ms.
+FLUSH_TIMEOUT_S = DELIVERY_TIMEOUT_S + 10.0
 # A line as a worker hands it over: (line, key, value, event time ms, rejection reason or None).
 LineMessage = tuple[int, bytes, bytes, int, str | None]
 
@@ -77,7 +78,7 @@ def librdkafka_config(bootstrap_servers: str) -> dict[str, Any]:
         # The local queue: about 2 s of sending at 100,000 messages/s, and a bound on memory.
         "queue.buffering.max.messages": 200_000,
         "queue.buffering.max.kbytes": 64 << 10,
-        "delivery.timeout.ms": 120_000,
+        "delivery.timeout.ms": DELIVERY_TIMEOUT_S * 1000,
         # Delivery reports for failures only: a success costs the sending loop nothing.
         "delivery.report.only.error": True,
     }

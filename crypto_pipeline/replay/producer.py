@@ -17,7 +17,12 @@ from typing import Any
 from kafka.partitioner.default import murmur2
 
 from crypto_pipeline.candle_rules import DEFAULT_FUTURE_TOLERANCE_S, future_reason
-from crypto_pipeline.clients import end_offsets, ensure_topic, kafka_producer
+from crypto_pipeline.clients import (
+    DELIVERY_TIMEOUT_S,
+    end_offsets,
+    ensure_topic,
+    kafka_producer,
+)
 from crypto_pipeline.replay.formats import (
     InputFormatError,
     ParsedLine,
@@ -352,5 +357,6 @@ def finish(
         raise ReplayError(
             f"{len(delivery_errors)} messages were not delivered; first error: {delivery_errors[0]}"
         )
-    summary.end_offsets = end_offsets(bootstrap_servers, summary.topic)
+    # Everything is delivered: wait for restarting brokers as long as a delivery would.
+    summary.end_offsets = end_offsets(bootstrap_servers, summary.topic, DELIVERY_TIMEOUT_S)
     return summary

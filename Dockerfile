@@ -17,7 +17,7 @@ WORKDIR /opt/crypto-pipeline
 COPY . .
 RUN pip install --no-cache-dir -e . \
     && python -c "from crypto_pipeline.settings import Settings; \
-from crypto_pipeline.stack.artifacts import spark_connector_jars; \
+from local_stack.artifacts import spark_connector_jars; \
 print(spark_connector_jars(Settings.from_env()))" \
     && rm -rf /root/.m2
 

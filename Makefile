@@ -34,7 +34,7 @@ system-packages:
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy crypto_pipeline crypto_assets spark_jobs tests
+	$(BIN)/mypy crypto_pipeline spark_jobs crypto_assets crypto_cli local_stack tests
 
 test-unit: install
 	$(BIN)/pytest tests/unit

@@ -13,22 +13,23 @@ from typing import Any
 
 import dagster as dg
 
-from crypto_assets.assets.aggregates import ohlcv_sinks
-from crypto_assets.assets.market_data import kafka_klines
-from crypto_assets.backfill import backfill_job, late_rows_sensor
-from crypto_assets.checks import (
-    fresh,
-    late_rows_repaired,
-    matches_source,
-    nothing_left_behind,
-    sinks_agree,
-)
+from crypto_assets.aggregation.ohlcv_sinks import ohlcv_sinks
+from crypto_assets.aggregation.repairs import backfill_job, late_rows_sensor
+from crypto_assets.aggregation.streaming import streaming_job
+from crypto_assets.ingestion.market_data import kafka_klines
 from crypto_assets.jobs import (
     freshness_job,
     nightly_reconciliation,
     ohlcv_job,
     reconciliation_job,
     replay_job,
+)
+from crypto_assets.quality.checks import (
+    fresh,
+    late_rows_repaired,
+    matches_source,
+    nothing_left_behind,
+    sinks_agree,
 )
 from crypto_assets.resources import (
     IncomingFilesResource,
@@ -43,7 +44,6 @@ from crypto_assets.sensors import (
     streaming_health_sensor,
     streaming_restart_sensor,
 )
-from crypto_assets.streaming import streaming_job
 from crypto_pipeline.build_cache import spark_connectors_dir
 from crypto_pipeline.settings import Settings
 

@@ -3,9 +3,9 @@ and the nightly reconciliation schedule."""
 
 import dagster as dg
 
-from crypto_assets.assets.aggregates import ohlcv_sinks
-from crypto_assets.assets.market_data import kafka_klines
-from crypto_assets.checks import (
+from crypto_assets.aggregation.ohlcv_sinks import ohlcv_sinks
+from crypto_assets.ingestion.market_data import kafka_klines
+from crypto_assets.quality.checks import (
     fresh,
     late_rows_repaired,
     matches_source,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from crypto_pipeline import late_ledger
 from crypto_pipeline.candle_rules import DEFAULT_FUTURE_TOLERANCE_S
 from crypto_pipeline.clients import end_offsets, read_latest_by_key, read_messages
+from crypto_pipeline.formats import late_ledger
 from crypto_pipeline.readback import (
     Aggregates,
     newest_influx_event_ms,
@@ -27,8 +27,8 @@ from crypto_pipeline.settings import (
     checkpoint_dir,
     stream_status_file,
 )
-from crypto_pipeline.spark import DRIVER_MEMORY, driver_bind_address
-from spark_jobs.config import JobConfig
+from spark_jobs.interface.config import JobConfig
+from spark_jobs.interface.launch import DRIVER_MEMORY, driver_bind_address
 
 
 class KafkaResource(dg.ConfigurableResource):

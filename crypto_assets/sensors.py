@@ -10,12 +10,12 @@ from typing import Any
 
 import dagster as dg
 
-from crypto_assets.assets.aggregates import INFLUX_ASSET, MONGO_ASSET
-from crypto_assets.assets.market_data import kafka_klines
+from crypto_assets.aggregation.ohlcv_sinks import INFLUX_ASSET, MONGO_ASSET
+from crypto_assets.aggregation.streaming import streaming_job
+from crypto_assets.ingestion.market_data import kafka_klines
 from crypto_assets.jobs import freshness_job, ohlcv_job, replay_job
 from crypto_assets.resources import IncomingFilesResource, KafkaResource, SparkResource
-from crypto_assets.streaming import streaming_job
-from crypto_pipeline.stream_status import read_status, running_stream_pid, streaming_health
+from spark_jobs.interface.heartbeat import read_status, running_stream_pid, streaming_health
 
 REPLAYABLE_SUFFIXES = (".csv", ".csv.gz")
 # A file is replayed once it has not changed for this long (a copy in progress keeps changing);

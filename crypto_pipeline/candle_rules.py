@@ -1,5 +1,5 @@
 """What makes a candle valid: the one definition both stages apply, the replay producer in
-Python (crypto_pipeline/replay/formats.py) and the Spark job as column expressions
+Python (crypto_pipeline/replay/input_files.py) and the Spark job as column expressions
 (spark_jobs/transform.py).
 A record that breaks a rule goes to the dead-letter topic with the rule's reason; the reasons'
 texts are shared too, so a dead letter reads the same whichever stage wrote it.

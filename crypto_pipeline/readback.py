@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from crypto_pipeline.aggregates import AGGREGATE_FIELDS, NULL_FIELDS_FIELD, window_id
 from crypto_pipeline.clients import influx_client, mongo_client
+from crypto_pipeline.formats.window_document import AGGREGATE_FIELDS, NULL_FIELDS_FIELD, window_id
 from crypto_pipeline.settings import InfluxTarget, MongoTarget
 
 AggregateKey = tuple[str, str, int]

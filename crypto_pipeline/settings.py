@@ -134,7 +134,8 @@ class MongoTarget:
 
     @property
     def late_collection(self) -> str:
-        """The ledger of late candles (crypto_pipeline/late_ledger.py), beside the aggregates."""
+        """The ledger of late candles (crypto_pipeline/formats/late_ledger.py), beside the
+        aggregates."""
         return f"{self.collection}_late"
 
     @property

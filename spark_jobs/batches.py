@@ -20,8 +20,8 @@ from pathlib import Path
 import pandas as pd
 from pyspark.sql import DataFrame
 
-from crypto_pipeline.late_ledger import REFUSED, LateEntry
-from spark_jobs.config import JobConfig, interval_ms, window_ms
+from crypto_pipeline.formats.late_ledger import REFUSED, LateEntry
+from spark_jobs.interface.config import JobConfig, interval_ms, window_ms
 from spark_jobs.open_windows import CANDLE_COLUMNS, BatchStep, WindowLength, advance_all
 from spark_jobs.sinks import (
     aggregate_columns,

@@ -3,7 +3,8 @@
     spark-submit --jars <connectors> spark_jobs/main.py --trigger available-now
     python -m spark_jobs.main --trigger "1 second"
 
-Options: `python -m spark_jobs.main --help` (spark_jobs/config.py, the contract with Dagster).
+Options: `python -m spark_jobs.main --help` (spark_jobs/interface/config.py, the contract with
+Dagster).
 `main` only wires configuration, the source, the query and its `foreachBatch`: one streaming
 query that reads the topic once and computes every window length and the dead letters from it
 (spark_jobs/transform.py, spark_jobs/batches.py): its checkpoint in `<checkpoint dir>/ohlcv`, the
@@ -29,11 +30,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from crypto_pipeline.clients import ensure_topic
-from crypto_pipeline.spark import build_spark_session
 from spark_jobs.backfill import run_backfill
 from spark_jobs.batches import BatchWriter
-from spark_jobs.config import JobConfig, interval_ms
-from spark_jobs.progress import ProgressTracker, open_reporter
+from spark_jobs.interface.config import JobConfig, interval_ms
+from spark_jobs.interface.launch import build_spark_session
+from spark_jobs.query_progress import ProgressTracker, open_reporter
 from spark_jobs.sinks import ensure_mongo_index
 from spark_jobs.transform import keyed_records, parse_messages
 

@@ -20,16 +20,16 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from crypto_pipeline import late_ledger
-from crypto_pipeline.aggregates import (
+from crypto_pipeline.clients import Document, influx_client, kafka_producer, mongo_client
+from crypto_pipeline.formats import late_ledger
+from crypto_pipeline.formats.window_document import (
     AGGREGATE_FIELDS,
     INTEGER_FIELDS,
     NULL_FIELDS_FIELD,
     window_id,
 )
-from crypto_pipeline.clients import Document, influx_client, kafka_producer, mongo_client
 from crypto_pipeline.settings import InfluxTarget
-from spark_jobs.config import JobConfig
+from spark_jobs.interface.config import JobConfig
 from spark_jobs.open_windows import INPUT_OFFSETS
 
 T = TypeVar("T")

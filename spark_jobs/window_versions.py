@@ -42,7 +42,7 @@ from typing import Any
 
 import pandas as pd
 
-from crypto_pipeline.aggregates import window_id
+from crypto_pipeline.formats.window_document import window_id
 from crypto_pipeline.readback import epoch_ms
 from spark_jobs.open_windows import INPUT_OFFSETS
 

@@ -28,7 +28,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from crypto_pipeline.clients import DELIVERY_TIMEOUT_S
-from crypto_pipeline.replay.formats import (
+from crypto_pipeline.replay.input_files import (
     READ_ERRORS,
     InputFormatError,
     RowParser,
@@ -47,7 +47,7 @@ from crypto_pipeline.replay.producer import (
     keep,
     plan_replay,
 )
-from crypto_pipeline.replay.progress import Progress
+from crypto_pipeline.replay.progress_meter import Progress
 
 BLOCK_BYTES = 1 << 20  # about 3,500 lines of 300 bytes
 BLOCKS_IN_FLIGHT_PER_WORKER = 4

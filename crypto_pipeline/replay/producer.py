@@ -23,7 +23,7 @@ from crypto_pipeline.clients import (
     ensure_topic,
     kafka_producer,
 )
-from crypto_pipeline.replay.formats import (
+from crypto_pipeline.replay.input_files import (
     InputFormatError,
     ParsedLine,
     file_lineage,
@@ -32,7 +32,7 @@ from crypto_pipeline.replay.formats import (
     scan_file,
 )
 from crypto_pipeline.replay.pacing import Pacer, Span, wait_for_clock
-from crypto_pipeline.replay.progress import Progress
+from crypto_pipeline.replay.progress_meter import Progress
 from crypto_pipeline.replay.resume import LinesSent
 from crypto_pipeline.settings import dead_letter_topic
 

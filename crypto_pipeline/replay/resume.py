@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from crypto_pipeline.clients import iter_records
-from crypto_pipeline.replay.formats import file_lineage
+from crypto_pipeline.replay.input_files import file_lineage
 
 
 class LinesSent:

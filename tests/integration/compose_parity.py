@@ -29,9 +29,9 @@ from typing import Any
 
 import yaml
 
+import local_stack as stack
 from crypto_assets.sensors import REPLAY_RUN_TAG
-from crypto_pipeline import stack
-from crypto_pipeline.cli.dagster_services import DagsterApi
+from crypto_cli.dagster_services import DagsterApi
 from crypto_pipeline.clients import mongo_client
 from crypto_pipeline.console import say
 from crypto_pipeline.settings import REPO_ROOT, Settings

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import pytest
 from pyspark.sql import SparkSession
 
-from crypto_pipeline import stack
+import local_stack as stack
 from crypto_pipeline.build_cache import spark_connectors_dir
 from crypto_pipeline.settings import Settings
-from crypto_pipeline.spark import build_spark_session
+from spark_jobs.interface.launch import build_spark_session
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 import dagster as dg
 
 from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
+from crypto_cli.dagster_services import DagsterServices, prepare_dagster_home
 from crypto_pipeline.build_cache import spark_connectors_dir
-from crypto_pipeline.cli.dagster_services import DagsterServices, prepare_dagster_home
 from crypto_pipeline.settings import Settings
 from tests.integration.conftest import free_port
 

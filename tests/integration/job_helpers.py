@@ -11,7 +11,7 @@ from typing import Any
 
 from crypto_pipeline.replay.producer import ReplayOptions, ReplaySummary, replay
 from crypto_pipeline.settings import InfluxTarget, KafkaTarget, MongoTarget, Settings
-from spark_jobs.config import JobConfig
+from spark_jobs.interface.config import JobConfig
 
 
 def replay_file(settings: Settings, path: Path, topic: str, **options: Any) -> ReplaySummary:

@@ -12,8 +12,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+import local_stack as stack
 from crypto_assets.definitions import build_definitions, resources_from_settings
-from crypto_pipeline import stack
 from crypto_pipeline.clients import mongo_client
 from crypto_pipeline.settings import Settings
 from tests.integration.conftest import free_port

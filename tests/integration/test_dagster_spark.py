@@ -10,11 +10,11 @@ from typing import Any
 
 import dagster as dg
 
-from crypto_assets.assets.aggregates import INFLUX_ASSET, MONGO_ASSET, ohlcv_sinks
+from crypto_assets.aggregation.ohlcv_sinks import INFLUX_ASSET, MONGO_ASSET, ohlcv_sinks
 from crypto_pipeline.clients import end_offsets
 from crypto_pipeline.readback import read_influx, read_mongo
 from crypto_pipeline.settings import REPO_ROOT, Settings
-from crypto_pipeline.stream_status import streaming_health
+from spark_jobs.interface.heartbeat import streaming_health
 from tests.expected_ohlcv import expected_aggregates, mismatches, read_csv_rows
 from tests.integration.dagster_helpers import resources_for, wait_until
 from tests.integration.job_helpers import influx_of, job_for, mongo_of, replay_file, start_job

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from crypto_assets.sensors import REPLAY_RUN_TAG
-from crypto_pipeline.cli.dagster_services import (
+from crypto_cli.dagster_services import (
     ASSET_GRAPH_PATH,
     DagsterApi,
 )

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from crypto_pipeline import dashboards
+from crypto_cli import dashboards
 from crypto_pipeline.clients import influx_client
 from crypto_pipeline.settings import REPO_ROOT, InfluxTarget, Settings
 from tests.integration.job_helpers import job_for, replay_file, run_job

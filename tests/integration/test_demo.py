@@ -14,13 +14,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from crypto_pipeline.cli.dagster_services import DagsterApi
-from crypto_pipeline.cli.demo import DEMO_TAG
+from crypto_cli.dagster_services import DagsterApi
+from crypto_cli.demo import DEMO_TAG
 from crypto_pipeline.clients import mongo_client
 from crypto_pipeline.settings import Settings
 from tests.integration.conftest import free_port
 
-CLI = [sys.executable, "-m", "crypto_pipeline.cli"]
+CLI = [sys.executable, "-m", "crypto_cli"]
 
 
 def demo_env(name: str, tmp_path: Path) -> dict[str, str]:

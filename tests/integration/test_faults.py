@@ -20,17 +20,18 @@ import dagster as dg
 import pytest
 from kafka import KafkaProducer
 
-from crypto_assets.reconcile import committed_offsets
+import local_stack as stack
+from crypto_assets.aggregation.streaming import streaming_job
+from crypto_assets.quality.reconcile import committed_offsets
 from crypto_assets.resources import KafkaResource, SparkResource
 from crypto_assets.sensors import streaming_health_sensor, streaming_restart_sensor
-from crypto_assets.streaming import streaming_job
-from crypto_pipeline import late_ledger, stack
-from crypto_pipeline.cli.dagster_services import DagsterApi
+from crypto_cli.dagster_services import DagsterApi
 from crypto_pipeline.clients import end_offsets, ensure_topic
+from crypto_pipeline.formats import late_ledger
 from crypto_pipeline.readback import read_influx, read_mongo
 from crypto_pipeline.settings import REPO_ROOT, Settings, checkpoint_dir, stream_status_file
-from crypto_pipeline.stream_status import read_status, running_stream_pid, stream_state
-from spark_jobs.config import JobConfig
+from spark_jobs.interface.config import JobConfig
+from spark_jobs.interface.heartbeat import read_status, running_stream_pid, stream_state
 from tests.conftest import SHARED_DATA, record_fault
 from tests.expected_ohlcv import expected_aggregates, mismatches, read_csv_rows
 from tests.integration.dagster_helpers import dagster_services, wait_until
@@ -83,7 +84,7 @@ def start_replay(
 ) -> subprocess.Popen[bytes]:
     """The replay CLI as a user runs it, on the settings' brokers (its own process, so a fault
     cannot reach the test)."""
-    command = [sys.executable, "-m", "crypto_pipeline.cli", "replay", str(path), "--quiet"]
+    command = [sys.executable, "-m", "crypto_cli", "replay", str(path), "--quiet"]
     with log.open("wb") as out:
         return subprocess.Popen(
             [*command, "--topic", topic, "--speed", speed],
@@ -377,7 +378,7 @@ def test_fuzzed_csv_lines_and_random_payloads_are_all_accounted_for(
     late_rows = sum(
         e.rows for e in late_ledger.open_entries_in(mongo_of(local_stack, unique_name), unique_name)
     )
-    command = [sys.executable, "-m", "crypto_pipeline.cli", "backfill", "--late"]
+    command = [sys.executable, "-m", "crypto_cli", "backfill", "--late"]
     environment = {**job_environment_for(job), "KAFKA_TOPIC": unique_name}
     repaired = subprocess.run(command, env=environment, capture_output=True, text=True)
     assert repaired.returncode == 0, repaired.stderr[-3000:]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from kafka.admin import ConfigResource
 
-from crypto_pipeline import stack
+import local_stack as stack
 from crypto_pipeline.clients import ensure_topic, iter_records, kafka_admin
 from crypto_pipeline.settings import REPO_ROOT, KafkaTarget, Settings
 from tests.conftest import SHARED_DATA

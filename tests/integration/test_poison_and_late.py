@@ -17,14 +17,14 @@ import dagster as dg
 import pytest
 from kafka import KafkaProducer
 
-from crypto_assets.backfill import late_rows_sensor
+from crypto_assets.aggregation.repairs import late_rows_sensor
 from crypto_assets.definitions import build_definitions
-from crypto_assets.reconcile import committed_offsets
-from crypto_pipeline import late_ledger
+from crypto_assets.quality.reconcile import committed_offsets
 from crypto_pipeline.clients import end_offsets, ensure_topic
+from crypto_pipeline.formats import late_ledger
 from crypto_pipeline.readback import read_influx, read_mongo
 from crypto_pipeline.settings import REPO_ROOT, Settings
-from spark_jobs.config import JobConfig
+from spark_jobs.interface.config import JobConfig
 from tests.conftest import SHARED_DATA
 from tests.expected_ohlcv import expected_aggregates, mismatches, read_csv_rows
 from tests.integration.dagster_helpers import resources_for, wait_until
@@ -167,7 +167,7 @@ def test_an_older_period_after_a_newer_one_is_repaired_by_the_cli_backfill(
         "MONGO_DATABASE": job.mongo.database,
         "INFLUXDB_MEASUREMENT": job.influx.measurement,
     }
-    command = [sys.executable, "-m", "crypto_pipeline.cli", "backfill", "--late"]
+    command = [sys.executable, "-m", "crypto_cli", "backfill", "--late"]
     repaired = subprocess.run(command, env=environment, capture_output=True, text=True)
     assert repaired.returncode == 0, repaired.stderr[-3000:]
 

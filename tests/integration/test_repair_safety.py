@@ -18,12 +18,12 @@ import dagster as dg
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 
-from crypto_assets.backfill import BACKFILL_ATTEMPTS, backfill_job, late_rows_sensor
-from crypto_pipeline import late_ledger
+from crypto_assets.aggregation.repairs import BACKFILL_ATTEMPTS, backfill_job, late_rows_sensor
 from crypto_pipeline.clients import end_offsets, ensure_topic, mongo_client
-from crypto_pipeline.late_ledger import LateEntry
+from crypto_pipeline.formats import late_ledger
+from crypto_pipeline.formats.late_ledger import LateEntry
 from crypto_pipeline.settings import Settings
-from spark_jobs.config import JobConfig
+from spark_jobs.interface.config import JobConfig
 from spark_jobs.window_versions import LeaseLost, WriterLease, writing_turn
 from tests.expected_ohlcv import expected_aggregates
 from tests.integration.dagster_helpers import resources_for, wait_until
@@ -171,7 +171,7 @@ def test_a_window_partly_deleted_by_retention_is_unrepairable_and_keeps_its_valu
         "MONGO_DATABASE": job.mongo.database,
         "INFLUXDB_MEASUREMENT": job.influx.measurement,
     }
-    command = [sys.executable, "-m", "crypto_pipeline.cli", "backfill", "--late"]
+    command = [sys.executable, "-m", "crypto_cli", "backfill", "--late"]
     command += ["--windows", ",".join(WINDOWS)]
     started = time.monotonic()
     result = subprocess.run(command, env=environment, capture_output=True, text=True)

@@ -20,7 +20,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from crypto_assets.assets.market_data import kafka_klines
+from crypto_assets.ingestion.market_data import kafka_klines
 from crypto_assets.resources import KafkaResource
 from crypto_pipeline.clients import KafkaUnavailable, end_offsets
 from crypto_pipeline.replay.producer import ReplayError, ReplayOptions, replay
@@ -270,7 +270,7 @@ def test_ctrl_c_flushes_and_prints_the_summary(
 ) -> None:
     if not path.exists():
         pytest.skip(f"{path} is not present")
-    command = [sys.executable, "-m", "crypto_pipeline.cli", "replay", str(path)]
+    command = [sys.executable, "-m", "crypto_cli", "replay", str(path)]
     process = subprocess.Popen(
         [*command, "--topic", unique_name, "--speed", speed],
         stdout=subprocess.PIPE,
@@ -302,7 +302,7 @@ def test_a_bulk_worker_killed_is_a_clear_error_and_resume_sends_the_rest(
     before, exits 1 with one line that says so, and --resume completes the topic exactly."""
     path = SHARED_HISTORY if SHARED_HISTORY.exists() else SAMPLE
     rows = len(gzip.decompress(path.read_bytes()).splitlines()) - 1  # all but the header
-    command = [sys.executable, "-m", "crypto_pipeline.cli", "replay", str(path), "--quiet"]
+    command = [sys.executable, "-m", "crypto_cli", "replay", str(path), "--quiet"]
     process = subprocess.Popen(
         [*command, "--topic", unique_name, "--engine", "bulk"],
         stderr=subprocess.PIPE,

@@ -26,7 +26,7 @@ from tests.integration.test_stack_clients import create_topic
 
 def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "crypto_pipeline.cli", *args],
+        [sys.executable, "-m", "crypto_cli", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from crypto_pipeline.settings import Settings
 from spark_jobs.batches import BatchWriter
-from spark_jobs.config import JobConfig
+from spark_jobs.interface.config import JobConfig
 from spark_jobs.transform import keyed_records, parse_messages
 
 MIN = 60_000

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from crypto_pipeline.replay import bulk
-from crypto_pipeline.replay.formats import file_lineage, read_rows
+from crypto_pipeline.replay.input_files import file_lineage, read_rows
 from crypto_pipeline.replay.producer import ReplayOptions, dead_letter
 
 HEADER = b"open_time_ms,symbol,open,high,low,close,volume,quote_volume,trades"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from crypto_pipeline.cli import build_parser, main, parse_speed, parse_time_ms
+from crypto_cli import build_parser, main, parse_speed, parse_time_ms
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from crypto_pipeline import dashboards
+from crypto_cli import dashboards
 from crypto_pipeline.settings import DEFAULTS, LOCAL_STACK_ONLY, REPO_ROOT
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"

@@ -9,7 +9,7 @@ import pytest
 from grafana_foundation_sdk.cog.runtime import UnknownDataquery
 from grafana_foundation_sdk.models.dashboard import Dashboard, Panel
 
-from crypto_pipeline import dashboards
+from crypto_cli import dashboards
 
 
 def parse(name: str) -> Dashboard:

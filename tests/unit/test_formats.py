@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from crypto_pipeline.candle_rules import BAD_SYMBOL
-from crypto_pipeline.replay.formats import (
+from crypto_pipeline.replay.input_files import (
     Candle,
     InputFormatError,
     read_rows,

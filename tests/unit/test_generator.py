@@ -5,8 +5,8 @@ import statistics
 from datetime import UTC, datetime
 from pathlib import Path
 
-from crypto_pipeline.replay.formats import read_rows
 from crypto_pipeline.replay.generator import generate, write_csv
+from crypto_pipeline.replay.input_files import read_rows
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from crypto_pipeline.settings import InfluxTarget, KafkaTarget, MongoTarget, Settings
-from spark_jobs.config import OPTIONS, JobConfig
+from spark_jobs.interface.config import OPTIONS, JobConfig
 
 SECRET_URI = "mongodb://app:s3cret@mongo.internal:27018/crypto?authSource=crypto"
 

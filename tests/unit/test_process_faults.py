@@ -14,14 +14,14 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from crypto_assets.assets.aggregates import refuse_if_streaming
+import local_stack as stack
+from crypto_assets.aggregation.ohlcv_sinks import refuse_if_streaming
+from crypto_assets.aggregation.streaming import streaming_job
 from crypto_assets.resources import KafkaResource, SparkResource
 from crypto_assets.sensors import STREAM_RESTARTS, streaming_restart_sensor
-from crypto_assets.streaming import streaming_job
-from crypto_pipeline import stack
 from crypto_pipeline.processes import ProcessRecord, identity_of
 from crypto_pipeline.settings import Settings
-from crypto_pipeline.stream_status import running_stream_pid, stream_state
+from spark_jobs.interface.heartbeat import running_stream_pid, stream_state
 
 IGNORES_SIGTERM = (
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from crypto_assets.reconcile import (
+from crypto_assets.quality.reconcile import (
     ReplayScope,
     committed_offsets,
     compare,
@@ -16,7 +16,7 @@ from crypto_assets.reconcile import (
     reference_aggregates,
     settled,
 )
-from crypto_pipeline.replay.formats import Candle
+from crypto_pipeline.replay.input_files import Candle
 from crypto_pipeline.settings import REPO_ROOT
 from tests.conftest import SHARED_DATA
 from tests.expected_ohlcv import expected_aggregates, mismatches, read_csv_rows

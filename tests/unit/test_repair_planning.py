@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from crypto_pipeline.candle_rules import FUTURE_EVENT_TIME
-from crypto_pipeline.late_ledger import REFUSED, LateEntry, entry_id, repair_ranges
-from crypto_pipeline.replay.formats import read_rows
+from crypto_pipeline.formats.late_ledger import REFUSED, LateEntry, entry_id, repair_ranges
+from crypto_pipeline.replay.input_files import read_rows
 from crypto_pipeline.replay.producer import ReplayOptions, beyond_clock, last_event_ms
 from crypto_pipeline.settings import Settings
 from spark_jobs.backfill import (
@@ -25,7 +25,7 @@ from spark_jobs.backfill import (
     widened,
     windows_in_scope,
 )
-from spark_jobs.config import JobConfig
+from spark_jobs.interface.config import JobConfig
 from spark_jobs.main import CheckpointMismatch, check_checkpoint, lock_checkpoint
 from spark_jobs.open_windows import WindowLength
 

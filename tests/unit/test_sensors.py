@@ -11,11 +11,11 @@ import dagster as dg
 import pytest
 
 from crypto_assets import sensors
-from crypto_assets.assets.aggregates import refuse_if_streaming
+from crypto_assets.aggregation.ohlcv_sinks import refuse_if_streaming
 from crypto_assets.resources import IncomingFilesResource, SparkResource
 from crypto_assets.sensors import INCOMING_FILE_TAG, file_digest, incoming_files_sensor
 from crypto_pipeline.processes import identity_of
-from crypto_pipeline.stream_status import running_stream_pid
+from spark_jobs.interface.heartbeat import running_stream_pid
 
 
 @pytest.fixture

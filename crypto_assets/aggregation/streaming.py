@@ -4,10 +4,10 @@ job's progress, and stops the job cleanly when the run is terminated from the UI
 import dagster as dg
 from pydantic import Field
 
-from crypto_assets.assets.aggregates import SparkJobConfig, job_config, refuse_if_streaming
+from crypto_assets.aggregation.ohlcv_sinks import SparkJobConfig, job_config, refuse_if_streaming
 from crypto_assets.jobs import SPARK_JOB_TAG
 from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
-from spark_jobs.config import DEFAULT_CONTINUOUS_TRIGGER
+from spark_jobs.interface.config import DEFAULT_CONTINUOUS_TRIGGER
 
 
 class StreamingConfig(SparkJobConfig):

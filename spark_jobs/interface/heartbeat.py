@@ -1,5 +1,5 @@
-"""The continuous job's heartbeat file (written by spark_jobs/progress.py), read by the Dagster
-sensors, by anything that must not start a second Spark job on the same checkpoints, and by the
+"""The continuous job's heartbeat file (written by spark_jobs/query_progress.py), read by the
+Dagster sensors, by anything that must not start a second Spark job on the same checkpoints, and by the
 demo's status line."""
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import Any
 
 from crypto_pipeline.console import say
 from crypto_pipeline.settings import REPO_ROOT, Settings
-from crypto_pipeline.stack.artifacts import StackError
+from local_stack.artifacts import StackError
 
 INSTANCE_CONFIG = REPO_ROOT / "local_stack" / "dagster.yaml"
 LOCATION_NAME = "crypto_pipeline"

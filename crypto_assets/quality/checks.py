@@ -12,9 +12,9 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from crypto_assets.assets.aggregates import INFLUX_ASSET, MONGO_ASSET
-from crypto_assets.assets.market_data import kafka_klines
-from crypto_assets.reconcile import (
+from crypto_assets.aggregation.ohlcv_sinks import INFLUX_ASSET, MONGO_ASSET
+from crypto_assets.ingestion.market_data import kafka_klines
+from crypto_assets.quality.reconcile import (
     ReplayScope,
     committed_offsets,
     compare,
@@ -23,11 +23,11 @@ from crypto_assets.reconcile import (
     settled,
 )
 from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
-from crypto_pipeline.late_ledger import repair_ranges
+from crypto_pipeline.formats.late_ledger import repair_ranges
 from crypto_pipeline.readback import Aggregates
-from crypto_pipeline.replay.formats import ms_to_iso, reason_kind
-from crypto_pipeline.stream_status import read_status, stream_state
-from spark_jobs.config import DEFAULT_WINDOWS
+from crypto_pipeline.replay.input_files import ms_to_iso, reason_kind
+from spark_jobs.interface.config import DEFAULT_WINDOWS
+from spark_jobs.interface.heartbeat import read_status, stream_state
 
 SINKS = {MONGO_ASSET: "mongodb", INFLUX_ASSET: "influxdb"}
 AGREE_ATTEMPTS = 2

@@ -7,11 +7,11 @@ import dataclasses
 import os
 import subprocess
 
-from crypto_pipeline import late_ledger
 from crypto_pipeline.console import say
-from crypto_pipeline.replay.formats import ms_to_iso
+from crypto_pipeline.formats import late_ledger
+from crypto_pipeline.replay.input_files import ms_to_iso
 from crypto_pipeline.settings import KafkaTarget, Settings
-from spark_jobs.config import JobConfig, split_names
+from spark_jobs.interface.config import JobConfig, split_names
 
 
 def backfill(

@@ -13,13 +13,13 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from crypto_pipeline import stack
-from crypto_pipeline.cli.demo import ONCE_END, ONCE_START
+import local_stack as stack
+from crypto_cli.demo import ONCE_END, ONCE_START
 from crypto_pipeline.clients import KafkaUnavailable
 from crypto_pipeline.console import say
 from crypto_pipeline.replay.binance import DEFAULT_BASE_URL, FetchError, fetch_monthly_klines
-from crypto_pipeline.replay.formats import InputFormatError, iso_to_ms
 from crypto_pipeline.replay.generator import INTERVALS_MS, generate, write_csv
+from crypto_pipeline.replay.input_files import InputFormatError, iso_to_ms
 from crypto_pipeline.replay.producer import ENGINES, ReplayError, ReplayOptions, replay
 from crypto_pipeline.settings import REPO_ROOT, Settings
 
@@ -97,7 +97,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _backfill(args: argparse.Namespace, settings: Settings) -> int:
-    from crypto_pipeline.cli.backfill import backfill
+    from crypto_cli.backfill_command import backfill
 
     return backfill(
         settings, args.topic, args.symbols, args.start, args.end, args.late, args.windows
@@ -119,7 +119,7 @@ def _data_fetch_binance(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from crypto_pipeline.cli import demo
+    from crypto_cli import demo
 
     if args.once:
         return demo.run_once(settings, args.start, args.end)
@@ -127,7 +127,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _dashboards(args: argparse.Namespace, settings: Settings) -> int:
-    from crypto_pipeline.dashboards import write_dashboards
+    from crypto_cli.dashboards import write_dashboards
 
     for path in write_dashboards():
         say(f"wrote {path.relative_to(REPO_ROOT)}")
@@ -135,14 +135,14 @@ def _dashboards(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench_producer(args: argparse.Namespace, settings: Settings) -> int:
-    from crypto_pipeline.cli.bench import bench_producer
+    from crypto_cli.bench.benchmarks import bench_producer
 
     bench_producer(settings, args.rows, args.memory_rows)
     return 0
 
 
 def _bench_stream(args: argparse.Namespace, settings: Settings) -> int:
-    from crypto_pipeline.cli.bench import bench_latency, bench_stream
+    from crypto_cli.bench.benchmarks import bench_latency, bench_stream
 
     if not args.latency_only:
         bench_stream(settings, args.rows, compute_only=args.compute_only)
@@ -152,14 +152,14 @@ def _bench_stream(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench_state(args: argparse.Namespace, settings: Settings) -> int:
-    from crypto_pipeline.cli.bench_state import bench_state
+    from crypto_cli.bench.state_bench import bench_state
 
     bench_state(args.symbols, args.minutes, args.batches)
     return 0
 
 
 def _bench_sinks(args: argparse.Namespace, settings: Settings) -> int:
-    from crypto_pipeline.cli.bench import bench_sinks
+    from crypto_cli.bench.benchmarks import bench_sinks
 
     bench_sinks(settings, args.docs)
     return 0

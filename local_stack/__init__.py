@@ -21,8 +21,8 @@ from pathlib import Path
 from crypto_pipeline.console import say
 from crypto_pipeline.processes import ProcessRecord
 from crypto_pipeline.settings import Settings
-from crypto_pipeline.stack.artifacts import StackError, spark_connector_jars
-from crypto_pipeline.stack.services import Service, services, wait_healthy
+from local_stack.artifacts import StackError, spark_connector_jars
+from local_stack.services import Service, services, wait_healthy
 
 __all__ = ["StackError", "down", "is_running", "kill", "reset", "status", "up"]
 

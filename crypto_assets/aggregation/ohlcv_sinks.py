@@ -6,17 +6,17 @@ from collections.abc import Iterator
 import dagster as dg
 from pydantic import Field
 
-from crypto_assets.assets.market_data import kafka_klines
-from crypto_assets.late_repair import repair_late_rows
+from crypto_assets.aggregation.late_repair import repair_late_rows
+from crypto_assets.ingestion.market_data import kafka_klines
 from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
-from crypto_pipeline.stream_status import running_stream_pid
-from spark_jobs.config import (
+from spark_jobs.interface.config import (
     AVAILABLE_NOW,
     DEFAULT_MAX_OFFSETS_PER_TRIGGER,
     DEFAULT_WATERMARK,
     DEFAULT_WINDOWS,
     JobConfig,
 )
+from spark_jobs.interface.heartbeat import running_stream_pid
 
 MONGO_ASSET = dg.AssetKey("mongo_realtime")
 INFLUX_ASSET = dg.AssetKey("influx_ohlcv")

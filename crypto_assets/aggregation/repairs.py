@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 import dagster as dg
 from pydantic import Field
 
-from crypto_assets.assets.aggregates import SparkJobConfig, job_config
-from crypto_assets.late_repair import launch_backfill, repair_late_rows
+from crypto_assets.aggregation.late_repair import launch_backfill, repair_late_rows
+from crypto_assets.aggregation.ohlcv_sinks import SparkJobConfig, job_config
 from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
-from crypto_pipeline.replay.formats import iso_to_ms
-from spark_jobs.config import AVAILABLE_NOW
+from crypto_pipeline.replay.input_files import iso_to_ms
+from spark_jobs.interface.config import AVAILABLE_NOW
 
 
 class BackfillConfig(SparkJobConfig):

@@ -17,7 +17,7 @@ from typing import Any
 
 from crypto_pipeline.clients import mongo_client
 from crypto_pipeline.settings import Settings
-from crypto_pipeline.stack.artifacts import (
+from local_stack.artifacts import (
     STACK_FILES,
     StackError,
     ferretdb_binary,

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from crypto_pipeline.cli.bench import machine_description
+from crypto_cli.bench.benchmarks import machine_description
 from crypto_pipeline.console import say
-from spark_jobs.config import DEFAULT_WATERMARK, DEFAULT_WINDOWS, interval_ms, window_ms
+from spark_jobs.interface.config import DEFAULT_WATERMARK, DEFAULT_WINDOWS, interval_ms, window_ms
 from spark_jobs.open_windows import CANDLE_COLUMNS, WindowLength, advance_all
 from spark_jobs.state_store import StateStore
 

@@ -32,8 +32,8 @@ from crypto_pipeline.readback import flux_string
 from crypto_pipeline.replay.generator import INTERVALS_MS, generate, write_csv
 from crypto_pipeline.replay.producer import ReplayOptions, replay
 from crypto_pipeline.settings import KafkaTarget, Settings
-from crypto_pipeline.stack.artifacts import StackError, kafka_jars, require_tool
-from spark_jobs.config import DEFAULT_WINDOWS, JobConfig, window_ms
+from local_stack.artifacts import StackError, kafka_jars, require_tool
+from spark_jobs.interface.config import DEFAULT_WINDOWS, JobConfig, window_ms
 from spark_jobs.main import SUMMARY_PREFIX
 
 BENCH_SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"]
@@ -130,7 +130,7 @@ def tree_rss_bytes(pid: int) -> int:
 
 def peak_replay_rss(settings: Settings, path: Path, topic: str) -> int:
     """Peak resident memory of `crypto-pipeline replay --engine bulk` (all its processes)."""
-    command = [sys.executable, "-m", "crypto_pipeline.cli", "replay", str(path), "--quiet"]
+    command = [sys.executable, "-m", "crypto_cli", "replay", str(path), "--quiet"]
     process = subprocess.Popen(
         [*command, "--engine", "bulk", "--topic", topic],
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers},
@@ -424,7 +424,7 @@ def latency_run(settings: Settings, rate: int, seconds: int) -> LatencyRun:
         say(f"[bench] {rate:,} rows/s for {seconds} s into {topic}; polling both sinks")
         producer = subprocess.Popen(
             [
-                *[sys.executable, "-m", "crypto_pipeline.cli", "replay", str(path)],
+                *[sys.executable, "-m", "crypto_cli", "replay", str(path)],
                 *["--topic", topic, "--speed", f"{speed}", "--quiet"],
             ],
             stdout=subprocess.DEVNULL,
@@ -455,7 +455,7 @@ def latency_run(settings: Settings, rate: int, seconds: int) -> LatencyRun:
 
 def _event_range(path: Path) -> tuple[dict[str, int], dict[str, int]]:
     """The first and the last event time of each symbol in the file."""
-    from crypto_pipeline.replay.formats import read_rows
+    from crypto_pipeline.replay.input_files import read_rows
 
     first: dict[str, int] = {}
     last: dict[str, int] = {}

@@ -26,7 +26,7 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableOption, VariableRefresh
 
 from crypto_pipeline.settings import REPO_ROOT
-from spark_jobs.config import DEFAULT_WINDOWS
+from spark_jobs.interface.config import DEFAULT_WINDOWS
 
 DASHBOARD_DIR = REPO_ROOT / "docker" / "grafana" / "dashboards"
 DATASOURCE = DataSourceRef(type_val="influxdb", uid="influxdb-ohlcv")

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from crypto_pipeline import stack
-from crypto_pipeline.cli.dagster_services import (
+import local_stack as stack
+from crypto_cli.dagster_services import (
     ASSET_GRAPH_PATH,
     FINISHED,
     DagsterApi,
@@ -27,8 +27,8 @@ from crypto_pipeline.cli.dagster_services import (
 from crypto_pipeline.clients import end_offsets
 from crypto_pipeline.console import say
 from crypto_pipeline.settings import SAMPLE_FILE, Settings, stream_status_file
-from crypto_pipeline.stack.artifacts import StackError
-from crypto_pipeline.stream_status import read_status, streaming_health
+from local_stack.artifacts import StackError
+from spark_jobs.interface.heartbeat import read_status, streaming_health
 
 # The whole sample: 3 symbols x 2 days of 1-minute candles.
 ONCE_START = "2025-01-01T00:00:00Z"

@@ -1,6 +1,6 @@
 """Late rows repaired: the Spark job's batch side (spark_jobs/backfill.py) launched through
-Pipes over what the late ledger holds as unrepaired (crypto_pipeline/late_ledger.py). Used by the
-`ohlcv_sinks` asset after its run and by `backfill_job` (crypto_assets/backfill.py)."""
+Pipes over what the late ledger holds as unrepaired (crypto_pipeline/formats/late_ledger.py).
+Used by the `ohlcv_sinks` asset after its run and by `backfill_job` (crypto_assets/aggregation/repairs.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import dagster as dg
 
 from crypto_assets.resources import MongoResource, SparkResource
-from spark_jobs.config import AVAILABLE_NOW, JobConfig
+from spark_jobs.interface.config import AVAILABLE_NOW, JobConfig
 
 
 def launch_backfill(

@@ -9,28 +9,13 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 import dagster as dg
 
-from crypto_assets.aggregation.ohlcv_sinks import ohlcv_sinks
-from crypto_assets.aggregation.repairs import backfill_job, late_rows_sensor
-from crypto_assets.aggregation.streaming import streaming_job
-from crypto_assets.ingestion.market_data import kafka_klines
-from crypto_assets.jobs import (
-    freshness_job,
-    nightly_reconciliation,
-    ohlcv_job,
-    reconciliation_job,
-    replay_job,
-)
-from crypto_assets.quality.checks import (
-    fresh,
-    late_rows_repaired,
-    matches_source,
-    nothing_left_behind,
-    sinks_agree,
-)
+from crypto_assets import aggregation, ingestion, quality
+from crypto_assets.aggregation.launcher import with_spark_job
 from crypto_assets.resources import (
     IncomingFilesResource,
     InfluxResource,
@@ -38,38 +23,15 @@ from crypto_assets.resources import (
     MongoResource,
     SparkResource,
 )
-from crypto_assets.sensors import (
-    incoming_files_sensor,
-    replay_done_sensor,
-    streaming_health_sensor,
-    streaming_restart_sensor,
-)
 from crypto_pipeline.build_cache import spark_connectors_dir
 from crypto_pipeline.settings import Settings
 
 
 def build_definitions(resources: Mapping[str, Any]) -> dg.Definitions:
-    """Everything in this code location, bound to the given resources (tests bind their own)."""
-    return dg.Definitions(
-        assets=[kafka_klines, ohlcv_sinks],
-        asset_checks=[sinks_agree, matches_source, nothing_left_behind, late_rows_repaired, fresh],
-        jobs=[
-            replay_job,
-            ohlcv_job,
-            streaming_job,
-            backfill_job,
-            reconciliation_job,
-            freshness_job,
-        ],
-        schedules=[nightly_reconciliation],
-        sensors=[
-            incoming_files_sensor,
-            replay_done_sensor,
-            streaming_health_sensor,
-            streaming_restart_sensor,
-            late_rows_sensor,
-        ],
-        resources=resources,
+    """Everything in this code location (each feature's definitions, merged), bound to the given
+    resources (tests bind their own)."""
+    return dg.Definitions.merge(
+        ingestion.defs, aggregation.defs, quality.defs, dg.Definitions(resources=resources)
     )
 
 
@@ -84,23 +46,15 @@ def resources_from_settings(settings: Settings, environ: Mapping[str, str]) -> d
             os.environ[name] = value
         return dg.EnvVar(name)
 
-    return {
+    resources: dict[str, Any] = {
         "kafka": KafkaResource(
-            bootstrap_servers=settings.kafka.bootstrap_servers,
-            topic=settings.kafka.topic,
-            future_tolerance_s=settings.future_event_tolerance_s,
+            **asdict(settings.kafka), future_tolerance_s=settings.future_event_tolerance_s
         ),
         "mongo": MongoResource(
-            uri=secret("MONGO_URI", settings.mongo.uri),
-            database=settings.mongo.database,
-            collection=settings.mongo.collection,
+            **{**asdict(settings.mongo), "uri": secret("MONGO_URI", settings.mongo.uri)}
         ),
         "influx": InfluxResource(
-            url=settings.influx.url,
-            token=secret("INFLUXDB_TOKEN", settings.influx.token),
-            org=settings.influx.org,
-            bucket=settings.influx.bucket,
-            measurement=settings.influx.measurement,
+            **{**asdict(settings.influx), "token": secret("INFLUXDB_TOKEN", settings.influx.token)}
         ),
         "spark": SparkResource(
             master=settings.spark_master,
@@ -111,6 +65,7 @@ def resources_from_settings(settings: Settings, environ: Mapping[str, str]) -> d
         "incoming": IncomingFilesResource(folder=str(settings.incoming_dir)),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
     }
+    return with_spark_job(resources)
 
 
 @dg.definitions

@@ -4,7 +4,6 @@ job's configuration included) is built from them."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -20,15 +19,12 @@ from crypto_pipeline.readback import (
     read_mongo,
 )
 from crypto_pipeline.settings import (
-    REPO_ROOT,
     InfluxTarget,
     KafkaTarget,
     MongoTarget,
     checkpoint_dir,
     stream_status_file,
 )
-from spark_jobs.interface.config import JobConfig
-from spark_jobs.interface.launch import DRIVER_MEMORY, driver_bind_address
 
 
 class KafkaResource(dg.ConfigurableResource):
@@ -123,40 +119,6 @@ class SparkResource(dg.ConfigurableResource):
 
     def status_file(self, topic: str) -> Path:
         return stream_status_file(Path(self.state_dir), topic)
-
-    def submit_command(self, job: JobConfig) -> list[str]:
-        """The job through `spark-submit` (available-now runs)."""
-        jars = sorted(str(jar) for jar in Path(job.spark_jars_dir).glob("*.jar"))
-        if not jars:
-            raise dg.Failure(
-                f"no Spark connector jars in {job.spark_jars_dir}: run `crypto-pipeline stack up`"
-            )
-        spark_submit = Path(sys.executable).parent / "spark-submit"
-        return [
-            str(spark_submit),
-            *["--master", job.spark_master, "--jars", ",".join(jars)],
-            *["--driver-memory", DRIVER_MEMORY],
-            *["--conf", f"spark.driver.host={job.spark_driver_host}"],
-            *["--conf", f"spark.driver.bindAddress={driver_bind_address(job.spark_driver_host)}"],
-            # Spark's own INFO lines drown the job's progress in the run log.
-            *["--conf", "spark.log.level=WARN"],
-            str(REPO_ROOT / "spark_jobs" / "main.py"),
-            *job.to_args(),
-        ]
-
-    def driver_command(self, job: JobConfig) -> list[str]:
-        """The job with its driver as the top process (Spark started through pyspark, the same
-        master and jars): a supervised stream whose SIGINT/SIGTERM stops its queries cleanly.
-        Under spark-submit the signal would reach the JVM first and kill the driver mid-batch."""
-        return job.driver_command()
-
-    def environment(self, job: JobConfig) -> dict[str, str]:
-        """The job's secrets, and this environment's Python for Spark's Python workers."""
-        return {
-            "PYSPARK_PYTHON": sys.executable,
-            "PYSPARK_DRIVER_PYTHON": sys.executable,
-            **job.to_env(),
-        }
 
 
 class IncomingFilesResource(dg.ConfigurableResource):

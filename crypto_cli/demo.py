@@ -29,6 +29,7 @@ from crypto_pipeline.console import say
 from crypto_pipeline.settings import SAMPLE_FILE, Settings, stream_status_file
 from local_stack.artifacts import StackError
 from spark_jobs.interface.heartbeat import read_status, streaming_health
+from spark_jobs.interface.summary import INFLUX_ASSET, MONGO_ASSET
 
 # The whole sample: 3 symbols x 2 days of 1-minute candles.
 ONCE_START = "2025-01-01T00:00:00Z"
@@ -119,10 +120,10 @@ def _summary(
         return "?" if entry is None else entry.value
 
     def windows(name: str) -> str:
-        count = metadata("mongo_realtime", "sinks_agree", name)
+        count = metadata(MONGO_ASSET, "sinks_agree", name)
         return f"{count:,}" if isinstance(count, int) else str(count)
 
-    dead_letters = metadata("mongo_realtime", "nothing_left_behind", "dead_letters")
+    dead_letters = metadata(MONGO_ASSET, "nothing_left_behind", "dead_letters")
     lines = [
         f"{'rows in':<22}{replay['rows_sent']:>12,}",
         f"{'dead letters':<22}{dead_letters:>12}  (rejected by this replay: "
@@ -132,10 +133,10 @@ def _summary(
         f"{'windows in MongoDB':<22}{windows('mongodb_aggregates'):>12}",
         f"{'windows in InfluxDB':<22}{windows('influxdb_aggregates'):>12}",
         "",
-        f"{'check':<22}{'mongo_realtime':<22}influx_ohlcv",
+        f"{'check':<22}{MONGO_ASSET:<22}{INFLUX_ASSET}",
     ]
     lines += [
-        f"{check:<22}{status('mongo_realtime', check):<22}{status('influx_ohlcv', check)}"
+        f"{check:<22}{status(MONGO_ASSET, check):<22}{status(INFLUX_ASSET, check)}"
         for check in CHECKS
     ]
     for (asset, check), evaluation in sorted(evaluations.items()):
@@ -162,7 +163,7 @@ def _interruptible() -> Iterator[None]:
 
 
 def run_interactive(settings: Settings) -> int:
-    from crypto_assets.sensors import REPLAY_RUN_TAG
+    from crypto_assets.aggregation.ohlcv_sinks import REPLAY_RUN_TAG
 
     started_stack = not stack.is_running(settings)
     launched: list[str] = []
@@ -261,7 +262,7 @@ def _print_guide(url: str, settings: Settings) -> None:
         f"  Dagster UI          {url}",
         f"  asset graph         {url}{ASSET_GRAPH_PATH}",
         f"  runs                {url}/runs  (streaming_job and the looping replay stay started)",
-        f"  checks              {url}/assets/mongo_realtime?view=checks",
+        f"  checks              {url}/assets/{MONGO_ASSET}?view=checks",
         "What to look at: the four checks of each sink (green after the first replay), the",
         "streaming health observations (every 30 s) and the `fresh` check (every 2 minutes).",
         f"MongoDB {settings.mongo.redacted_uri} {settings.mongo.database}."

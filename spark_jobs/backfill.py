@@ -1,9 +1,9 @@
 """The batch side of the job: windows recomputed from everything the topic holds, for repairs.
 
 The live stream drops a candle that arrives after its symbol's watermark (it counts it and records
-it in the late ledger, crypto_pipeline/formats/late_ledger.py). A backfill recomputes, per symbol
-and range (given by hand, or the open entries of the ledger recorded before it started), every window
-that overlaps the range from all its candles: the same parsing and validation
+it in the late ledger, crypto_pipeline/formats/late_ledger.py). A backfill recomputes, per
+symbol and range (given by hand, or the open entries of the ledger recorded before it started),
+every window that overlaps the range from all its candles: the same parsing and validation
 (spark_jobs/transform.py) and the same windowed step (spark_jobs/open_windows.py, from an empty
 state, so nothing is late).
 
@@ -40,6 +40,7 @@ from crypto_pipeline.clients import offset_range
 from crypto_pipeline.formats import late_ledger
 from crypto_pipeline.formats.late_ledger import LateEntry
 from crypto_pipeline.replay.input_files import ms_to_iso
+from crypto_pipeline.windows import window_ms
 from spark_jobs.batches import (
     GuardedWindows,
     is_outage,
@@ -47,7 +48,7 @@ from spark_jobs.batches import (
     sink_writes,
     write_riding_out_outages,
 )
-from spark_jobs.interface.config import JobConfig, window_ms
+from spark_jobs.interface.config import JobConfig
 from spark_jobs.open_windows import CANDLE_COLUMNS, WindowLength, advance_all
 from spark_jobs.sinks import late_ledger_collection
 from spark_jobs.transform import keyed_records, parse_messages

@@ -21,7 +21,8 @@ import pandas as pd
 from pyspark.sql import DataFrame
 
 from crypto_pipeline.formats.late_ledger import REFUSED, LateEntry
-from spark_jobs.interface.config import JobConfig, interval_ms, window_ms
+from crypto_pipeline.windows import interval_ms, window_ms
+from spark_jobs.interface.config import JobConfig
 from spark_jobs.open_windows import CANDLE_COLUMNS, BatchStep, WindowLength, advance_all
 from spark_jobs.sinks import (
     aggregate_columns,

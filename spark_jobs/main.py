@@ -30,18 +30,17 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from crypto_pipeline.clients import ensure_topic
+from crypto_pipeline.windows import interval_ms
 from spark_jobs.backfill import run_backfill
 from spark_jobs.batches import BatchWriter
-from spark_jobs.interface.config import JobConfig, interval_ms
-from spark_jobs.interface.launch import build_spark_session
+from spark_jobs.interface.config import JobConfig
+from spark_jobs.interface.summary import INFLUX_ASSET, MONGO_ASSET, summary_line
 from spark_jobs.query_progress import ProgressTracker, open_reporter
+from spark_jobs.session import build_spark_session
 from spark_jobs.sinks import ensure_mongo_index
 from spark_jobs.transform import keyed_records, parse_messages
 
 log = logging.getLogger("spark_jobs")
-
-MONGO_ASSET = "mongo_realtime"
-INFLUX_ASSET = "influx_ohlcv"
 
 
 def read_source(spark: SparkSession, config: JobConfig) -> DataFrame:
@@ -62,8 +61,6 @@ def read_source(spark: SparkSession, config: JobConfig) -> DataFrame:
 
 QUERY = "ohlcv"
 STATE = "state"  # the windowed step's state, next to the query's checkpoint
-# The last log line of a run: its totals as JSON (read by the benchmarks).
-SUMMARY_PREFIX = "job summary: "
 # One streaming query per window length plus one for dead letters, before the one-pass job.
 OLD_LAYOUT = re.compile(r"^(ohlcv_\d+[mhd]|dead_letters)$")
 
@@ -156,12 +153,7 @@ def await_query(
 
 
 def job_session(config: JobConfig, kind: str) -> SparkSession:
-    spark = build_spark_session(
-        config.spark_master,
-        Path(config.spark_jars_dir),
-        f"{kind}-{config.kafka.topic}",
-        config.spark_driver_host,
-    )
+    spark = build_spark_session(config, f"{kind}-{config.kafka.topic}")
     spark.sparkContext.setLogLevel("WARN")
     return spark
 
@@ -219,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "windows": list(config.windows),
             "checkpoint_dir": config.checkpoint_dir,
         }
-        reporter.log.info(f"{SUMMARY_PREFIX}{json.dumps(metadata)}")
+        reporter.log.info(summary_line(metadata))
         if not config.continuous:  # a continuous run is an op, not an asset materialization
             report_materializations(reporter, config, metadata)
         return 0
@@ -254,7 +246,7 @@ def backfill_main(config: JobConfig) -> int:
             "topic": config.kafka.topic,
             "windows": list(config.windows),
         }
-        reporter.log.info(f"{SUMMARY_PREFIX}{json.dumps(metadata)}")
+        reporter.log.info(summary_line(metadata))
         # A summary, not a materialization: Dagster adds it to the asset or op that asked.
         reporter.report_custom_message(metadata)
         return 0

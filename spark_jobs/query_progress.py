@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -15,8 +14,8 @@ from typing import Any
 
 from pyspark.sql.streaming import StreamingQueryListener
 
-from crypto_pipeline.processes import identity_of
 from spark_jobs.batches import BatchTotals, LateRange
+from spark_jobs.interface.heartbeat import write_heartbeat
 
 log = logging.getLogger("spark_jobs")
 
@@ -125,27 +124,18 @@ class ProgressTracker(StreamingQueryListener):
                 totals.seconds[stage] = totals.seconds.get(stage, 0.0) + seconds
 
     def _write_status(self) -> None:
-        """Heartbeat for the Dagster health sensor: our pid, the last progress time, the Kafka
-        offsets the query has processed, late rows and state (written atomically)."""
+        """Heartbeat for the Dagster health sensor (spark_jobs/interface/heartbeat.py)."""
         if self.status_file is None:
             return
-        status = {
-            "pid": os.getpid(),
-            # With the pid: a recycled pid (a reboot, a new container) is not taken for ours.
-            "pid_identity": identity_of(os.getpid()),
-            "last_progress_at": self.last_progress_at,
-            # Windows ending this far behind a symbol's newest event are settled (sinks_agree).
-            "watermark_ms": self.watermark_ms,
-            "processed_offsets": {"ohlcv": self.totals.end_offsets},
-            "late_rows": self._late(),
-            "state": self._state(),
-        }
-        if self.outcome is not None:
-            status |= {"outcome": self.outcome, "stopped_at": time.time()}
-        self.status_file.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.status_file.with_suffix(".tmp")
-        partial.write_text(json.dumps(status))
-        partial.replace(self.status_file)
+        write_heartbeat(
+            self.status_file,
+            last_progress_at=self.last_progress_at,
+            watermark_ms=self.watermark_ms,
+            processed_offsets=self.totals.end_offsets,
+            late_rows=self._late(),
+            state=self._state(),
+            outcome=self.outcome,
+        )
 
     def mark_started(self) -> None:
         """A heartbeat before the first batch: a new run replaces the last run's outcome."""

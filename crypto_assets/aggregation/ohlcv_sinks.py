@@ -1,77 +1,18 @@
 """The aggregates in both sinks, materialized together by the Spark job run through Dagster Pipes
-(available-now: process what is in Kafka, then stop)."""
+(available-now: process what is in Kafka, then stop), by `ohlcv_job` and after each replay."""
 
 from collections.abc import Iterator
 
 import dagster as dg
-from pydantic import Field
 
-from crypto_assets.aggregation.late_repair import repair_late_rows
+from crypto_assets.aggregation.launcher import SparkJobConfig, SparkJobLauncher
 from crypto_assets.ingestion.market_data import kafka_klines
-from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
-from spark_jobs.interface.config import (
-    AVAILABLE_NOW,
-    DEFAULT_MAX_OFFSETS_PER_TRIGGER,
-    DEFAULT_WATERMARK,
-    DEFAULT_WINDOWS,
-    JobConfig,
-)
+from crypto_assets.resources import KafkaResource, SparkResource
+from spark_jobs.interface import summary
 from spark_jobs.interface.heartbeat import running_stream_pid
 
-MONGO_ASSET = dg.AssetKey("mongo_realtime")
-INFLUX_ASSET = dg.AssetKey("influx_ohlcv")
-
-
-class SparkJobConfig(dg.Config):
-    """Streaming settings of the OHLCV job (run config); connections come from the resources."""
-
-    windows: str = Field(
-        default=",".join(DEFAULT_WINDOWS), description="window lengths, comma-separated"
-    )
-    watermark: str = Field(default=DEFAULT_WATERMARK, description="how late an event may arrive")
-    max_offsets_per_trigger: int = Field(
-        default=DEFAULT_MAX_OFFSETS_PER_TRIGGER, description="rows per micro-batch at most"
-    )
-    checkpoint_dir: str | None = Field(
-        default=None, description="default: <state dir of the spark resource>/checkpoints/<topic>"
-    )
-
-
-def job_config(
-    config: SparkJobConfig,
-    trigger: str,
-    kafka: KafkaResource,
-    mongo: MongoResource,
-    influx: InfluxResource,
-    spark: SparkResource,
-    status_file: str | None = None,
-) -> JobConfig:
-    """The Spark job's configuration, built from the resources and the run config only."""
-    return JobConfig(
-        kafka=kafka.target,
-        mongo=mongo.target,
-        influx=influx.target,
-        checkpoint_dir=config.checkpoint_dir or str(spark.checkpoint_dir(kafka.topic)),
-        spark_master=spark.master,
-        spark_jars_dir=spark.connectors_dir,
-        spark_driver_host=spark.driver_host,
-        windows=tuple(w.strip() for w in config.windows.split(",") if w.strip()),
-        watermark=config.watermark,
-        trigger=trigger,
-        max_offsets_per_trigger=config.max_offsets_per_trigger,
-        status_file=status_file,
-        future_tolerance_s=kafka.future_tolerance_s,
-    )
-
-
-def refuse_if_streaming(spark: SparkResource, topic: str) -> None:
-    """Two jobs on the same checkpoints would corrupt them: one Spark job per topic at a time."""
-    stream_pid = running_stream_pid(spark.status_file(topic))
-    if stream_pid is not None:
-        raise dg.Failure(
-            f"the continuous job (pid {stream_pid}) is processing {topic} with the same "
-            "checkpoints; stop streaming_job first"
-        )
+MONGO_ASSET = dg.AssetKey(summary.MONGO_ASSET)
+INFLUX_ASSET = dg.AssetKey(summary.INFLUX_ASSET)
 
 
 @dg.multi_asset(
@@ -94,23 +35,57 @@ def refuse_if_streaming(spark: SparkResource, topic: str) -> None:
 def ohlcv_sinks(
     context: dg.AssetExecutionContext,
     config: SparkJobConfig,
-    kafka: KafkaResource,
-    mongo: MongoResource,
-    influx: InfluxResource,
-    spark: SparkResource,
+    spark_job: SparkJobLauncher,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    refuse_if_streaming(spark, kafka.topic)
-    job = job_config(config, AVAILABLE_NOW, kafka, mongo, influx, spark)
-    command = spark.submit_command(job)
-    context.log.info(" ".join(command))  # no secret: those travel in the environment
-    results = pipes_subprocess_client.run(
-        command=command, context=context, env=spark.environment(job)
-    ).get_results()
+    spark_job.refuse_if_streaming()
+    job = spark_job.job_config(config)
+    results = spark_job.run(context, pipes_subprocess_client, job).get_results()
     # Rows the run dropped as late (or earlier runs did) are repaired before the checks run.
-    repair = repair_late_rows(context, pipes_subprocess_client, job, mongo, spark)
+    repair = spark_job.repair_late_rows(context, pipes_subprocess_client, job)
     for result in results:
         if isinstance(result, dg.MaterializeResult) and repair:
             metadata = {**(result.metadata or {}), "late_repair": dg.MetadataValue.json(repair)}
             result = dg.MaterializeResult(asset_key=result.asset_key, metadata=metadata)
         yield result
+
+
+# Runs that drive the Spark job carry this tag; the instance allows one such run at a time, since
+# the available-now and the continuous job share the checkpoints of a topic.
+SPARK_JOB_TAG = "crypto/spark-job"
+
+ohlcv_job = dg.define_asset_job(
+    "ohlcv_job",
+    selection=dg.AssetSelection.assets(ohlcv_sinks),
+    tags={SPARK_JOB_TAG: "ohlcv"},
+    description="Run the Spark job available-now (everything new in Kafka into both sinks), "
+    "then every check of both sinks.",
+)
+
+
+# Tag on the Spark runs a replay triggered: which replay run they aggregate.
+REPLAY_RUN_TAG = "crypto/replay-run-id"
+
+
+@dg.asset_sensor(
+    asset_key=kafka_klines.key,
+    job=ohlcv_job,
+    minimum_interval_seconds=10,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="After each replay, runs the Spark job available-now and every check of both "
+    "sinks, unless the continuous job is running (it processes the replay itself).",
+)
+def replay_done_sensor(
+    context: dg.SensorEvaluationContext,
+    asset_event: dg.EventLogEntry,
+    kafka: KafkaResource,
+    spark: SparkResource,
+) -> dg.RunRequest | dg.SkipReason:
+    topic = kafka.topic
+    stream_pid = running_stream_pid(spark.status_file(topic))
+    if stream_pid is not None:
+        return dg.SkipReason(f"the continuous job (pid {stream_pid}) processes {topic}")
+    return dg.RunRequest(
+        run_key=f"replay:{asset_event.run_id}",
+        tags={REPLAY_RUN_TAG: asset_event.run_id},
+    )

@@ -3,17 +3,15 @@ Pipes, after an available-now run that dropped late candles (from the `ohlcv_sin
 the sensor that watches the late ledger while the continuous job runs, or by hand from the UI
 (`backfill_job`). A backfill shares no checkpoint with the stream, so it may run beside it."""
 
-import dataclasses
 from datetime import UTC, datetime
 
 import dagster as dg
 from pydantic import Field
 
-from crypto_assets.aggregation.late_repair import launch_backfill, repair_late_rows
-from crypto_assets.aggregation.ohlcv_sinks import SparkJobConfig, job_config
-from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
+from crypto_assets.aggregation.launcher import SparkJobConfig, SparkJobLauncher
+from crypto_assets.resources import KafkaResource, MongoResource
 from crypto_pipeline.replay.input_files import iso_to_ms
-from spark_jobs.interface.config import AVAILABLE_NOW
+from spark_jobs.interface import repair
 
 
 class BackfillConfig(SparkJobConfig):
@@ -34,19 +32,14 @@ class BackfillConfig(SparkJobConfig):
 def backfill_windows(
     context: dg.OpExecutionContext,
     config: BackfillConfig,
-    kafka: KafkaResource,
-    mongo: MongoResource,
-    influx: InfluxResource,
-    spark: SparkResource,
+    spark_job: SparkJobLauncher,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> None:
-    job = job_config(config, AVAILABLE_NOW, kafka, mongo, influx, spark)
+    job = spark_job.job_config(config)
     if not config.start and not config.end:
-        if config.retry_unrepairable:
-            backfill = dataclasses.replace(job, backfill_late="all")
-            summary = launch_backfill(context, pipes_subprocess_client, spark, backfill)
-        else:
-            summary = repair_late_rows(context, pipes_subprocess_client, job, mongo, spark)
+        summary = spark_job.repair_late_rows(
+            context, pipes_subprocess_client, job, config.retry_unrepairable
+        )
         context.log.info(f"backfill: {summary or 'nothing to repair'}")
         if summary.get("late_entries_unrepairable"):
             # Not a failed run (the sensor would stop repairing new entries): the
@@ -55,14 +48,10 @@ def backfill_windows(
         return
     if not (config.start and config.end):
         raise dg.Failure("give both start and end, or neither (repair the late ledger)")
-    symbols = tuple(s.strip().upper() for s in config.symbols.split(",") if s.strip())
-    backfill = dataclasses.replace(
-        job,
-        backfill_symbols=symbols or None,
-        backfill_start_ms=iso_to_ms(config.start),
-        backfill_end_ms=iso_to_ms(config.end),
+    backfill = repair.range_backfill(
+        job, config.symbols.split(","), iso_to_ms(config.start), iso_to_ms(config.end)
     )
-    summary = launch_backfill(context, pipes_subprocess_client, spark, backfill)
+    summary = spark_job.backfill(context, pipes_subprocess_client, backfill)
     context.log.info(f"backfill: {summary}")
 
 

@@ -1,0 +1,9 @@
+"""Ingestion: market data into Kafka. The `kafka_klines` asset (a replay of a file), the job that
+runs it from the UI, and the sensor that replays files dropped into the incoming folder."""
+
+import dagster as dg
+
+from crypto_assets.ingestion.incoming_files import incoming_files_sensor, replay_job
+from crypto_assets.ingestion.market_data import kafka_klines
+
+defs = dg.Definitions(assets=[kafka_klines], jobs=[replay_job], sensors=[incoming_files_sensor])

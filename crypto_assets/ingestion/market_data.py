@@ -7,8 +7,8 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from crypto_assets.quality.reconcile import ReplayScope
 from crypto_assets.resources import KafkaResource
+from crypto_pipeline.reconcile import ReplayScope
 from crypto_pipeline.replay.input_files import iso_to_ms, ms_to_iso
 from crypto_pipeline.replay.producer import ReplayOptions, replay
 from crypto_pipeline.settings import REPO_ROOT, SAMPLE_FILE

@@ -1,0 +1,22 @@
+"""Quality: proof that the aggregates landed in both sinks and are right. The asset checks, the
+nightly reconciliation, and the continuous job's health and freshness."""
+
+import dagster as dg
+
+from crypto_assets.quality.checks import (
+    fresh,
+    late_rows_repaired,
+    matches_source,
+    nightly_reconciliation,
+    nothing_left_behind,
+    reconciliation_job,
+    sinks_agree,
+)
+from crypto_assets.quality.stream_health import freshness_job, streaming_health_sensor
+
+defs = dg.Definitions(
+    asset_checks=[sinks_agree, matches_source, nothing_left_behind, late_rows_repaired, fresh],
+    jobs=[reconciliation_job, freshness_job],
+    schedules=[nightly_reconciliation],
+    sensors=[streaming_health_sensor],
+)

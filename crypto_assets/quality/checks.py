@@ -14,7 +14,10 @@ from pydantic import Field
 
 from crypto_assets.aggregation.ohlcv_sinks import INFLUX_ASSET, MONGO_ASSET
 from crypto_assets.ingestion.market_data import kafka_klines
-from crypto_assets.quality.reconcile import (
+from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
+from crypto_pipeline.formats.late_ledger import repair_ranges
+from crypto_pipeline.readback import Aggregates
+from crypto_pipeline.reconcile import (
     ReplayScope,
     committed_offsets,
     compare,
@@ -22,9 +25,6 @@ from crypto_assets.quality.reconcile import (
     reference_aggregates,
     settled,
 )
-from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
-from crypto_pipeline.formats.late_ledger import repair_ranges
-from crypto_pipeline.readback import Aggregates
 from crypto_pipeline.replay.input_files import ms_to_iso, reason_kind
 from spark_jobs.interface.config import DEFAULT_WINDOWS
 from spark_jobs.interface.heartbeat import read_status, stream_state
@@ -304,3 +304,21 @@ def fresh(
             description=f"{SINKS[key]} trails Kafka by {lag_minutes:.1f} min of event time "
             f"(bound {config.max_lag_minutes:g})",
         )
+
+
+reconciliation_job = dg.define_asset_job(
+    "reconciliation_job",
+    selection=dg.AssetSelection.checks(
+        sinks_agree, matches_source, nothing_left_behind, late_rows_repaired
+    ),
+    description="Full reconciliation: both sinks against each other and against the source.",
+)
+
+nightly_reconciliation = dg.ScheduleDefinition(
+    name="nightly_reconciliation",
+    job=reconciliation_job,
+    cron_schedule="0 3 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every night at 03:00 UTC: reconcile both sinks with each other and the source.",
+)

@@ -32,9 +32,11 @@ from crypto_pipeline.readback import flux_string
 from crypto_pipeline.replay.generator import INTERVALS_MS, generate, write_csv
 from crypto_pipeline.replay.producer import ReplayOptions, replay
 from crypto_pipeline.settings import KafkaTarget, Settings
+from crypto_pipeline.windows import window_ms
 from local_stack.artifacts import StackError, kafka_jars, require_tool
-from spark_jobs.interface.config import DEFAULT_WINDOWS, JobConfig, window_ms
-from spark_jobs.main import SUMMARY_PREFIX
+from spark_jobs.interface import launch
+from spark_jobs.interface.config import DEFAULT_WINDOWS, JobConfig
+from spark_jobs.interface.summary import read_summary
 
 BENCH_SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"]
 JAVA_RESULT = re.compile(r"(\d+) records sent, ([\d.]+) records/sec")
@@ -200,16 +202,15 @@ def run_job(job: JobConfig) -> dict[str, Any]:
     with `wall_seconds` (Spark start-up included) added."""
     started = time.monotonic()
     result = subprocess.run(
-        job.driver_command(),
-        env={**os.environ, **job.to_env()},
+        launch.driver_command(job),
+        env=launch.process_environment(job),
         capture_output=True,
         text=True,
         check=False,
     )
     if result.returncode != 0:
         raise StackError(f"the Spark job failed: {result.stderr.strip()[-800:]}")
-    (line,) = [line for line in result.stderr.splitlines() if SUMMARY_PREFIX in line][-1:]
-    summary: dict[str, Any] = json.loads(line.split(SUMMARY_PREFIX, 1)[1])
+    summary = read_summary(result.stderr)
     summary["wall_seconds"] = time.monotonic() - started
     return summary
 
@@ -410,7 +411,7 @@ def latency_run(settings: Settings, rate: int, seconds: int) -> LatencyRun:
     log_path = work / "job.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            job.driver_command(), env={**os.environ, **job.to_env()}, stdout=log, stderr=log
+            launch.driver_command(job), env=launch.process_environment(job), stdout=log, stderr=log
         )
     first, last = _event_range(path)
     poller = SinkPoller(job, first)

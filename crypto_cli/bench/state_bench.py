@@ -20,7 +20,8 @@ import pyarrow as pa
 
 from crypto_cli.bench.benchmarks import machine_description
 from crypto_pipeline.console import say
-from spark_jobs.interface.config import DEFAULT_WATERMARK, DEFAULT_WINDOWS, interval_ms, window_ms
+from crypto_pipeline.windows import interval_ms, window_ms
+from spark_jobs.interface.config import DEFAULT_WATERMARK, DEFAULT_WINDOWS
 from spark_jobs.open_windows import CANDLE_COLUMNS, WindowLength, advance_all
 from spark_jobs.state_store import StateStore
 

@@ -1,18 +1,18 @@
-"""The OHLCV job's configuration: the one contract between whoever launches the job (Dagster, the
+"""The Spark job's configuration: the one contract between whoever launches the job (Dagster, the
 CLI, the benchmarks, the tests) and the job itself.
 
 `JobConfig.to_args()` gives the command line and `JobConfig.to_env()` the two secrets (MongoDB URI,
 InfluxDB token), which travel only in the environment under their settings' names;
-`JobConfig.from_args(argv, environ)` reads them back. An option left out takes the value of the
-settings (environment, `.env`, defaults), so `python -m spark_jobs.main` works by hand too.
+`JobConfig.from_args(argv, environ)` is the job's reading of them. The job takes nothing else
+from its host: an option without a default that is left out, or a missing secret, is an error.
+Launchers build the config from the settings (`JobConfig.from_settings`) or from Dagster's
+resources.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,9 +26,8 @@ from crypto_pipeline.settings import (
     Settings,
     checkpoint_dir,
 )
+from crypto_pipeline.windows import interval_ms, window_ms
 
-WINDOW_LABEL = re.compile(r"^(?P<count>[1-9]\d*)(?P<unit>[mhd])$")  # 0m would divide by zero
-UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
 DEFAULT_WINDOWS = ("5m", "1h", "4h")
 DEFAULT_WATERMARK = "30 minutes"
 # "available-now" processes what is in Kafka and stops; anything else is a processing-time
@@ -39,31 +38,6 @@ DEFAULT_CONTINUOUS_TRIGGER = "5 seconds"
 DEFAULT_MAX_OFFSETS_PER_TRIGGER = 1_000_000
 SINK_NAMES = ("mongo", "influx", "noop")
 BACKFILL_LATE = ("new", "all")
-
-
-def _window_match(label: str) -> re.Match[str]:
-    match = WINDOW_LABEL.match(label)
-    if match is None:
-        raise ValueError(f"window {label!r} must look like 5m, 1h or 1d (a positive length)")
-    return match
-
-
-def window_ms(label: str) -> int:
-    """'5m' -> 300000: windows are whole minutes, hours or days, aligned to the epoch."""
-    match = _window_match(label)
-    return int(match.group("count")) * UNIT_MS[match.group("unit")]
-
-
-INTERVAL = re.compile(r"^(?P<count>\d+)\s*(?P<unit>second|minute|hour|day)s?$")
-INTERVAL_MS = {"second": 1_000, "minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
-
-
-def interval_ms(text: str) -> int:
-    """'30 minutes' -> 1800000 (the watermark delay and trigger intervals Spark accepts)."""
-    match = INTERVAL.match(text.strip())
-    if match is None:
-        raise ValueError(f"{text!r} must look like '30 minutes', '1 second' or '2 hours'")
-    return int(match.group("count")) * INTERVAL_MS[match.group("unit")]
 
 
 @dataclass(frozen=True)
@@ -131,11 +105,6 @@ class JobConfig:
     def continuous(self) -> bool:
         return self.trigger != AVAILABLE_NOW
 
-    def driver_command(self) -> list[str]:
-        """The job as its own process, its driver on top (Spark started through pyspark); run it
-        with `to_env()` added to the environment."""
-        return [sys.executable, "-m", "spark_jobs.main", *self.to_args()]
-
     def to_args(self) -> list[str]:
         """Every setting but the secrets, as command-line options."""
         flat = _flatten(self)
@@ -153,22 +122,24 @@ class JobConfig:
 
     @classmethod
     def from_args(cls, argv: Sequence[str] | None, environ: Mapping[str, str]) -> JobConfig:
+        """The config on the command line, the secrets from `environ`; an incomplete one is
+        refused (argparse's usage error: exit 2)."""
         parser = argparse.ArgumentParser(
             prog="spark_jobs.main", description="The OHLCV job: Kafka -> MongoDB + InfluxDB."
         )
         for option in OPTIONS:
-            parser.add_argument(option.flag, dest=option.field, help=option.help)
+            required = option.field in REQUIRED_FIELDS
+            parser.add_argument(option.flag, dest=option.field, help=option.help, required=required)
         given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
-        settings = Settings.from_env(environ)
-        flat = _flatten(cls.from_settings(settings))
-        for option in OPTIONS:
-            if option.field in given:
-                flat[option.field] = option.parse(given[option.field])
-        if "checkpoint_dir" not in given:  # follows the topic that was given
-            flat["checkpoint_dir"] = str(checkpoint_dir(settings.stack_dir, flat["kafka.topic"]))
-        for field, name in SECRET_ENV.items():
-            if environ.get(name):
-                flat[field] = environ[name]
+        missing = [name for name in SECRET_ENV.values() if name not in environ]
+        if missing:
+            parser.error(f"set {' and '.join(missing)} in the environment (secrets travel there)")
+        flat = {
+            option.field: option.parse(given[option.field])
+            for option in OPTIONS
+            if option.field in given
+        }
+        flat |= {field: environ[name] for field, name in SECRET_ENV.items()}
         return _unflatten(flat)
 
     @classmethod
@@ -261,7 +232,16 @@ OPTIONS = (
     ),
 )
 SECRET_ENV = {"mongo.uri": "MONGO_URI", "influx.token": "INFLUXDB_TOKEN"}
-TARGETS = ("kafka", "mongo", "influx")
+TARGETS = {"kafka": KafkaTarget, "mongo": MongoTarget, "influx": InfluxTarget}
+# Options the job cannot run without: every target's fields, and the fields without a default.
+REQUIRED_FIELDS = frozenset(
+    {f"{name}.{field.name}" for name, kind in TARGETS.items() for field in dataclasses.fields(kind)}
+    | {
+        field.name
+        for field in dataclasses.fields(JobConfig)
+        if field.name not in TARGETS and field.default is dataclasses.MISSING
+    }
+) - set(SECRET_ENV)
 
 
 def _flatten(config: JobConfig) -> dict[str, Any]:

@@ -1,14 +1,48 @@
-"""The continuous job's heartbeat file (written by spark_jobs/query_progress.py), read by the
-Dagster sensors, by anything that must not start a second Spark job on the same checkpoints, and by the
-demo's status line."""
+"""The continuous job's heartbeat file, both sides: written by the job after every batch
+(spark_jobs/query_progress.py), read by the Dagster sensors, by anything that must not start a
+second Spark job on the same checkpoints, and by the demo's status line."""
 
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
-from crypto_pipeline.processes import ProcessRecord
+from crypto_pipeline.processes import ProcessRecord, identity_of
+
+
+def write_heartbeat(
+    path: Path,
+    *,
+    last_progress_at: float,
+    watermark_ms: int,
+    processed_offsets: dict[str, dict[str, int]],
+    late_rows: dict[str, dict[str, int]],
+    state: dict[str, int],
+    outcome: str | None = None,
+) -> None:
+    """This process's heartbeat (written atomically): its pid, the last progress time, the Kafka
+    offsets the query has processed (topic -> partition -> offset), late rows per symbol, the
+    size of the state, and once it ends its outcome ("stopped" or "failed")."""
+    status: dict[str, Any] = {
+        "pid": os.getpid(),
+        # With the pid: a recycled pid (a reboot, a new container) is not taken for ours.
+        "pid_identity": identity_of(os.getpid()),
+        "last_progress_at": last_progress_at,
+        # Windows ending this far behind a symbol's newest event are settled (sinks_agree).
+        "watermark_ms": watermark_ms,
+        "processed_offsets": {"ohlcv": processed_offsets},
+        "late_rows": late_rows,
+        "state": state,
+    }
+    if outcome is not None:
+        status |= {"outcome": outcome, "stopped_at": time.time()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp")
+    partial.write_text(json.dumps(status))
+    partial.replace(path)
 
 
 def read_status(path: Path) -> dict[str, Any] | None:

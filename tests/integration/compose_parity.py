@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 import local_stack as stack
-from crypto_assets.sensors import REPLAY_RUN_TAG
+from crypto_assets.aggregation.ohlcv_sinks import REPLAY_RUN_TAG
 from crypto_cli.dagster_services import DagsterApi
 from crypto_pipeline.clients import mongo_client
 from crypto_pipeline.console import say

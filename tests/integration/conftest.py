@@ -10,9 +10,9 @@ import pytest
 from pyspark.sql import SparkSession
 
 import local_stack as stack
-from crypto_pipeline.build_cache import spark_connectors_dir
 from crypto_pipeline.settings import Settings
-from spark_jobs.interface.launch import build_spark_session
+from spark_jobs.interface.config import JobConfig
+from spark_jobs.session import build_spark_session
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -36,10 +36,7 @@ def local_stack(settings: Settings) -> Iterator[Settings]:
 
 @pytest.fixture(scope="session")
 def spark(local_stack: Settings) -> Iterator[SparkSession]:
-    jars = spark_connectors_dir(local_stack.cache_dir)
-    session = build_spark_session(
-        local_stack.spark_master, jars, "crypto-pipeline-tests", local_stack.spark_driver_host
-    )
+    session = build_spark_session(JobConfig.from_settings(local_stack), "crypto-pipeline-tests")
     try:
         yield session
     finally:

@@ -13,6 +13,7 @@ from typing import Any
 
 import dagster as dg
 
+from crypto_assets.aggregation.launcher import with_spark_job
 from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
 from crypto_cli.dagster_services import DagsterServices, prepare_dagster_home
 from crypto_pipeline.build_cache import spark_connectors_dir
@@ -30,28 +31,30 @@ def resources_for(
     """Topic, Mongo database and Influx measurement all named `name`; checkpoints and heartbeats
     under `state_dir`."""
     influx = settings.influx
-    return {
-        "kafka": KafkaResource(bootstrap_servers=settings.kafka.bootstrap_servers, topic=name),
-        "mongo": MongoResource(
-            uri=mongo_uri or settings.mongo.uri,
-            database=name,
-            collection=settings.mongo.collection,
-        ),
-        "influx": InfluxResource(
-            url=influx.url,
-            token=influx.token,
-            org=influx.org,
-            bucket=influx.bucket,
-            measurement=name,
-        ),
-        "spark": SparkResource(
-            master=spark_master,
-            driver_host=settings.spark_driver_host,
-            connectors_dir=str(spark_connectors_dir(settings.cache_dir)),
-            state_dir=str(state_dir),
-        ),
-        "pipes_subprocess_client": dg.PipesSubprocessClient(),
-    }
+    return with_spark_job(
+        {
+            "kafka": KafkaResource(bootstrap_servers=settings.kafka.bootstrap_servers, topic=name),
+            "mongo": MongoResource(
+                uri=mongo_uri or settings.mongo.uri,
+                database=name,
+                collection=settings.mongo.collection,
+            ),
+            "influx": InfluxResource(
+                url=influx.url,
+                token=influx.token,
+                org=influx.org,
+                bucket=influx.bucket,
+                measurement=name,
+            ),
+            "spark": SparkResource(
+                master=spark_master,
+                driver_host=settings.spark_driver_host,
+                connectors_dir=str(spark_connectors_dir(settings.cache_dir)),
+                state_dir=str(state_dir),
+            ),
+            "pipes_subprocess_client": dg.PipesSubprocessClient(),
+        }
+    )
 
 
 def wait_until(condition: Callable[[], Any], timeout_s: float, what: str = "condition") -> Any:

@@ -4,13 +4,13 @@ through the job's contract (JobConfig: arguments plus secrets in the environment
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from crypto_pipeline.replay.producer import ReplayOptions, ReplaySummary, replay
 from crypto_pipeline.settings import InfluxTarget, KafkaTarget, MongoTarget, Settings
+from spark_jobs.interface import launch
 from spark_jobs.interface.config import JobConfig
 
 
@@ -41,15 +41,11 @@ def job_for(settings: Settings, name: str, checkpoint: Path, **overrides: Any) -
     )
 
 
-def job_environment(job: JobConfig) -> dict[str, str]:
-    return {**os.environ, **job.to_env()}
-
-
 def run_job(job: JobConfig, timeout_s: float = 900) -> subprocess.CompletedProcess[str]:
     """The job as it is launched: its own process, until it exits."""
     return subprocess.run(
-        job.driver_command(),
-        env=job_environment(job),
+        launch.driver_command(job),
+        env=launch.process_environment(job),
         capture_output=True,
         text=True,
         timeout=timeout_s,
@@ -59,4 +55,6 @@ def run_job(job: JobConfig, timeout_s: float = 900) -> subprocess.CompletedProce
 def start_job(job: JobConfig, **popen: Any) -> subprocess.Popen[bytes]:
     """The job in the background (its output discarded unless `popen` says otherwise)."""
     popen = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, **popen}
-    return subprocess.Popen(job.driver_command(), env=job_environment(job), **popen)
+    return subprocess.Popen(
+        launch.driver_command(job), env=launch.process_environment(job), **popen
+    )

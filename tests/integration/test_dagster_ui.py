@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from crypto_assets.sensors import REPLAY_RUN_TAG
+from crypto_assets.aggregation.ohlcv_sinks import REPLAY_RUN_TAG
 from crypto_cli.dagster_services import (
     ASSET_GRAPH_PATH,
     DagsterApi,

@@ -21,14 +21,14 @@ import pytest
 from kafka import KafkaProducer
 
 import local_stack as stack
-from crypto_assets.aggregation.streaming import streaming_job
-from crypto_assets.quality.reconcile import committed_offsets
+from crypto_assets.aggregation.streaming import streaming_job, streaming_restart_sensor
+from crypto_assets.quality.stream_health import streaming_health_sensor
 from crypto_assets.resources import KafkaResource, SparkResource
-from crypto_assets.sensors import streaming_health_sensor, streaming_restart_sensor
 from crypto_cli.dagster_services import DagsterApi
 from crypto_pipeline.clients import end_offsets, ensure_topic
 from crypto_pipeline.formats import late_ledger
 from crypto_pipeline.readback import read_influx, read_mongo
+from crypto_pipeline.reconcile import committed_offsets
 from crypto_pipeline.settings import REPO_ROOT, Settings, checkpoint_dir, stream_status_file
 from spark_jobs.interface.config import JobConfig
 from spark_jobs.interface.heartbeat import read_status, running_stream_pid, stream_state

@@ -19,10 +19,10 @@ from kafka import KafkaProducer
 
 from crypto_assets.aggregation.repairs import late_rows_sensor
 from crypto_assets.definitions import build_definitions
-from crypto_assets.quality.reconcile import committed_offsets
 from crypto_pipeline.clients import end_offsets, ensure_topic
 from crypto_pipeline.formats import late_ledger
 from crypto_pipeline.readback import read_influx, read_mongo
+from crypto_pipeline.reconcile import committed_offsets
 from crypto_pipeline.settings import REPO_ROOT, Settings
 from spark_jobs.interface.config import JobConfig
 from tests.conftest import SHARED_DATA

@@ -4,7 +4,6 @@ InfluxDB equals aggregates computed independently from the CSV (tests/expected_o
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ import pytest
 
 from crypto_pipeline.readback import read_influx, read_mongo
 from crypto_pipeline.settings import REPO_ROOT, Settings
-from spark_jobs.main import SUMMARY_PREFIX
+from spark_jobs.interface.summary import read_summary
 from tests.conftest import SHARED_DATA
 from tests.expected_ohlcv import expected_aggregates, mismatches, read_csv_rows
 from tests.integration.job_helpers import (
@@ -175,9 +174,7 @@ def write_csv_rows(path: Path, rows: list[dict]) -> Path:
 
 
 def summary_of(result: subprocess.CompletedProcess[str]) -> dict:
-    (line,) = [line for line in result.stderr.splitlines() if SUMMARY_PREFIX in line]
-    summary: dict = json.loads(line.split(SUMMARY_PREFIX, 1)[1])
-    return summary
+    return read_summary(result.stderr)
 
 
 def test_state_holds_only_open_windows_and_shrinks_once_the_watermark_passes(

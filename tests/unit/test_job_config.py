@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from crypto_pipeline.settings import InfluxTarget, KafkaTarget, MongoTarget, Settings
-from spark_jobs.interface.config import OPTIONS, JobConfig
+from crypto_pipeline.settings import InfluxTarget, KafkaTarget, MongoTarget
+from spark_jobs.interface.config import DEFAULT_WINDOWS, OPTIONS, JobConfig
 
 SECRET_URI = "mongodb://app:s3cret@mongo.internal:27018/crypto?authSource=crypto"
 
@@ -60,15 +60,34 @@ def test_every_field_has_exactly_one_option() -> None:
     assert covered == (fields - {"kafka", "mongo", "influx"}) | target_fields
 
 
-def test_left_out_options_come_from_the_settings_and_the_checkpoint_follows_the_topic() -> None:
-    environ = {"STACK_DIR": "/state", "MONGO_URI": SECRET_URI, "KAFKA_TOPIC": "ignored"}
-    config = JobConfig.from_args(["--topic", "mine", "--windows", "5m"], environ)
-    settings = Settings.from_env(environ)
-    assert config.kafka == KafkaTarget(settings.kafka.bootstrap_servers, "mine")
-    assert config.mongo == dataclasses.replace(settings.mongo)
-    assert config.mongo.uri == SECRET_URI
-    assert config.checkpoint_dir == "/state/checkpoints/mine"
-    assert config.windows == ("5m",)
+def without_option(args: list[str], flag: str) -> list[str]:
+    at = args.index(flag)
+    return args[:at] + args[at + 2 :]
+
+
+@pytest.mark.parametrize(
+    "flag", ["--topic", "--mongo-database", "--checkpoint-dir", "--influx-url"]
+)
+def test_a_left_out_option_without_a_default_is_refused(
+    flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        JobConfig.from_args(without_option(CONFIG.to_args(), flag), CONFIG.to_env())
+    assert exit_.value.code == 2
+    assert flag in capsys.readouterr().err
+
+
+def test_a_missing_secret_is_refused_and_nothing_else_comes_from_the_host(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        JobConfig.from_args(CONFIG.to_args(), {"MONGO_URI": SECRET_URI})
+    assert "INFLUXDB_TOKEN" in capsys.readouterr().err
+    host = {**CONFIG.to_env(), "KAFKA_TOPIC": "other", "STACK_DIR": "/elsewhere", "MONGO_DB": "x"}
+    assert JobConfig.from_args(CONFIG.to_args(), host) == CONFIG
+    # Options with a default may be left out: the job's default, not the host's.
+    defaults = without_option(CONFIG.to_args(), "--windows")
+    assert JobConfig.from_args(defaults, host).windows == DEFAULT_WINDOWS
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,13 @@ import dagster as dg
 import pytest
 
 import local_stack as stack
-from crypto_assets.aggregation.ohlcv_sinks import refuse_if_streaming
-from crypto_assets.aggregation.streaming import streaming_job
+from crypto_assets.aggregation.launcher import refuse_if_streaming
+from crypto_assets.aggregation.streaming import (
+    STREAM_RESTARTS,
+    streaming_job,
+    streaming_restart_sensor,
+)
 from crypto_assets.resources import KafkaResource, SparkResource
-from crypto_assets.sensors import STREAM_RESTARTS, streaming_restart_sensor
 from crypto_pipeline.processes import ProcessRecord, identity_of
 from crypto_pipeline.settings import Settings
 from spark_jobs.interface.heartbeat import running_stream_pid, stream_state

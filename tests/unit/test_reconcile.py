@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from crypto_assets.quality.reconcile import (
+from crypto_pipeline.reconcile import (
     ReplayScope,
     committed_offsets,
     compare,

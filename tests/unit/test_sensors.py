@@ -10,10 +10,14 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from crypto_assets import sensors
-from crypto_assets.aggregation.ohlcv_sinks import refuse_if_streaming
+from crypto_assets.aggregation.launcher import refuse_if_streaming
+from crypto_assets.ingestion import incoming_files
+from crypto_assets.ingestion.incoming_files import (
+    INCOMING_FILE_TAG,
+    file_digest,
+    incoming_files_sensor,
+)
 from crypto_assets.resources import IncomingFilesResource, SparkResource
-from crypto_assets.sensors import INCOMING_FILE_TAG, file_digest, incoming_files_sensor
 from crypto_pipeline.processes import identity_of
 from spark_jobs.interface.heartbeat import running_stream_pid
 
@@ -64,7 +68,7 @@ def test_an_unchanged_file_is_not_read_again_on_later_ticks(
         hashed.append(path)
         return file_digest(path)
 
-    monkeypatch.setattr(sensors, "file_digest", counting_digest)
+    monkeypatch.setattr(incoming_files, "file_digest", counting_digest)
     cursor = tick(None, incoming, instance).cursor
     assert len(hashed) == 2
     for _ in range(3):
@@ -179,7 +183,7 @@ def test_an_unreadable_file_does_not_hold_up_the_others(
             raise PermissionError(13, "Permission denied", str(path))
         return digest
 
-    monkeypatch.setattr(sensors, "file_digest", read_or_refuse)
+    monkeypatch.setattr(incoming_files, "file_digest", read_or_refuse)
     assert [r.run_key for r in tick(None, incoming, instance).run_requests or []] == [
         f"{readable}:{digest}"
     ]

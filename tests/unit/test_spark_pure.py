@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from spark_jobs.interface.config import interval_ms, window_ms
+from crypto_pipeline.windows import interval_ms, window_ms
 from spark_jobs.sinks import aggregate_columns, line_protocol, mongo_documents
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 from crypto_pipeline.formats.window_document import AGGREGATE_FIELDS
 from crypto_pipeline.readback import AggregateKey, Aggregates
 from crypto_pipeline.replay.input_files import Candle, read_rows
-from spark_jobs.interface.config import window_ms
+from crypto_pipeline.windows import window_ms
 
 RELATIVE_TOLERANCE = 1e-9
 SAMPLE_SIZE = 10

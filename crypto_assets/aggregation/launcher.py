@@ -1,0 +1,137 @@
+"""The Spark job launched from Dagster through Pipes: one resource built from the connection
+resources, which turns a run's config into the job's (spark_jobs/interface) and runs it in each
+mode: available-now for the `ohlcv_sinks` asset, continuous for `streaming_job`, backfills for
+late rows and ranges."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
+from spark_jobs.interface import launch, repair
+from spark_jobs.interface.config import (
+    AVAILABLE_NOW,
+    DEFAULT_MAX_OFFSETS_PER_TRIGGER,
+    DEFAULT_WATERMARK,
+    DEFAULT_WINDOWS,
+    JobConfig,
+    split_names,
+)
+from spark_jobs.interface.heartbeat import running_stream_pid
+
+Context = dg.OpExecutionContext | dg.AssetExecutionContext
+
+
+class SparkJobConfig(dg.Config):
+    """Streaming settings of the OHLCV job (run config); connections come from the resources."""
+
+    windows: str = Field(
+        default=",".join(DEFAULT_WINDOWS), description="window lengths, comma-separated"
+    )
+    watermark: str = Field(default=DEFAULT_WATERMARK, description="how late an event may arrive")
+    max_offsets_per_trigger: int = Field(
+        default=DEFAULT_MAX_OFFSETS_PER_TRIGGER, description="rows per micro-batch at most"
+    )
+    checkpoint_dir: str | None = Field(
+        default=None, description="default: <state dir of the spark resource>/checkpoints/<topic>"
+    )
+
+
+def refuse_if_streaming(spark: SparkResource, topic: str) -> None:
+    """Two jobs on the same checkpoints would corrupt them: one Spark job per topic at a time."""
+    stream_pid = running_stream_pid(spark.status_file(topic))
+    if stream_pid is not None:
+        raise dg.Failure(
+            f"the continuous job (pid {stream_pid}) is processing {topic} with the same "
+            "checkpoints; stop streaming_job first"
+        )
+
+
+class SparkJobLauncher(dg.ConfigurableResource):
+    """The OHLCV Spark job on this deployment's servers: Kafka in, MongoDB and InfluxDB out,
+    run where the spark resource says."""
+
+    kafka: KafkaResource
+    mongo: MongoResource
+    influx: InfluxResource
+    spark: SparkResource
+
+    @property
+    def topic(self) -> str:
+        return self.kafka.topic
+
+    def job_config(
+        self, config: SparkJobConfig, trigger: str = AVAILABLE_NOW, continuous: bool = False
+    ) -> JobConfig:
+        """The job's configuration from the resources and the run config only (a continuous
+        job writes the heartbeat the sensors read)."""
+        status_file = str(self.spark.status_file(self.topic)) if continuous else None
+        return JobConfig(
+            kafka=self.kafka.target,
+            mongo=self.mongo.target,
+            influx=self.influx.target,
+            checkpoint_dir=config.checkpoint_dir or str(self.spark.checkpoint_dir(self.topic)),
+            spark_master=self.spark.master,
+            spark_jars_dir=self.spark.connectors_dir,
+            spark_driver_host=self.spark.driver_host,
+            windows=split_names(config.windows),
+            watermark=config.watermark,
+            trigger=trigger,
+            max_offsets_per_trigger=config.max_offsets_per_trigger,
+            status_file=status_file,
+            future_tolerance_s=self.kafka.future_tolerance_s,
+        )
+
+    def refuse_if_streaming(self) -> None:
+        refuse_if_streaming(self.spark, self.topic)
+
+    def run(
+        self, context: Context, pipes: dg.PipesSubprocessClient, job: JobConfig
+    ) -> dg.PipesClientCompletedInvocation:
+        """The job through Pipes, until it exits: a continuous one with its driver on top (its
+        run terminated from the UI stops it cleanly), the others through spark-submit."""
+        try:
+            command = launch.driver_command(job) if job.continuous else launch.submit_command(job)
+        except launch.LaunchError as error:
+            raise dg.Failure(str(error)) from None
+        context.log.info(" ".join(command))  # no secret: those travel in the environment
+        return pipes.run(command=command, context=context, env=launch.environment(job))
+
+    def backfill(
+        self, context: Context, pipes: dg.PipesSubprocessClient, job: JobConfig
+    ) -> dict[str, Any]:
+        """Run a backfill and return its summary (sent as a Pipes custom message)."""
+        context.log.info(repair.describe_backfill(job))
+        messages = self.run(context, pipes, job).get_custom_messages()
+        if not messages:
+            raise dg.Failure("the backfill ended without its summary")
+        return dict(messages[-1])
+
+    def repair_late_rows(
+        self,
+        context: Context,
+        pipes: dg.PipesSubprocessClient,
+        job: JobConfig,
+        retry_unrepairable: bool = False,
+    ) -> dict[str, Any]:
+        """Backfill the late ledger's open entries of the topic, per symbol and range (those a
+        backfill found unrepairable wait for a person unless `retry_unrepairable`); {} if there
+        is nothing to repair."""
+        entries = self.mongo.open_late_entries(self.topic, with_unrepairable=retry_unrepairable)
+        backfill = repair.late_rows_backfill(job, entries, retry_unrepairable)
+        if backfill is None:
+            return {}
+        context.log.warning(
+            f"{repair.describe_late(entries)} are not in the sinks yet: backfilling them"
+        )
+        return self.backfill(context, pipes, backfill)
+
+
+def with_spark_job(resources: Mapping[str, Any]) -> dict[str, Any]:
+    """`resources` and the launcher built from their connection resources, as `spark_job`."""
+    names = ("kafka", "mongo", "influx", "spark")
+    return {**resources, "spark_job": SparkJobLauncher(**{name: resources[name] for name in names})}

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +24,7 @@ from crypto_pipeline.replay.generator import INTERVALS_MS, generate, write_csv
 from crypto_pipeline.replay.input_files import InputFormatError, iso_to_ms
 from crypto_pipeline.replay.producer import ENGINES, ReplayError, ReplayOptions, replay
 from crypto_pipeline.settings import REPO_ROOT, Settings
+from spark_jobs.interface import launch
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -135,14 +138,15 @@ def _dashboards(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench_producer(args: argparse.Namespace, settings: Settings) -> int:
-    from crypto_cli.bench.benchmarks import bench_producer
+    from crypto_cli.bench.producer_bench import bench_producer
 
     bench_producer(settings, args.rows, args.memory_rows)
     return 0
 
 
 def _bench_stream(args: argparse.Namespace, settings: Settings) -> int:
-    from crypto_cli.bench.benchmarks import bench_latency, bench_stream
+    from crypto_cli.bench.latency_bench import bench_latency
+    from crypto_cli.bench.stream_bench import bench_stream
 
     if not args.latency_only:
         bench_stream(settings, args.rows, compute_only=args.compute_only)
@@ -152,17 +156,18 @@ def _bench_stream(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench_state(args: argparse.Namespace, settings: Settings) -> int:
-    from crypto_cli.bench.state_bench import bench_state
-
-    bench_state(args.symbols, args.minutes, args.batches)
-    return 0
+    options = ["--symbols", str(args.symbols), "--minutes", str(args.minutes)]
+    command = launch.component_bench_command("state", [*options, "--batches", str(args.batches)])
+    return subprocess.run(command).returncode
 
 
 def _bench_sinks(args: argparse.Namespace, settings: Settings) -> int:
-    from crypto_cli.bench.benchmarks import bench_sinks
+    from crypto_cli.bench.workloads import bench_job
 
-    bench_sinks(settings, args.docs)
-    return 0
+    name = f"bench_sinks_{int(time.time())}"
+    job = bench_job(settings, name, settings.stack_dir / "bench" / "checkpoints" / name, name)
+    command = launch.component_bench_command("sinks", ["--docs", str(args.docs), *job.to_args()])
+    return subprocess.run(command, env=launch.process_environment(job)).returncode
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -66,6 +66,12 @@ def driver_command(job: JobConfig) -> list[str]:
     return [sys.executable, "-m", "spark_jobs.main", *job.to_args()]
 
 
+def component_bench_command(component: str, args: list[str]) -> list[str]:
+    """A benchmark of one of the job's parts, "state" or "sinks" (spark_jobs/component_bench.py);
+    the sinks' run with `process_environment(job)` and the job's arguments in `args`."""
+    return [sys.executable, "-m", "spark_jobs.component_bench", component, *args]
+
+
 def submit_command(job: JobConfig) -> list[str]:
     """The job through `spark-submit` (available-now runs and backfills from Dagster)."""
     if not connector_jars(job):

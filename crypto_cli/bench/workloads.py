@@ -1,0 +1,105 @@
+"""What the benchmarks run on: generated candle files and topics (made once, reused), the Spark
+job on a benchmark topic, and a process tree's memory."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from crypto_pipeline.benchmarking import BENCH_SYMBOLS
+from crypto_pipeline.clients import (
+    end_offsets,
+)
+from crypto_pipeline.console import say
+from crypto_pipeline.replay.generator import generate, write_csv
+from crypto_pipeline.replay.producer import ReplayOptions, replay
+from crypto_pipeline.settings import KafkaTarget, Settings
+from local_stack.artifacts import StackError
+from spark_jobs.interface import launch
+from spark_jobs.interface.config import JobConfig
+from spark_jobs.interface.summary import read_summary
+
+
+def bench_rows_file(settings: Settings, rows: int) -> Path:
+    """A generated file of exactly `rows` candles, cached under the stack directory."""
+    path = settings.stack_dir / "bench" / f"generated_{rows}.csv.gz"
+    if path.exists():
+        return path
+    per_symbol_days = rows / len(BENCH_SYMBOLS) / 1440
+    say(f"[bench] generating {rows:,} rows into {path}")
+    candles = generate(BENCH_SYMBOLS, datetime(2025, 1, 1, tzinfo=UTC), per_symbol_days, "1m", 11)
+    write_csv(candles[:rows], path)
+    return path
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of a process and its descendants (the bulk replay's workers)."""
+    total = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue  # exited meanwhile
+        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        total += int(match.group(1)) * 1024 if match else 0
+        pending += [int(child) for child in children]
+    return total
+
+
+def bench_job(
+    settings: Settings, topic: str, checkpoint: Path, sink_name: str, **overrides: object
+) -> JobConfig:
+    """The job on a benchmark topic, writing to a database and measurement named `sink_name`."""
+    return JobConfig.from_settings(
+        settings,
+        kafka=KafkaTarget(settings.kafka.bootstrap_servers, topic),
+        mongo=dataclasses.replace(settings.mongo, database=sink_name.replace(".", "_")),
+        influx=dataclasses.replace(settings.influx, measurement=sink_name),
+        checkpoint_dir=str(checkpoint),
+        **overrides,
+    )
+
+
+def run_job(job: JobConfig) -> dict[str, Any]:
+    """One available-now run of the job as its own process: its summary (the last log line),
+    with `wall_seconds` (Spark start-up included) added."""
+    started = time.monotonic()
+    result = subprocess.run(
+        launch.driver_command(job),
+        env=launch.process_environment(job),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StackError(f"the Spark job failed: {result.stderr.strip()[-800:]}")
+    summary = read_summary(result.stderr)
+    summary["wall_seconds"] = time.monotonic() - started
+    return summary
+
+
+def bench_topic(settings: Settings, rows: int) -> str:
+    """A topic holding `rows` generated candles (5 symbols, 3 partitions), loaded once: later
+    runs reuse it."""
+    topic = f"bench.stream.{rows}"
+    bootstrap = settings.kafka.bootstrap_servers
+    loaded = sum(end_offsets(bootstrap, topic).values())
+    if loaded == rows:
+        say(f"[bench] reusing {topic} ({rows:,} rows)")
+        return topic
+    if loaded:
+        raise StackError(
+            f"{topic} holds {loaded:,} rows, not {rows:,}: `crypto-pipeline stack reset`"
+        )
+    path = bench_rows_file(settings, rows)
+    say(f"[bench] loading {rows:,} rows into {topic} (once)")
+    replay(ReplayOptions(path=path, topic=topic, partitions=3), bootstrap)
+    return topic

@@ -22,7 +22,8 @@ from crypto_pipeline.console import say
 from crypto_pipeline.processes import ProcessRecord
 from crypto_pipeline.settings import Settings
 from local_stack.artifacts import StackError, spark_connector_jars
-from local_stack.services import Service, services, wait_healthy
+from local_stack.service_base import Service, wait_healthy
+from local_stack.services import services
 
 __all__ = ["StackError", "down", "is_running", "kill", "reset", "status", "up"]
 

@@ -14,7 +14,7 @@ import pytest
 import local_stack as stack
 from crypto_assets.aggregation.ohlcv_sinks import ohlcv_sinks
 from crypto_pipeline.settings import REPO_ROOT, Settings
-from local_stack.services import spark_master_state
+from local_stack.spark_cluster import spark_master_state
 from tests.conftest import SHARED_DATA
 from tests.expected_ohlcv import expected_aggregates, read_csv_rows
 from tests.integration.dagster_helpers import resources_for

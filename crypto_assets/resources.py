@@ -11,8 +11,8 @@ import dagster as dg
 from crypto_pipeline.candle_rules import DEFAULT_FUTURE_TOLERANCE_S
 from crypto_pipeline.clients import end_offsets, read_latest_by_key, read_messages
 from crypto_pipeline.formats import late_ledger
+from crypto_pipeline.formats.window_values import Aggregates
 from crypto_pipeline.readback import (
-    Aggregates,
     newest_influx_event_ms,
     newest_mongo_event_ms,
     read_influx,

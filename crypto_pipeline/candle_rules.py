@@ -124,3 +124,9 @@ def candle_reason(
         if reason is not None:
             return reason
     return ohlc_reason(*(float(numbers[name] or 0) for name in PRICE_FIELDS))
+
+
+def reason_kind(reason: str) -> str:
+    """A rejection reason without the row's values (which follow a colon), for grouping:
+    'close is not a number', 'high < low', 'wrong number of fields'."""
+    return reason.split(":")[0].strip()

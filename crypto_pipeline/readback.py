@@ -3,15 +3,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
-
 from crypto_pipeline.clients import influx_client, mongo_client
-from crypto_pipeline.formats.window_document import AGGREGATE_FIELDS, NULL_FIELDS_FIELD, window_id
+from crypto_pipeline.formats import influx_point, window_document
+from crypto_pipeline.formats.window_values import Aggregates, window_id
 from crypto_pipeline.settings import InfluxTarget, MongoTarget
-
-AggregateKey = tuple[str, str, int]
-Aggregates = dict[AggregateKey, dict[str, Any]]
 
 
 def flux_string(value: str) -> str:
@@ -29,44 +24,29 @@ def influx_measurement_query(target: InfluxTarget, measurement: str, then: str) 
     )
 
 
-def epoch_ms(moment: datetime) -> int:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
-
-
 def read_mongo(target: MongoTarget) -> tuple[Aggregates, list[str]]:
     """All aggregate documents, and the `_id`s that do not match their own key."""
     result: Aggregates = {}
     bad_ids = []
     with mongo_client(target.uri) as client:
-        for doc in client[target.database][target.collection].find({}):
-            key = (doc["symbol"], doc["window"], epoch_ms(doc["window_start"]))
-            if doc["_id"] != window_id(*key):
-                bad_ids.append(str(doc["_id"]))
-            result[key] = {name: doc.get(name) for name in AGGREGATE_FIELDS}
+        for document in client[target.database][target.collection].find({}):
+            key, values = window_document.decode(document)
+            if document["_id"] != window_id(*key):
+                bad_ids.append(str(document["_id"]))
+            result[key] = values
     return result, bad_ids
 
 
 def read_influx(target: InfluxTarget) -> Aggregates:
-    """Every point of the measurement, fields pivoted into one row per (symbol, window, time); a
-    field its NULL_FIELDS_FIELD names is null."""
-    query = influx_measurement_query(
-        target,
-        target.measurement,
-        ' |> pivot(rowKey: ["_time", "symbol", "window"], columnKey: ["_field"],'
-        ' valueColumn: "_value")',
-    )
+    """Every point of the measurement (influx_point.py)."""
+    query = influx_measurement_query(target, target.measurement, influx_point.PIVOT)
     result: Aggregates = {}
     with influx_client(target) as client:
         for table in client.query_api().query(query):
             for record in table.records:
-                values = record.values
-                key = (values["symbol"], values["window"], epoch_ms(record.get_time()))
-                nulls = set((values.get(NULL_FIELDS_FIELD) or "").split(","))
-                result[key] = {
-                    name: None if name in nulls else values.get(name) for name in AGGREGATE_FIELDS
-                }
+                time_ms = window_document.epoch_ms(record.get_time())
+                key, values = influx_point.decode(record.values, time_ms)
+                result[key] = values
     return result
 
 

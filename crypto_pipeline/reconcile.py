@@ -12,9 +12,11 @@ from typing import Any
 
 import pandas as pd
 
-from crypto_pipeline.formats.window_document import AGGREGATE_FIELDS
-from crypto_pipeline.readback import AggregateKey, Aggregates
-from crypto_pipeline.replay.input_files import Candle, read_rows
+from crypto_pipeline.formats.candle_message import Candle
+from crypto_pipeline.formats.window_values import AGGREGATE_FIELDS, AggregateKey, Aggregates
+from crypto_pipeline.replay.input_files import (
+    read_rows,
+)
 from crypto_pipeline.windows import window_ms
 
 RELATIVE_TOLERANCE = 1e-9

@@ -27,10 +27,11 @@ import pyarrow as pa
 from crypto_pipeline.benchmarking import BENCH_SYMBOLS, machine_description
 from crypto_pipeline.clients import mongo_client
 from crypto_pipeline.console import say
+from crypto_pipeline.formats import window_document
 from crypto_pipeline.windows import interval_ms, window_ms
 from spark_jobs.interface.config import DEFAULT_WATERMARK, DEFAULT_WINDOWS, JobConfig
 from spark_jobs.open_windows import CANDLE_COLUMNS, WindowLength, advance_all
-from spark_jobs.sinks import aggregate_columns, mongo_documents, write_influx, write_mongo
+from spark_jobs.sinks import aggregate_columns, write_influx, write_mongo
 from spark_jobs.state_store import StateStore
 
 T0 = 1_735_689_600_000  # 2025-01-01T00:00Z
@@ -157,7 +158,7 @@ def bench_sinks(job: JobConfig, docs: int) -> None:
     with mongo_client(job.mongo.uri) as client:
         collection = client[job.mongo.database][f"{job.mongo.collection}_reference"]
         started = time.monotonic()
-        collection.insert_many(mongo_documents(columns), ordered=False)
+        collection.insert_many(window_document.encode(columns), ordered=False)
         reference = docs / (time.monotonic() - started)
     results = {}
     for sink, write in (("mongodb", write_mongo), ("influxdb", write_influx)):

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crypto_pipeline.formats.window_document import AGGREGATE_FIELDS
+from crypto_pipeline.formats.window_values import AGGREGATE_FIELDS
 
 CANDLE_COLUMNS = (
     "event_time_ms",

@@ -15,22 +15,15 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pandas as pd
 
 from crypto_pipeline.clients import Document, influx_client, kafka_producer, mongo_client
-from crypto_pipeline.formats import late_ledger
-from crypto_pipeline.formats.window_document import (
-    AGGREGATE_FIELDS,
-    INTEGER_FIELDS,
-    NULL_FIELDS_FIELD,
-    window_id,
-)
+from crypto_pipeline.formats import influx_point, late_ledger, window_document
+from crypto_pipeline.formats.window_values import AGGREGATE_FIELDS, INPUT_OFFSETS, INTEGER_FIELDS
 from crypto_pipeline.settings import InfluxTarget
 from spark_jobs.interface.config import JobConfig
-from spark_jobs.open_windows import INPUT_OFFSETS
 
 T = TypeVar("T")
 
@@ -72,26 +65,6 @@ def aggregate_columns(windows: pd.DataFrame) -> dict[str, list[Any]]:
     return columns
 
 
-def mongo_documents(columns: dict[str, list[Any]]) -> list[Document]:
-    """`_id = SYMBOL|window|window start ms`; window start and end as dates; the version of the
-    window's input (spark_jobs/window_versions.py)."""
-    documents = []
-    for index, symbol in enumerate(columns["symbol"]):
-        start_ms = columns["window_start_ms"][index]
-        document: Document = {
-            "_id": window_id(symbol, columns["window"][index], start_ms),
-            "symbol": symbol,
-            "window": columns["window"][index],
-            "window_start": datetime.fromtimestamp(start_ms / 1000, tz=UTC),
-            "window_end": datetime.fromtimestamp(columns["window_end_ms"][index] / 1000, tz=UTC),
-        }
-        for name in AGGREGATE_FIELDS:
-            document[name] = columns[name][index]
-        document[INPUT_OFFSETS] = columns[INPUT_OFFSETS][index]
-        documents.append(document)
-    return documents
-
-
 def ensure_mongo_index(config: JobConfig) -> None:
     """The (symbol, window, window_start) index, created once before the stream starts."""
     from pymongo import ASCENDING
@@ -129,7 +102,7 @@ def write_mongo(columns: dict[str, list[Any]], config: JobConfig) -> int:
         (str(config.mongo_writers),),
         lambda: ThreadPoolExecutor(config.mongo_writers, thread_name_prefix="mongo"),
     )
-    documents = mongo_documents(columns)
+    documents = window_document.encode(columns)
 
     def upsert(chunk: Sequence[Document]) -> None:
         collection.bulk_write(
@@ -152,25 +125,6 @@ def write_late_rows(
     them."""
     ledger = late_ledger_collection(config)
     return late_ledger.record(ledger, config.kafka.topic, checkpoint_id, batch_id, entries)
-
-
-def _escape_tag(value: str) -> str:
-    return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
-
-
-def line_protocol(values: dict[str, Any], measurement: str) -> str:
-    """One point: tags symbol and window, the aggregates as fields (a null one left out and named
-    in NULL_FIELDS_FIELD), time = window start (ms)."""
-    fields, nulls = [], []
-    for name in AGGREGATE_FIELDS:
-        value = values[name]
-        if value is None:
-            nulls.append(name)
-            continue
-        fields.append(f"{name}={int(value)}i" if name in INTEGER_FIELDS else f"{name}={value!r}")
-    fields.append(f'{NULL_FIELDS_FIELD}="{",".join(nulls)}"')
-    tags = f"symbol={_escape_tag(values['symbol'])},window={_escape_tag(values['window'])}"
-    return f"{measurement},{tags} {','.join(fields)} {values['window_start_ms']}"
 
 
 def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -230,7 +184,7 @@ def write_influx(columns: dict[str, list[Any]], config: JobConfig) -> int:
     measurement = config.influx.measurement
     names = list(columns)
     rows = (dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True))
-    return write_influx_lines((line_protocol(row, measurement) for row in rows), config)
+    return write_influx_lines((influx_point.encode(row, measurement) for row in rows), config)
 
 
 def write_batch_metrics(

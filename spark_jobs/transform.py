@@ -12,35 +12,19 @@ from functools import reduce
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
 from crypto_pipeline import candle_rules as rules
+from crypto_pipeline.formats import candle_message, dead_letter
 from spark_jobs.open_windows import CANDLE_COLUMNS
-
-MESSAGE_SCHEMA = StructType(
-    [
-        StructField("symbol", StringType()),
-        StructField("event_time_ms", LongType()),
-        StructField("open", DoubleType()),
-        StructField("high", DoubleType()),
-        StructField("low", DoubleType()),
-        StructField("close", DoubleType()),
-        StructField("volume", DoubleType()),
-        StructField("quote_volume", DoubleType()),
-        # A double, so that NaN, infinities and fractions are seen (and rejected), not nulled.
-        StructField("trades", DoubleType()),
-    ]
-)
-REQUIRED_FIELDS = ("symbol", "event_time_ms", "open", "high", "low", "close", "volume")
 
 
 def _reject_reason(m: Column, produced: Column, future_tolerance_ms: int) -> Column:
     """Why a message is not a valid candle, or null when it is: the shared candle rules
     (crypto_pipeline/candle_rules.py) in the order the producer checks them; the clock of the
     future rule is when the record was produced (its Kafka timestamp)."""
-    no_fields = reduce(operator.and_, [m[name].isNull() for name in REQUIRED_FIELDS])
+    no_fields = reduce(operator.and_, [m[name].isNull() for name in candle_message.REQUIRED_FIELDS])
     reason = F.when(m.isNull() | no_fields, F.lit("not a JSON candle"))
-    for name in REQUIRED_FIELDS:
+    for name in candle_message.REQUIRED_FIELDS:
         reason = reason.when(m[name].isNull(), F.lit(f"missing or mistyped {name}"))
     # Java's `$` accepts a final line terminator, `\z` does not.
     reason = (
@@ -76,7 +60,7 @@ def parse_messages(
     decoded message fields and `reject_reason` (null for a valid candle)."""
     text = F.col("value").cast("string")
     # FAILFAST would stop the stream on one bad record; PERMISSIVE gives nulls we turn into reasons.
-    message = F.from_json(text, MESSAGE_SCHEMA, {"mode": "PERMISSIVE"})
+    message = F.from_json(text, candle_message.SPARK_SCHEMA, {"mode": "PERMISSIVE"})
     return raw.select(
         text.alias("raw_value"),
         F.col("topic"),
@@ -90,7 +74,7 @@ def parse_messages(
         "partition",
         "offset",
         "kafka_timestamp",
-        *[F.col(f"m.{name}").alias(name) for name in MESSAGE_SCHEMA.fieldNames()],
+        *[F.col(f"m.{name}").alias(name) for name in candle_message.FIELD_NAMES],
         _reject_reason(F.col("m"), F.col("kafka_timestamp"), future_tolerance_ms).alias(
             "reject_reason"
         ),
@@ -99,19 +83,19 @@ def parse_messages(
 
 def dead_letter_key(parsed: DataFrame) -> Column:
     """Deterministic (topic-partition-offset), so a retried batch is recognisable."""
-    return F.concat_ws("-", parsed["topic"], parsed["partition"], parsed["offset"])
+    return F.concat_ws(
+        dead_letter.RECORD_KEY_SEPARATOR, *[parsed[name] for name in dead_letter.RECORD_FIELDS]
+    )
 
 
 def dead_letter_value(parsed: DataFrame) -> Column:
-    """The raw record and why it was rejected, as JSON."""
+    """The raw record and why it was rejected (crypto_pipeline/formats/dead_letter.py)."""
     return F.to_json(
         F.struct(
-            parsed["raw_value"].alias("raw"),
-            parsed["reject_reason"].alias("reason"),
-            parsed["topic"],
-            parsed["partition"],
-            parsed["offset"],
-            F.lit("spark").alias("stage"),
+            parsed["raw_value"].alias(dead_letter.RAW),
+            parsed["reject_reason"].alias(dead_letter.REASON),
+            *[parsed[name] for name in dead_letter.RECORD_FIELDS],
+            F.lit(dead_letter.SPARK_STAGE).alias(dead_letter.STAGE),
         )
     )
 

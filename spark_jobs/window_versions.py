@@ -42,9 +42,8 @@ from typing import Any
 
 import pandas as pd
 
-from crypto_pipeline.formats.window_document import window_id
-from crypto_pipeline.readback import epoch_ms
-from spark_jobs.open_windows import INPUT_OFFSETS
+from crypto_pipeline.formats.window_document import epoch_ms
+from crypto_pipeline.formats.window_values import INPUT_OFFSETS, window_id
 
 WRITE, STALE, CONFLICT = "write", "stale", "conflict"
 # A lease not renewed for this long is free: its holder died.

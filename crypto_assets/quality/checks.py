@@ -2,7 +2,6 @@
 left nothing unread in Kafka, and they keep up with the stream. Each check runs on both assets
 and reports counts and a sample of what differs."""
 
-import json
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -15,8 +14,9 @@ from pydantic import Field
 from crypto_assets.aggregation.ohlcv_sinks import INFLUX_ASSET, MONGO_ASSET
 from crypto_assets.ingestion.market_data import kafka_klines
 from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
+from crypto_pipeline.formats import candle_message, dead_letter
 from crypto_pipeline.formats.late_ledger import repair_ranges
-from crypto_pipeline.readback import Aggregates
+from crypto_pipeline.formats.window_values import Aggregates
 from crypto_pipeline.reconcile import (
     ReplayScope,
     committed_offsets,
@@ -25,7 +25,7 @@ from crypto_pipeline.reconcile import (
     reference_aggregates,
     settled,
 )
-from crypto_pipeline.replay.input_files import ms_to_iso, reason_kind
+from crypto_pipeline.replay.input_files import ms_to_iso
 from spark_jobs.interface.config import DEFAULT_WINDOWS
 from spark_jobs.interface.heartbeat import read_status, stream_state
 
@@ -54,15 +54,6 @@ def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str,
     if event is None or event.asset_materialization is None:
         return {}
     return {name: entry.value for name, entry in event.asset_materialization.metadata.items()}
-
-
-def dead_letter_reason(value: bytes) -> str:
-    """The kind of rejection a dead letter carries ("high < low", ...), for grouping."""
-    try:
-        reason = str(json.loads(value).get("reason") or "no reason given")
-    except (ValueError, AttributeError):
-        return "unreadable dead letter"
-    return reason_kind(reason)
 
 
 def results_for_both(passed: bool, metadata: dict[str, Any], **kwargs: Any) -> Iterator[Any]:
@@ -189,7 +180,7 @@ def nothing_left_behind(
         committed = (committed_offsets(query) or {}).get(kafka.topic, {})
         behind[query.name] = sum(end - committed.get(p, 0) for p, end in ends.items())
     dead = kafka.read_dead_letters()
-    reasons = Counter(dead_letter_reason(value) for value in dead)
+    reasons = Counter(dead_letter.reason_kind_of(value) for value in dead)
     dead_letters = sum(reasons.values())
     metadata = {
         "topic": kafka.topic,
@@ -278,7 +269,9 @@ class FreshnessConfig(dg.Config):
 def fresh(
     config: FreshnessConfig, kafka: KafkaResource, mongo: MongoResource, influx: InfluxResource
 ) -> Iterator[dg.AssetCheckResult]:
-    newest = [json.loads(v)["event_time_ms"] for v in kafka.read_messages(last_only=True)]
+    newest = [
+        candle_message.decode(v)["event_time_ms"] for v in kafka.read_messages(last_only=True)
+    ]
     if not newest:
         yield from results_for_both(False, {}, description=f"{kafka.topic} holds no events")
         return

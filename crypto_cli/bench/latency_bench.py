@@ -4,7 +4,6 @@ a candle's send to its window in each sink."""
 from __future__ import annotations
 
 import bisect
-import json
 import re
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from crypto_pipeline.clients import (
     read_records,
 )
 from crypto_pipeline.console import say
+from crypto_pipeline.formats import candle_message
 from crypto_pipeline.readback import flux_string
 from crypto_pipeline.replay.generator import INTERVALS_MS
 from crypto_pipeline.settings import Settings
@@ -202,7 +202,7 @@ def _sent_messages(settings: Settings, topic: str) -> list[tuple[str, int, float
     return [
         (message["symbol"], message["event_time_ms"], timestamp / 1000)
         for message, timestamp in (
-            (json.loads(value), timestamp)
+            (candle_message.decode(value), timestamp)
             for value, timestamp in read_records(
                 settings.kafka.bootstrap_servers, topic, timeout_s=600
             )

@@ -1,27 +1,56 @@
-"""The shape of an OHLCV aggregate as both sinks store it (the value fields; the key is
-symbol, window and window start)."""
+"""The MongoDB document of a window, both sides: written by the Spark job's sink and the
+backfill, read back by the checks, the tests and the benchmarks.
 
-AGGREGATE_FIELDS = (
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "vwap",
-    "trades",
-    "rows",
-    "first_event_ms",
-    "last_event_ms",
+`_id = SYMBOL|window|window start ms`; window start and end as dates; the aggregate values (null
+where undefined); the version of the window's input (`input_offsets`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from crypto_pipeline.formats.window_values import (
+    AGGREGATE_FIELDS,
+    INPUT_OFFSETS,
+    AggregateKey,
+    window_id,
 )
-INTEGER_FIELDS = frozenset({"trades", "rows", "first_event_ms", "last_event_ms"})
-NULLABLE_FIELDS = ("quote_volume", "vwap", "trades")
-# InfluxDB has no null and merges the fields of a point written again, so a field that became null
-# would keep its old value there. Every point therefore carries this string field, written each
-# time: the comma-separated names of its null fields, whatever values InfluxDB still holds for them.
-NULL_FIELDS_FIELD = "null_fields"
+
+Document = dict[str, Any]
 
 
-def window_id(symbol: str, window: str, window_start_ms: int) -> str:
-    """A window's natural key as one string: its MongoDB `_id`."""
-    return f"{symbol}|{window}|{window_start_ms}"
+def as_date(epoch_ms: int) -> datetime:
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Epoch ms of a date as a driver returns it (naive dates are UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def encode(columns: dict[str, list[Any]]) -> list[Document]:
+    """The documents of windows given as columns of plain values (key fields, `window_end_ms`,
+    AGGREGATE_FIELDS and INPUT_OFFSETS; None for null)."""
+    documents = []
+    for index, symbol in enumerate(columns["symbol"]):
+        start_ms = columns["window_start_ms"][index]
+        document: Document = {
+            "_id": window_id(symbol, columns["window"][index], start_ms),
+            "symbol": symbol,
+            "window": columns["window"][index],
+            "window_start": as_date(start_ms),
+            "window_end": as_date(columns["window_end_ms"][index]),
+        }
+        for name in AGGREGATE_FIELDS:
+            document[name] = columns[name][index]
+        document[INPUT_OFFSETS] = columns[INPUT_OFFSETS][index]
+        documents.append(document)
+    return documents
+
+
+def decode(document: Document) -> tuple[AggregateKey, dict[str, Any]]:
+    """A document's key and aggregate values."""
+    key = (document["symbol"], document["window"], epoch_ms(document["window_start"]))
+    return key, {name: document.get(name) for name in AGGREGATE_FIELDS}

@@ -28,12 +28,12 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from crypto_pipeline.clients import DELIVERY_TIMEOUT_S
+from crypto_pipeline.formats.candle_message import file_lineage
 from crypto_pipeline.replay.input_files import (
     READ_ERRORS,
     InputFormatError,
     RowParser,
     data_lines,
-    file_lineage,
     parse_line,
     row_parser,
 )

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from crypto_pipeline.replay.input_files import Candle
+from crypto_pipeline.formats.candle_message import Candle
 
 INTERVALS_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000}
 CANONICAL_HEADER = (

@@ -20,7 +20,6 @@ import errno
 import gzip
 import hashlib
 import itertools
-import json
 import math
 import os
 import re
@@ -38,6 +37,7 @@ from crypto_pipeline.candle_rules import (
     not_finite,
     not_whole,
 )
+from crypto_pipeline.formats.candle_message import Candle
 
 REQUIRED = ("symbol", "open", "high", "low", "close", "volume")
 OPTIONAL = ("quote_volume", "trades")
@@ -52,36 +52,6 @@ READ_ERRORS = (OSError, EOFError, zlib.error)
 
 class InputFormatError(ValueError):
     """The file cannot be replayed at all (missing, unreadable, unknown header)."""
-
-
-class Candle(NamedTuple):
-    symbol: str
-    open_time_ms: int
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-    quote_volume: float | None
-    trades: int | None
-
-    def to_json(self, lineage: str, line: int, shift_ms: int = 0) -> bytes:
-        """The Kafka message value of a valid candle: compact JSON with typed numbers, the event
-        time in epoch ms and the lineage. Built directly (the rules leave finite numbers, whose
-        `repr` is valid JSON, and symbols of A-Z 0-9 _ - that need no escaping): this is the
-        replay's hot path. `lineage` is the file's part of it, already JSON (`file_lineage`)."""
-        return (
-            f'{{"symbol":"{self.symbol}","event_time_ms":{self.open_time_ms + shift_ms},'
-            f'"open":{self.open!r},"high":{self.high!r},"low":{self.low!r},'
-            f'"close":{self.close!r},"volume":{self.volume!r},'
-            f'"quote_volume":{_json_number(self.quote_volume)},'
-            f'"trades":{_json_number(self.trades)},'
-            f'{lineage},"source_line":{line}}}'
-        ).encode()
-
-
-def _json_number(value: float | int | None) -> str:
-    return "null" if value is None else repr(value)
 
 
 class ParsedLine(NamedTuple):
@@ -134,12 +104,6 @@ def iso_to_ms(value: str) -> int:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return int(parsed.timestamp() * 1000)
-
-
-def reason_kind(reason: str) -> str:
-    """A rejection reason without the row's values (which follow a colon), for grouping:
-    'close is not a number', 'high < low', 'wrong number of fields'."""
-    return reason.split(":")[0].strip()
 
 
 def ms_to_iso(ms: int | None) -> str:
@@ -306,12 +270,6 @@ def _open_rows(path: Path) -> tuple[BinaryIO, RowParser, list[tuple[int, bytes]]
                 "[,trades], the same with open_time, or a 12-column Binance kline file)"
             )
     return stream, parser, first_data
-
-
-def file_lineage(path: Path, digest: str) -> str:
-    """What every message of a file says of it, as JSON members: its path and a digest of its
-    content (a file changed at the same path is another source)."""
-    return f'"source_file":{json.dumps(str(path))},"source_digest":"{digest}"'
 
 
 class FileScan(NamedTuple):

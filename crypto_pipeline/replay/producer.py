@@ -6,7 +6,6 @@ Bad rows go to `<topic>.dlq` with the raw line, file, line number and reason.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -16,19 +15,19 @@ from typing import Any
 
 from kafka.partitioner.default import murmur2
 
-from crypto_pipeline.candle_rules import DEFAULT_FUTURE_TOLERANCE_S, future_reason
+from crypto_pipeline.candle_rules import DEFAULT_FUTURE_TOLERANCE_S, future_reason, reason_kind
 from crypto_pipeline.clients import (
     DELIVERY_TIMEOUT_S,
     end_offsets,
     ensure_topic,
     kafka_producer,
 )
+from crypto_pipeline.formats import dead_letter as dead_letter_format
+from crypto_pipeline.formats.candle_message import file_lineage
 from crypto_pipeline.replay.input_files import (
     InputFormatError,
     ParsedLine,
-    file_lineage,
     read_rows,
-    reason_kind,
     scan_file,
 )
 from crypto_pipeline.replay.pacing import Pacer, Span, wait_for_clock
@@ -162,19 +161,10 @@ def keep(options: ReplayOptions, parsed: ParsedLine) -> bool:
 
 
 def dead_letter(options: ReplayOptions, parsed: ParsedLine, digest: str) -> tuple[bytes, bytes]:
-    """The key and value of a rejected line's dead letter. Keyed by file and line: a second
-    replay of the file sends the same keys."""
-    source_file = str(options.path)
-    value = {
-        "raw": parsed.raw,
-        "source_file": source_file,
-        "source_digest": digest,
-        "source_line": parsed.line,
-        "reason": parsed.reason,
-        "topic": options.topic,
-    }
-    key = f"{source_file}:{parsed.line}".encode()
-    return key, json.dumps(value, separators=(",", ":")).encode()
+    """A rejected line's dead letter: a second replay of the file sends the same keys."""
+    return dead_letter_format.for_line(
+        parsed.raw, parsed.reason, str(options.path), digest, parsed.line, options.topic
+    )
 
 
 class _KeyPartitions:

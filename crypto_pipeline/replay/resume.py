@@ -3,11 +3,11 @@ topic or in its dead-letter topic, read once before the replay sends anything.""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from crypto_pipeline.clients import iter_records
-from crypto_pipeline.replay.input_files import file_lineage
+from crypto_pipeline.formats import candle_message
+from crypto_pipeline.formats.candle_message import file_lineage
 
 
 class LinesSent:
@@ -39,7 +39,7 @@ class LinesSent:
         marker = file_lineage(path, digest).encode()
         for record in iter_records(bootstrap_servers, topic, timeout_s=3600):
             if marker in record.value:
-                sent.add(int(json.loads(record.value)["source_line"]))
+                sent.add(int(candle_message.decode(record.value)[candle_message.SOURCE_LINE]))
         prefix = f"{path}:".encode()
         same_content = f'"source_digest":"{digest}"'.encode()
         for record in iter_records(bootstrap_servers, dlq_topic, timeout_s=3600):

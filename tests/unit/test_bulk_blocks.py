@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from crypto_pipeline.formats.candle_message import file_lineage
 from crypto_pipeline.replay import bulk
-from crypto_pipeline.replay.input_files import file_lineage, read_rows
+from crypto_pipeline.replay.input_files import read_rows
 from crypto_pipeline.replay.producer import ReplayOptions, dead_letter
 
 HEADER = b"open_time_ms,symbol,open,high,low,close,volume,quote_volume,trades"

@@ -8,12 +8,11 @@ from typing import Any
 
 import pytest
 
-from crypto_pipeline.candle_rules import BAD_SYMBOL
+from crypto_pipeline.candle_rules import BAD_SYMBOL, reason_kind
 from crypto_pipeline.replay.input_files import (
     Candle,
     InputFormatError,
     read_rows,
-    reason_kind,
     scan_file,
 )
 from tests.poison_cases import BROKEN_VALUES, csv_line

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from crypto_pipeline.formats.candle_message import Candle
 from crypto_pipeline.reconcile import (
     ReplayScope,
     committed_offsets,
@@ -16,7 +17,6 @@ from crypto_pipeline.reconcile import (
     reference_aggregates,
     settled,
 )
-from crypto_pipeline.replay.input_files import Candle
 from crypto_pipeline.settings import REPO_ROOT
 from tests.conftest import SHARED_DATA
 from tests.expected_ohlcv import expected_aggregates, mismatches, read_csv_rows

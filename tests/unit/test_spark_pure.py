@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
+from crypto_pipeline.formats import influx_point, window_document
 from crypto_pipeline.windows import interval_ms, window_ms
-from spark_jobs.sinks import aggregate_columns, line_protocol, mongo_documents
+from spark_jobs.sinks import aggregate_columns
 
 
 @pytest.mark.parametrize(
@@ -55,7 +56,7 @@ def test_line_protocol_point() -> None:
         "first_event_ms": 1735689900000,
         "last_event_ms": 1735690140000,
     }
-    assert line_protocol(row, "ohlcv") == (
+    assert influx_point.encode(row, "ohlcv") == (
         "ohlcv,symbol=BTC\\ USDT,window=5m open=1.5,high=2.0,low=1.0,close=1.75,volume=10.0,"
         "vwap=1.6,trades=42i,rows=5i,first_event_ms=1735689900000i,last_event_ms=1735690140000i,"
         'null_fields="quote_volume" 1735689900000'
@@ -85,7 +86,7 @@ def test_batch_columns_become_documents_with_nulls_and_dates() -> None:
             "input_offsets": [{"2": 417}],
         }
     )
-    (document,) = mongo_documents(aggregate_columns(windows))
+    (document,) = window_document.encode(aggregate_columns(windows))
     assert document == {
         "_id": "BTCUSDT|5m|1735689900000",
         "symbol": "BTCUSDT",

@@ -1,0 +1,79 @@
+"""The market-data topic's message, both sides: a candle as compact JSON, keyed by its symbol.
+
+Encoded by the replay's producers (`Candle.to_json`, its hot path); decoded by the Spark job with
+the schema derived from FIELDS (`SPARK_SCHEMA`), and by the readers outside Spark (checks,
+resume, benchmarks) with `decode`. Besides the candle, a message carries its lineage: for a file,
+its path, a digest of its content and the line (`file_lineage`, `source_line`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, NamedTuple
+
+
+class Field(NamedTuple):
+    name: str
+    spark_type: str  # as Spark's DDL writes it
+
+
+FIELDS = (
+    Field("symbol", "STRING"),
+    Field("event_time_ms", "BIGINT"),
+    Field("open", "DOUBLE"),
+    Field("high", "DOUBLE"),
+    Field("low", "DOUBLE"),
+    Field("close", "DOUBLE"),
+    Field("volume", "DOUBLE"),
+    Field("quote_volume", "DOUBLE"),
+    # A double, so that NaN, infinities and fractions are seen (and rejected), not nulled.
+    Field("trades", "DOUBLE"),
+)
+FIELD_NAMES = tuple(field.name for field in FIELDS)
+REQUIRED_FIELDS = ("symbol", "event_time_ms", "open", "high", "low", "close", "volume")
+# What Spark's from_json reads of a message (the lineage is not needed there).
+SPARK_SCHEMA = ", ".join(f"`{field.name}` {field.spark_type}" for field in FIELDS)
+SOURCE_LINE = "source_line"
+
+
+class Candle(NamedTuple):
+    symbol: str
+    open_time_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    quote_volume: float | None
+    trades: int | None
+
+    def to_json(self, lineage: str, line: int, shift_ms: int = 0) -> bytes:
+        """The message value of a valid candle: compact JSON with typed numbers, the event time
+        in epoch ms and the lineage. Built directly (the rules leave finite numbers, whose
+        `repr` is valid JSON, and symbols of A-Z 0-9 _ - that need no escaping): this is the
+        replay's hot path. `lineage` is the file's part of it, already JSON (`file_lineage`)."""
+        return (
+            f'{{"symbol":"{self.symbol}","event_time_ms":{self.open_time_ms + shift_ms},'
+            f'"open":{self.open!r},"high":{self.high!r},"low":{self.low!r},'
+            f'"close":{self.close!r},"volume":{self.volume!r},'
+            f'"quote_volume":{_json_number(self.quote_volume)},'
+            f'"trades":{_json_number(self.trades)},'
+            f'{lineage},"{SOURCE_LINE}":{line}}}'
+        ).encode()
+
+
+def _json_number(value: float | int | None) -> str:
+    return "null" if value is None else repr(value)
+
+
+def file_lineage(path: Path, digest: str) -> str:
+    """What every message of a file says of it, as JSON members: its path and a digest of its
+    content (a file changed at the same path is another source)."""
+    return f'"source_file":{json.dumps(str(path))},"source_digest":"{digest}"'
+
+
+def decode(value: bytes) -> dict[str, Any]:
+    """A message's members (candle and lineage)."""
+    message: dict[str, Any] = json.loads(value)
+    return message

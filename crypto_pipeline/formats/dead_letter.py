@@ -1,0 +1,43 @@
+"""The dead-letter topic's message (`<topic>.dlq`), both sides: a rejected input, verbatim, and
+why it was rejected. Written by the replay for a file's line (keyed by file and line) and by the
+Spark job for a Kafka record (keyed by topic, partition and offset, with `stage` "spark"); read
+by the `nothing_left_behind` check. Deterministic keys: the same input sent again has the same
+key, so a compacted read counts it once."""
+
+from __future__ import annotations
+
+import json
+
+from crypto_pipeline.candle_rules import reason_kind
+
+RAW = "raw"
+REASON = "reason"
+STAGE = "stage"
+SPARK_STAGE = "spark"
+# What a dead letter of the Spark job holds besides RAW, REASON and STAGE: where the record was.
+RECORD_FIELDS = ("topic", "partition", "offset")
+RECORD_KEY_SEPARATOR = "-"  # key: topic-partition-offset
+
+
+def for_line(
+    raw: str, reason: str | None, source_file: str, digest: str, line: int, topic: str
+) -> tuple[bytes, bytes]:
+    """The key and value of a file line's dead letter."""
+    value = {
+        RAW: raw,
+        "source_file": source_file,
+        "source_digest": digest,
+        "source_line": line,
+        REASON: reason,
+        "topic": topic,
+    }
+    return f"{source_file}:{line}".encode(), json.dumps(value, separators=(",", ":")).encode()
+
+
+def reason_kind_of(value: bytes) -> str:
+    """The kind of rejection a dead letter carries ("high < low", ...), for grouping."""
+    try:
+        reason = str(json.loads(value).get(REASON) or "no reason given")
+    except (ValueError, AttributeError):
+        return "unreadable dead letter"
+    return reason_kind(reason)

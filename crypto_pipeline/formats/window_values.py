@@ -1,0 +1,36 @@
+"""A window as both sinks store it: its key (symbol, window length, window start) and its values.
+The MongoDB document (window_document.py) and the InfluxDB point (influx_point.py) are two
+encodings of this one shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+KEY_FIELDS = ("symbol", "window", "window_start_ms")
+AGGREGATE_FIELDS = (
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "vwap",
+    "trades",
+    "rows",
+    "first_event_ms",
+    "last_event_ms",
+)
+INTEGER_FIELDS = frozenset({"trades", "rows", "first_event_ms", "last_event_ms"})
+NULLABLE_FIELDS = ("quote_volume", "vwap", "trades")
+# The version of a window's input (spark_jobs/window_versions.py): the highest Kafka offset of its
+# candles per partition ({"0": 1234, ...}). Stored in MongoDB only.
+INPUT_OFFSETS = "input_offsets"
+
+# A window's key, and every window of a sink read back: key -> {aggregate field: value}.
+AggregateKey = tuple[str, str, int]
+Aggregates = dict[AggregateKey, dict[str, Any]]
+
+
+def window_id(symbol: str, window: str, window_start_ms: int) -> str:
+    """A window's natural key as one string: its MongoDB `_id`."""
+    return f"{symbol}|{window}|{window_start_ms}"

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import local_stack as stack
 from crypto_cli.demo import ONCE_END, ONCE_START
@@ -22,7 +23,8 @@ from crypto_pipeline.console import say
 from crypto_pipeline.replay.binance import DEFAULT_BASE_URL, FetchError, fetch_monthly_klines
 from crypto_pipeline.replay.generator import INTERVALS_MS, generate, write_csv
 from crypto_pipeline.replay.input_files import InputFormatError, iso_to_ms
-from crypto_pipeline.replay.producer import ENGINES, ReplayError, ReplayOptions, replay
+from crypto_pipeline.replay.producer import ENGINES, ReplayError, replay
+from crypto_pipeline.replay.request import ReplayRequest
 from crypto_pipeline.settings import REPO_ROOT, Settings
 from spark_jobs.interface import launch
 
@@ -77,26 +79,53 @@ def parse_symbols(text: str) -> frozenset[str]:
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
-    options = ReplayOptions(
-        path=args.path,
-        topic=args.topic or settings.kafka.topic,
-        speed=args.speed,
-        symbols=args.symbols,
-        start_ms=args.start,
-        end_ms=args.end,
-        limit=args.limit,
-        loop=args.loop,
-        rebase_now=args.rebase_now,
-        partitions=args.partitions,
-        retention_ms=None if args.retention_hours is None else args.retention_hours * 3_600_000,
-        resume=args.resume,
-        engine=args.engine,
-        future_tolerance_ms=settings.future_event_tolerance_s * 1000,
+    request = ReplayRequest(**{name: getattr(args, name) for name in ReplayRequest.model_fields})
+    retention_ms = None if args.retention_hours is None else args.retention_hours * 3_600_000
+    options = request.options(
+        args.topic or settings.kafka.topic,
+        args.partitions,
+        retention_ms,
+        settings.future_event_tolerance_s * 1000,
     )
     summary = replay(options, settings.kafka.bootstrap_servers, show_progress=not args.quiet)
     for line in summary.lines():
         say(line)
     return 130 if summary.interrupted else 0
+
+
+def time_text(text: str) -> str:
+    parse_time_ms(text)  # refused here with argparse's message
+    return text
+
+
+# How the command line writes what a ReplayRequest field takes (the rest: as the field's type).
+REPLAY_ARGUMENT_TYPES: dict[str, Callable[[str], Any]] = {
+    "path": str,
+    "symbols": lambda text: sorted(parse_symbols(text)),
+    "start": time_text,
+    "end": time_text,
+    "speed": parse_speed,
+    "limit": int,
+    "engine": str,
+}
+
+
+def add_replay_request_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per field of ReplayRequest, with its description; the path positional."""
+    for name, field in ReplayRequest.model_fields.items():
+        if name == "path":
+            parser.add_argument(name, help=field.description)
+        elif field.annotation is bool:
+            flag = f"--{name.replace('_', '-')}"
+            parser.add_argument(flag, action="store_true", help=field.description)
+        else:
+            flag = f"--{name.replace('_', '-')}"
+            default = field.get_default(call_default_factory=True)
+            kind = REPLAY_ARGUMENT_TYPES[name]
+            choices = ENGINES if name == "engine" else None
+            parser.add_argument(
+                flag, type=kind, default=default, choices=choices, help=field.description
+            )
 
 
 def _backfill(args: argparse.Namespace, settings: Settings) -> int:
@@ -217,40 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay_parser = commands.add_parser(
         "replay", help="replay a market-data CSV into Kafka at real-time or accelerated speed"
     )
-    replay_parser.add_argument("path", type=Path, help="CSV or CSV.gz (canonical or Binance)")
+    add_replay_request_arguments(replay_parser)
     replay_parser.add_argument("--topic", help="Kafka topic (default: $KAFKA_TOPIC)")
-    replay_parser.add_argument(
-        "--speed",
-        type=parse_speed,
-        default=None,
-        help="1 = real event-time spacing, 60 = 60x faster, max = as fast as possible (default)",
-    )
-    replay_parser.add_argument("--symbols", type=parse_symbols, help="comma-separated symbols")
-    replay_parser.add_argument("--start", type=parse_time_ms, help="first event time (inclusive)")
-    replay_parser.add_argument("--end", type=parse_time_ms, help="last event time (exclusive)")
-    replay_parser.add_argument("--limit", type=int, help="stop after this many messages")
-    replay_parser.add_argument(
-        "--loop", action="store_true", help="start over, event times shifted by the file's span"
-    )
-    replay_parser.add_argument(
-        "--rebase-now", action="store_true", help="shift event times so the first row is now"
-    )
     replay_parser.add_argument("--partitions", type=int, default=3, help="for a new topic")
     replay_parser.add_argument("--retention-hours", type=int, help="for a new topic")
     replay_parser.add_argument("--quiet", action="store_true", help="no progress output")
-    replay_parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="skip the lines of this file (same path) already in the topic or its dead letters: "
-        "finishes a replay that failed or was interrupted without sending anything twice",
-    )
-    replay_parser.add_argument(
-        "--engine",
-        choices=ENGINES,
-        default="auto",
-        help="bulk: worker processes and librdkafka, as fast as possible; paced: kafka-python, "
-        "paced by event time; auto (default): bulk for --speed max without --loop/--rebase-now",
-    )
     replay_parser.set_defaults(handler=_replay)
 
     data_parser = commands.add_parser("data", help="generate or download market data")

@@ -2,59 +2,30 @@
 
 (No `from __future__ import annotations` here: Dagster reads the config annotations at run time.)"""
 
-from pathlib import Path
-
 import dagster as dg
 from pydantic import Field
 
 from crypto_assets.resources import KafkaResource
 from crypto_pipeline.reconcile import ReplayScope
-from crypto_pipeline.replay.input_files import iso_to_ms, ms_to_iso
+from crypto_pipeline.replay.input_files import ms_to_iso
 from crypto_pipeline.replay.producer import ReplayOptions, replay
+from crypto_pipeline.replay.request import ReplayRequest
 from crypto_pipeline.settings import REPO_ROOT, SAMPLE_FILE
 
 
-class ReplayConfig(dg.Config):
-    """What to replay. Relative paths are read from the repository root."""
+class ReplayConfig(ReplayRequest, dg.Config):
+    """What to replay (crypto_pipeline/replay/request.py); relative paths are read from the
+    repository root."""
 
     path: str = Field(default=SAMPLE_FILE, description="CSV or CSV.gz to replay")
-    symbols: list[str] = Field(
-        default_factory=list, description="only these symbols (all if empty)"
-    )
-    start: str | None = Field(default=None, description="first event time, ISO-8601, inclusive")
-    end: str | None = Field(default=None, description="last event time, ISO-8601, exclusive")
-    speed: float | None = Field(
-        default=None, description="1 = real time, 60 = 60x; empty = as fast as possible"
-    )
-    loop: bool = Field(default=False, description="start over with shifted event times (endless)")
-    limit: int | None = Field(default=None, description="stop after this many messages")
-    rebase_now: bool = Field(
-        default=False,
-        description="shift event times so the file ends now; a looping replay then goes on in "
-        "real time (never ahead of the clock)",
-    )
-    resume: bool = Field(
-        default=False,
-        description="skip the lines of this file already in the topic or its dead letters "
-        "(finishes a failed replay without duplicates)",
-    )
 
-    def options(self, kafka: KafkaResource) -> ReplayOptions:
-        path = Path(self.path)
-        return ReplayOptions(
-            path=path if path.is_absolute() else REPO_ROOT / path,
-            topic=kafka.topic,
-            speed=self.speed,
-            symbols=frozenset(s.upper() for s in self.symbols) or None,
-            start_ms=None if self.start is None else iso_to_ms(self.start),
-            end_ms=None if self.end is None else iso_to_ms(self.end),
-            limit=self.limit,
-            loop=self.loop,
-            rebase_now=self.rebase_now,
-            partitions=kafka.partitions,
-            retention_ms=kafka.retention_ms,
-            resume=self.resume,
-            future_tolerance_ms=kafka.future_tolerance_s * 1000,
+    def replay_options(self, kafka: KafkaResource) -> ReplayOptions:
+        return self.options(
+            kafka.topic,
+            kafka.partitions,
+            kafka.retention_ms,
+            kafka.future_tolerance_s * 1000,
+            REPO_ROOT,
         )
 
 
@@ -67,7 +38,7 @@ class ReplayConfig(dg.Config):
 def kafka_klines(
     context: dg.AssetExecutionContext, config: ReplayConfig, kafka: KafkaResource
 ) -> dg.MaterializeResult:
-    options = config.options(kafka)
+    options = config.replay_options(kafka)
     context.log.info(f"replaying {options.path} into {options.topic}")
     summary = replay(options, kafka.bootstrap_servers, show_progress=False)
     for line in summary.lines():

@@ -29,22 +29,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crypto_pipeline.formats.window_values import AGGREGATE_FIELDS
+from crypto_pipeline.formats.candle_message import CANDLE_VALUES
+from crypto_pipeline.formats.window_values import AGGREGATE_FIELDS, INPUT_OFFSETS
 
-CANDLE_COLUMNS = (
-    "event_time_ms",
-    "partition",
-    "offset",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "trades",
-)
-# What a window's input was: per Kafka partition (as a string), the highest offset of its candles.
-INPUT_OFFSETS = "input_offsets"
+CANDLE_COLUMNS = ("event_time_ms", "partition", "offset", *CANDLE_VALUES)
 AGGREGATE_COLUMNS = (
     "window",
     "window_start_ms",

@@ -18,17 +18,14 @@ class Field(NamedTuple):
     spark_type: str  # as Spark's DDL writes it
 
 
+# A candle's values, in the order every candle table of the project uses.
+CANDLE_VALUES = ("open", "high", "low", "close", "volume", "quote_volume", "trades")
+# Numbers as doubles, `trades` too: NaN, infinities and fractions are seen (and rejected), not
+# nulled.
 FIELDS = (
     Field("symbol", "STRING"),
     Field("event_time_ms", "BIGINT"),
-    Field("open", "DOUBLE"),
-    Field("high", "DOUBLE"),
-    Field("low", "DOUBLE"),
-    Field("close", "DOUBLE"),
-    Field("volume", "DOUBLE"),
-    Field("quote_volume", "DOUBLE"),
-    # A double, so that NaN, infinities and fractions are seen (and rejected), not nulled.
-    Field("trades", "DOUBLE"),
+    *(Field(name, "DOUBLE") for name in CANDLE_VALUES),
 )
 FIELD_NAMES = tuple(field.name for field in FIELDS)
 REQUIRED_FIELDS = ("symbol", "event_time_ms", "open", "high", "low", "close", "volume")

@@ -17,20 +17,10 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from crypto_pipeline.formats.candle_message import Candle
+from crypto_pipeline.formats.candle_message import CANDLE_VALUES, Candle
 
 INTERVALS_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000}
-CANONICAL_HEADER = (
-    "open_time_ms",
-    "symbol",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "trades",
-)
+CANONICAL_HEADER = ("open_time_ms", "symbol", *CANDLE_VALUES)
 
 # Starting price and typical volume per candle (base asset) for well-known symbols.
 _KNOWN = {

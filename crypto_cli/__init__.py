@@ -14,19 +14,21 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import local_stack as stack
+from crypto_cli.argument_types import parse_symbols, parse_time_ms
 from crypto_cli.demo import ONCE_END, ONCE_START
+from crypto_cli.replay_command import add_replay_arguments
 from crypto_pipeline.clients import KafkaUnavailable
 from crypto_pipeline.console import say
 from crypto_pipeline.replay.binance import DEFAULT_BASE_URL, FetchError, fetch_monthly_klines
 from crypto_pipeline.replay.generator import INTERVALS_MS, generate, write_csv
-from crypto_pipeline.replay.input_files import InputFormatError, iso_to_ms
-from crypto_pipeline.replay.producer import ENGINES, ReplayError, replay
-from crypto_pipeline.replay.request import ReplayRequest
-from crypto_pipeline.settings import REPO_ROOT, Settings
+from crypto_pipeline.replay.input_files import InputFormatError
+from crypto_pipeline.replay.producer import ReplayError
+from crypto_pipeline.settings import REPO_ROOT, KafkaTarget, Settings, stream_status_file
 from spark_jobs.interface import launch
+from spark_jobs.interface.config import AVAILABLE_NOW, JobConfig, split_names
+from spark_jobs.interface.heartbeat import running_stream_pid
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -52,80 +54,22 @@ def _stack_reset(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def parse_speed(text: str) -> float | None:
-    if text == "max":
-        return None
-    try:
-        speed = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"speed must be a number or 'max', got {text!r}") from None
-    if speed <= 0:
-        raise argparse.ArgumentTypeError("speed must be positive")
-    return speed
-
-
-def parse_time_ms(text: str) -> int:
-    """An ISO-8601 time (UTC unless it says otherwise) or epoch milliseconds."""
-    if text.isdigit():
-        return int(text)
-    try:
-        return iso_to_ms(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
-
-
-def parse_symbols(text: str) -> frozenset[str]:
-    return frozenset(symbol.strip().upper() for symbol in text.split(",") if symbol.strip())
-
-
-def _replay(args: argparse.Namespace, settings: Settings) -> int:
-    request = ReplayRequest(**{name: getattr(args, name) for name in ReplayRequest.model_fields})
-    retention_ms = None if args.retention_hours is None else args.retention_hours * 3_600_000
-    options = request.options(
-        args.topic or settings.kafka.topic,
-        args.partitions,
-        retention_ms,
-        settings.future_event_tolerance_s * 1000,
+def _job(args: argparse.Namespace, settings: Settings) -> int:
+    """The Spark job on the settings' servers, in this terminal (Ctrl-C stops it cleanly)."""
+    job = JobConfig.from_settings(
+        settings,
+        kafka=KafkaTarget(settings.kafka.bootstrap_servers, args.topic or settings.kafka.topic),
+        trigger=args.trigger,
+        **({"windows": split_names(args.windows)} if args.windows else {}),
     )
-    summary = replay(options, settings.kafka.bootstrap_servers, show_progress=not args.quiet)
-    for line in summary.lines():
-        say(line)
-    return 130 if summary.interrupted else 0
-
-
-def time_text(text: str) -> str:
-    parse_time_ms(text)  # refused here with argparse's message
-    return text
-
-
-# How the command line writes what a ReplayRequest field takes (the rest: as the field's type).
-REPLAY_ARGUMENT_TYPES: dict[str, Callable[[str], Any]] = {
-    "path": str,
-    "symbols": lambda text: sorted(parse_symbols(text)),
-    "start": time_text,
-    "end": time_text,
-    "speed": parse_speed,
-    "limit": int,
-    "engine": str,
-}
-
-
-def add_replay_request_arguments(parser: argparse.ArgumentParser) -> None:
-    """One option per field of ReplayRequest, with its description; the path positional."""
-    for name, field in ReplayRequest.model_fields.items():
-        if name == "path":
-            parser.add_argument(name, help=field.description)
-        elif field.annotation is bool:
-            flag = f"--{name.replace('_', '-')}"
-            parser.add_argument(flag, action="store_true", help=field.description)
-        else:
-            flag = f"--{name.replace('_', '-')}"
-            default = field.get_default(call_default_factory=True)
-            kind = REPLAY_ARGUMENT_TYPES[name]
-            choices = ENGINES if name == "engine" else None
-            parser.add_argument(
-                flag, type=kind, default=default, choices=choices, help=field.description
-            )
+    if job.continuous and running_stream_pid(
+        stream_status_file(settings.stack_dir, job.kafka.topic)
+    ):
+        raise ValueError(f"a continuous job is already processing {job.kafka.topic}")
+    say(f"the Spark job on {job.kafka.topic} ({job.trigger}) ...")
+    return subprocess.run(
+        launch.driver_command(job), env=launch.process_environment(job)
+    ).returncode
 
 
 def _backfill(args: argparse.Namespace, settings: Settings) -> int:
@@ -225,6 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
         "$STACK_SPARK_WORKERS, 0); jobs use them with SPARK_MASTER=spark://127.0.0.1:7077",
     )
 
+    job_parser = commands.add_parser(
+        "job", help="run the Spark job on the settings' servers (Dagster runs it the same way)"
+    )
+    job_parser.add_argument("--topic", help="Kafka topic (default: $KAFKA_TOPIC)")
+    job_parser.add_argument(
+        "--trigger",
+        default=AVAILABLE_NOW,
+        help=f'"{AVAILABLE_NOW}" (what is in Kafka, then exit; default) or an interval such as '
+        '"1 second" (continuous; Ctrl-C stops it cleanly)',
+    )
+    job_parser.add_argument("--windows", help="window lengths (default: the job's)")
+    job_parser.set_defaults(handler=_job)
+
     backfill_parser = commands.add_parser(
         "backfill",
         help="recompute the windows of a range of event time from the whole topic into both "
@@ -246,12 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay_parser = commands.add_parser(
         "replay", help="replay a market-data CSV into Kafka at real-time or accelerated speed"
     )
-    add_replay_request_arguments(replay_parser)
-    replay_parser.add_argument("--topic", help="Kafka topic (default: $KAFKA_TOPIC)")
-    replay_parser.add_argument("--partitions", type=int, default=3, help="for a new topic")
-    replay_parser.add_argument("--retention-hours", type=int, help="for a new topic")
-    replay_parser.add_argument("--quiet", action="store_true", help="no progress output")
-    replay_parser.set_defaults(handler=_replay)
+    add_replay_arguments(replay_parser)
 
     data_parser = commands.add_parser("data", help="generate or download market data")
     data_commands = data_parser.add_subparsers(dest="data_command", required=True)

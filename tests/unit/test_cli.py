@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from crypto_cli import build_parser, main, parse_speed, parse_time_ms
+from crypto_cli import build_parser, main
+from crypto_cli.argument_types import parse_speed, parse_time_ms
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

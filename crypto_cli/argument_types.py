@@ -1,0 +1,34 @@
+"""How the command line reads speeds, times and symbol lists (argparse types: a bad value is a
+usage error naming the option)."""
+
+from __future__ import annotations
+
+import argparse
+
+from crypto_pipeline.replay.input_files import iso_to_ms
+
+
+def parse_speed(text: str) -> float | None:
+    if text == "max":
+        return None
+    try:
+        speed = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"speed must be a number or 'max', got {text!r}") from None
+    if speed <= 0:
+        raise argparse.ArgumentTypeError("speed must be positive")
+    return speed
+
+
+def parse_time_ms(text: str) -> int:
+    """An ISO-8601 time (UTC unless it says otherwise) or epoch milliseconds."""
+    if text.isdigit():
+        return int(text)
+    try:
+        return iso_to_ms(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
+
+
+def parse_symbols(text: str) -> frozenset[str]:
+    return frozenset(symbol.strip().upper() for symbol in text.split(",") if symbol.strip())

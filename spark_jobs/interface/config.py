@@ -144,12 +144,14 @@ class JobConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> JobConfig:
-        """The job on the settings' servers and topic, with the defaults for everything else."""
+        """The job on the settings' servers and topic, with the defaults for everything else; the
+        checkpoint follows the topic (an overridden one too) unless given."""
+        kafka = overrides.get("kafka", settings.kafka)
         values: dict[str, Any] = {
-            "kafka": settings.kafka,
+            "kafka": kafka,
             "mongo": settings.mongo,
             "influx": settings.influx,
-            "checkpoint_dir": str(checkpoint_dir(settings.stack_dir, settings.kafka.topic)),
+            "checkpoint_dir": str(checkpoint_dir(settings.stack_dir, kafka.topic)),
             "spark_master": settings.spark_master,
             "spark_jars_dir": str(spark_connectors_dir(settings.cache_dir)),
             "spark_driver_host": settings.spark_driver_host,

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from crypto_pipeline.settings import InfluxTarget, KafkaTarget, MongoTarget
+from crypto_pipeline.settings import InfluxTarget, KafkaTarget, MongoTarget, Settings
 from spark_jobs.interface.config import DEFAULT_WINDOWS, OPTIONS, JobConfig
 
 SECRET_URI = "mongodb://app:s3cret@mongo.internal:27018/crypto?authSource=crypto"
@@ -103,3 +103,10 @@ def test_a_missing_secret_is_refused_and_nothing_else_comes_from_the_host(
 def test_unusable_configs_are_refused(change: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         dataclasses.replace(CONFIG, **change)  # type: ignore[arg-type]
+
+
+def test_a_launcher_config_from_the_settings_keeps_the_checkpoint_with_its_topic() -> None:
+    settings = Settings.from_env({"STACK_DIR": "/state", "KAFKA_TOPIC": "default.topic"})
+    mine = JobConfig.from_settings(settings, kafka=KafkaTarget("127.0.0.1:9092", "mine"))
+    assert mine.checkpoint_dir == "/state/checkpoints/mine"
+    assert JobConfig.from_settings(settings).checkpoint_dir == "/state/checkpoints/default.topic"

@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 
 import local_stack as stack
 from crypto_cli.argument_types import parse_symbols, parse_time_ms
@@ -55,21 +57,26 @@ def _stack_reset(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _job(args: argparse.Namespace, settings: Settings) -> int:
-    """The Spark job on the settings' servers, in this terminal (Ctrl-C stops it cleanly)."""
+    """The Spark job on the settings' servers, in this terminal. Ctrl-C or SIGTERM reach the
+    job, which stops its query after the batch it is writing; this waits for it."""
     job = JobConfig.from_settings(
         settings,
         kafka=KafkaTarget(settings.kafka.bootstrap_servers, args.topic or settings.kafka.topic),
         trigger=args.trigger,
         **({"windows": split_names(args.windows)} if args.windows else {}),
     )
-    if job.continuous and running_stream_pid(
-        stream_status_file(settings.stack_dir, job.kafka.topic)
-    ):
-        raise ValueError(f"a continuous job is already processing {job.kafka.topic}")
+    stream_pid = running_stream_pid(stream_status_file(settings.stack_dir, job.kafka.topic))
+    if stream_pid is not None:
+        raise ValueError(f"the continuous job (pid {stream_pid}) is processing {job.kafka.topic}")
     say(f"the Spark job on {job.kafka.topic} ({job.trigger}) ...")
-    return subprocess.run(
-        launch.driver_command(job), env=launch.process_environment(job)
-    ).returncode
+    process = subprocess.Popen(launch.driver_command(job), env=launch.process_environment(job))
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        process.send_signal(signum)  # the job's handler only sets a flag: twice is harmless
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, forward)
+    return process.wait()
 
 
 def _backfill(args: argparse.Namespace, settings: Settings) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from crypto_pipeline.replay.input_files import iso_to_ms
+from crypto_pipeline.replay.request import time_ms
 
 
 def parse_speed(text: str) -> float | None:
@@ -22,10 +22,8 @@ def parse_speed(text: str) -> float | None:
 
 def parse_time_ms(text: str) -> int:
     """An ISO-8601 time (UTC unless it says otherwise) or epoch milliseconds."""
-    if text.isdigit():
-        return int(text)
     try:
-        return iso_to_ms(text)
+        return time_ms(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
 

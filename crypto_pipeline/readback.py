@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from crypto_pipeline.clients import influx_client, mongo_client
 from crypto_pipeline.formats import influx_point, window_document
-from crypto_pipeline.formats.window_values import Aggregates, window_id
+from crypto_pipeline.formats.window_values import Aggregates, epoch_ms, window_id
 from crypto_pipeline.settings import InfluxTarget, MongoTarget
 
 
@@ -44,7 +44,7 @@ def read_influx(target: InfluxTarget) -> Aggregates:
     with influx_client(target) as client:
         for table in client.query_api().query(query):
             for record in table.records:
-                time_ms = window_document.epoch_ms(record.get_time())
+                time_ms = epoch_ms(record.get_time())
                 key, values = influx_point.decode(record.values, time_ms)
                 result[key] = values
     return result

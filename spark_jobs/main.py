@@ -1,10 +1,8 @@
 """The OHLCV streaming job: Kafka -> validated candles -> windowed aggregates -> MongoDB + InfluxDB.
 
-    spark-submit --jars <connectors> spark_jobs/main.py --trigger available-now
-    python -m spark_jobs.main --trigger "1 second"
-
-Options: `python -m spark_jobs.main --help` (spark_jobs/interface/config.py, the contract with
-Dagster).
+Launched by Dagster, the CLI (`crypto-pipeline job`, `backfill`) and the benchmarks with a
+complete command line (spark_jobs/interface: the config, the commands of each mode); options:
+`python -m spark_jobs.main --help`.
 `main` only wires configuration, the source, the query and its `foreachBatch`: one streaming
 query that reads the topic once and computes every window length and the dead letters from it
 (spark_jobs/transform.py, spark_jobs/batches.py): its checkpoint in `<checkpoint dir>/ohlcv`, the

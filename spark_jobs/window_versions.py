@@ -42,8 +42,7 @@ from typing import Any
 
 import pandas as pd
 
-from crypto_pipeline.formats.window_document import epoch_ms
-from crypto_pipeline.formats.window_values import INPUT_OFFSETS, window_id
+from crypto_pipeline.formats.window_values import INPUT_OFFSETS, epoch_ms, window_id
 
 WRITE, STALE, CONFLICT = "write", "stale", "conflict"
 # A lease not renewed for this long is free: its holder died.

@@ -64,11 +64,10 @@ class SparkJobLauncher(dg.ConfigurableResource):
     def topic(self) -> str:
         return self.kafka.topic
 
-    def job_config(
-        self, config: SparkJobConfig, trigger: str = AVAILABLE_NOW, continuous: bool = False
-    ) -> JobConfig:
+    def job_config(self, config: SparkJobConfig, trigger: str = AVAILABLE_NOW) -> JobConfig:
         """The job's configuration from the resources and the run config only (a continuous
         job writes the heartbeat the sensors read)."""
+        continuous = trigger != AVAILABLE_NOW
         status_file = str(self.spark.status_file(self.topic)) if continuous else None
         return JobConfig(
             kafka=self.kafka.target,
@@ -85,9 +84,6 @@ class SparkJobLauncher(dg.ConfigurableResource):
             status_file=status_file,
             future_tolerance_s=self.kafka.future_tolerance_s,
         )
-
-    def refuse_if_streaming(self) -> None:
-        refuse_if_streaming(self.spark, self.topic)
 
     def run(
         self, context: Context, pipes: dg.PipesSubprocessClient, job: JobConfig

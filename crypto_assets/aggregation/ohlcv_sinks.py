@@ -5,7 +5,11 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from crypto_assets.aggregation.launcher import SparkJobConfig, SparkJobLauncher
+from crypto_assets.aggregation.launcher import (
+    SparkJobConfig,
+    SparkJobLauncher,
+    refuse_if_streaming,
+)
 from crypto_assets.ingestion.market_data import kafka_klines
 from crypto_assets.resources import KafkaResource, SparkResource
 from spark_jobs.interface import summary
@@ -38,7 +42,7 @@ def ohlcv_sinks(
     spark_job: SparkJobLauncher,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    spark_job.refuse_if_streaming()
+    refuse_if_streaming(spark_job.spark, spark_job.topic)
     job = spark_job.job_config(config)
     results = spark_job.run(context, pipes_subprocess_client, job).get_results()
     # Rows the run dropped as late (or earlier runs did) are repaired before the checks run.

@@ -4,7 +4,11 @@ job's progress, and stops the job cleanly when the run is terminated from the UI
 import dagster as dg
 from pydantic import Field
 
-from crypto_assets.aggregation.launcher import SparkJobConfig, SparkJobLauncher
+from crypto_assets.aggregation.launcher import (
+    SparkJobConfig,
+    SparkJobLauncher,
+    refuse_if_streaming,
+)
 from crypto_assets.aggregation.ohlcv_sinks import SPARK_JOB_TAG
 from crypto_assets.resources import KafkaResource, SparkResource
 from spark_jobs.interface.config import DEFAULT_CONTINUOUS_TRIGGER
@@ -24,8 +28,8 @@ def run_streaming_ohlcv(
     spark_job: SparkJobLauncher,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> None:
-    spark_job.refuse_if_streaming()
-    job = spark_job.job_config(config, config.trigger, continuous=True)
+    refuse_if_streaming(spark_job.spark, spark_job.topic)
+    job = spark_job.job_config(config, config.trigger)
     # Blocks while the stream runs; on termination Dagster interrupts this op and the client
     # stops the job, which stops its queries on SIGTERM/SIGINT.
     spark_job.run(context, pipes_subprocess_client, job)

@@ -31,6 +31,8 @@ FIELD_NAMES = tuple(field.name for field in FIELDS)
 REQUIRED_FIELDS = ("symbol", "event_time_ms", "open", "high", "low", "close", "volume")
 # What Spark's from_json reads of a message (the lineage is not needed there).
 SPARK_SCHEMA = ", ".join(f"`{field.name}` {field.spark_type}" for field in FIELDS)
+SOURCE_FILE = "source_file"
+SOURCE_DIGEST = "source_digest"
 SOURCE_LINE = "source_line"
 
 
@@ -67,7 +69,13 @@ def _json_number(value: float | int | None) -> str:
 def file_lineage(path: Path, digest: str) -> str:
     """What every message of a file says of it, as JSON members: its path and a digest of its
     content (a file changed at the same path is another source)."""
-    return f'"source_file":{json.dumps(str(path))},"source_digest":"{digest}"'
+    return f'"{SOURCE_FILE}":{json.dumps(str(path))},{digest_member(digest)}'
+
+
+def digest_member(digest: str) -> str:
+    """The JSON member naming the content's digest, as compact JSON writes it (messages and dead
+    letters of a file hold it verbatim)."""
+    return f'"{SOURCE_DIGEST}":"{digest}"'
 
 
 def decode(value: bytes) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from crypto_pipeline.candle_rules import reason_kind
+from crypto_pipeline.formats.candle_message import SOURCE_DIGEST, SOURCE_FILE, SOURCE_LINE
 
 RAW = "raw"
 REASON = "reason"
@@ -25,13 +26,20 @@ def for_line(
     """The key and value of a file line's dead letter."""
     value = {
         RAW: raw,
-        "source_file": source_file,
-        "source_digest": digest,
-        "source_line": line,
+        SOURCE_FILE: source_file,
+        SOURCE_DIGEST: digest,
+        SOURCE_LINE: line,
         REASON: reason,
         "topic": topic,
     }
-    return f"{source_file}:{line}".encode(), json.dumps(value, separators=(",", ":")).encode()
+    return line_key_prefix(source_file) + str(line).encode(), json.dumps(
+        value, separators=(",", ":")
+    ).encode()
+
+
+def line_key_prefix(source_file: str) -> bytes:
+    """The keys of a file's dead letters: this, then the line number."""
+    return f"{source_file}:".encode()
 
 
 def reason_kind_of(value: bytes) -> str:

@@ -9,25 +9,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from crypto_pipeline.clients import Document
 from crypto_pipeline.formats.window_values import (
     AGGREGATE_FIELDS,
     INPUT_OFFSETS,
     AggregateKey,
+    epoch_ms,
     window_id,
 )
-
-Document = dict[str, Any]
 
 
 def as_date(epoch_ms: int) -> datetime:
     return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
-
-
-def epoch_ms(moment: datetime) -> int:
-    """Epoch ms of a date as a driver returns it (naive dates are UTC)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
 
 
 def encode(columns: dict[str, list[Any]]) -> list[Document]:

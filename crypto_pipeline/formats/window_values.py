@@ -4,6 +4,7 @@ encodings of this one shape."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 KEY_FIELDS = ("symbol", "window", "window_start_ms")
@@ -34,3 +35,10 @@ Aggregates = dict[AggregateKey, dict[str, Any]]
 def window_id(symbol: str, window: str, window_start_ms: int) -> str:
     """A window's natural key as one string: its MongoDB `_id`."""
     return f"{symbol}|{window}|{window_start_ms}"
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Epoch ms of a window's time as a sink's client returns it (naive dates are UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)

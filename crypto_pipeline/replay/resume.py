@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from crypto_pipeline.clients import iter_records
-from crypto_pipeline.formats import candle_message
+from crypto_pipeline.formats import candle_message, dead_letter
 from crypto_pipeline.formats.candle_message import file_lineage
 
 
@@ -40,8 +40,8 @@ class LinesSent:
         for record in iter_records(bootstrap_servers, topic, timeout_s=3600):
             if marker in record.value:
                 sent.add(int(candle_message.decode(record.value)[candle_message.SOURCE_LINE]))
-        prefix = f"{path}:".encode()
-        same_content = f'"source_digest":"{digest}"'.encode()
+        prefix = dead_letter.line_key_prefix(str(path))
+        same_content = candle_message.digest_member(digest).encode()
         for record in iter_records(bootstrap_servers, dlq_topic, timeout_s=3600):
             key = record.key or b""
             line = key[len(prefix) :]

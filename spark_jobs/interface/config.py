@@ -131,7 +131,12 @@ class JobConfig:
             required = option.field in REQUIRED_FIELDS
             parser.add_argument(option.flag, dest=option.field, help=option.help, required=required)
         given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
-        missing = [name for name in SECRET_ENV.values() if name not in environ]
+        # The token may be empty (InfluxDB 1.8 without authentication), the MongoDB URI not.
+        missing = [
+            name
+            for name in SECRET_ENV.values()
+            if environ.get(name) is None or (name == "MONGO_URI" and not environ[name])
+        ]
         if missing:
             parser.error(f"set {' and '.join(missing)} in the environment (secrets travel there)")
         flat = {
@@ -186,7 +191,7 @@ OPTIONS = (
     Option("--influx-org", "influx.org", "InfluxDB organization"),
     Option("--influx-bucket", "influx.bucket", 'InfluxDB bucket ("db/rp" on 1.8)'),
     Option("--measurement", "influx.measurement", "InfluxDB measurement of the aggregates"),
-    Option("--checkpoint-dir", "checkpoint_dir", "default: <STACK_DIR>/checkpoints/<topic>"),
+    Option("--checkpoint-dir", "checkpoint_dir", "the query's checkpoint and the windows' state"),
     Option("--spark-master", "spark_master", "e.g. local[*] or spark://host:7077"),
     Option("--spark-jars-dir", "spark_jars_dir", "folder of the connector jars"),
     Option("--spark-driver-host", "spark_driver_host", "where executors reach the driver"),

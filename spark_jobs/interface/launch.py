@@ -73,21 +73,20 @@ def component_bench_command(component: str, args: list[str]) -> list[str]:
 
 
 def submit_command(job: JobConfig) -> list[str]:
-    """The job through `spark-submit` (available-now runs and backfills from Dagster)."""
-    if not connector_jars(job):
+    """The job through `spark-submit` (available-now runs and backfills from Dagster): what
+    must be known before the JVM starts here, the rest from `spark_conf` in the job's session."""
+    jars = connector_jars(job)
+    if not jars:
         raise LaunchError(
             f"no Spark connector jars in {job.spark_jars_dir}: run `crypto-pipeline stack up`"
         )
-    # Master, jars and the driver's memory (taken before the JVM starts) as spark-submit's own
-    # options; the rest as --conf.
-    own = {"spark.master", "spark.jars", "spark.driver.memory"}
-    conf = {k: v for k, v in spark_conf(job).items() if k not in own}
     spark_submit = Path(sys.executable).parent / "spark-submit"
     return [
         str(spark_submit),
-        *["--master", job.spark_master, "--jars", ",".join(connector_jars(job))],
+        *["--master", job.spark_master, "--jars", ",".join(jars)],
         *["--driver-memory", DRIVER_MEMORY],
-        *[arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}")],
+        *["--conf", f"spark.driver.host={job.spark_driver_host}"],
+        *["--conf", f"spark.driver.bindAddress={driver_bind_address(job.spark_driver_host)}"],
         # Spark's own INFO lines drown the job's progress in the run log.
         *["--conf", "spark.log.level=WARN"],
         str(REPO_ROOT / "spark_jobs" / "main.py"),

@@ -15,17 +15,14 @@ from spark_jobs.interface.config import AVAILABLE_NOW, JobConfig
 def late_rows_backfill(
     job: JobConfig, entries: Sequence[LateEntry], retry_unrepairable: bool
 ) -> JobConfig | None:
-    """The backfill of the open `entries` of the job's topic, per symbol and range; None if there
-    is nothing to repair. Entries a backfill found unrepairable wait for a person unless
-    `retry_unrepairable` (after the source of their range was replayed again)."""
-    if not to_repair(entries, retry_unrepairable):
+    """The backfill of the ledger's open `entries` of the job's topic, per symbol and range;
+    None if there are none. Entries a backfill found unrepairable wait for a person unless
+    `retry_unrepairable` (after the source of their range was replayed again): give them only
+    then."""
+    if not entries:
         return None
     late = "all" if retry_unrepairable else "new"
     return dataclasses.replace(job, trigger=AVAILABLE_NOW, backfill_late=late)
-
-
-def to_repair(entries: Sequence[LateEntry], retry_unrepairable: bool) -> list[LateEntry]:
-    return [e for e in entries if retry_unrepairable or not e.unrepairable]
 
 
 def range_backfill(

@@ -34,9 +34,8 @@ def time_text(text: str) -> str:
     return text
 
 
-# How the command line writes what a ReplayRequest field takes (the rest: as the field's type).
+# How the command line reads each option-valued field of ReplayRequest.
 REPLAY_ARGUMENT_TYPES: dict[str, Callable[[str], Any]] = {
-    "path": str,
     "symbols": lambda text: sorted(parse_symbols(text)),
     "start": time_text,
     "end": time_text,
@@ -49,18 +48,18 @@ REPLAY_ARGUMENT_TYPES: dict[str, Callable[[str], Any]] = {
 def add_replay_request_arguments(parser: argparse.ArgumentParser) -> None:
     """One option per field of ReplayRequest, with its description; the path positional."""
     for name, field in ReplayRequest.model_fields.items():
+        flag = f"--{name.replace('_', '-')}"
         if name == "path":
             parser.add_argument(name, help=field.description)
         elif field.annotation is bool:
-            flag = f"--{name.replace('_', '-')}"
             parser.add_argument(flag, action="store_true", help=field.description)
         else:
-            flag = f"--{name.replace('_', '-')}"
-            default = field.get_default(call_default_factory=True)
-            kind = REPLAY_ARGUMENT_TYPES[name]
-            choices = ENGINES if name == "engine" else None
             parser.add_argument(
-                flag, type=kind, default=default, choices=choices, help=field.description
+                flag,
+                type=REPLAY_ARGUMENT_TYPES[name],
+                default=field.get_default(call_default_factory=True),
+                choices=ENGINES if name == "engine" else None,
+                help=field.description,
             )
 
 

@@ -20,6 +20,7 @@ from crypto_assets.resources import (
     IncomingFilesResource,
     InfluxResource,
     KafkaResource,
+    LiveFeedResource,
     MongoResource,
     SparkResource,
 )
@@ -63,6 +64,11 @@ def resources_from_settings(settings: Settings, environ: Mapping[str, str]) -> d
             state_dir=str(settings.stack_dir),
         ),
         "incoming": IncomingFilesResource(folder=str(settings.incoming_dir)),
+        "live_feed": LiveFeedResource(
+            ws_url=settings.live_ws_url,
+            rest_url=settings.live_rest_url,
+            state_dir=str(settings.stack_dir),
+        ),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
     }
     return with_spark_job(resources)

@@ -23,6 +23,7 @@ from crypto_pipeline.settings import (
     KafkaTarget,
     MongoTarget,
     checkpoint_dir,
+    live_status_file,
     stream_status_file,
 )
 
@@ -129,3 +130,25 @@ class IncomingFilesResource(dg.ConfigurableResource):
     @property
     def path(self) -> Path:
         return Path(self.folder)
+
+
+class LiveFeedResource(dg.ConfigurableResource):
+    """Where feeds connect (empty: each exchange's real endpoints) and keep their heartbeats."""
+
+    ws_url: str = ""
+    rest_url: str = ""
+    state_dir: str
+
+    def status_file(self, exchange: str, topic: str) -> Path:
+        return live_status_file(Path(self.state_dir), exchange, topic)
+
+    def environment(self, kafka: KafkaResource) -> dict[str, str]:
+        """The settings a feed process reads (crypto_pipeline/settings.py), from the resources."""
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "KAFKA_TOPIC": kafka.topic,
+            "FUTURE_EVENT_TOLERANCE_S": str(kafka.future_tolerance_s),
+            "STACK_DIR": self.state_dir,
+            "LIVE_WS_URL": self.ws_url,
+            "LIVE_REST_URL": self.rest_url,
+        }

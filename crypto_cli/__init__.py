@@ -20,10 +20,16 @@ from types import FrameType
 import local_stack as stack
 from crypto_cli.argument_types import parse_symbols, parse_time_ms
 from crypto_cli.demo import ONCE_END, ONCE_START
+from crypto_cli.live_command import add_live_commands
 from crypto_cli.replay_command import add_replay_arguments
 from crypto_pipeline.clients import KafkaUnavailable
 from crypto_pipeline.console import say
-from crypto_pipeline.replay.binance import DEFAULT_BASE_URL, FetchError, fetch_monthly_klines
+from crypto_pipeline.live.feed_sink import FeedError
+from crypto_pipeline.replay.binance_archive import (
+    DEFAULT_BASE_URL,
+    FetchError,
+    fetch_monthly_klines,
+)
 from crypto_pipeline.replay.generator import INTERVALS_MS, generate, write_csv
 from crypto_pipeline.replay.input_files import InputFormatError
 from crypto_pipeline.replay.producer import ReplayError
@@ -150,6 +156,13 @@ def _bench_sinks(args: argparse.Namespace, settings: Settings) -> int:
     return subprocess.run(command, env=launch.process_environment(job)).returncode
 
 
+def _bench_live(args: argparse.Namespace, settings: Settings) -> int:
+    from crypto_cli.bench.live_bench import bench_live
+
+    bench_live(settings, args.messages, args.symbols)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crypto-pipeline",
@@ -211,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         "replay", help="replay a market-data CSV into Kafka at real-time or accelerated speed"
     )
     add_replay_arguments(replay_parser)
+    add_live_commands(commands)
 
     data_parser = commands.add_parser("data", help="generate or download market data")
     data_commands = data_parser.add_subparsers(dest="data_command", required=True)
@@ -300,6 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
     state_bench.add_argument("--minutes", type=int, default=60, help="open candles per symbol")
     state_bench.add_argument("--batches", type=int, default=20, help="one-candle batches")
     state_bench.set_defaults(handler=_bench_state)
+    live_bench = bench_commands.add_parser(
+        "live",
+        help="messages/s one live feed process handles (parse, rules, Kafka) vs a bare "
+        "websocket client on the same frames",
+    )
+    live_bench.add_argument("--messages", type=int, default=200_000)
+    live_bench.add_argument("--symbols", type=int, default=500)
+    live_bench.set_defaults(handler=_bench_live)
     return parser
 
 
@@ -320,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         InputFormatError,
         KafkaUnavailable,
         FetchError,
+        FeedError,
         ValueError,
         OSError,
     ) as error:

@@ -1,8 +1,9 @@
 """The project's main command on the local stack.
 
 `crypto-pipeline demo`: the stack, the Dagster webserver and daemon, a first replay whose Spark
-run and checks the replay sensor starts, then the continuous Spark job and an endless replay of
-the sample; runs until Ctrl-C and then stops everything it started.
+run and checks the replay sensor starts, then the continuous Spark job and a live feed
+(`live_feed_job`) from the simulated exchange (or from the endpoints LIVE_WS_URL and LIVE_REST_URL
+name); runs until Ctrl-C and then stops everything it started.
 
 `crypto-pipeline demo --once`: replay a fixed range, run the Spark job available-now and every
 check, in this process, against the same Dagster instance; print a summary; exit 1 if a check
@@ -10,6 +11,7 @@ fails."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ from crypto_cli.dagster_services import (
     DagsterServices,
     prepare_dagster_home,
 )
+from crypto_cli.live_command import SimulatorProcess
 from crypto_pipeline.clients import end_offsets
 from crypto_pipeline.console import say
 from crypto_pipeline.settings import SAMPLE_FILE, Settings, stream_status_file
@@ -35,8 +38,11 @@ from spark_jobs.interface.summary import INFLUX_ASSET, MONGO_ASSET
 ONCE_START = "2025-01-01T00:00:00Z"
 ONCE_END = "2025-01-03T00:00:00Z"
 CHECKS = ("sinks_agree", "matches_source", "nothing_left_behind", "late_rows_repaired", "fresh")
-LOOP_REPLAY = {"path": SAMPLE_FILE, "loop": True, "rebase_now": True, "speed": 60.0}
 DEMO_TAG = "crypto/demo"
+# The live part: Binance's protocol from the simulated exchange, real time, with two hours of
+# history of which the feed's first connect refills the last hour over REST.
+LIVE_SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+LIVE_FEED = {"exchange": "binance", "symbols": LIVE_SYMBOLS}
 
 
 def run_once(settings: Settings, start: str = ONCE_START, end: str = ONCE_END) -> int:
@@ -168,9 +174,12 @@ def run_interactive(settings: Settings) -> int:
     started_stack = not stack.is_running(settings)
     launched: list[str] = []
     services: DagsterServices | None = None
+    exchange: SimulatorProcess | None = None
     with _interruptible():
         try:
             stack.up(settings)
+            if not settings.live_ws_url:
+                exchange = _start_simulated_exchange()
             services = DagsterServices(prepare_dagster_home(settings), settings.dagster_port)
             say(f"[demo] starting the Dagster webserver and daemon on {services.url} ...")
             services.start()
@@ -193,10 +202,11 @@ def run_interactive(settings: Settings) -> int:
                 stream_id, 300, until=lambda s: s == "STARTED" or s in FINISHED
             )
             _expect(api, stream_id, "STARTED", status)
-            loop_config = {"ops": {"kafka_klines": {"config": LOOP_REPLAY}}}
-            loop_id = api.launch("replay_job", loop_config, {DEMO_TAG: "looping replay"})
-            launched.append(loop_id)
-            _expect(api, loop_id, "STARTED", api.wait_for_run(loop_id, 300, until=started))
+            since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
+            feed_config = {"ops": {"run_live_feed": {"config": {**LIVE_FEED, "since": since}}}}
+            feed_id = api.launch("live_feed_job", feed_config, {DEMO_TAG: "live feed"})
+            launched.append(feed_id)
+            _expect(api, feed_id, "STARTED", api.wait_for_run(feed_id, 300, until=started))
             _print_guide(services.url, settings)
             while True:
                 time.sleep(60)
@@ -211,9 +221,21 @@ def run_interactive(settings: Settings) -> int:
                 _terminate_runs(services, launched)
                 services.stop()
                 say("[demo] Dagster webserver and daemon stopped")
+            if exchange is not None:
+                exchange.stop()
+                say("[demo] simulated exchange stopped")
             if started_stack:
                 stack.down(settings)
     return 0
+
+
+def _start_simulated_exchange() -> SimulatorProcess:
+    """The simulated exchange, and the settings that point the feeds at it (in this process's
+    environment, which the Dagster processes inherit)."""
+    exchange = SimulatorProcess("--symbols", ",".join(LIVE_SYMBOLS), "--history-minutes", "120")
+    os.environ["LIVE_WS_URL"], os.environ["LIVE_REST_URL"] = exchange.ws_url, exchange.rest_url
+    say(f"[demo] simulated exchange (Binance, Bybit, OKX protocols) on {exchange.rest_url}")
+    return exchange
 
 
 def _still_stopping(signum: int, frame: Any) -> None:
@@ -261,10 +283,11 @@ def _print_guide(url: str, settings: Settings) -> None:
         "The pipeline is running:",
         f"  Dagster UI          {url}",
         f"  asset graph         {url}{ASSET_GRAPH_PATH}",
-        f"  runs                {url}/runs  (streaming_job and the looping replay stay started)",
+        f"  runs                {url}/runs  (streaming_job and live_feed_job stay started)",
         f"  checks              {url}/assets/{MONGO_ASSET}?view=checks",
         "What to look at: the four checks of each sink (green after the first replay), the",
-        "streaming health observations (every 30 s) and the `fresh` check (every 2 minutes).",
+        "streaming and live-feed health observations (every 30 s) and the `fresh` check (every",
+        "2 minutes). The feed sends a candle a minute per symbol (BTCUSDT, ETHUSDT, SOLUSDT).",
         f"MongoDB {settings.mongo.redacted_uri} {settings.mongo.database}."
         f"{settings.mongo.collection}; InfluxDB {settings.influx.url} bucket "
         f"{settings.influx.bucket}.",

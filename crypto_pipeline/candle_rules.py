@@ -126,6 +126,20 @@ def candle_reason(
     return ohlc_reason(*(float(numbers[name] or 0) for name in PRICE_FIELDS))
 
 
+def trade_reason(symbol: str, time_ms: int, price: float, quantity: float) -> str | None:
+    """The first rule a trade breaks: the candles' symbol and event-time rules, then a price
+    and a quantity that are finite, positive and within the magnitude limit."""
+    reason = symbol_reason(symbol) or event_time_reason(time_ms)
+    if reason is not None:
+        return reason
+    for field, value in (("price", price), ("quantity", quantity)):
+        if not 0 < value <= MAX_MAGNITUDE:
+            if not math.isfinite(value):
+                return not_finite(field)
+            return too_large(field) if value > 0 else f"{field} is not positive"
+    return None
+
+
 def reason_kind(reason: str) -> str:
     """A rejection reason without the row's values (which follow a colon), for grouping:
     'close is not a number', 'high < low', 'wrong number of fields'."""

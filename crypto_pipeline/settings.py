@@ -39,6 +39,10 @@ DEFAULTS: dict[str, str] = {
     # A candle dated later than the clock plus this many seconds is a dead letter (at both
     # stages): it would freeze its symbol's watermark (crypto_pipeline/candle_rules.py).
     "FUTURE_EVENT_TOLERANCE_S": str(DEFAULT_FUTURE_TOLERANCE_S),
+    # Where `crypto-pipeline live` connects (websocket) and refills gaps (REST). Empty: the
+    # exchange's real endpoints; a testnet, a proxy or `crypto-pipeline exchange-sim` otherwise.
+    "LIVE_WS_URL": "",
+    "LIVE_REST_URL": "",
     "SPARK_MASTER": "local[*]",
     # The address a cluster's executors reach the Spark driver at: loopback on one machine, the
     # driver's host name on a network (docker compose: dagster-code, where runs execute).
@@ -89,6 +93,11 @@ def dead_letter_topic(topic: str) -> str:
     return f"{topic}.dlq"
 
 
+def trades_topic(topic: str) -> str:
+    """Where a live feed sends the trades of the exchanges whose candles go to `topic`."""
+    return f"{topic}.trades"
+
+
 def checkpoint_dir(state_dir: Path, topic: str) -> Path:
     """The Spark job's checkpoints for one topic."""
     return state_dir / "checkpoints" / topic
@@ -97,6 +106,11 @@ def checkpoint_dir(state_dir: Path, topic: str) -> Path:
 def stream_status_file(state_dir: Path, topic: str) -> Path:
     """The heartbeat the continuous job on `topic` writes."""
     return state_dir / "streaming" / f"{topic}.json"
+
+
+def live_status_file(state_dir: Path, exchange: str, topic: str) -> Path:
+    """The heartbeat a live feed of `exchange` into `topic` writes."""
+    return state_dir / "live" / f"{exchange}-{topic}.json"
 
 
 def redact_uri(uri: str) -> str:
@@ -207,6 +221,8 @@ class Settings:
     future_event_tolerance_s: int = DEFAULT_FUTURE_TOLERANCE_S
     spark_master_port: int = 7077
     spark_master_ui_port: int = 8090
+    live_ws_url: str = ""
+    live_rest_url: str = ""
 
     @classmethod
     def from_env(
@@ -254,6 +270,8 @@ class Settings:
             future_event_tolerance_s=number("FUTURE_EVENT_TOLERANCE_S", "a number of seconds"),
             spark_master_port=number("STACK_SPARK_MASTER_PORT"),
             spark_master_ui_port=number("STACK_SPARK_MASTER_UI_PORT"),
+            live_ws_url=get("LIVE_WS_URL"),
+            live_rest_url=get("LIVE_REST_URL"),
         )
 
     @property

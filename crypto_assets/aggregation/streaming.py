@@ -11,6 +11,7 @@ from crypto_assets.aggregation.launcher import (
 )
 from crypto_assets.aggregation.ohlcv_sinks import SPARK_JOB_TAG
 from crypto_assets.resources import KafkaResource, SparkResource
+from crypto_assets.supervision import RESTARTS, restart_of_failed_run
 from spark_jobs.interface.config import DEFAULT_CONTINUOUS_TRIGGER
 from spark_jobs.interface.heartbeat import running_stream_pid
 
@@ -43,19 +44,13 @@ def streaming_job() -> None:
     run_streaming_ohlcv()
 
 
-# The restart sensor gives up after this many streaming runs in a row have failed (a stream that
-# fails at once would otherwise be restarted forever); each failed run is an alert in the UI.
-STREAM_RESTARTS = 3
-RESTART_OF_TAG = "crypto/restart-of"
-
-
 @dg.sensor(
     job=streaming_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Restarts the continuous job, with the same config, when its last run failed "
     "(the job crashed, a sink stayed down past its retries, its run worker died) and no stream "
-    f"runs; gives up after {STREAM_RESTARTS} failed runs in a row. A stopped run (terminated "
+    f"runs; gives up after {RESTARTS} failed runs in a row. A stopped run (terminated "
     "from the UI) is never restarted.",
 )
 def streaming_restart_sensor(
@@ -64,22 +59,5 @@ def streaming_restart_sensor(
     stream_pid = running_stream_pid(spark.status_file(kafka.topic))
     if stream_pid is not None:
         return dg.SkipReason(f"the continuous job (pid {stream_pid}) is running")
-    recent = context.instance.get_runs(
-        dg.RunsFilter(job_name=streaming_job.name), limit=STREAM_RESTARTS
-    )
-    if not recent or recent[0].status != dg.DagsterRunStatus.FAILURE:
-        state = recent[0].status.value if recent else "none"
-        return dg.SkipReason(f"last streaming run: {state}; nothing to restart")
-    failed = recent[0]
-    if len(recent) == STREAM_RESTARTS and all(
-        run.status == dg.DagsterRunStatus.FAILURE for run in recent
-    ):
-        context.log.warning(f"{STREAM_RESTARTS} streaming runs failed in a row; not restarting")
-        return dg.SkipReason(f"{STREAM_RESTARTS} streaming runs failed in a row")
-    context.log.warning(f"streaming run {failed.run_id} failed; restarting it")
-    user_tags = {k: v for k, v in failed.tags.items() if not k.startswith("dagster/")}
-    return dg.RunRequest(
-        run_key=f"restart:{failed.run_id}",
-        run_config=failed.run_config,
-        tags={**user_tags, RESTART_OF_TAG: failed.run_id},
-    )
+    runs = context.instance.get_runs(dg.RunsFilter(job_name=streaming_job.name), limit=RESTARTS)
+    return restart_of_failed_run(context, list(runs), "streaming")

@@ -3,7 +3,9 @@
 Encoded by the replay's producers (`Candle.to_json`, its hot path); decoded by the Spark job with
 the schema derived from FIELDS (`SPARK_SCHEMA`), and by the readers outside Spark (checks,
 resume, benchmarks) with `decode`. Besides the candle, a message carries its lineage: for a file,
-its path, a digest of its content and the line (`file_lineage`, `source_line`).
+its path, a digest of its content and the line (`file_lineage`, `source_line`); for a live feed,
+the exchange, the connection and the receive time, and whether the candle is closed (`to_live_json`:
+before it closes, each message revises the same candle).
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ SPARK_SCHEMA = ", ".join(f"`{field.name}` {field.spark_type}" for field in FIELD
 SOURCE_FILE = "source_file"
 SOURCE_DIGEST = "source_digest"
 SOURCE_LINE = "source_line"
+EXCHANGE = "exchange"
+CLOSED = "closed"
+CONNECTION = "connection"  # the live connection (or "rest") a candle came through
+RECEIVED_MS = "received_ms"
 
 
 class Candle(NamedTuple):
@@ -59,6 +65,19 @@ class Candle(NamedTuple):
             f'"quote_volume":{_json_number(self.quote_volume)},'
             f'"trades":{_json_number(self.trades)},'
             f'{lineage},"{SOURCE_LINE}":{line}}}'
+        ).encode()
+
+    def to_live_json(self, exchange: str, closed: bool, connection: str, received_ms: int) -> bytes:
+        """The message value of a valid candle from a live feed, built directly as `to_json` is
+        (exchange and connection names are plain identifiers, checked by the feed)."""
+        return (
+            f'{{"symbol":"{self.symbol}","event_time_ms":{self.open_time_ms},'
+            f'"open":{self.open!r},"high":{self.high!r},"low":{self.low!r},'
+            f'"close":{self.close!r},"volume":{self.volume!r},'
+            f'"quote_volume":{_json_number(self.quote_volume)},'
+            f'"trades":{_json_number(self.trades)},"{EXCHANGE}":"{exchange}",'
+            f'"{CLOSED}":{"true" if closed else "false"},"{CONNECTION}":"{connection}",'
+            f'"{RECEIVED_MS}":{received_ms}}}'
         ).encode()
 
 

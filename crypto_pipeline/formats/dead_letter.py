@@ -1,15 +1,24 @@
 """The dead-letter topic's message (`<topic>.dlq`), both sides: a rejected input, verbatim, and
 why it was rejected. Written by the replay for a file's line (keyed by file and line) and by the
 Spark job for a Kafka record (keyed by topic, partition and offset, with `stage` "spark"); read
-by the `nothing_left_behind` check. Deterministic keys: the same input sent again has the same
-key, so a compacted read counts it once."""
+by the `nothing_left_behind` check. A live feed's dead letter is a frame (or one candle or trade of
+it), keyed by exchange and a digest of the raw text. Deterministic keys: the same input sent again
+has the same key, so a compacted read counts it once."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from crypto_pipeline.candle_rules import reason_kind
-from crypto_pipeline.formats.candle_message import SOURCE_DIGEST, SOURCE_FILE, SOURCE_LINE
+from crypto_pipeline.formats.candle_message import (
+    CONNECTION,
+    EXCHANGE,
+    RECEIVED_MS,
+    SOURCE_DIGEST,
+    SOURCE_FILE,
+    SOURCE_LINE,
+)
 
 RAW = "raw"
 REASON = "reason"
@@ -35,6 +44,22 @@ def for_line(
     return line_key_prefix(source_file) + str(line).encode(), json.dumps(
         value, separators=(",", ":")
     ).encode()
+
+
+def for_frame(
+    raw: str, reason: str, exchange: str, connection: str, received_ms: int, topic: str
+) -> tuple[bytes, bytes]:
+    """The key and value of a live frame's dead letter (the same frame again: the same key)."""
+    value = {
+        RAW: raw,
+        REASON: reason,
+        EXCHANGE: exchange,
+        CONNECTION: connection,
+        RECEIVED_MS: received_ms,
+        "topic": topic,
+    }
+    digest = hashlib.sha256(raw.encode()).hexdigest()[:32]
+    return f"{exchange}:{digest}".encode(), json.dumps(value, separators=(",", ":")).encode()
 
 
 def line_key_prefix(source_file: str) -> bytes:

@@ -27,7 +27,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from crypto_pipeline.clients import DELIVERY_TIMEOUT_S
+from crypto_pipeline.clients import DELIVERY_TIMEOUT_S, librdkafka_config
 from crypto_pipeline.formats.candle_message import file_lineage
 from crypto_pipeline.replay.input_files import (
     READ_ERRORS,
@@ -60,28 +60,6 @@ LineMessage = tuple[int, bytes, bytes, int, str | None]
 def bulk_workers() -> int:
     """Parsing processes: one per core (the producer's threads and the broker share them)."""
     return max(1, len(os.sched_getaffinity(0)))
-
-
-def librdkafka_config(bootstrap_servers: str) -> dict[str, Any]:
-    """The paced producer's guarantees (clients.kafka_producer): acks from all in-sync replicas,
-    idempotence, lz4; larger batches and a deep local queue for throughput."""
-    return {
-        "bootstrap.servers": bootstrap_servers,
-        "enable.idempotence": True,
-        "acks": "all",
-        "compression.type": "lz4",
-        "linger.ms": 20,
-        "batch.size": 1 << 20,
-        "message.max.bytes": 4 << 20,
-        # Keyed messages on the partition Kafka's Java client (and kafka-python) would choose.
-        "partitioner": "murmur2_random",
-        # The local queue: about 2 s of sending at 100,000 messages/s, and a bound on memory.
-        "queue.buffering.max.messages": 200_000,
-        "queue.buffering.max.kbytes": 64 << 10,
-        "delivery.timeout.ms": DELIVERY_TIMEOUT_S * 1000,
-        # Delivery reports for failures only: a success costs the sending loop nothing.
-        "delivery.report.only.error": True,
-    }
 
 
 @dataclass

@@ -4,6 +4,7 @@ everything it started on Ctrl-C."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -105,11 +106,11 @@ def test_demo_runs_until_ctrl_c_and_then_stops_everything_it_started(
         assert f"Dagster UI          http://127.0.0.1:{env['DAGSTER_PORT']}" in text
 
         api = DagsterApi(f"http://127.0.0.1:{env['DAGSTER_PORT']}")
-        runs = {r["jobName"]: r["status"] for r in api.runs_tagged(DEMO_TAG, "looping replay")}
-        assert runs == {"replay_job": "STARTED"}
+        runs = {r["jobName"]: r["status"] for r in api.runs_tagged(DEMO_TAG, "live feed")}
+        assert runs == {"live_feed_job": "STARTED"}
         stream = api.runs_tagged(DEMO_TAG, "continuous job")
         assert [r["status"] for r in stream] == ["STARTED"]
-        time.sleep(20)  # let the stream process some of the looping replay
+        time.sleep(20)  # let the stream process some of the live feed's candles
     finally:
         demo.send_signal(signal.SIGINT)
         rest, _ = demo.communicate(timeout=300)
@@ -125,5 +126,9 @@ def test_demo_runs_until_ctrl_c_and_then_stops_everything_it_started(
     assert statuses == {
         "first replay": dg.DagsterRunStatus.SUCCESS,
         "continuous job": dg.DagsterRunStatus.CANCELED,
-        "looping replay": dg.DagsterRunStatus.CANCELED,
+        "live feed": dg.DagsterRunStatus.CANCELED,
     }
+    # The feed refilled the last hour over REST and stopped cleanly when its run was terminated.
+    feed_status = local_stack.stack_dir / "live" / f"binance-{unique_name}.json"
+    feed = json.loads(feed_status.read_text())
+    assert feed["outcome"] == "stopped" and feed["counts"]["refilled"] >= 59 * 3, feed

@@ -152,8 +152,10 @@ def test_project_services_read_exactly_the_settings_they_need() -> None:
     # The webserver and the daemon talk to the code server over gRPC: Dagster's instance only.
     for name in ("dagster-webserver", "dagster-daemon"):
         assert set(environment(name)) == DAGSTER_ONLY, name
-    # The producer replays: brokers, topic and the candle rules' clock tolerance, nothing else.
+    # The producer replays and runs live feeds: brokers, topic, the candle rules' clock
+    # tolerance and the exchanges' endpoints, nothing else.
     producer = {"KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC", "FUTURE_EVENT_TOLERANCE_S"}
+    producer |= {"LIVE_WS_URL", "LIVE_REST_URL"}
     assert set(environment("producer")) == producer
 
 

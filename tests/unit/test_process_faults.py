@@ -16,12 +16,9 @@ import pytest
 
 import local_stack as stack
 from crypto_assets.aggregation.launcher import refuse_if_streaming
-from crypto_assets.aggregation.streaming import (
-    STREAM_RESTARTS,
-    streaming_job,
-    streaming_restart_sensor,
-)
+from crypto_assets.aggregation.streaming import streaming_job, streaming_restart_sensor
 from crypto_assets.resources import KafkaResource, SparkResource
+from crypto_assets.supervision import RESTARTS
 from crypto_pipeline.processes import ProcessRecord, identity_of
 from crypto_pipeline.settings import Settings
 from spark_jobs.interface.heartbeat import running_stream_pid, stream_state
@@ -152,12 +149,12 @@ def test_the_restart_sensor_restarts_a_failed_stream_a_few_times_then_gives_up(
     failure = dg.DagsterRunStatus.FAILURE
     with dg.DagsterInstance.ephemeral() as instance:
         assert isinstance(restart_tick(instance, tmp_path), dg.SkipReason)  # never ran
-        for attempt in range(1, STREAM_RESTARTS + 1):
+        for attempt in range(1, RESTARTS + 1):
             failed = instance.create_run_for_job(
                 streaming_job, run_config=config, status=failure, tags={"team": "quant"}
             )
             request = restart_tick(instance, tmp_path)
-            if attempt < STREAM_RESTARTS:
+            if attempt < RESTARTS:
                 assert isinstance(request, dg.RunRequest)
                 assert (request.run_key, request.run_config) == (f"restart:{failed.run_id}", config)
                 assert request.tags["team"] == "quant"

@@ -1,0 +1,109 @@
+"""What every exchange adapter provides: its endpoints, how to subscribe, how to read its frames
+and its REST candles, and its empty-bucket rule. One small adapter per exchange, written from
+the exchange's documented protocol (links in each module)."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from crypto_pipeline.live.market import Frame, FrameError, KlineUpdate
+from crypto_pipeline.windows import window_ms
+
+
+class EmptyBuckets(StrEnum):
+    """What an exchange sends for an interval without trades."""
+
+    # A candle for every interval: volume 0, open = high = low = close = the previous close.
+    ZERO_VOLUME = "zero-volume candle"
+    # No candle: the series skips the interval.
+    NONE = "no candle"
+
+
+class RestRejected(RuntimeError):
+    """The exchange refused a REST request. `retry_after_s` is set when it asks to come back
+    later (rate limits); otherwise the request cannot succeed as written."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One websocket connection: where, and what to send once connected."""
+
+    url: str
+    subscriptions: tuple[str, ...]
+
+
+class Exchange(ABC):
+    name: ClassVar[str]
+    default_ws_url: ClassVar[str]
+    default_rest_url: ClassVar[str]
+    empty_buckets: ClassVar[EmptyBuckets]
+    # Most candles one REST request returns.
+    rest_page_limit: ClassVar[int]
+    # Pairs of (our interval, the exchange's name of it).
+    intervals: ClassVar[dict[str, str]]
+    # An application-level ping the exchange requires (None: websocket protocol pings, which
+    # the client library sends), and how often.
+    keepalive_frame: ClassVar[str | None] = None
+    keepalive_s: ClassVar[float] = 20.0
+
+    def native_interval(self, interval: str) -> str:
+        if interval not in self.intervals:
+            supported = ", ".join(self.intervals)
+            raise ValueError(f"{self.name} has no {interval!r} candles; choose from {supported}")
+        return self.intervals[interval]
+
+    def interval_ms(self, interval: str) -> int:
+        self.native_interval(interval)
+        return window_ms(interval)
+
+    @abstractmethod
+    def native_symbol(self, symbol: str) -> str:
+        """How the exchange spells a pair in requests."""
+
+    @abstractmethod
+    def streams(self, ws_url: str, symbols: list[str], interval: str, trades: bool) -> list[Stream]:
+        """The connections that carry the candle (and, with `trades`, the trade) streams."""
+
+    @abstractmethod
+    def parse(self, text: str) -> Frame:
+        """A websocket frame's candles and trades; FrameError if the format does not allow it."""
+
+    @abstractmethod
+    def server_time_url(self, rest_url: str) -> str: ...
+
+    @abstractmethod
+    def parse_server_time(self, body: bytes) -> int:
+        """The exchange's clock in epoch ms: a REST candle is closed once it has passed its end."""
+
+    @abstractmethod
+    def klines_url(
+        self, rest_url: str, symbol: str, interval: str, start_ms: int, end_ms: int
+    ) -> str:
+        """The request for the candles opened in [start_ms, end_ms] (at most a page of them)."""
+
+    @abstractmethod
+    def parse_klines(self, symbol: str, body: bytes) -> list[KlineUpdate]:
+        """A REST page's candles (as not closed: the caller decides by the exchange's clock);
+        RestRejected if the exchange answered with an error."""
+
+
+def load_json(text: str | bytes) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise FrameError("not JSON") from None
+
+
+def member(document: Any, name: str) -> Any:
+    try:
+        return document[name]
+    except (KeyError, TypeError, IndexError):
+        raise FrameError(f"no {name!r} member") from None

@@ -140,6 +140,32 @@ def trade_reason(symbol: str, time_ms: int, price: float, quantity: float) -> st
     return None
 
 
+def values_reason(
+    symbol: str,
+    event_ms: int,
+    open_: float,
+    high: float,
+    low: float,
+    close: float,
+    volume: float,
+    quote_volume: float | None,
+    trades: float | None,
+) -> str | None:
+    """`candle_reason` of values given one by one, for the live feed's hot path: a valid candle
+    passes one chained comparison (which NaN fails too); any other takes `candle_reason`."""
+    if (
+        -MAX_MAGNITUDE <= low <= open_ <= high <= MAX_MAGNITUDE
+        and low <= close <= high
+        and 0 <= volume <= MAX_MAGNITUDE
+        and (quote_volume is None or 0 <= quote_volume <= MAX_MAGNITUDE)
+        and (trades is None or 0 <= trades <= MAX_TRADES)
+        and MIN_EVENT_MS <= event_ms < MAX_EVENT_MS
+    ):
+        return symbol_reason(symbol)
+    values = (open_, high, low, close, volume, quote_volume, trades)
+    return candle_reason(symbol, event_ms, dict(zip(NUMERIC_FIELDS, values, strict=True)))
+
+
 def reason_kind(reason: str) -> str:
     """A rejection reason without the row's values (which follow a colon), for grouping:
     'close is not a number', 'high < low', 'wrong number of fields'."""

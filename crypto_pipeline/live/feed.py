@@ -135,7 +135,7 @@ class LiveFeed:
         attempt = 0
         while not stop.is_set():
             try:
-                received = await self._connection(stream, candles, stop)
+                received = await self._connection(stream, candles)
                 attempt = 0 if received else attempt
             except Stalled:
                 self.status.stalls += 1
@@ -149,7 +149,7 @@ class LiveFeed:
                 await asyncio.wait_for(stop.wait(), backoff_s(attempt))
             attempt += 1
 
-    async def _connection(self, stream: Stream, candles: bool, stop: asyncio.Event) -> bool:
+    async def _connection(self, stream: Stream, candles: bool) -> bool:
         """One connection, until it closes, stalls or `stop`; whether it received data."""
         async with websockets.connect(
             stream.url, open_timeout=10, close_timeout=2, max_size=2**22, max_queue=1024
@@ -170,44 +170,43 @@ class LiveFeed:
                 self._refilling += 1
                 helpers.append(self._spawn(self._refill_on_connect(starts)))
             try:
-                return await self._receive(ws, connection, stop)
+                return await self._receive(ws, connection)
             finally:
                 self.status.connected_streams -= 1
                 for helper in helpers:  # the next connect refills again
                     helper.cancel()
 
-    async def _receive(self, ws: ClientConnection, connection: str, stop: asyncio.Event) -> bool:
-        received = False
+    async def _receive(self, ws: ClientConnection, connection: str) -> bool:
+        """Frames until the connection closes (or the feed is stopped, which cancels this);
+        Stalled when no data came for `stall_s`: a watchdog closes the connection then (no timer
+        per frame, which would cost more than the frame)."""
+        received = stalled = False
         last_data = time.monotonic()
-        stopped = asyncio.create_task(stop.wait())
-        frame: asyncio.Task[str | bytes] | None = None
+
+        async def watchdog() -> None:
+            nonlocal stalled
+            while (idle := time.monotonic() - last_data) < self.config.stall_s:
+                await asyncio.sleep(min(1.0, self.config.stall_s - idle))
+            stalled = True
+            await ws.close(1000, "no data")
+
+        watching = asyncio.create_task(watchdog())
         try:
-            while True:
-                remaining = self.config.stall_s - (time.monotonic() - last_data)
-                if remaining <= 0:
-                    raise Stalled
-                frame = frame or asyncio.create_task(ws.recv())
-                done, _ = await asyncio.wait(
-                    [frame, stopped], timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-                )
-                if stopped in done:
-                    return received
-                if frame not in done:
-                    continue
-                text = frame.result()
-                frame = None
-                if self._handle(text if isinstance(text, str) else text.decode(), connection):
+            async for frame in ws:
+                if self._handle(frame if isinstance(frame, str) else frame.decode(), connection):
                     received = True
                     last_data = time.monotonic()
         finally:
-            stopped.cancel()
-            if frame is not None:
-                frame.cancel()
+            watching.cancel()
+        if stalled:
+            raise Stalled
+        return received
 
     def _handle(self, text: str, connection: str) -> bool:
         """Sends what the frame holds; whether it held data (candles or trades)."""
-        received_ms = int(time.time() * 1000)
-        self.status.last_message_at = time.time()
+        now = time.time()
+        received_ms = int(now * 1000)
+        self.status.last_message_at = now
         exchange = self.config.exchange
         try:
             frame = exchange.parse(text)
@@ -264,6 +263,8 @@ class LiveFeed:
 
     async def _refill_on_connect(self, starts: dict[str, int | None]) -> None:
         try:
+            if all(start is None for start in starts.values()):
+                return  # a first start without --since: from the stream on
             now_ms = await asyncio.to_thread(self.rest.server_time_ms)
             for symbol, start in starts.items():
                 if start is not None:

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from crypto_pipeline.candle_rules import candle_reason, future_reason, trade_reason
+from crypto_pipeline.candle_rules import future_reason, trade_reason, values_reason
 from crypto_pipeline.clients import ensure_topic, librdkafka_config
 from crypto_pipeline.formats import dead_letter
-from crypto_pipeline.formats.candle_message import CANDLE_VALUES, Candle
+from crypto_pipeline.formats.candle_message import Candle
 from crypto_pipeline.formats.trade_message import Trade
 from crypto_pipeline.live.market import KlineUpdate, TradeUpdate
 from crypto_pipeline.settings import dead_letter_topic, trades_topic
@@ -25,6 +25,8 @@ from crypto_pipeline.settings import dead_letter_topic, trades_topic
 # waits up to SEND_BLOCK_S, then the feed stops.
 DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024
 SEND_BLOCK_S = 60
+# Delivery callbacks are served every this many sends (and every heartbeat).
+POLL_EVERY = 100
 
 
 class FeedError(RuntimeError):
@@ -82,32 +84,21 @@ class FeedSink:
         self.progress: dict[str, ClosedProgress] = {}
         self._lock = threading.Lock()
         self._failed: list[str] = []
+        self._unpolled = 0
 
     def candle(
         self, update: KlineUpdate, connection: str, received_ms: int, raw: str, refill: bool = False
     ) -> None:
-        candle = Candle(
-            update.symbol,
-            update.open_time_ms,
-            update.open,
-            update.high,
-            update.low,
-            update.close,
-            update.volume,
-            update.quote_volume,
-            update.trades,
-        )
-        numbers = dict(zip(CANDLE_VALUES, candle[2:], strict=True))
-        reason = candle_reason(update.symbol, update.open_time_ms, numbers) or future_reason(
+        reason = values_reason(*update[1:10]) or future_reason(
             update.open_time_ms, int(time.time() * 1000), self.future_tolerance_ms
         )
         if reason is not None:
             self.dead_letter(raw, reason, connection, received_ms, self.topic)
             return
+        candle = Candle._make(update[1:10])
         value = candle.to_live_json(self.exchange, update.closed, connection, received_ms)
-        what = f"{update.symbol} candle {update.open_time_ms}"
         closed = (update.symbol, update.open_time_ms) if update.closed else None
-        self._send(self.topic, update.symbol.encode(), value, what, closed)
+        self._send(self.topic, update.symbol.encode(), value, closed)
         self.counts["refilled" if refill else "closed" if update.closed else "revisions"] += 1
 
     def trade(self, update: TradeUpdate, connection: str, received_ms: int, raw: str) -> None:
@@ -127,8 +118,7 @@ class FeedSink:
             update.quantity,
             update.taker_side,
         )
-        what = f"{update.symbol} trade {update.trade_id}"
-        self._send(self.trades_topic, trade.key(), trade.to_json(connection, received_ms), what)
+        self._send(self.trades_topic, trade.key(), trade.to_json(connection, received_ms))
         self.counts["trades"] += 1
 
     def dead_letter(
@@ -138,44 +128,49 @@ class FeedSink:
         key, value = dead_letter.for_frame(
             raw, reason, self.exchange, connection, received_ms, topic
         )
-        self._send(dead_letter_topic(topic), key, value, f"a dead letter ({reason})")
+        self._send(dead_letter_topic(topic), key, value)
         self.counts["dead_letters"] += 1
 
     def _send(
-        self, topic: str, key: bytes, value: bytes, what: str, closed: tuple[str, int] | None = None
+        self, topic: str, key: bytes, value: bytes, closed: tuple[str, int] | None = None
     ) -> None:
         self.check()
+        on_delivery = self._on_delivery
         if closed is not None:
             self._track(*closed)
 
-        def delivered(error: KafkaError | None, message: Message) -> None:
-            if error is not None:
-                self._record_failure(what, error)
-            elif closed is not None:
-                self._acknowledged(*closed)
+            def on_delivery(error: KafkaError | None, message: Message) -> None:
+                self._on_delivery(error, message)
+                if error is None:
+                    self._acknowledged(*closed)
 
         deadline = time.monotonic() + SEND_BLOCK_S
         while True:
             try:
-                self.producer.produce(topic, value, key, on_delivery=delivered)
+                self.producer.produce(topic, value, key, on_delivery=on_delivery)
                 break
             except BufferError:  # the bounded buffer is full: Kafka is slow or unreachable
                 if time.monotonic() > deadline:
                     raise FeedError(
                         f"Kafka took nothing for {SEND_BLOCK_S} s with {self.buffered()} messages "
-                        f"buffered: {what} and everything after it not sent"
+                        f"buffered: {topic} {key.decode()} and everything after it not sent"
                     ) from None
                 self.producer.poll(0.1)
             except KafkaException as error:
-                raise FeedError(f"Kafka refused {what}: {error}") from None
-        self.producer.poll(0)
+                raise FeedError(f"Kafka refused a message for {topic}: {error}") from None
+        self._unpolled += 1
+        if self._unpolled >= POLL_EVERY:
+            self._unpolled = 0
+            self.producer.poll(0)
+
+    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            key = (message.key() or b"").decode(errors="replace")
+            with self._lock:
+                self._failed.append(f"{message.topic()} {key} ({error.str()})")
 
     def buffered(self) -> int:
         return len(self.producer)
-
-    def _record_failure(self, what: str, error: KafkaError) -> None:
-        with self._lock:
-            self._failed.append(f"{what} ({error.str()})")
 
     def _track(self, symbol: str, open_time_ms: int) -> None:
         with self._lock:
@@ -201,6 +196,8 @@ class FeedSink:
 
     def check(self) -> None:
         """FeedError naming what Kafka did not take, if anything."""
+        if not self._failed:  # the common case, without the lock (a list's length is atomic)
+            return
         with self._lock:
             failed = list(self._failed)
         if failed:

@@ -4,6 +4,7 @@ cases in tests/integration/test_poison_and_late.py)."""
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
@@ -60,3 +61,22 @@ def test_event_time_range(event_ms: int, reason: str | None) -> None:
 )
 def test_numbers(field: str, value: float | None, reason: str | None) -> None:
     assert rules.candle_reason("X", T, {**GOOD, field: value}) == reason
+
+
+def test_the_feeds_fast_path_gives_the_same_reason_as_the_rules() -> None:
+    """values_reason (one comparison for a valid candle) against candle_reason on random
+    candles, valid and broken (NaN, infinities, negatives, out of range, swapped bounds)."""
+    chance = random.Random(5)
+    specials = [float("nan"), float("inf"), -float("inf"), -1.0, 0.0, 1e16, 2.5, 1e12 + 1]
+    for _ in range(20_000):
+        values = [
+            chance.choice(specials) if chance.random() < 0.1 else chance.uniform(0, 100)
+            for _ in range(7)
+        ]
+        quote = None if chance.random() < 0.2 else values[5]
+        trades = None if chance.random() < 0.2 else values[6]
+        event = chance.choice([1_700_000_000_000, 1_000, 5_000_000_000_000])
+        symbol = chance.choice(["BTCUSDT", "bad symbol"])
+        numbers = dict(zip(rules.NUMERIC_FIELDS, [*values[:5], quote, trades], strict=True))
+        expected = rules.candle_reason(symbol, event, numbers)
+        assert rules.values_reason(symbol, event, *values[:5], quote, trades) == expected

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from crypto_pipeline.live.market import Frame, FrameError, KlineUpdate
+from crypto_pipeline.live.market import Frame, FrameError, KlineUpdate, canonical_symbol
 from crypto_pipeline.windows import window_ms
 
 
@@ -107,3 +107,42 @@ def member(document: Any, name: str) -> Any:
         return document[name]
     except (KeyError, TypeError, IndexError):
         raise FrameError(f"no {name!r} member") from None
+
+
+def fast_kline(
+    exchange: str,
+    symbol: object,
+    open_time_ms: object,
+    values: tuple[object, ...],
+    trades: object,
+    closed: object,
+) -> KlineUpdate | None:
+    """The candle when every value is as documented (open, high, low, close, volume and quote
+    volume as numbers or numeric strings; the time and the trade count as integers; `closed` a
+    bool), built with no checks per field: the hot path. None otherwise, and the adapter's
+    checked path then says what is wrong."""
+    if (
+        type(open_time_ms) is not int
+        or type(closed) is not bool
+        or type(symbol) is not str
+        or (trades is not None and type(trades) is not int)
+        or bool in map(type, values)
+    ):
+        return None
+    try:
+        open_, high, low, close, volume, quote_volume = map(float, values)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return KlineUpdate(
+        exchange,
+        canonical_symbol(symbol),
+        open_time_ms,
+        open_,
+        high,
+        low,
+        close,
+        volume,
+        quote_volume,
+        trades,
+        closed,
+    )

@@ -13,6 +13,7 @@ from crypto_pipeline.live.exchanges.base import (
     Exchange,
     RestRejected,
     Stream,
+    fast_kline,
     load_json,
     member,
 )
@@ -78,6 +79,14 @@ class Binance(Exchange):
         raise FrameError(f"unknown event type {kind!r}")
 
     def _kline(self, k: Any) -> KlineUpdate:
+        try:
+            values = (k["o"], k["h"], k["l"], k["c"], k["v"], k["q"])
+            fast = fast_kline(self.name, k["s"], k["t"], values, k["n"], k["x"])
+        except (KeyError, TypeError):
+            fast = None
+        return fast or self._checked_kline(k)
+
+    def _checked_kline(self, k: Any) -> KlineUpdate:
         closed = member(k, "x")
         if not isinstance(closed, bool):
             raise FrameError(f"x is not true or false: {closed!r}")

@@ -13,6 +13,7 @@ from crypto_pipeline.live.exchanges.base import (
     Exchange,
     RestRejected,
     Stream,
+    fast_kline,
     load_json,
     member,
 )
@@ -81,6 +82,14 @@ class Bybit(Exchange):
         raise FrameError(f"unknown topic {topic!r}")
 
     def _kline(self, symbol: str, k: Any) -> KlineUpdate:
+        try:
+            values = (k["open"], k["high"], k["low"], k["close"], k["volume"], k["turnover"])
+            fast = fast_kline(self.name, symbol, k["start"], values, None, k["confirm"])
+        except (KeyError, TypeError):
+            fast = None
+        return fast or self._checked_kline(symbol, k)
+
+    def _checked_kline(self, symbol: str, k: Any) -> KlineUpdate:
         confirm = member(k, "confirm")
         if not isinstance(confirm, bool):
             raise FrameError(f"confirm is not true or false: {confirm!r}")

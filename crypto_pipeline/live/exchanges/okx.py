@@ -14,6 +14,7 @@ from crypto_pipeline.live.exchanges.base import (
     Exchange,
     RestRejected,
     Stream,
+    fast_kline,
     load_json,
     member,
 )
@@ -92,6 +93,17 @@ class Okx(Exchange):
 
     def _kline(self, symbol: str, row: Any, from_rest: bool) -> KlineUpdate:
         # [ts, o, h, l, c, vol (base), volCcy, volCcyQuote, confirm]
+        try:
+            closed = row[8] == "1" and not from_rest
+            values = (row[1], row[2], row[3], row[4], row[5], row[7])
+            ts = row[0]
+            valid = type(row) is list and type(ts) is str and ts.isdigit() and row[8] in ("0", "1")
+            fast = fast_kline(self.name, symbol, int(ts), values, None, closed) if valid else None
+        except (IndexError, KeyError, TypeError, ValueError):
+            fast = None
+        return fast or self._checked_kline(symbol, row, from_rest)
+
+    def _checked_kline(self, symbol: str, row: Any, from_rest: bool) -> KlineUpdate:
         if not isinstance(row, list) or len(row) < 9:
             raise FrameError(f"a candle is not a list of 9: {row!r}")
         if row[8] not in ("0", "1"):

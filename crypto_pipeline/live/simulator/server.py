@@ -77,16 +77,18 @@ class ExchangeSimulator:
         self.protocols = protocols(set(symbols), interval)
         self.step_ms = EXCHANGES["binance"].interval_ms(interval)
         now_ms = int(time.time() * 1000)
-        # Far enough in the past that an hour of running at `speed` never reaches the wall clock
-        # (the candle rules reject candles from the future), with `history_minutes` of candles
-        # already closed.
-        ahead_ms = int(max(0.0, speed - 1) * 3_600_000) + history_minutes * 60_000
-        start = now_ms - ahead_ms if start_ms is None else start_ms
-        start = start // self.step_ms * self.step_ms
+        # The clock starts far enough in the past that an hour of running at `speed` never
+        # reaches the wall clock (the candle rules reject candles from the future); the market
+        # starts `history_minutes` before it.
+        start = now_ms - int(max(0.0, speed - 1) * 3_600_000) if start_ms is None else start_ms
         self.clock = SimClock(start, speed)
+        self.first_ms = (start - history_minutes * 60_000) // self.step_ms * self.step_ms
         self.series = {
             (name, symbol): SymbolSeries(
-                f"{seed}:{name}:{symbol}", start, self.step_ms, EXCHANGES[name].empty_buckets
+                f"{seed}:{name}:{symbol}",
+                self.first_ms,
+                self.step_ms,
+                EXCHANGES[name].empty_buckets,
             )
             for name in self.protocols
             for symbol in symbols
@@ -124,7 +126,7 @@ class ExchangeSimulator:
         self, exchange: str, symbol: str, start_ms: int, end_ms: int, limit: int, now_ms: int
     ) -> list[tuple[SimCandle, bool]]:
         found = []
-        for t in self._open_times(max(start_ms, self.clock.start_ms), min(end_ms, now_ms)):
+        for t in self._open_times(max(start_ms, self.first_ms), min(end_ms, now_ms)):
             candle = self.candle(exchange, symbol, t, now_ms)
             if candle is not None:
                 found.append((candle, t + self.step_ms <= now_ms))
@@ -141,7 +143,7 @@ class ExchangeSimulator:
         now = self.clock.now_ms()
         last_closed = now // self.step_ms * self.step_ms - self.step_ms
         closed = []
-        for t in self._open_times(self.clock.start_ms, last_closed):
+        for t in self._open_times(self.first_ms, last_closed):
             candle = self.candle(exchange, symbol, t, now)
             if candle is not None:
                 closed.append(list(vars(candle).values()))
@@ -222,7 +224,7 @@ class ExchangeSimulator:
         series = self.series[exchange, symbol]
         trades = [
             trade
-            for t in self._open_times(max(since - self.step_ms, self.clock.start_ms), now)
+            for t in self._open_times(max(since - self.step_ms, self.first_ms), now)
             for trade in series.trades(t)
             if since < trade.time_ms <= now
         ]

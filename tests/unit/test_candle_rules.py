@@ -79,4 +79,6 @@ def test_the_feeds_fast_path_gives_the_same_reason_as_the_rules() -> None:
         symbol = chance.choice(["BTCUSDT", "bad symbol"])
         numbers = dict(zip(rules.NUMERIC_FIELDS, [*values[:5], quote, trades], strict=True))
         expected = rules.candle_reason(symbol, event, numbers)
-        assert rules.values_reason(symbol, event, *values[:5], quote, trades) == expected
+        open_, high, low, close, volume = values[:5]
+        reason = rules.values_reason(symbol, event, open_, high, low, close, volume, quote, trades)
+        assert reason == expected

@@ -14,7 +14,13 @@ from typing import Any
 import dagster as dg
 
 from crypto_assets.aggregation.launcher import with_spark_job
-from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
+from crypto_assets.resources import (
+    InfluxResource,
+    KafkaResource,
+    LiveFeedResource,
+    MongoResource,
+    SparkResource,
+)
 from crypto_cli.dagster_services import DagsterServices, prepare_dagster_home
 from crypto_pipeline.build_cache import spark_connectors_dir
 from crypto_pipeline.settings import Settings
@@ -52,6 +58,7 @@ def resources_for(
                 connectors_dir=str(spark_connectors_dir(settings.cache_dir)),
                 state_dir=str(state_dir),
             ),
+            "live_feed": LiveFeedResource(state_dir=str(state_dir)),
             "pipes_subprocess_client": dg.PipesSubprocessClient(),
         }
     )

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -17,7 +18,8 @@ import pytest
 import local_stack as stack
 from crypto_assets.aggregation.launcher import refuse_if_streaming
 from crypto_assets.aggregation.streaming import streaming_job, streaming_restart_sensor
-from crypto_assets.resources import KafkaResource, SparkResource
+from crypto_assets.ingestion.live_feed import EXCHANGE_TAG, live_feed_job, live_feed_restart_sensor
+from crypto_assets.resources import KafkaResource, LiveFeedResource, SparkResource
 from crypto_assets.supervision import RESTARTS
 from crypto_pipeline.processes import ProcessRecord, identity_of
 from crypto_pipeline.settings import Settings
@@ -164,3 +166,37 @@ def test_the_restart_sensor_restarts_a_failed_stream_a_few_times_then_gives_up(
             streaming_job, run_config=config, status=dg.DagsterRunStatus.CANCELED
         )
         assert isinstance(restart_tick(instance, tmp_path), dg.SkipReason)  # stopped on purpose
+
+
+def test_a_failed_live_feed_is_restarted_per_exchange_and_a_stopped_one_is_not(
+    tmp_path: Path,
+) -> None:
+    """Each exchange's runs (by their tag) under the streaming job's rule: the failed OKX feed is
+    restarted with its config, the Binance feed stopped from the UI is not."""
+    kafka = KafkaResource(bootstrap_servers="127.0.0.1:1", topic="t")
+    live = LiveFeedResource(state_dir=str(tmp_path))
+
+    def config(exchange: str) -> dict[str, Any]:
+        return {"ops": {"run_live_feed": {"config": {"exchange": exchange}}}}
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        failed = instance.create_run_for_job(
+            live_feed_job,
+            run_config=config("okx"),
+            status=dg.DagsterRunStatus.FAILURE,
+            tags={EXCHANGE_TAG: "okx"},
+        )
+        instance.create_run_for_job(
+            live_feed_job,
+            run_config=config("binance"),
+            status=dg.DagsterRunStatus.CANCELED,
+            tags={EXCHANGE_TAG: "binance"},
+        )
+        context = dg.build_sensor_context(
+            instance=instance, resources={"kafka": kafka, "live_feed": live}
+        )
+        result = live_feed_restart_sensor(context)
+    assert isinstance(result, dg.SensorResult) and result.run_requests is not None
+    assert [(r.run_key, r.run_config) for r in result.run_requests] == [
+        (f"restart:{failed.run_id}", config("okx"))
+    ]

@@ -4,13 +4,23 @@ the exchange's documented protocol (links in each module)."""
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from crypto_pipeline.live.market import Frame, FrameError, KlineUpdate, canonical_symbol
+from crypto_pipeline.live.market import (
+    Frame,
+    FrameError,
+    KlineUpdate,
+    canonical_symbol,
+    number,
+    whole,
+)
 from crypto_pipeline.windows import window_ms
 
 
@@ -109,6 +119,65 @@ def member(document: Any, name: str) -> Any:
         raise FrameError(f"no {name!r} member") from None
 
 
+@dataclass(frozen=True)
+class KlineLayout:
+    """Where a candle's fields are in one of an exchange's messages: keys of an object, or
+    indices of a row with the row's documented field names (for error messages)."""
+
+    time: str | int
+    values: tuple[str | int, ...]  # open, high, low, close, volume, quote volume
+    trades: str | int | None = None  # None: the exchange does not count a candle's trades
+    labels: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def _values(self) -> Callable[[Any], tuple[object, ...]]:
+        return operator.itemgetter(*self.values)
+
+    def read(self, exchange: str, symbol: object, source: Any, closed: object) -> KlineUpdate:
+        """The candle, if every field is as documented (numbers as numbers or numeric strings,
+        the open time and the trade count whole, `closed` a bool); a FrameError naming the first
+        field that is not. A valid candle is built with no check per field: the hot path."""
+        try:
+            time = source[self.time]
+            time = int(time) if type(time) is str and time.isdigit() else time
+            trades = None if self.trades is None else source[self.trades]
+            fast = fast_kline(exchange, symbol, time, self._values(source), trades, closed)
+        except (KeyError, IndexError, TypeError):
+            fast = None
+        return fast or self._checked(exchange, symbol, source, closed)
+
+    def _checked(self, exchange: str, symbol: object, source: Any, closed: object) -> KlineUpdate:
+        if not isinstance(closed, bool):
+            raise FrameError(f"the closed flag is not true or false: {closed!r}")
+        open_time_ms = whole(self._field(source, self.time), self._label(self.time))
+        open_, high, low, close, volume, quote_volume = (
+            number(self._field(source, key), self._label(key)) for key in self.values
+        )
+        trades = None if self.trades is None else whole(self._field(source, self.trades), "trades")
+        return KlineUpdate(
+            exchange,
+            canonical_symbol(str(symbol)),
+            open_time_ms,
+            open_,
+            high,
+            low,
+            close,
+            volume,
+            quote_volume,
+            trades,
+            closed,
+        )
+
+    def _label(self, key: str | int) -> str:
+        return self.labels[key] if isinstance(key, int) else key
+
+    def _field(self, source: Any, key: str | int) -> object:
+        try:
+            return source[key]
+        except (KeyError, IndexError, TypeError):
+            raise FrameError(f"no {self._label(key)!r} field") from None
+
+
 def fast_kline(
     exchange: str,
     symbol: object,
@@ -117,10 +186,7 @@ def fast_kline(
     trades: object,
     closed: object,
 ) -> KlineUpdate | None:
-    """The candle when every value is as documented (open, high, low, close, volume and quote
-    volume as numbers or numeric strings; the time and the trade count as integers; `closed` a
-    bool), built with no checks per field: the hot path. None otherwise, and the adapter's
-    checked path then says what is wrong."""
+    """The candle when every value is as documented, without a check per field; None otherwise."""
     if (
         type(open_time_ms) is not int
         or type(closed) is not bool

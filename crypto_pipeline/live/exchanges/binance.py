@@ -11,9 +11,9 @@ from urllib.parse import urlencode
 from crypto_pipeline.live.exchanges.base import (
     EmptyBuckets,
     Exchange,
+    KlineLayout,
     RestRejected,
     Stream,
-    fast_kline,
     load_json,
     member,
 )
@@ -29,6 +29,19 @@ from crypto_pipeline.live.market import (
 )
 
 STREAMS_PER_SUBSCRIBE = 200
+STREAM_KLINE = KlineLayout("t", ("o", "h", "l", "c", "v", "q"), "n")
+REST_LABELS = (
+    "open time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close time",
+    "quote volume",
+    "trades",
+)
+REST_KLINE = KlineLayout(0, (1, 2, 3, 4, 5, 7), 8, REST_LABELS)
 
 
 class Binance(Exchange):
@@ -79,30 +92,7 @@ class Binance(Exchange):
         raise FrameError(f"unknown event type {kind!r}")
 
     def _kline(self, k: Any) -> KlineUpdate:
-        try:
-            values = (k["o"], k["h"], k["l"], k["c"], k["v"], k["q"])
-            fast = fast_kline(self.name, k["s"], k["t"], values, k["n"], k["x"])
-        except (KeyError, TypeError):
-            fast = None
-        return fast or self._checked_kline(k)
-
-    def _checked_kline(self, k: Any) -> KlineUpdate:
-        closed = member(k, "x")
-        if not isinstance(closed, bool):
-            raise FrameError(f"x is not true or false: {closed!r}")
-        return KlineUpdate(
-            exchange=self.name,
-            symbol=canonical_symbol(str(member(k, "s"))),
-            open_time_ms=whole(member(k, "t"), "t"),
-            open=number(member(k, "o"), "o"),
-            high=number(member(k, "h"), "h"),
-            low=number(member(k, "l"), "l"),
-            close=number(member(k, "c"), "c"),
-            volume=number(member(k, "v"), "v"),
-            quote_volume=number(member(k, "q"), "q"),
-            trades=whole(member(k, "n"), "n"),
-            closed=closed,
-        )
+        return STREAM_KLINE.read(self.name, member(k, "s"), k, member(k, "x"))
 
     def _trade(self, t: dict[str, Any]) -> TradeUpdate:
         buyer_is_maker = member(t, "m")
@@ -143,19 +133,6 @@ class Binance(Exchange):
         return [self._rest_kline(symbol, row) for row in rows]
 
     def _rest_kline(self, symbol: str, row: Any) -> KlineUpdate:
-        # [open time, open, high, low, close, volume, close time, quote volume, trades, ...]
-        if not isinstance(row, list) or len(row) < 9:
-            raise FrameError(f"a kline row is not a list of 9 or more: {row!r}")
-        return KlineUpdate(
-            exchange=self.name,
-            symbol=canonical_symbol(symbol),
-            open_time_ms=whole(row[0], "open time"),
-            open=number(row[1], "open"),
-            high=number(row[2], "high"),
-            low=number(row[3], "low"),
-            close=number(row[4], "close"),
-            volume=number(row[5], "volume"),
-            quote_volume=number(row[7], "quote volume"),
-            trades=whole(row[8], "trades"),
-            closed=False,
-        )
+        if not isinstance(row, list):
+            raise FrameError(f"a kline row is not a list: {row!r}")
+        return REST_KLINE.read(self.name, symbol, row, False)

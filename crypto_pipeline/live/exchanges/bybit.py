@@ -11,9 +11,9 @@ from urllib.parse import urlencode
 from crypto_pipeline.live.exchanges.base import (
     EmptyBuckets,
     Exchange,
+    KlineLayout,
     RestRejected,
     Stream,
-    fast_kline,
     load_json,
     member,
 )
@@ -30,6 +30,9 @@ from crypto_pipeline.live.market import (
 
 TOPICS_PER_SUBSCRIBE = 10
 RATE_LIMITED = 10006  # retCode: too many visits
+VALUES = ("open", "high", "low", "close", "volume", "turnover")
+STREAM_KLINE = KlineLayout("start", VALUES)
+REST_KLINE = KlineLayout(0, (1, 2, 3, 4, 5, 6), labels=("start time", *VALUES))
 
 
 class Bybit(Exchange):
@@ -82,30 +85,7 @@ class Bybit(Exchange):
         raise FrameError(f"unknown topic {topic!r}")
 
     def _kline(self, symbol: str, k: Any) -> KlineUpdate:
-        try:
-            values = (k["open"], k["high"], k["low"], k["close"], k["volume"], k["turnover"])
-            fast = fast_kline(self.name, symbol, k["start"], values, None, k["confirm"])
-        except (KeyError, TypeError):
-            fast = None
-        return fast or self._checked_kline(symbol, k)
-
-    def _checked_kline(self, symbol: str, k: Any) -> KlineUpdate:
-        confirm = member(k, "confirm")
-        if not isinstance(confirm, bool):
-            raise FrameError(f"confirm is not true or false: {confirm!r}")
-        return KlineUpdate(
-            exchange=self.name,
-            symbol=canonical_symbol(symbol),
-            open_time_ms=whole(member(k, "start"), "start"),
-            open=number(member(k, "open"), "open"),
-            high=number(member(k, "high"), "high"),
-            low=number(member(k, "low"), "low"),
-            close=number(member(k, "close"), "close"),
-            volume=number(member(k, "volume"), "volume"),
-            quote_volume=number(member(k, "turnover"), "turnover"),
-            trades=None,  # Bybit does not count a candle's trades
-            closed=confirm,
-        )
+        return STREAM_KLINE.read(self.name, symbol, k, member(k, "confirm"))
 
     def _trade(self, t: Any) -> TradeUpdate:
         side = str(member(t, "S")).lower()
@@ -156,19 +136,6 @@ class Bybit(Exchange):
         return result
 
     def _rest_kline(self, symbol: str, row: Any) -> KlineUpdate:
-        # [start time, open, high, low, close, volume, turnover]
-        if not isinstance(row, list) or len(row) < 7:
-            raise FrameError(f"a kline row is not a list of 7: {row!r}")
-        return KlineUpdate(
-            exchange=self.name,
-            symbol=canonical_symbol(symbol),
-            open_time_ms=whole(row[0], "start time"),
-            open=number(row[1], "open"),
-            high=number(row[2], "high"),
-            low=number(row[3], "low"),
-            close=number(row[4], "close"),
-            volume=number(row[5], "volume"),
-            quote_volume=number(row[6], "turnover"),
-            trades=None,
-            closed=False,
-        )
+        if not isinstance(row, list):
+            raise FrameError(f"a kline row is not a list: {row!r}")
+        return REST_KLINE.read(self.name, symbol, row, False)

@@ -12,9 +12,9 @@ from urllib.parse import urlencode
 from crypto_pipeline.live.exchanges.base import (
     EmptyBuckets,
     Exchange,
+    KlineLayout,
     RestRejected,
     Stream,
-    fast_kline,
     load_json,
     member,
 )
@@ -31,6 +31,12 @@ from crypto_pipeline.live.market import (
 )
 
 RATE_LIMITED = "50011"  # code: too many requests
+# A candle, in the websocket's pushes and REST's answers alike (volCcyQuote: the quote volume).
+CANDLE = KlineLayout(
+    0,
+    (1, 2, 3, 4, 5, 7),
+    labels=("ts", "o", "h", "l", "c", "vol", "volCcy", "volCcyQuote", "confirm"),
+)
 
 
 class Okx(Exchange):
@@ -92,35 +98,11 @@ class Okx(Exchange):
         raise FrameError(f"unknown channel {channel!r}")
 
     def _kline(self, symbol: str, row: Any, from_rest: bool) -> KlineUpdate:
-        # [ts, o, h, l, c, vol (base), volCcy, volCcyQuote, confirm]
-        try:
-            closed = row[8] == "1" and not from_rest
-            values = (row[1], row[2], row[3], row[4], row[5], row[7])
-            ts = row[0]
-            valid = type(row) is list and type(ts) is str and ts.isdigit() and row[8] in ("0", "1")
-            fast = fast_kline(self.name, symbol, int(ts), values, None, closed) if valid else None
-        except (IndexError, KeyError, TypeError, ValueError):
-            fast = None
-        return fast or self._checked_kline(symbol, row, from_rest)
-
-    def _checked_kline(self, symbol: str, row: Any, from_rest: bool) -> KlineUpdate:
-        if not isinstance(row, list) or len(row) < 9:
-            raise FrameError(f"a candle is not a list of 9: {row!r}")
+        if not isinstance(row, list) or len(row) < len(CANDLE.labels):
+            raise FrameError(f"a candle is not a list of {len(CANDLE.labels)}: {row!r}")
         if row[8] not in ("0", "1"):
             raise FrameError(f"confirm is not '0' or '1': {row[8]!r}")
-        return KlineUpdate(
-            exchange=self.name,
-            symbol=canonical_symbol(symbol),
-            open_time_ms=whole(row[0], "ts"),
-            open=number(row[1], "o"),
-            high=number(row[2], "h"),
-            low=number(row[3], "l"),
-            close=number(row[4], "c"),
-            volume=number(row[5], "vol"),
-            quote_volume=number(row[7], "volCcyQuote"),
-            trades=None,  # OKX does not count a candle's trades
-            closed=row[8] == "1" and not from_rest,
-        )
+        return CANDLE.read(self.name, symbol, row, row[8] == "1" and not from_rest)
 
     def _trade(self, t: Any) -> TradeUpdate:
         side = member(t, "side")

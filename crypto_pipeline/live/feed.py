@@ -38,8 +38,13 @@ from crypto_pipeline.live.refill import RestClient, RestUnavailable
 log = logging.getLogger(__name__)
 
 INITIAL_BACKOFF_S = 0.5
+# How long a stopping feed waits for Kafka to take what is buffered (Dagster waits 20 s after
+# asking a terminated run's process to stop).
+FLUSH_S = 10.0
 MAX_BACKOFF_S = 30.0
 HEARTBEAT_S = 1.0
+# A refill REST did not answer (within the client's patience) is tried again this much later.
+REFILL_RETRY_S = 30.0
 
 
 class Stalled(Exception):
@@ -59,6 +64,8 @@ class FeedConfig:
     # First start (no resume point): refill the closed candles opened since then.
     since_ms: int | None = None
     status_file: Path | None = None
+    # Ask REST about every symbol before subscribing (an unknown one stops the feed).
+    check_symbols: bool = True
 
 
 def backoff_s(attempt: int) -> float:
@@ -84,12 +91,11 @@ class LiveFeed:
         )
         self._resume_from = dict(resume_from or {})
         self._connections = itertools.count(1)
-        self._refilling = 0  # connects whose refill is under way: no gap detection meanwhile
         self._refill_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
-        # symbol -> first open times of ranges a refill has yet to send (kept in the resume
-        # points, so a restart refills them if this process cannot)
-        self._open_gaps: dict[str, set[int]] = {}
+        # symbol -> the ranges [start, end] (end None: up to the exchange's clock) a refill has yet
+        # to send; their starts are resume points, so a restart refills them if this cannot
+        self._owed: dict[str, list[tuple[int, int | None]]] = {}
         self._failure: BaseException | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -101,6 +107,8 @@ class LiveFeed:
             self.config.trades,
         )
         self.status.streams = len(streams)
+        if self.config.check_symbols:
+            await self._check_symbols()
         tasks = [
             asyncio.create_task(self._keep_connected(s, i == 0, stop))
             for i, s in enumerate(streams)
@@ -117,19 +125,34 @@ class LiveFeed:
             raise
         finally:
             stop.set()
+            self.rest.stop()  # refills in threads return at once
             for task in tasks:
                 task.cancel()
             for task in self._background:
                 task.cancel()
             await asyncio.gather(*tasks, *self._background, return_exceptions=True)
             try:
-                await asyncio.to_thread(self.sink.flush, 30)
+                await asyncio.to_thread(self.sink.flush, FLUSH_S)
                 self.status.outcome = self.status.outcome or "stopped"
             except FeedError as error:
                 self.status.outcome, self.status.error = "failed", str(error)
                 raise
             finally:
                 self._write_status()
+
+    async def _check_symbols(self) -> None:
+        try:
+            unknown = await asyncio.to_thread(
+                self.rest.unknown_symbols, list(self.config.symbols), self.config.interval
+            )
+        except RestUnavailable as error:
+            log.warning("could not check the symbols (%s); subscribing anyway", error)
+            return
+        if unknown:
+            names = ", ".join(unknown)
+            raise FeedError(
+                f"{self.config.exchange.name} does not list {names}: {next(iter(unknown.values()))}"
+            )
 
     async def _keep_connected(self, stream: Stream, candles: bool, stop: asyncio.Event) -> None:
         attempt = 0
@@ -159,22 +182,22 @@ class LiveFeed:
                 await ws.send(subscription)
             self.status.connects += 1
             self.status.connected_streams += 1
-            helpers = [self._spawn(self._keepalive(ws))]
+            keepalive = self._spawn(self._keepalive(ws))
             if candles:
-                # From where, decided now: what arrives from here on is on the websocket.
+                # From where, decided now: what arrives from here on is on the websocket. The
+                # refill is not the connection's: it goes on if the connection drops.
                 resume = self.resume_points()
                 starts = {s: resume.get(s, self.config.since_ms) for s in self.config.symbols}
-                for symbol, start in starts.items():
-                    if start is not None:
-                        self._open_gaps.setdefault(symbol, set()).add(start)
-                self._refilling += 1
-                helpers.append(self._spawn(self._refill_on_connect(starts)))
+                owed = [(s, start) for s, start in starts.items() if start is not None]
+                for symbol, start in owed:
+                    self._owed.setdefault(symbol, []).append((start, None))
+                if owed:
+                    self._spawn(self._refill_on_connect(owed))
             try:
                 return await self._receive(ws, connection)
             finally:
                 self.status.connected_streams -= 1
-                for helper in helpers:  # the next connect refills again
-                    helper.cancel()
+                keepalive.cancel()
 
     async def _receive(self, ws: ClientConnection, connection: str) -> bool:
         """Frames until the connection closes (or the feed is stopped, which cancels this);
@@ -196,6 +219,9 @@ class LiveFeed:
                 if self._handle(frame if isinstance(frame, str) else frame.decode(), connection):
                     received = True
                     last_data = time.monotonic()
+        except websockets.exceptions.ConnectionClosed:
+            if not stalled:  # a peer that does not answer our close is still a stall
+                raise
         finally:
             watching.cancel()
         if stalled:
@@ -240,12 +266,12 @@ class LiveFeed:
         if newest is not None and kline.open_time_ms <= newest and not kline.closed:
             self.sink.counts["stale_revisions"] += 1  # the closed version is final
             return
-        skipped = newest is not None and kline.open_time_ms > newest + self.step_ms
         self.sink.candle(kline, connection, received_ms, raw)
-        if kline.closed and skipped and not self._refilling:
-            assert newest is not None
+        if kline.closed and newest is not None and kline.open_time_ms > newest + self.step_ms:
+            # Skipped intervals (overlapping a refill under way is harmless: the same candles).
             gap = (newest + self.step_ms, kline.open_time_ms - self.step_ms)
-            self._spawn(self._refill(kline.symbol, *gap, None))
+            self._owed.setdefault(kline.symbol, []).append(gap)
+            self._spawn(self._refill(kline.symbol, *gap))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """A task beside the connections; what makes it fail ends the feed (at the next
@@ -261,52 +287,58 @@ class LiveFeed:
         task.add_done_callback(done)
         return task
 
-    async def _refill_on_connect(self, starts: dict[str, int | None]) -> None:
+    async def _refill_on_connect(self, owed: list[tuple[str, int]]) -> None:
         try:
-            if all(start is None for start in starts.values()):
-                return  # a first start without --since: from the stream on
             now_ms = await asyncio.to_thread(self.rest.server_time_ms)
-            for symbol, start in starts.items():
-                if start is not None:
-                    await self._refill(symbol, start, None, now_ms)
         except RestUnavailable as error:
-            log.warning("refill on connect: %s; the next connect refills", error)
-        finally:
-            self._refilling -= 1
+            log.warning("refill on connect: %s; again in %.0f s", error, REFILL_RETRY_S)
+            await asyncio.sleep(REFILL_RETRY_S)
+            now_ms = None
+        for symbol, start in owed:
+            await self._refill(symbol, start, None, now_ms)
 
     async def _refill(
-        self, symbol: str, start_ms: int, end_ms: int | None, now_ms: int | None
+        self, symbol: str, start_ms: int, end_ms: int | None, now_ms: int | None = None
     ) -> None:
-        """Sends the closed candles of [start_ms, end_ms]; until then `start_ms` stays a resume
-        point (a refill that fails leaves it for the next connect or the next start)."""
-        gaps = self._open_gaps.setdefault(symbol, set())
-        gaps.add(start_ms)
-        try:
-            async with self._refill_lock:
-                candles = await asyncio.to_thread(
-                    self.rest.closed_candles,
-                    symbol,
-                    self.config.interval,
-                    start_ms,
-                    end_ms,
-                    now_ms,
-                )
-            self.status.refills += 1
-            self.status.rest_rate_limited = self.rest.rate_limited
-            received_ms = int(time.time() * 1000)
-            for candle in candles:
-                self.sink.candle(candle, "rest", received_ms, repr(candle), refill=True)
-            covered = {g for g in gaps if start_ms <= g and (end_ms is None or g <= end_ms)}
-            gaps -= covered
-        except RestUnavailable as error:
-            log.warning("refill of %s: %s; the next connect refills", symbol, error)
+        """Sends the closed candles of [start_ms, end_ms] (end None: up to the exchange's clock,
+        `now_ms` if known) and settles that owed range, and those it covers; if REST does not
+        answer, tries again REFILL_RETRY_S later (the range stays owed meanwhile)."""
+        while True:
+            try:
+                async with self._refill_lock:
+                    candles = await asyncio.to_thread(
+                        self.rest.closed_candles,
+                        symbol,
+                        self.config.interval,
+                        start_ms,
+                        end_ms,
+                        now_ms,
+                    )
+                break
+            except RestUnavailable as error:
+                if self.rest.stopped.is_set():
+                    return
+                log.warning("refill of %s: %s; again in %.0f s", symbol, error, REFILL_RETRY_S)
+                await asyncio.sleep(REFILL_RETRY_S)
+                now_ms = None
+        self.status.refills += 1
+        self.status.rest_rate_limited = self.rest.rate_limited
+        received_ms = int(time.time() * 1000)
+        for candle in candles:
+            self.sink.candle(candle, "rest", received_ms, repr(candle), refill=True)
+        self._owed[symbol] = [
+            (start, end)
+            for start, end in self._owed.get(symbol, [])
+            if not (start >= start_ms and (end_ms is None or (end is not None and end <= end_ms)))
+        ]
 
     def resume_points(self) -> dict[str, int]:
         """Per symbol, the open time from which a restart must refill."""
         points = {**self._resume_from, **self.sink.resume_points(self.step_ms)}
-        for symbol, gaps in self._open_gaps.items():
-            if gaps:
-                points[symbol] = min(gaps | ({points[symbol]} if symbol in points else set()))
+        for symbol, owed in self._owed.items():
+            starts = [start for start, _ in owed] + ([points[symbol]] if symbol in points else [])
+            if owed:
+                points[symbol] = min(starts)
         return points
 
     async def _keepalive(self, ws: ClientConnection) -> None:
@@ -315,17 +347,23 @@ class LiveFeed:
             return
         while True:
             await asyncio.sleep(self.config.exchange.keepalive_s)
-            await ws.send(frame)
+            try:
+                await ws.send(frame)
+            except websockets.exceptions.ConnectionClosed:
+                return  # the connection's own loop reconnects
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self.sink.serve_deliveries()
             self._write_status()
             self.sink.check()
+            if isinstance(self._failure, FeedError):
+                raise self._failure
             if isinstance(self._failure, RestRejected):
                 raise FeedError(str(self._failure))
             if self._failure is not None:
-                raise self._failure
+                failure = self._failure
+                raise FeedError(f"{type(failure).__name__}: {failure}") from failure
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), HEARTBEAT_S)
 

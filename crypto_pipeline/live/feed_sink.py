@@ -21,10 +21,9 @@ from crypto_pipeline.formats.trade_message import Trade
 from crypto_pipeline.live.market import KlineUpdate, TradeUpdate
 from crypto_pipeline.settings import dead_letter_topic, trades_topic
 
-# Memory the producer (librdkafka) may hold while Kafka is unreachable; when it is full a send
-# waits up to SEND_BLOCK_S, then the feed stops.
+# Memory the producer (librdkafka) may hold while Kafka is unreachable; when it is full the feed
+# stops, naming what it could not send.
 DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024
-SEND_BLOCK_S = 60
 # Delivery callbacks are served every this many sends (and every heartbeat).
 POLL_EVERY = 100
 
@@ -144,20 +143,18 @@ class FeedSink:
                 if error is None:
                     self._acknowledged(*closed)
 
-        deadline = time.monotonic() + SEND_BLOCK_S
-        while True:
-            try:
-                self.producer.produce(topic, value, key, on_delivery=on_delivery)
-                break
-            except BufferError:  # the bounded buffer is full: Kafka is slow or unreachable
-                if time.monotonic() > deadline:
-                    raise FeedError(
-                        f"Kafka took nothing for {SEND_BLOCK_S} s with {self.buffered()} messages "
-                        f"buffered: {topic} {key.decode()} and everything after it not sent"
-                    ) from None
-                self.producer.poll(0.1)
-            except KafkaException as error:
-                raise FeedError(f"Kafka refused a message for {topic}: {error}") from None
+        try:
+            self.producer.produce(topic, value, key, on_delivery=on_delivery)
+        except BufferError:
+            # The bounded buffer is full: Kafka has not taken anything for a while. Waiting here
+            # would stop the event loop (no pings answered, no heartbeat, no Ctrl-C), so the
+            # feed stops; its resume points make a restart refill the candles not sent.
+            raise FeedError(
+                f"Kafka is not taking messages: {self.buffered()} buffered (the limit, "
+                f"--buffer-mb); {topic} {key.decode()} and everything after it not sent"
+            ) from None
+        except KafkaException as error:
+            raise FeedError(f"Kafka refused a message for {topic}: {error}") from None
         self._unpolled += 1
         if self._unpolled >= POLL_EVERY:
             self._unpolled = 0

@@ -98,7 +98,8 @@ def test_feeds_under_every_fault_deliver_every_closed_candle_and_the_sinks_equal
 ) -> None:
     """Three feeds (one per exchange protocol) and the continuous job on Binance's topic, while
     the simulator drops connections (1006), stalls, disconnects on schedule, skips candles only
-    REST has, duplicates, reorders, sends malformed frames and rate-limits REST."""
+    REST has, duplicates, reorders, sends malformed frames and open versions of closed candles,
+    and rate-limits REST."""
     topics = {exchange: f"{unique_name}_{exchange}" for exchange in EXCHANGES}
     with simulator(SYMBOLS, SPEED) as sim:
         since = sim.get("/sim/clock")["now_ms"] // 60_000 * 60_000 - 5 * 60_000
@@ -131,6 +132,7 @@ def test_feeds_under_every_fault_deliver_every_closed_candle_and_the_sinks_equal
             (30, "duplicate", {"count": 5}),
             (30, "reorder", {"count": 3}),
             (30, "malformed", {"count": 2}),
+            (30, "stale", {"count": 3}),
             (36, "rate-limit", {"count": 3}),
             (36, "disconnect", {}),
         ]
@@ -157,6 +159,7 @@ def test_feeds_under_every_fault_deliver_every_closed_candle_and_the_sinks_equal
         assert status["outcome"] == "stopped"
         assert status["reconnects"] >= 3 and status["stalls"] >= 1, status
         assert status["refills"] > 0 and status["rest_rate_limited"] > 0, status
+        assert status["counts"]["stale_revisions"] >= 1, status  # not sent: the close is final
         dead = read_topic(local_stack, dead_letter_topic(topics[exchange]))
         assert len(dead) >= 2 and all(d["reason"] and d["raw"] for _, d in dead)
         trades = read_topic(local_stack, trades_topic(topics[exchange]))

@@ -81,6 +81,8 @@ class Binance(Exchange):
             raise FrameError("not a JSON object")
         if "error" in event or "code" in event:
             error = event.get("error", event)
+            if not isinstance(error, dict):
+                return Frame([], [], error=str(error))
             return Frame([], [], error=f"{error.get('code')}: {error.get('msg')}")
         if "result" in event and "id" in event:
             return CONTROL  # a SUBSCRIBE answer

@@ -12,6 +12,7 @@ Faults (`/sim/fault?exchange=NAME&kind=KIND[&count=N][&seconds=S][&symbol=S]`):
   lose        the next `count` candles of `symbol` are lost: neither websocket nor REST has them
   rate-limit  the next `count` REST requests get 429 with Retry-After: 1
   malformed   `count` frames that no format allows are sent
+  stale       the next `count` closed candles are each followed by an older, open version of it
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ FAULTS = (
     "lose",
     "rate-limit",
     "malformed",
+    "stale",
 )
 MALFORMED_FRAMES = ('{"e":"kline","k":', "not json at all", '{"topic":42}', "[1,2,3]")
 
@@ -59,6 +61,7 @@ class Faults:
     skip: int = 0
     rate_limit: int = 0
     malformed: int = 0
+    stale: int = 0
     lost: set[tuple[str, int]] = field(default_factory=set)  # (symbol, open time)
 
 
@@ -206,6 +209,8 @@ class ExchangeSimulator:
                         candle = self.candle(exchange, symbol, t, now)
                         if candle is not None and not self._take(faults, "skip"):
                             frames.append(protocol.kline_frame(symbol, candle, True, now))
+                            if self._take(faults, "stale"):  # a revision from before the close
+                                frames.append(protocol.kline_frame(symbol, candle, False, now))
                     sent_closed[symbol] = current - self.step_ms
                     revision = self.candle(exchange, symbol, current, now)
                     if revision and revision.trades and revision != last_revision.get(symbol):

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 from crypto_pipeline.console import say
-from crypto_pipeline.live.runner import add_feed_arguments, run_feed
+from crypto_pipeline.live.runner import add_feed_arguments, run_feed, stop_on_signals
 from crypto_pipeline.live.simulator.server import FAULTS, ExchangeSimulator
 from crypto_pipeline.settings import Settings
 
@@ -38,11 +38,7 @@ async def serve_simulator(args: argparse.Namespace) -> None:
         f"LIVE_WS_URL=ws://127.0.0.1:{port} LIVE_REST_URL=http://127.0.0.1:{port}; "
         f"faults: GET /sim/fault?exchange=NAME&kind={'|'.join(FAULTS)}; Ctrl-C stops"
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for number in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(number, stop.set)
-    await stop.wait()
+    await stop_on_signals().wait()
     server.close()
     await server.wait_closed()
 

@@ -150,7 +150,7 @@ class FeedSink:
             # would stop the event loop (no pings answered, no heartbeat, no Ctrl-C), so the
             # feed stops; its resume points make a restart refill the candles not sent.
             raise FeedError(
-                f"Kafka is not taking messages: {self.buffered()} buffered (the limit, "
+                f"Kafka is not taking messages: {len(self.producer)} buffered (the limit, "
                 f"--buffer-mb); {topic} {key.decode()} and everything after it not sent"
             ) from None
         except KafkaException as error:
@@ -165,9 +165,6 @@ class FeedSink:
             key = (message.key() or b"").decode(errors="replace")
             with self._lock:
                 self._failed.append(f"{message.topic()} {key} ({error.str()})")
-
-    def buffered(self) -> int:
-        return len(self.producer)
 
     def _track(self, symbol: str, open_time_ms: int) -> None:
         with self._lock:

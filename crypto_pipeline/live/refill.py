@@ -44,7 +44,6 @@ class RestClient:
     # How long to keep retrying one request (unreachable, 5xx, rate limits) before giving up.
     patience_s: float = 300.0
     stopped: threading.Event = dataclasses.field(default_factory=threading.Event)
-    requests: int = 0
     rate_limited: int = 0
 
     def stop(self) -> None:
@@ -57,7 +56,6 @@ class RestClient:
         deadline = time.monotonic() + self.patience_s
         failures = 0
         while not self.stopped.is_set():
-            self.requests += 1
             try:
                 with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
                     return parse(response.read())

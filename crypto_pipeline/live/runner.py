@@ -101,11 +101,17 @@ def run_feed(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def _until_signalled(feed: LiveFeed, progress: bool) -> None:
+def stop_on_signals() -> asyncio.Event:
+    """An event the running loop sets on Ctrl-C or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(number, stop.set)
+    return stop
+
+
+async def _until_signalled(feed: LiveFeed, progress: bool) -> None:
+    stop = stop_on_signals()
     reporter = asyncio.create_task(_report(feed, stop)) if progress else None
     try:
         await feed.run(stop)

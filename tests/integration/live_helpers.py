@@ -4,6 +4,7 @@ the simulator's truth (its own endpoint, not the pipeline's code)."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -67,7 +68,12 @@ def start_feed(
         *options,
     ]
     with log.open("wb") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers},
+        )
 
 
 def stop_feed(process: subprocess.Popen[bytes], log: Path) -> None:

@@ -101,7 +101,6 @@ class ExchangeSimulator:
         self.ws_paths = {path: n for n, p in self.protocols.items() for path in p.ws_paths}
         self.disconnect_every_s = disconnect_every_s
         self.push_every_s = push_every_s
-        self.served_frames = 0
         self._ids = itertools.count(1)
 
     async def serve(self, host: str = "127.0.0.1", port: int = 0) -> Server:
@@ -248,7 +247,6 @@ class ExchangeSimulator:
             frames[0], frames[1] = frames[1], frames[0]
         for frame in frames:
             await ws.send(frame)
-            self.served_frames += 1
             if self._take(faults, "duplicate"):
                 await ws.send(frame)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from crypto_pipeline.candle_rules import DEFAULT_FUTURE_TOLERANCE_S
-from crypto_pipeline.clients import end_offsets, read_latest_by_key, read_messages
+from crypto_pipeline.clients import end_offsets, read_latest_by_key, read_messages, read_records
 from crypto_pipeline.formats import late_ledger
 from crypto_pipeline.formats.window_values import Aggregates
 from crypto_pipeline.readback import (
@@ -52,6 +52,10 @@ class KafkaResource(dg.ConfigurableResource):
 
     def read_messages(self, topic: str | None = None, last_only: bool = False) -> list[bytes]:
         return read_messages(self.bootstrap_servers, topic or self.topic, last_only=last_only)
+
+    def read_records(self) -> list[tuple[bytes, int]]:
+        """(value, Kafka timestamp in ms) of every message in the topic now."""
+        return read_records(self.bootstrap_servers, self.topic)
 
     def read_dead_letters(self) -> list[bytes]:
         """One per rejected input: a dead letter sent again under its key counts once."""
@@ -142,9 +146,15 @@ class LiveFeedResource(dg.ConfigurableResource):
     def status_file(self, exchange: str, topic: str) -> Path:
         return live_status_file(Path(self.state_dir), exchange, topic)
 
-    def environment(self, kafka: KafkaResource) -> dict[str, str]:
-        """The settings a feed process reads (crypto_pipeline/settings.py), from the resources."""
+    def environment(self, kafka: KafkaResource, influx: InfluxResource) -> dict[str, str]:
+        """The settings a feed process reads (crypto_pipeline/settings.py), from the resources;
+        InfluxDB's for its health points."""
         return {
+            "INFLUXDB_URL": influx.url,
+            "INFLUXDB_TOKEN": influx.token,
+            "INFLUXDB_ORG": influx.org,
+            "INFLUXDB_BUCKET": influx.bucket,
+            "INFLUXDB_MEASUREMENT": influx.measurement,
             "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
             "KAFKA_TOPIC": kafka.topic,
             "FUTURE_EVENT_TOLERANCE_S": str(kafka.future_tolerance_s),

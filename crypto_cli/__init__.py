@@ -18,12 +18,13 @@ from pathlib import Path
 from types import FrameType
 
 import local_stack as stack
-from crypto_cli.argument_types import parse_symbols, parse_time_ms
+from crypto_cli.argument_types import parse_series, parse_symbols, parse_time_ms
 from crypto_cli.demo import ONCE_END, ONCE_START
 from crypto_cli.live_command import add_live_commands
 from crypto_cli.replay_command import add_replay_arguments
 from crypto_pipeline.clients import KafkaUnavailable
 from crypto_pipeline.console import say
+from crypto_pipeline.formats.candle_message import FILE_EXCHANGE
 from crypto_pipeline.live.feed_sink import FeedError
 from crypto_pipeline.replay.binance_archive import (
     DEFAULT_BASE_URL,
@@ -123,6 +124,24 @@ def _dashboards(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _migrate_keys(args: argparse.Namespace, settings: Settings) -> int:
+    from crypto_pipeline.key_migration import migrate_keys
+
+    stream_pid = running_stream_pid(stream_status_file(settings.stack_dir, settings.kafka.topic))
+    if stream_pid is not None:
+        raise ValueError(f"stop the continuous job (pid {stream_pid}) first")
+    say(f"moving the windows of {settings.mongo.database}.{settings.mongo.collection} ...")
+    migrated = migrate_keys(
+        settings.kafka, settings.mongo, settings.influx, lambda line: say(f"  {line}")
+    )
+    say(
+        f"migrated {migrated.mongo_windows:,} MongoDB windows, {migrated.ledger_entries:,} "
+        f"ledger entries and {migrated.influx_points:,} InfluxDB points to exchange "
+        f"{FILE_EXCHANGE!r}; the job re-keys its checkpoint when it next starts"
+    )
+    return 0
+
+
 def _bench_producer(args: argparse.Namespace, settings: Settings) -> int:
     from crypto_cli.bench.producer_bench import bench_producer
 
@@ -157,6 +176,11 @@ def _bench_sinks(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench_live(args: argparse.Namespace, settings: Settings) -> int:
+    if args.latency:
+        from crypto_cli.bench.live_latency_bench import bench_live_latency
+
+        bench_live_latency(settings, args.symbols, args.update_every_s, args.seconds)
+        return 0
     from crypto_cli.bench.live_bench import bench_live
 
     bench_live(settings, args.messages, args.symbols)
@@ -208,7 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
         "sinks (repairs rows the live job dropped as late)",
     )
     backfill_parser.add_argument("--topic", help="Kafka topic (default: $KAFKA_TOPIC)")
-    backfill_parser.add_argument("--symbols", type=parse_symbols, help="e.g. BTCUSDT,ETHUSDT")
+    backfill_parser.add_argument(
+        "--symbols",
+        type=parse_series,
+        help="e.g. BTCUSDT,ETHUSDT (on every exchange) or binance:BTCUSDT (on one)",
+    )
     backfill_parser.add_argument("--start", type=parse_time_ms, help="ISO-8601 or epoch ms")
     backfill_parser.add_argument("--end", type=parse_time_ms, help="exclusive")
     backfill_parser.add_argument(
@@ -219,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backfill_parser.add_argument("--windows", help="window lengths (default: the job's)")
     backfill_parser.set_defaults(handler=_backfill)
+
+    commands.add_parser(
+        "migrate-keys",
+        help="move windows stored before windows had an exchange to the new keys, in place "
+        "(once, with the stream stopped)",
+    ).set_defaults(handler=_migrate_keys)
 
     replay_parser = commands.add_parser(
         "replay", help="replay a market-data CSV into Kafka at real-time or accelerated speed"
@@ -321,6 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     live_bench.add_argument("--messages", type=int, default=200_000)
     live_bench.add_argument("--symbols", type=int, default=500)
+    live_bench.add_argument(
+        "--latency",
+        action="store_true",
+        help="instead: latency from the exchange to both sinks, --symbols updating every "
+        "--update-every-s, with the continuous job",
+    )
+    live_bench.add_argument("--update-every-s", type=float, default=2.0)
+    live_bench.add_argument("--seconds", type=int, default=180)
     live_bench.set_defaults(handler=_bench_live)
     return parser
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from crypto_pipeline.formats.window_values import series_selector
 from crypto_pipeline.replay.request import time_ms
 
 
@@ -30,3 +31,8 @@ def parse_time_ms(text: str) -> int:
 
 def parse_symbols(text: str) -> frozenset[str]:
     return frozenset(symbol.strip().upper() for symbol in text.split(",") if symbol.strip())
+
+
+def parse_series(text: str) -> frozenset[str]:
+    """Symbols, each alone (every exchange) or as `exchange:SYMBOL`."""
+    return frozenset(series_selector(name) for name in text.split(",") if name.strip())

@@ -25,7 +25,7 @@ from grafana_foundation_sdk.models import candlestick as candlestick_model
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableOption, VariableRefresh
 
-from crypto_pipeline.settings import REPO_ROOT
+from crypto_pipeline.settings import FEEDS_SUFFIX, REPO_ROOT
 from spark_jobs.interface.config import DEFAULT_WINDOWS
 
 DASHBOARD_DIR = REPO_ROOT / "docker" / "grafana" / "dashboards"
@@ -46,7 +46,8 @@ SERIES = (
     f"{FROM_BUCKET}\n"
     f"  |> {TIME_RANGE}\n"
     f"  |> filter(fn: (r) => {matches('_measurement', 'measurement')}"
-    f" and {matches('symbol', 'symbol')} and {matches('window', 'window')})\n"
+    f" and {matches('exchange', 'exchange')} and {matches('symbol', 'symbol')}"
+    f" and {matches('window', 'window')})\n"
 )
 
 
@@ -91,32 +92,52 @@ def batch_metric(field: str) -> str:
     )
 
 
+def feed_metric(*names: str) -> str:
+    """Fields of the live feeds' health points, one series per exchange and field."""
+    chosen = " or ".join(f'r._field == "{name}"' for name in names)
+    return (
+        f"{FROM_BUCKET}\n"
+        f"  |> {TIME_RANGE}\n"
+        f"  |> filter(fn: (r) => {matches('_measurement', 'measurement', FEEDS_SUFFIX)}"
+        f" and ({chosen}))\n"
+        '  |> group(columns: ["exchange", "_field"])\n'
+        "  |> aggregateWindow(every: 10s, fn: last, createEmpty: false)"
+    )
+
+
 # All time, not the dashboard's range: a stream that stopped a month ago shows as a month stale.
 FRESHNESS = (
     f"{FROM_BUCKET}\n"
     "  |> range(start: 1970-01-01T00:00:00Z)\n"
     f"  |> filter(fn: (r) => {matches('_measurement', 'measurement')}"
     ' and r._field == "close")\n'
-    '  |> group(columns: ["symbol"])\n'
+    '  |> group(columns: ["exchange", "symbol"])\n'
     '  |> sort(columns: ["_time"])\n'
     "  |> last()\n"
-    "  |> map(fn: (r) => ({_time: r._time, symbol: r.symbol,"
+    "  |> map(fn: (r) => ({_time: r._time, exchange: r.exchange, symbol: r.symbol,"
     " _value: float(v: int(v: now()) - int(v: r._time)) / 1000000000.0}))"
 )
 
-# The symbols, one per row in _value (what a Grafana query variable reads). last() per symbol,
-# not distinct(): InfluxDB 1.8's Flux returns no rows for distinct() on a tag column.
-SYMBOLS = (
-    f"{FROM_BUCKET}\n"
-    f"  |> {TIME_RANGE}\n"
-    f"  |> filter(fn: (r) => {matches('_measurement', 'measurement')}"
-    ' and r._field == "close")\n'
-    '  |> group(columns: ["symbol"])\n'
-    "  |> last()\n"
-    "  |> group()\n"
-    '  |> keep(columns: ["symbol"])\n'
-    '  |> rename(columns: {symbol: "_value"})'
-)
+
+def tag_values(tag: str, where: str = "") -> str:
+    """A tag's values, one per row in _value (what a Grafana query variable reads). last() per
+    value, not distinct(): InfluxDB 1.8's Flux returns no rows for distinct() on a tag column."""
+    return (
+        f"{FROM_BUCKET}\n"
+        f"  |> {TIME_RANGE}\n"
+        f"  |> filter(fn: (r) => {matches('_measurement', 'measurement')}{where}"
+        ' and r._field == "close")\n'
+        f'  |> group(columns: ["{tag}"])\n'
+        "  |> last()\n"
+        "  |> group()\n"
+        f'  |> keep(columns: ["{tag}"])\n'
+        f'  |> rename(columns: {{{tag}: "_value"}})'
+    )
+
+
+EXCHANGES = tag_values("exchange")
+# The chosen exchange's symbols.
+SYMBOLS = tag_values("symbol", f" and {matches('exchange', 'exchange')}")
 
 
 def constants() -> list[cogbuilder.Builder[Any]]:
@@ -139,6 +160,13 @@ def _base(uid: str, title: str, refresh: str) -> dashboard.Dashboard:
 
 
 def market_dashboard() -> dashboard.Dashboard:
+    exchange = (
+        dashboard.QueryVariable("exchange")
+        .label("Exchange")
+        .datasource(DATASOURCE)
+        .query(EXCHANGES)
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+    )
     symbol = (
         dashboard.QueryVariable("symbol")
         .label("Symbol")
@@ -155,10 +183,10 @@ def market_dashboard() -> dashboard.Dashboard:
     bars = common.GraphDrawStyle.BARS
     return (
         _base("crypto-market", "Crypto market: OHLCV", "30s")
-        .variables([*constants(), symbol, window])
+        .variables([*constants(), exchange, symbol, window])
         .with_panel(
             candlestick.Panel()
-            .title("${symbol} candles (${window})")
+            .title("${exchange} ${symbol} candles (${window})")
             .datasource(DATASOURCE)
             .with_target(Flux(fields("open", "high", "low", "close", "volume")))
             .mode(candlestick_model.VizDisplayMode.CANDLES)
@@ -235,6 +263,23 @@ def pipeline_dashboard() -> dashboard.Dashboard:
             .decimals(0)
             .height(8)
             .span(24)
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Live feeds: seconds since the last message, streams connected")
+            .datasource(DATASOURCE)
+            .with_target(Flux(feed_metric("seconds_since_message", "connected_streams")))
+            .height(8)
+            .span(12)
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Live feeds: reconnects, stalls, candles refilled over REST")
+            .datasource(DATASOURCE)
+            .with_target(Flux(feed_metric("reconnects", "stalls", "refilled")))
+            .decimals(0)
+            .height(8)
+            .span(12)
         )
     )
 

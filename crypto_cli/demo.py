@@ -37,7 +37,14 @@ from spark_jobs.interface.summary import INFLUX_ASSET, MONGO_ASSET
 # The whole sample: 3 symbols x 2 days of 1-minute candles.
 ONCE_START = "2025-01-01T00:00:00Z"
 ONCE_END = "2025-01-03T00:00:00Z"
-CHECKS = ("sinks_agree", "matches_source", "nothing_left_behind", "late_rows_repaired", "fresh")
+CHECKS = (
+    "sinks_agree",
+    "matches_source",
+    "nothing_left_behind",
+    "late_rows_repaired",
+    "no_gaps",
+    "fresh",
+)
 DEMO_TAG = "crypto/demo"
 # The live part: Binance's protocol from the simulated exchange, real time, with two hours of
 # history of which the feed's first connect refills the last hour over REST.

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from crypto_pipeline.console import say
 from crypto_pipeline.live.runner import add_feed_arguments, run_feed, stop_on_signals
@@ -29,6 +31,7 @@ async def serve_simulator(args: argparse.Namespace) -> None:
         seed=args.seed,
         disconnect_every_s=args.disconnect_every_s,
         history_minutes=args.history_minutes,
+        push_every_s=args.push_every_s,
     )
     server = await simulator.serve("127.0.0.1", args.port)
     port = server.sockets[0].getsockname()[1]
@@ -70,7 +73,38 @@ def add_live_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     sim.add_argument(
         "--history-minutes", type=int, default=0, help="candles already closed at the start"
     )
+    sim.add_argument(
+        "--push-every-s",
+        type=float,
+        default=0.2,
+        help="how often each symbol's candle is updated (default 0.2)",
+    )
     sim.set_defaults(handler=_exchange_sim)
+
+
+def start_feed_process(
+    settings: Settings,
+    simulator: SimulatorProcess,
+    exchange: str,
+    symbols: list[str],
+    topic: str,
+    log: Path,
+    *options: str,
+) -> subprocess.Popen[bytes]:
+    """A feed from the simulator as its own process (`python -m crypto_pipeline.live`, what the
+    Dagster job runs), its output in `log`."""
+    command = [
+        *[sys.executable, "-m", "crypto_pipeline.live", "--exchange", exchange],
+        *["--symbols", ",".join(symbols), "--topic", topic],
+        *["--ws-url", simulator.ws_url, "--rest-url", simulator.rest_url, *options],
+    ]
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers},
+        )
 
 
 class SimulatorProcess:

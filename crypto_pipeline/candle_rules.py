@@ -5,8 +5,9 @@ A record that breaks a rule goes to the dead-letter topic with the rule's reason
 texts are shared too, so a dead letter reads the same whichever stage wrote it.
 
 The bounds keep every aggregate finite and every sink write valid:
-- symbols are 1-32 of `A-Z 0-9 _ -`: nothing that line protocol, Flux or a Grafana regex would
-  have to escape, and no way to inject a second InfluxDB point;
+- symbols are 1-32 of `A-Z 0-9 _ -`, exchanges 1-32 of `a-z 0-9 _ -` (absent: a file, the
+  source FILE_EXCHANGE): nothing that line protocol, Flux or a Grafana regex would have to escape,
+  no way to inject a second InfluxDB point, and neither holds the series key's `:`;
 - trades are at most 1e12 per candle: a week of 1-second candles (604,800) sums to less than
   int64's 9.2e18, the type both sinks store it as (at 1e15 the sum would overflow silently);
 - prices and volumes are finite and at most 1e15: the sums of a week of 1-second candles
@@ -30,6 +31,8 @@ from collections.abc import Mapping
 # Unanchored: each stage matches the whole symbol its own way (`$` would accept a final newline).
 SYMBOL_PATTERN = r"[A-Z0-9][A-Z0-9_-]{0,31}"
 SYMBOL = re.compile(SYMBOL_PATTERN)
+EXCHANGE_PATTERN = r"[a-z0-9][a-z0-9_-]{0,31}"
+EXCHANGE = re.compile(EXCHANGE_PATTERN)
 MAX_MAGNITUDE = 1e15
 MAX_TRADES = 1e12
 MIN_EVENT_MS = 1_230_768_000_000  # 2009-01-01T00:00:00Z
@@ -40,6 +43,7 @@ NUMERIC_FIELDS = (*PRICE_FIELDS, "volume", "quote_volume", "trades")
 
 # The reasons, by rule. A reason never carries the record's values: it groups dead letters.
 BAD_SYMBOL = "symbol is empty or has characters outside A-Z 0-9 _ -, or more than 32"
+BAD_EXCHANGE = "exchange has characters outside a-z 0-9 _ -, or more than 32"
 EVENT_TIME_OUT_OF_RANGE = "event time outside 2009-01-01..2100-01-01"
 FUTURE_EVENT_TIME = "event time ahead of the clock by more than the tolerance"
 DEFAULT_FUTURE_TOLERANCE_S = 300

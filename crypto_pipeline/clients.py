@@ -31,8 +31,8 @@ def mongo_client(uri: str) -> MongoClient[Document]:
     )
 
 
-def influx_client(target: InfluxTarget) -> InfluxDBClient:
-    return InfluxDBClient(url=target.url, token=target.token, org=target.org, timeout=30_000)
+def influx_client(target: InfluxTarget, timeout_ms: int = 30_000) -> InfluxDBClient:
+    return InfluxDBClient(url=target.url, token=target.token, org=target.org, timeout=timeout_ms)
 
 
 class KafkaUnavailable(RuntimeError):

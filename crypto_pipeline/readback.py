@@ -1,5 +1,5 @@
 """Reading the aggregates back from both sinks into one shape, for checks and tests:
-(symbol, window, window_start_ms) -> {field: value}."""
+(exchange, symbol, window, window_start_ms) -> {field: value}."""
 
 from __future__ import annotations
 

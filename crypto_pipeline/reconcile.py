@@ -12,8 +12,13 @@ from typing import Any
 
 import pandas as pd
 
-from crypto_pipeline.formats.candle_message import Candle
-from crypto_pipeline.formats.window_values import AGGREGATE_FIELDS, AggregateKey, Aggregates
+from crypto_pipeline.formats.candle_message import FILE_EXCHANGE, Candle
+from crypto_pipeline.formats.window_values import (
+    AGGREGATE_FIELDS,
+    AggregateKey,
+    Aggregates,
+    window_id,
+)
 from crypto_pipeline.replay.input_files import (
     read_rows,
 )
@@ -75,9 +80,13 @@ class ReplayScope:
 
 
 def reference_aggregates(
-    candles: list[Candle], windows: list[str], scope: ReplayScope | None = None
+    candles: list[Candle],
+    windows: list[str],
+    scope: ReplayScope | None = None,
+    exchange: str = FILE_EXCHANGE,
 ) -> Aggregates:
-    """OHLCV per (symbol, window, window start) from candles, in pandas. One candle per (symbol,
+    """OHLCV per (exchange, symbol, window, window start) from one exchange's candles (a file's
+    by default), in pandas. One candle per (symbol,
     event time) counts, the last one sent; quote volume and trades are null when any candle lacks
     them; VWAP is quote volume / volume, with the typical price standing in for a missing quote
     volume, and null when the volume is zero. With a scope, only the windows it covers."""
@@ -117,7 +126,7 @@ def reference_aggregates(
             quote_volume = None if row.quote_volume_missing else float(row.quote_volume)
             turnover = float(row.typical_turnover) if quote_volume is None else quote_volume
             volume = float(row.volume)
-            result[(str(symbol), window, int(start))] = {
+            result[(exchange, str(symbol), window, int(start))] = {
                 "open": float(row.open),
                 "high": float(row.high),
                 "low": float(row.low),
@@ -140,7 +149,7 @@ def _same(want: Any, got: Any) -> bool:
 
 
 def _label(key: AggregateKey) -> str:
-    return f"{key[0]}|{key[1]}|{key[2]}"
+    return window_id(*key)
 
 
 @dataclass
@@ -215,20 +224,24 @@ def committed_offsets(query_checkpoint: Path) -> dict[str, dict[int, int]] | Non
     return {topic: {int(p): o for p, o in parts.items()} for topic, parts in source.items()}
 
 
-def settled(aggregates: Aggregates, newest_ms: dict[str, int], watermark_ms: int) -> Aggregates:
+Series = tuple[str, str]  # (exchange, symbol)
+
+
+def settled(aggregates: Aggregates, newest_ms: dict[Series, int], watermark_ms: int) -> Aggregates:
     """The windows a running stream can no longer change: those ending at or before their
-    symbol's watermark (its newest event, `newest_ms`, less `watermark_ms`)."""
+    series' watermark (its newest event, `newest_ms`, less `watermark_ms`)."""
     return {
         key: values
         for key, values in aggregates.items()
-        if key[2] + window_ms(key[1]) <= newest_ms.get(key[0], 0) - watermark_ms
+        if key[3] + window_ms(key[2]) <= newest_ms.get(key[:2], 0) - watermark_ms
     }
 
 
-def newest_events(*sides: Aggregates) -> dict[str, int]:
-    """The newest event time of each symbol in any of the sides."""
-    newest: dict[str, int] = {}
+def newest_events(*sides: Aggregates) -> dict[Series, int]:
+    """The newest event time of each series in any of the sides."""
+    newest: dict[Series, int] = {}
     for aggregates in sides:
-        for (symbol, _, _), values in aggregates.items():
-            newest[symbol] = max(newest.get(symbol, 0), int(values["last_event_ms"]))
+        for (exchange, symbol, _, _), values in aggregates.items():
+            series = (exchange, symbol)
+            newest[series] = max(newest.get(series, 0), int(values["last_event_ms"]))
     return newest

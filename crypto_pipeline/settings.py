@@ -183,6 +183,9 @@ class MongoTarget:
         return urlsplit(self.uri).port or 27017
 
 
+FEEDS_SUFFIX = "_feeds"
+
+
 @dataclass(frozen=True)
 class InfluxTarget:
     """The measurement of the aggregates, through the 2.x API (1.8: bucket = "db/rp")."""
@@ -201,6 +204,11 @@ class InfluxTarget:
     def batches_measurement(self) -> str:
         """One point per micro-batch of the Spark job (what the pipeline dashboard charts)."""
         return f"{self.measurement}_batches"
+
+    @property
+    def feeds_measurement(self) -> str:
+        """The live feeds' health, a point per feed every few seconds (crypto_pipeline/live)."""
+        return f"{self.measurement}{FEEDS_SUFFIX}"
 
 
 @dataclass(frozen=True)

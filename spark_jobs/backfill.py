@@ -39,6 +39,7 @@ from pyspark.sql import functions as F
 from crypto_pipeline.clients import offset_range
 from crypto_pipeline.formats import late_ledger
 from crypto_pipeline.formats.late_ledger import LateEntry
+from crypto_pipeline.formats.window_values import SERIES_SEPARATOR
 from crypto_pipeline.replay.input_files import ms_to_iso
 from crypto_pipeline.windows import window_ms
 from spark_jobs.batches import (
@@ -60,7 +61,8 @@ log = logging.getLogger("spark_jobs")
 CHUNK_ROWS = 500_000
 EVERY_SYMBOL = ""  # the scope's key for "all symbols"
 
-Ranges = dict[str, list[tuple[int, int]]]  # symbol (or EVERY_SYMBOL) -> [start, end) in ms
+# A series or a symbol on every exchange (series_selector), or EVERY_SYMBOL -> [start, end) in ms
+Ranges = dict[str, list[tuple[int, int]]]
 
 
 @dataclass
@@ -150,7 +152,14 @@ def read_candles(
         )
         selected = records.join(
             F.broadcast(bounds),
-            (records["symbol"] == bounds["range_symbol"])
+            # A range's key is a series, or a symbol on every exchange (series_selector).
+            (
+                (records["symbol"] == bounds["range_symbol"])
+                | (
+                    F.substring_index(records["symbol"], SERIES_SEPARATOR, -1)
+                    == bounds["range_symbol"]
+                )
+            )
             & (time >= bounds["range_start"])
             & (time < bounds["range_end"]),
         )
@@ -177,6 +186,8 @@ def windows_in_scope(
 ) -> pd.DataFrame:
     """Every window of every length that overlaps its symbol's ranges, from all its candles."""
     computed = []
+    series = candles["symbol"]
+    symbols = series.str.partition(SERIES_SEPARATOR)[2]  # a range's key may name a symbol alone
     for window in windows:
         starts = candles["event_time_ms"] - candles["event_time_ms"] % window.size_ms
         keep = pd.Series(False, index=candles.index)
@@ -184,7 +195,7 @@ def windows_in_scope(
             own = (
                 pd.Series(True, index=candles.index)
                 if symbol == EVERY_SYMBOL
-                else candles["symbol"] == symbol
+                else (series == symbol) | (symbols == symbol)
             )
             for start, end in spans:
                 keep |= own & (starts < end) & (starts + window.size_ms > start)
@@ -207,7 +218,7 @@ def _frame(parts: list[pd.DataFrame]) -> pd.DataFrame:
 def none_recomputed(entry: LateEntry, computed: pd.DataFrame) -> str | None:
     """Why nothing of the entry's range could be recomputed, if nothing could."""
     own = computed[
-        (computed["symbol"] == entry.symbol)
+        (computed["symbol"] == entry.series)
         & (computed["window_start_ms"] <= entry.last_event_ms)
         & (computed["window_end_ms"] > entry.first_event_ms)
     ]
@@ -231,7 +242,7 @@ def deleted_by_retention(entry: LateEntry, earliest: dict[int, int]) -> str | No
 def refused_reason(entry: LateEntry, refused: pd.DataFrame) -> str | None:
     """Why a window of the entry could not be recomputed whole, if one could not."""
     own = refused[
-        (refused["symbol"] == entry.symbol)
+        (refused["symbol"] == entry.series)
         & (refused["window_start_ms"] <= entry.last_event_ms)
         & (refused["window_end_ms"] > entry.first_event_ms)
     ]

@@ -28,6 +28,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from crypto_pipeline.clients import ensure_topic
+from crypto_pipeline.formats.candle_message import FILE_EXCHANGE
+from crypto_pipeline.formats.window_values import SERIES_SEPARATOR, series_key
 from crypto_pipeline.windows import interval_ms
 from spark_jobs.backfill import run_backfill
 from spark_jobs.batches import BatchWriter
@@ -35,7 +37,8 @@ from spark_jobs.interface.config import JobConfig
 from spark_jobs.interface.summary import INFLUX_ASSET, MONGO_ASSET, summary_line
 from spark_jobs.query_progress import ProgressTracker, open_reporter
 from spark_jobs.session import build_spark_session
-from spark_jobs.sinks import ensure_mongo_index
+from spark_jobs.sinks import LegacyWindowKeys, ensure_mongo_index, refuse_legacy_keys
+from spark_jobs.state_store import rename_series
 from spark_jobs.transform import keyed_records, parse_messages
 
 log = logging.getLogger("spark_jobs")
@@ -61,6 +64,10 @@ QUERY = "ohlcv"
 STATE = "state"  # the windowed step's state, next to the query's checkpoint
 # One streaming query per window length plus one for dead letters, before the one-pass job.
 OLD_LAYOUT = re.compile(r"^(ohlcv_\d+[mhd]|dead_letters)$")
+
+
+# How the state names a series (crypto_pipeline/formats/window_values.py), stamped on checkpoints.
+SERIES_KEYS = "exchange:symbol"
 
 
 class CheckpointMismatch(RuntimeError):
@@ -92,10 +99,19 @@ def check_checkpoint(config: JobConfig) -> tuple[Path, str]:
     written_shape = {key: written[key] for key in shape if key in written}
     if written and written_shape != shape:
         raise CheckpointMismatch(f"{root} was written with {written_shape}, not {shape}; {reset}")
+    if written and written.get("series") != SERIES_KEYS:
+        # Written before series had an exchange: its symbols were all read from files. Names
+        # already re-keyed (a start stopped half way through) are left as they are.
+        renamed = rename_series(root / STATE, as_file_series)
+        log.info("checkpoint %s: %d state versions re-keyed to file series", root, renamed)
     checkpoint_id = str(written.get("id") or uuid.uuid4().hex[:12])
     root.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps({**shape, "id": checkpoint_id}))
+    stamp.write_text(json.dumps({**shape, "series": SERIES_KEYS, "id": checkpoint_id}))
     return root, checkpoint_id
+
+
+def as_file_series(name: str) -> str:
+    return name if SERIES_SEPARATOR in name else series_key(FILE_EXCHANGE, name)
 
 
 def lock_checkpoint(root: Path) -> IO[str]:
@@ -160,11 +176,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)  # one line per callback otherwise
     config = JobConfig.from_args(argv, os.environ)
+    # Before Spark starts: sinks not migrated or a mismatched checkpoint are quick errors.
+    if "mongo" in config.sinks:
+        refuse_legacy_keys(config)
     if config.is_backfill:
         return backfill_main(config)
-    # Before Spark starts: a mismatch is a quick error.
+    Path(config.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    lock = lock_checkpoint(Path(config.checkpoint_dir))  # before the state may be re-keyed
     checkpoint, checkpoint_id = check_checkpoint(config)
-    lock = lock_checkpoint(checkpoint)
     reporter = open_reporter()
     spark = job_session(config, "crypto-ohlcv")
     status_file = Path(config.status_file) if config.status_file else None
@@ -254,10 +273,11 @@ def backfill_main(config: JobConfig) -> int:
 
 
 def run() -> int:
-    """`main`, with a checkpoint it cannot continue reported as one line (exit 2)."""
+    """`main`, with a checkpoint it cannot continue or sinks it cannot write reported as one line
+    (exit 2)."""
     try:
         return main()
-    except CheckpointMismatch as error:
+    except (CheckpointMismatch, LegacyWindowKeys) as error:
         print(f"spark_jobs: error: {error}", file=sys.stderr)  # noqa: T201
         return 2
 

@@ -3,10 +3,10 @@ the micro-batch's output collected once to the driver (pandas, through Arrow).
 
 Written from the driver with clients kept for the life of the process: a micro-batch of a live
 stream holds a few thousand windows, and one Spark job per sink cost more than the writes
-(measured: bench/results.md). Every write is idempotent on the natural key (symbol, window, window
-start), so a batch that Spark replays from the checkpoint overwrites what it wrote before. No
-exception is caught here: a failed write fails the batch, and Spark retries it from the
-checkpoint.
+(measured: bench/results.md). Every write is idempotent on the natural key (exchange, symbol,
+window, window start), so a batch that Spark replays from the checkpoint overwrites what it wrote
+before. No exception is caught here: a failed write fails the batch, and Spark retries it from
+the checkpoint.
 """
 
 from __future__ import annotations
@@ -21,7 +21,12 @@ import pandas as pd
 
 from crypto_pipeline.clients import Document, influx_client, kafka_producer, mongo_client
 from crypto_pipeline.formats import influx_point, late_ledger, window_document
-from crypto_pipeline.formats.window_values import AGGREGATE_FIELDS, INPUT_OFFSETS, INTEGER_FIELDS
+from crypto_pipeline.formats.window_values import (
+    AGGREGATE_FIELDS,
+    INPUT_OFFSETS,
+    INTEGER_FIELDS,
+    split_series,
+)
 from crypto_pipeline.settings import InfluxTarget
 from spark_jobs.interface.config import JobConfig
 
@@ -31,6 +36,10 @@ RETRIES = 5
 INFLUX_BATCH_LINES = 5_000
 # Replace-upserts per bulk write: what the MongoDB Spark connector sends (maxBatchSize).
 MONGO_BATCH = 512
+
+WINDOW_INDEX = "exchange_symbol_window_start"
+# In the writers collection: no window of the old keys (symbol alone) is left.
+KEYS_CHECKED = "keys-checked|exchange:symbol"
 
 # One client per server for the life of the process (reused by every micro-batch).
 _CLIENTS: dict[tuple[str, ...], Any] = {}
@@ -52,9 +61,12 @@ def _values(series: pd.Series, integer: bool) -> list[Any]:
 
 
 def aggregate_columns(windows: pd.DataFrame) -> dict[str, list[Any]]:
-    """The windows' key and aggregate fields as lists of plain values (None for null)."""
+    """The windows' key and aggregate fields as lists of plain values (None for null), the
+    series key split into exchange and symbol."""
+    series = [split_series(key) for key in windows["symbol"].tolist()]
     columns: dict[str, list[Any]] = {
-        "symbol": windows["symbol"].tolist(),
+        "exchange": [exchange for exchange, _ in series],
+        "symbol": [symbol for _, symbol in series],
         "window": windows["window"].tolist(),
         "window_start_ms": windows["window_start_ms"].astype("int64").tolist(),
         "window_end_ms": windows["window_end_ms"].astype("int64").tolist(),
@@ -66,15 +78,37 @@ def aggregate_columns(windows: pd.DataFrame) -> dict[str, list[Any]]:
 
 
 def ensure_mongo_index(config: JobConfig) -> None:
-    """The (symbol, window, window_start) index, created once before the stream starts."""
+    """The (exchange, symbol, window, window_start) index, created once before the stream
+    starts."""
     from pymongo import ASCENDING
 
     with mongo_client(config.mongo.uri) as client:
         collection = client[config.mongo.database][config.mongo.collection]
         collection.create_index(
-            [("symbol", ASCENDING), ("window", ASCENDING), ("window_start", ASCENDING)],
-            name="symbol_window_start",
+            [(name, ASCENDING) for name in ("exchange", "symbol", "window", "window_start")],
+            name=WINDOW_INDEX,
         )
+
+
+class LegacyWindowKeys(RuntimeError):
+    """The aggregates hold windows keyed by symbol alone, written before series had an
+    exchange."""
+
+
+def refuse_legacy_keys(config: JobConfig) -> None:
+    """Refuse to write beside windows of the old keys (the same window would be stored twice);
+    once a collection has none, the check is remembered and not made again."""
+    collection, writers = aggregates_collection(config), writers_collection(config)
+    if writers.find_one({"_id": KEYS_CHECKED}) is not None:
+        return
+    legacy = collection.find_one({"exchange": {"$exists": False}}, {"_id": 1})
+    if legacy is not None:
+        raise LegacyWindowKeys(
+            f"{config.mongo.database}.{config.mongo.collection} holds windows keyed by symbol "
+            f"alone (e.g. {legacy['_id']}), written before windows had an exchange; stop the job "
+            "and run `crypto-pipeline migrate-keys` once"
+        )
+    writers.update_one({"_id": KEYS_CHECKED}, {"$set": {"at": time.time()}}, upsert=True)
 
 
 def _mongo_database(config: JobConfig) -> Any:

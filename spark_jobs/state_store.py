@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,6 +159,39 @@ def _candles_table(states: Mapping[str, SymbolState]) -> pa.Table:
     return pa.Table.from_pandas(candles[list(COLUMNS)], schema=SCHEMA, preserve_index=False)
 
 
+def _write_durably(path: Path, table: pa.Table) -> None:
+    """The file on disk (fsynced, and its directory) before it takes its name."""
+    partial = path.with_name(f".{path.name}.partial")
+    with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    with partial.open("rb+") as written:
+        os.fsync(written.fileno())
+    os.replace(partial, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def rename_series(directory: Path, rename: Callable[[str], str]) -> int:
+    """Every state version's series renamed in place (the state of a checkpoint written before
+    series had an exchange: its symbols become file series). Renaming one prefix onto every name
+    keeps each version sorted. Returns the versions rewritten."""
+    paths = sorted(directory.glob(f"*{SUFFIX}")) if directory.is_dir() else []
+    for path in paths:
+        with pa.memory_map(str(path)) as source:
+            table = pa.ipc.open_file(source).read_all()
+        metadata = dict(table.schema.metadata or {})
+        marks = json.loads(metadata[WATERMARKS])
+        metadata[WATERMARKS] = json.dumps({rename(s): m for s, m in marks.items()}).encode()
+        column = table.schema.get_field_index("symbol")
+        names = pa.array([rename(s) for s in table.column(column).to_pylist()], pa.string())
+        table = table.set_column(column, "symbol", names).replace_schema_metadata(metadata)
+        _write_durably(path, table)
+    return len(paths)
+
+
 class StateStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -243,17 +276,7 @@ class StateStore:
             {WATERMARKS: json.dumps(marks).encode(), BASE: str(base).encode()}
         )
         self.directory.mkdir(parents=True, exist_ok=True)
-        partial = self.directory / f".{batch_id}{SUFFIX}.partial"
-        with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-        with partial.open("rb+") as written:  # on disk before it takes the version's name
-            os.fsync(written.fileno())
-        os.replace(partial, self._path(batch_id))
-        directory = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        _write_durably(self._path(batch_id), table)
         self._bases[batch_id] = base  # type: ignore[assignment]
         self._last = (batch_id, view)
         return self._path(batch_id).stat().st_size

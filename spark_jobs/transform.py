@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 
 from crypto_pipeline import candle_rules as rules
 from crypto_pipeline.formats import candle_message, dead_letter
+from crypto_pipeline.formats.window_values import SERIES_SEPARATOR
 from spark_jobs.open_windows import CANDLE_COLUMNS
 
 
@@ -29,6 +30,10 @@ def _reject_reason(m: Column, produced: Column, future_tolerance_ms: int) -> Col
     # Java's `$` accepts a final line terminator, `\z` does not.
     reason = (
         reason.when(~m.symbol.rlike(f"^(?:{rules.SYMBOL_PATTERN})\\z"), F.lit(rules.BAD_SYMBOL))
+        .when(
+            m.exchange.isNotNull() & ~m.exchange.rlike(f"^(?:{rules.EXCHANGE_PATTERN})\\z"),
+            F.lit(rules.BAD_EXCHANGE),
+        )
         .when(
             (m.event_time_ms < rules.MIN_EVENT_MS) | (m.event_time_ms >= rules.MAX_EVENT_MS),
             F.lit(rules.EVENT_TIME_OUT_OF_RANGE),
@@ -100,12 +105,19 @@ def dead_letter_value(parsed: DataFrame) -> Column:
     )
 
 
+def series_key(parsed: DataFrame) -> Column:
+    """`exchange:SYMBOL` (crypto_pipeline/formats/window_values.py), a file's exchange named."""
+    exchange = F.coalesce(parsed["exchange"], F.lit(candle_message.FILE_EXCHANGE))
+    return F.concat(exchange, F.lit(SERIES_SEPARATOR), parsed["symbol"])
+
+
 def keyed_records(parsed: DataFrame) -> DataFrame:
-    """What the windowed step needs of each record: the symbol and candle of a valid record, the
-    dead letter (key, JSON value) of an invalid one."""
+    """What the windowed step needs of each record: the series and candle of a valid record, the
+    dead letter (key, JSON value) of an invalid one. The job's `symbol` column holds the series
+    key from here on: a state, watermark and window per exchange and symbol."""
     valid = parsed["reject_reason"].isNull()
     return parsed.select(
-        F.when(valid, parsed["symbol"]).alias("symbol"),
+        F.when(valid, series_key(parsed)).alias("symbol"),
         # Cast only where valid: an infinite `trades` would overflow the cast.
         *[
             F.when(valid, parsed[name].cast("long")).alias(name)

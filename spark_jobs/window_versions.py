@@ -42,14 +42,21 @@ from typing import Any
 
 import pandas as pd
 
-from crypto_pipeline.formats.window_values import INPUT_OFFSETS, epoch_ms, window_id
+from crypto_pipeline.formats.window_values import (
+    INPUT_OFFSETS,
+    epoch_ms,
+    series_key,
+    split_series,
+    window_id,
+)
 
 WRITE, STALE, CONFLICT = "write", "stale", "conflict"
 # A lease not renewed for this long is free: its holder died.
 LEASE_TTL_S = 120.0
 LEASE_ID = "aggregates"
 FRONTIER = "frontier|"  # + symbol: {"ends": {window label: latest window end written}}
-FRONTIERS_INDEXED = "frontiers-indexed"
+# Named for the keys it indexed: frontiers of windows keyed by exchange and symbol.
+FRONTIERS_INDEXED = "frontiers-indexed|exchange:symbol"
 VERSION_READERS = 4
 
 Offsets = Mapping[str, int]
@@ -84,7 +91,7 @@ class Admission:
 
 def window_ids(aggregates: pd.DataFrame) -> list[str]:
     return [
-        window_id(symbol, window, int(start))
+        window_id(*split_series(symbol), window, int(start))
         for symbol, window, start in zip(
             aggregates["symbol"], aggregates["window"], aggregates["window_start_ms"], strict=True
         )
@@ -99,9 +106,9 @@ def read_frontiers(writers: Any, aggregates: Any, symbols: list[str]) -> Frontie
     collection once if it was written before frontiers existed (call it holding the lease)."""
     if writers.find_one({"_id": FRONTIERS_INDEXED}) is None:
         ends: Frontiers = {}
-        for doc in aggregates.find({}, {"symbol": 1, "window": 1, "window_end": 1}):
+        for doc in aggregates.find({}, {"exchange": 1, "symbol": 1, "window": 1, "window_end": 1}):
             end = epoch_ms(doc["window_end"])
-            latest = ends.setdefault(doc["symbol"], {})
+            latest = ends.setdefault(series_key(doc["exchange"], doc["symbol"]), {})
             latest[doc["window"]] = max(latest.get(doc["window"], end), end)
         raise_frontiers(writers, ends)
         writers.update_one({"_id": FRONTIERS_INDEXED}, {"$set": {"at": time.time()}}, upsert=True)

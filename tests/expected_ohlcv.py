@@ -46,17 +46,22 @@ def total_or_none(values: list[Any]) -> Any:
     return math.fsum(values) if any(isinstance(v, float) for v in values) else sum(values)
 
 
+Key = tuple[str, str, str, int]  # (exchange, symbol, window, window_start_ms)
+FILE = "file"  # the exchange the pipeline names every file's candles by
+
+
 def expected_aggregates(
     rows: Iterable[dict[str, Any]], windows: Iterable[str]
-) -> dict[tuple[str, str, int], dict[str, Any]]:
-    """(symbol, window, window_start_ms) -> aggregate; one candle per (symbol, time) counts once."""
-    unique = {(r["symbol"], r["t"]): r for r in rows}
-    result: dict[tuple[str, str, int], dict[str, Any]] = {}
+) -> dict[Key, dict[str, Any]]:
+    """(exchange, symbol, window, window_start_ms) -> aggregate; one candle per (exchange, symbol,
+    time) counts once. A row without an exchange is a file's."""
+    unique = {(r.get("exchange", FILE), r["symbol"], r["t"]): r for r in rows}
+    result: dict[Key, dict[str, Any]] = {}
     for window in windows:
         size = WINDOW_MS[window]
-        groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
-        for (symbol, t), row in unique.items():
-            groups.setdefault((symbol, window, t - t % size), []).append(row)
+        groups: dict[Key, list[dict[str, Any]]] = {}
+        for (exchange, symbol, t), row in unique.items():
+            groups.setdefault((exchange, symbol, window, t - t % size), []).append(row)
         for key, members in groups.items():
             members.sort(key=lambda r: r["t"])
             volume = math.fsum(r["volume"] for r in members)
@@ -84,8 +89,8 @@ def expected_aggregates(
 
 
 def mismatches(
-    expected: dict[tuple[str, str, int], dict[str, Any]],
-    actual: dict[tuple[str, str, int], dict[str, Any]],
+    expected: dict[Key, dict[str, Any]],
+    actual: dict[Key, dict[str, Any]],
     rel: float = 1e-9,
 ) -> list[str]:
     """Human-readable differences: missing or extra keys, and values beyond `rel`."""

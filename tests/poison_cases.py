@@ -20,6 +20,7 @@ VALID: dict[str, Any] = {
 }
 NAN, INF = float("nan"), float("inf")
 BAD_SYMBOL = "symbol is empty or has characters outside A-Z 0-9 _ -, or more than 32"
+BAD_EXCHANGE = "exchange has characters outside a-z 0-9 _ -, or more than 32"
 OUT_OF_RANGE = "event time outside 2009-01-01..2100-01-01"
 FUTURE = "event time ahead of the clock by more than the tolerance"
 YEAR_2095_MS = 3_944_678_400_000  # 2095-01-01T00:00Z: a typo'd year, inside the range
@@ -52,6 +53,9 @@ BROKEN_VALUES: list[tuple[dict[str, Any], str]] = [
 # Only a JSON message can carry these (a CSV line cannot hold a newline; times in a CSV are read
 # in any unit that makes them plausible).
 BROKEN_MESSAGES_ONLY: list[tuple[dict[str, Any], str]] = [
+    # Exchanges are named by feeds (a file has none): a name outside the rule is the producer's bug.
+    ({"exchange": "Binance"}, BAD_EXCHANGE),
+    ({"exchange": "okx:spot"}, BAD_EXCHANGE),
     ({"symbol": ""}, BAD_SYMBOL),
     (
         {"symbol": "BTCUSDT\n"},

@@ -11,7 +11,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from crypto_assets.resources import KafkaResource, LiveFeedResource
+from crypto_assets.resources import InfluxResource, KafkaResource, LiveFeedResource
 from crypto_assets.supervision import RESTARTS, restart_of_failed_run
 from crypto_pipeline.live.exchanges import EXCHANGES
 from crypto_pipeline.live.feed_status import feed_state, read_feed_status
@@ -52,6 +52,7 @@ def run_live_feed(
     context: dg.OpExecutionContext,
     config: LiveFeedConfig,
     kafka: KafkaResource,
+    influx: InfluxResource,
     live_feed: LiveFeedResource,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> None:
@@ -64,7 +65,8 @@ def run_live_feed(
     command = [sys.executable, "-m", "crypto_pipeline.live", *config.arguments()]
     context.log.info(" ".join(command))
     # Blocks while the feed runs; a terminated run stops it with SIGTERM, and it flushes.
-    pipes_subprocess_client.run(command=command, context=context, env=live_feed.environment(kafka))
+    environment = live_feed.environment(kafka, influx)
+    pipes_subprocess_client.run(command=command, context=context, env=environment)
 
 
 @dg.job(description="A live exchange feed into Kafka (one exchange per run), supervised.")

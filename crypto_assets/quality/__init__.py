@@ -8,6 +8,7 @@ from crypto_assets.quality.checks import (
     late_rows_repaired,
     matches_source,
     nightly_reconciliation,
+    no_gaps,
     nothing_left_behind,
     reconciliation_job,
     sinks_agree,
@@ -15,7 +16,14 @@ from crypto_assets.quality.checks import (
 from crypto_assets.quality.stream_health import freshness_job, streaming_health_sensor
 
 defs = dg.Definitions(
-    asset_checks=[sinks_agree, matches_source, nothing_left_behind, late_rows_repaired, fresh],
+    asset_checks=[
+        sinks_agree,
+        matches_source,
+        nothing_left_behind,
+        late_rows_repaired,
+        no_gaps,
+        fresh,
+    ],
     jobs=[reconciliation_job, freshness_job],
     schedules=[nightly_reconciliation],
     sensors=[streaming_health_sensor],

@@ -1,6 +1,6 @@
 """Asset checks on the two sinks: they agree with each other, they match the source CSV, the job
-left nothing unread in Kafka, and they keep up with the stream. Each check runs on both assets
-and reports counts and a sample of what differs."""
+left nothing unread in Kafka, no candle is missing, and they keep up with the stream. Each check
+runs on both assets and reports counts and a sample of what differs."""
 
 import time
 from collections import Counter
@@ -15,8 +15,10 @@ from crypto_assets.aggregation.ohlcv_sinks import INFLUX_ASSET, MONGO_ASSET
 from crypto_assets.ingestion.market_data import kafka_klines
 from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
 from crypto_pipeline.formats import candle_message, dead_letter
+from crypto_pipeline.formats.candle_message import FILE_EXCHANGE
 from crypto_pipeline.formats.late_ledger import repair_ranges
 from crypto_pipeline.formats.window_values import Aggregates
+from crypto_pipeline.gaps import Series, Span, closed_candle_times, find_gaps
 from crypto_pipeline.reconcile import (
     ReplayScope,
     committed_offsets,
@@ -26,12 +28,14 @@ from crypto_pipeline.reconcile import (
     settled,
 )
 from crypto_pipeline.replay.input_files import ms_to_iso
+from crypto_pipeline.windows import window_ms
 from spark_jobs.interface.config import DEFAULT_WINDOWS
 from spark_jobs.interface.heartbeat import read_status, stream_state
 
 SINKS = {MONGO_ASSET: "mongodb", INFLUX_ASSET: "influxdb"}
 AGREE_ATTEMPTS = 2
 AGREE_RETRY_S = 10.0
+GAP_SAMPLE = 10
 
 
 def both_sinks(name: str, description: str, blocking: bool = False) -> list[dg.AssetCheckSpec]:
@@ -64,10 +68,10 @@ def results_for_both(passed: bool, metadata: dict[str, Any], **kwargs: Any) -> I
 @dg.multi_asset_check(
     specs=both_sinks(
         "sinks_agree",
-        "MongoDB and InfluxDB hold the same (symbol, window, window_start) keys with equal "
-        "values (1e-9 relative), and every document's _id matches its key. While the continuous "
-        "job runs: its settled windows (ended at or before their symbol's watermark), and a "
-        "difference is read again before it fails.",
+        "MongoDB and InfluxDB hold the same (exchange, symbol, window, window_start) keys with "
+        "equal values (1e-9 relative), and every document's _id matches its key. While the "
+        "continuous job runs: its settled windows (ended at or before their series' "
+        "watermark), and a difference is read again before it fails.",
         blocking=True,
     )
 )
@@ -218,16 +222,16 @@ def nothing_left_behind(
 )
 def late_rows_repaired(kafka: KafkaResource, mongo: MongoResource) -> Iterator[dg.AssetCheckResult]:
     entries = mongo.open_late_entries(kafka.topic)
-    rows_by_symbol = Counter[str]()
+    rows_by_series = Counter[str]()
     for entry in entries:
-        rows_by_symbol[entry.symbol] += entry.rows
+        rows_by_series[entry.series] += entry.rows
     ranges = {
-        symbol: f"{rows_by_symbol[symbol]} rows "
+        series: f"{rows_by_series[series]} rows "
         + ", ".join(f"{ms_to_iso(first)} .. {ms_to_iso(end)}" for first, end in spans)
-        for symbol, spans in sorted(repair_ranges(entries).items())
+        for series, spans in sorted(repair_ranges(entries).items())
     }
     unrepairable = {e.id: str(e.unrepairable) for e in entries if e.unrepairable}
-    late_rows = sum(rows_by_symbol.values())
+    late_rows = sum(rows_by_series.values())
     if unrepairable:
         description = (
             f"{len(unrepairable)} late-ledger entries cannot be repaired from what the topic "
@@ -250,6 +254,68 @@ def late_rows_repaired(kafka: KafkaResource, mongo: MongoResource) -> Iterator[d
         severity=dg.AssetCheckSeverity.ERROR,
         description=description,
     )
+
+
+def _spans(gaps: dict[Series, list[Span]]) -> dict[str, list[str]]:
+    """Per series, its first missing spans as ISO ranges."""
+    return {
+        f"{exchange}:{symbol}": [f"{ms_to_iso(a)} .. {ms_to_iso(b)}" for a, b in spans[:GAP_SAMPLE]]
+        for (exchange, symbol), spans in gaps.items()
+    }
+
+
+@dg.multi_asset_check(
+    specs=both_sinks(
+        "no_gaps",
+        "Per exchange and symbol, every closed candle between the first and the last is in the "
+        "topic (where the exchange sends a candle for every interval: Binance, Bybit, files) and "
+        "in the sink (each window of the shortest length holds every candle the topic has in "
+        "it); the missing spans are listed. ERROR for a live series' gap or a sink's, WARN for "
+        "a gap between files.",
+    )
+)
+def no_gaps(
+    context: dg.AssetCheckExecutionContext,
+    kafka: KafkaResource,
+    mongo: MongoResource,
+    influx: InfluxResource,
+) -> Iterator[dg.AssetCheckResult]:
+    times = closed_candle_times(kafka.read_records())
+    windows = latest_metadata(context.instance, MONGO_ASSET).get("windows") or DEFAULT_WINDOWS
+    shortest = min(windows, key=window_ms)
+    sinks = {MONGO_ASSET: mongo.read_aggregates()[0], INFLUX_ASSET: influx.read_aggregates()}
+    report = find_gaps(
+        times, {SINKS[key]: aggregates for key, aggregates in sinks.items()}, shortest
+    )
+    for key, name in SINKS.items():
+        in_sink = report.sinks[name]
+        parts = [
+            f"{len(spans)} missing in {where} of {exchange}:{symbol} (first "
+            f"{ms_to_iso(spans[0][0])} .. {ms_to_iso(spans[0][1])})"
+            for where, gaps in (("the topic", report.topic), (name, in_sink))
+            for (exchange, symbol), spans in gaps.items()
+        ]
+        description = "; ".join(parts[:GAP_SAMPLE]) or (
+            f"{len(times)} series without a gap in the topic or {name} ({shortest} windows)"
+        )
+        # A file's own gaps (two files of separate periods) are the source's: a warning. A live
+        # series' gap, or a candle the sink lacks, is data lost.
+        lost = in_sink or any(exchange != FILE_EXCHANGE for exchange, _ in report.topic)
+        yield dg.AssetCheckResult(
+            asset_key=key,
+            passed=bool(times) and not report.topic and not in_sink,
+            severity=dg.AssetCheckSeverity.ERROR
+            if lost or not times
+            else dg.AssetCheckSeverity.WARN,
+            description=description if times else f"{kafka.topic} holds no closed candle",
+            metadata={
+                "series_checked": len(times),
+                "gaps_in_topic": _spans(report.topic),
+                f"gaps_in_{name}": _spans(in_sink),
+                # OKX sends no candle for an interval without trades: not a gap in its topic.
+                "topic_unchecked_series": [f"{e}:{s}" for e, s in report.unchecked_topic],
+            },
+        )
 
 
 class FreshnessConfig(dg.Config):
@@ -302,7 +368,7 @@ def fresh(
 reconciliation_job = dg.define_asset_job(
     "reconciliation_job",
     selection=dg.AssetSelection.checks(
-        sinks_agree, matches_source, nothing_left_behind, late_rows_repaired
+        sinks_agree, matches_source, nothing_left_behind, late_rows_repaired, no_gaps
     ),
     description="Full reconciliation: both sinks against each other and against the source.",
 )

@@ -13,23 +13,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from crypto_cli.bench.workloads import bench_job, bench_rows_file
+from crypto_cli.bench.workloads import bench_rows_file, continuous_bench_job, wait_for_start
 from crypto_pipeline.benchmarking import BENCH_SYMBOLS, machine_description
 from crypto_pipeline.clients import (
-    ensure_topic,
     influx_client,
     mongo_client,
     read_records,
 )
 from crypto_pipeline.console import say
 from crypto_pipeline.formats import candle_message
+from crypto_pipeline.formats.window_values import window_id
 from crypto_pipeline.readback import flux_string
 from crypto_pipeline.replay.generator import INTERVALS_MS
 from crypto_pipeline.settings import Settings
 from crypto_pipeline.windows import window_ms
-from local_stack.artifacts import StackError
 from spark_jobs.interface import launch
-from spark_jobs.interface.config import DEFAULT_WINDOWS, JobConfig
+from spark_jobs.interface.config import JobConfig
 
 
 class SinkPoller:
@@ -67,7 +66,9 @@ class SinkPoller:
         for symbol, event in self.seen["mongo"].items():
             for step in range(self.AHEAD):
                 start = self._start(event) + step * self.size_ms
-                doc = collection.find_one({"_id": f"{symbol}|{self.WINDOW}|{start}"})
+                doc = collection.find_one(
+                    {"_id": window_id(candle_message.FILE_EXCHANGE, symbol, self.WINDOW, start)}
+                )
                 if doc is not None:
                     visible[symbol] = doc["last_event_ms"]
                 elif symbol in visible or step > 0:  # past the newest written window
@@ -92,7 +93,7 @@ class SinkPoller:
 SINKS = ("mongo", "influx")
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
+def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
@@ -124,19 +125,7 @@ def latency_run(settings: Settings, rate: int, seconds: int) -> LatencyRun:
     rows = rate * seconds
     path = bench_rows_file(settings, rows)
     topic = f"bench.latency.{rate}.{int(time.time())}"
-    bootstrap = settings.kafka.bootstrap_servers
-    ensure_topic(bootstrap, topic, partitions=3)
-    work = settings.stack_dir / "bench" / topic
-    work.mkdir(parents=True)
-    job = bench_job(
-        settings,
-        topic,
-        work / "checkpoint",
-        topic,
-        trigger="1 second",
-        windows=DEFAULT_WINDOWS,
-        status_file=str(work / "status.json"),
-    )
+    job, work = continuous_bench_job(settings, topic)
     log_path = work / "job.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
@@ -145,10 +134,7 @@ def latency_run(settings: Settings, rate: int, seconds: int) -> LatencyRun:
     first, last = _event_range(path)
     poller = SinkPoller(job, first)
     try:
-        while not (work / "status.json").exists():
-            if process.poll() is not None:
-                raise StackError(f"the streaming job exited during start-up; see {log_path}")
-            time.sleep(0.5)
+        wait_for_start(process, work)
         # 1-minute candles of len(BENCH_SYMBOLS) symbols: one row per 60 s / symbols of event time.
         speed = rate * INTERVALS_MS["1m"] / 1000 / len(BENCH_SYMBOLS)
         say(f"[bench] {rate:,} rows/s for {seconds} s into {topic}; polling both sinks")
@@ -271,9 +257,9 @@ def bench_latency(settings: Settings, rate: int, seconds: int, search: bool) -> 
         "| latency p50 / p95 / p99 ms | batch p50 / p99 ms | kept up |"
     )
     for run in runs:
-        batches = f"{_percentile(run.batch_ms, 0.5):,.0f} / {_percentile(run.batch_ms, 0.99):,.0f}"
+        batches = f"{percentile(run.batch_ms, 0.5):,.0f} / {percentile(run.batch_ms, 0.99):,.0f}"
         for sink, latencies in run.latencies_ms.items():
-            shown = " / ".join(f"{_percentile(latencies, q):,.0f}" for q in (0.5, 0.95, 0.99))
+            shown = " / ".join(f"{percentile(latencies, q):,.0f}" for q in (0.5, 0.95, 0.99))
             say(
                 f"| {datetime.now(tz=UTC):%Y-%m-%d} | {machine_description()} | {run.rate:,} "
                 f"| {run.seconds} | {len(latencies):,}/{run.produced:,} | {sink} | {shown} "

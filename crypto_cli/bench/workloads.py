@@ -12,16 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from crypto_pipeline.benchmarking import BENCH_SYMBOLS
-from crypto_pipeline.clients import (
-    end_offsets,
-)
+from crypto_pipeline.clients import end_offsets, ensure_topic
 from crypto_pipeline.console import say
 from crypto_pipeline.replay.generator import generate, write_csv
 from crypto_pipeline.replay.producer import ReplayOptions, replay
 from crypto_pipeline.settings import KafkaTarget, Settings
 from local_stack.artifacts import StackError
 from spark_jobs.interface import launch
-from spark_jobs.interface.config import JobConfig
+from spark_jobs.interface.config import DEFAULT_WINDOWS, JobConfig
 from spark_jobs.interface.summary import read_summary
 
 
@@ -66,6 +64,32 @@ def bench_job(
         checkpoint_dir=str(checkpoint),
         **overrides,
     )
+
+
+def continuous_bench_job(settings: Settings, topic: str) -> tuple[JobConfig, Path]:
+    """The continuous job (1 s trigger, the default windows) on a new 3-partition benchmark
+    topic, and its work folder (checkpoint, heartbeat `status.json`, log)."""
+    ensure_topic(settings.kafka.bootstrap_servers, topic, partitions=3)
+    work = settings.stack_dir / "bench" / topic
+    work.mkdir(parents=True)
+    job = bench_job(
+        settings,
+        topic,
+        work / "checkpoint",
+        topic,
+        trigger="1 second",
+        windows=DEFAULT_WINDOWS,
+        status_file=str(work / "status.json"),
+    )
+    return job, work
+
+
+def wait_for_start(job: subprocess.Popen[bytes], work: Path) -> None:
+    """Until the continuous job's heartbeat exists (its query started)."""
+    while not (work / "status.json").exists():
+        if job.poll() is not None:
+            raise StackError(f"the streaming job exited during start-up; see {work / 'job.log'}")
+        time.sleep(0.5)
 
 
 def run_job(job: JobConfig) -> dict[str, Any]:

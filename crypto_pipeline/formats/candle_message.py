@@ -28,15 +28,20 @@ FIELDS = (
     Field("symbol", "STRING"),
     Field("event_time_ms", "BIGINT"),
     *(Field(name, "DOUBLE") for name in CANDLE_VALUES),
+    # Where the candle was traded; a message without it (a file's) is from FILE_EXCHANGE.
+    Field("exchange", "STRING"),
 )
 FIELD_NAMES = tuple(field.name for field in FIELDS)
 REQUIRED_FIELDS = ("symbol", "event_time_ms", "open", "high", "low", "close", "volume")
-# What Spark's from_json reads of a message (the lineage is not needed there).
+# What Spark's from_json reads of a message (the rest of the lineage is not needed there).
 SPARK_SCHEMA = ", ".join(f"`{field.name}` {field.spark_type}" for field in FIELDS)
 SOURCE_FILE = "source_file"
 SOURCE_DIGEST = "source_digest"
 SOURCE_LINE = "source_line"
 EXCHANGE = "exchange"
+# The exchange of every candle replayed from a file: one named source, so a file's BTCUSDT and an
+# exchange's never share a window.
+FILE_EXCHANGE = "file"
 CLOSED = "closed"
 CONNECTION = "connection"  # the live connection (or "rest") a candle came through
 RECEIVED_MS = "received_ms"

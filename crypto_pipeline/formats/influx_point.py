@@ -1,11 +1,11 @@
 """The InfluxDB point of a window, both sides: written by the Spark job's sink and the backfill
 as line protocol, read back by the checks, the tests and the dashboards' queries.
 
-Measurement as configured; tags `symbol` and `window`; the aggregate values as fields (integers
-as `i`); time = window start (ms). InfluxDB has no null and merges the fields of a point written
-again, so a field that became null would keep its old value there: every point carries
-NULL_FIELDS_FIELD, written each time, naming its null fields whatever values InfluxDB still
-holds for them."""
+Measurement as configured; tags `exchange`, `symbol` and `window`; the aggregate values as
+fields (integers as `i`); time = window start (ms). InfluxDB has no null and merges the fields of
+a point written again, so a field that became null would keep its old value there: every point
+carries NULL_FIELDS_FIELD, written each time, naming its null fields whatever values InfluxDB
+still holds for them."""
 
 from __future__ import annotations
 
@@ -14,11 +14,10 @@ from typing import Any
 from crypto_pipeline.formats.window_values import AGGREGATE_FIELDS, INTEGER_FIELDS, AggregateKey
 
 NULL_FIELDS_FIELD = "null_fields"
-TAGS = ("symbol", "window")
+TAGS = ("exchange", "symbol", "window")
 # Flux that turns a measurement's fields into one row per point (what `decode` reads).
-PIVOT = (
-    ' |> pivot(rowKey: ["_time", "symbol", "window"], columnKey: ["_field"], valueColumn: "_value")'
-)
+_ROW_KEY = ", ".join(f'"{name}"' for name in ("_time", *TAGS))
+PIVOT = f' |> pivot(rowKey: [{_ROW_KEY}], columnKey: ["_field"], valueColumn: "_value")'
 
 
 def _escape_tag(value: str) -> str:
@@ -43,4 +42,4 @@ def decode(row: dict[str, Any], time_ms: int) -> tuple[AggregateKey, dict[str, A
     """A pivoted row's key and aggregate values (those NULL_FIELDS_FIELD names are null)."""
     nulls = set((row.get(NULL_FIELDS_FIELD) or "").split(","))
     values = {name: None if name in nulls else row.get(name) for name in AGGREGATE_FIELDS}
-    return (row["symbol"], row["window"], time_ms), values
+    return (row["exchange"], row["symbol"], row["window"], time_ms), values

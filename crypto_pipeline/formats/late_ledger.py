@@ -1,15 +1,15 @@
 """The ledger of windows the live job could not make whole, until a backfill repairs them.
 
-One MongoDB document per micro-batch, symbol and kind, in the aggregates' database (collection
-`<aggregates>_late`):
+One MongoDB document per micro-batch, series (exchange and symbol) and kind, in the aggregates'
+database (collection `<aggregates>_late`):
 - `late`: candles that arrived after their symbol's watermark (rows, event-time range, and per
   Kafka partition the lowest and highest offset of those candles);
 - `refused`: a window whose write was refused because the stored one has input this one lacks
   (spark_jobs/window_versions.py), its range = the window.
 
-`_id` topic|checkpoint|symbol|batch|kind|first|last: a retried batch writes the same document,
-a reset checkpoint (batch ids start again) writes new ones. A backfill decides each entry it
-covered (only those recorded before it started reading): `repaired_at`, or `unrepairable` with
+`_id` topic|checkpoint|exchange:symbol|batch|kind|first|last: a retried batch writes the same
+document, a reset checkpoint (batch ids start again) writes new ones. A backfill decides each entry
+it covered (only those recorded before it started reading): `repaired_at`, or `unrepairable` with
 the reason when the topic no longer holds all of its input (retention). The asset check
 `late_rows_repaired` fails while any entry is unrepaired or unrepairable; the Dagster sensor and
 `crypto-pipeline backfill --late` repair them (the sensor leaves unrepairable ones to a person).
@@ -26,6 +26,8 @@ from pymongo import UpdateOne
 from pymongo.collection import Collection
 
 from crypto_pipeline.clients import mongo_client
+from crypto_pipeline.formats.candle_message import FILE_EXCHANGE
+from crypto_pipeline.formats.window_values import series_key, split_series
 from crypto_pipeline.settings import MongoTarget
 
 LATE, REFUSED = "late", "refused"
@@ -33,7 +35,7 @@ LATE, REFUSED = "late", "refused"
 
 @dataclass(frozen=True)
 class LateEntry:
-    symbol: str
+    series: str  # exchange:SYMBOL (crypto_pipeline/formats/window_values.py)
     rows: int
     first_event_ms: int
     last_event_ms: int
@@ -46,7 +48,7 @@ class LateEntry:
 
 def entry_id(topic: str, checkpoint_id: str, batch_id: int, entry: LateEntry) -> str:
     return (
-        f"{topic}|{checkpoint_id}|{entry.symbol}|{batch_id}|{entry.kind}|"
+        f"{topic}|{checkpoint_id}|{entry.series}|{batch_id}|{entry.kind}|"
         f"{entry.first_event_ms}|{entry.last_event_ms}"
     )
 
@@ -68,7 +70,7 @@ def record(
                 "$set": {
                     "topic": topic,
                     "checkpoint_id": checkpoint_id,
-                    "symbol": e.symbol,
+                    **dict(zip(("exchange", "symbol"), split_series(e.series), strict=True)),
                     "batch_id": batch_id,
                     "kind": e.kind,
                     "rows": e.rows,
@@ -100,7 +102,8 @@ def open_entries(
         selector["detected_at"] = {"$lt": recorded_before}
     return [
         LateEntry(
-            doc["symbol"],
+            # Entries recorded before series had an exchange are all of files.
+            series_key(doc.get("exchange") or FILE_EXCHANGE, doc["symbol"]),
             doc["rows"],
             doc["first_event_ms"],
             doc["last_event_ms"],
@@ -123,11 +126,11 @@ def open_entries_in(
 
 
 def repair_ranges(entries: Iterable[LateEntry]) -> dict[str, list[tuple[int, int]]]:
-    """Per symbol, the event-time ranges [first, last + 1) of its entries, overlapping or adjacent
-    ones merged: a backfill recomputes these, not one range across every symbol."""
+    """Per series, the event-time ranges [first, last + 1) of its entries, overlapping or adjacent
+    ones merged: a backfill recomputes these, not one range across every series."""
     spans: dict[str, list[tuple[int, int]]] = {}
-    for e in sorted(entries, key=lambda e: (e.symbol, e.first_event_ms)):
-        ranges = spans.setdefault(e.symbol, [])
+    for e in sorted(entries, key=lambda e: (e.series, e.first_event_ms)):
+        ranges = spans.setdefault(e.series, [])
         if ranges and e.first_event_ms <= ranges[-1][1]:
             ranges[-1] = (ranges[-1][0], max(ranges[-1][1], e.last_event_ms + 1))
         else:

@@ -1,8 +1,9 @@
 """The MongoDB document of a window, both sides: written by the Spark job's sink and the
 backfill, read back by the checks, the tests and the benchmarks.
 
-`_id = SYMBOL|window|window start ms`; window start and end as dates; the aggregate values (null
-where undefined); the version of the window's input (`input_offsets`)."""
+`_id = exchange|SYMBOL|window|window start ms`; exchange and symbol; window start and end as
+dates; the aggregate values (null where undefined); the version of the window's input
+(`input_offsets`)."""
 
 from __future__ import annotations
 
@@ -29,8 +30,10 @@ def encode(columns: dict[str, list[Any]]) -> list[Document]:
     documents = []
     for index, symbol in enumerate(columns["symbol"]):
         start_ms = columns["window_start_ms"][index]
+        exchange = columns["exchange"][index]
         document: Document = {
-            "_id": window_id(symbol, columns["window"][index], start_ms),
+            "_id": window_id(exchange, symbol, columns["window"][index], start_ms),
+            "exchange": exchange,
             "symbol": symbol,
             "window": columns["window"][index],
             "window_start": as_date(start_ms),
@@ -45,5 +48,10 @@ def encode(columns: dict[str, list[Any]]) -> list[Document]:
 
 def decode(document: Document) -> tuple[AggregateKey, dict[str, Any]]:
     """A document's key and aggregate values."""
-    key = (document["symbol"], document["window"], epoch_ms(document["window_start"]))
+    key = (
+        document["exchange"],
+        document["symbol"],
+        document["window"],
+        epoch_ms(document["window_start"]),
+    )
     return key, {name: document.get(name) for name in AGGREGATE_FIELDS}

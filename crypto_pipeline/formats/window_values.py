@@ -1,13 +1,18 @@
-"""A window as both sinks store it: its key (symbol, window length, window start) and its values.
-The MongoDB document (window_document.py) and the InfluxDB point (influx_point.py) are two
-encodings of this one shape."""
+"""A window as both sinks store it: its key (exchange, symbol, window length, window start) and its
+values. The MongoDB document (window_document.py) and the InfluxDB point (influx_point.py) are two
+encodings of this one shape.
+
+Inside the Spark job a series (one exchange's symbol) is one string, `exchange:SYMBOL`
+(`series_key`): its state, watermark, frontiers and ledger entries are per series. Neither part
+can hold `:` (crypto_pipeline/candle_rules.py); the sinks store the two parts apart."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-KEY_FIELDS = ("symbol", "window", "window_start_ms")
+KEY_FIELDS = ("exchange", "symbol", "window", "window_start_ms")
+SERIES_SEPARATOR = ":"
 AGGREGATE_FIELDS = (
     "open",
     "high",
@@ -28,13 +33,30 @@ NULLABLE_FIELDS = ("quote_volume", "vwap", "trades")
 INPUT_OFFSETS = "input_offsets"
 
 # A window's key, and every window of a sink read back: key -> {aggregate field: value}.
-AggregateKey = tuple[str, str, int]
+AggregateKey = tuple[str, str, str, int]
 Aggregates = dict[AggregateKey, dict[str, Any]]
 
 
-def window_id(symbol: str, window: str, window_start_ms: int) -> str:
+def series_key(exchange: str, symbol: str) -> str:
+    return f"{exchange}{SERIES_SEPARATOR}{symbol}"
+
+
+def split_series(key: str) -> tuple[str, str]:
+    """(exchange, symbol) of a series key."""
+    exchange, _, symbol = key.partition(SERIES_SEPARATOR)
+    return exchange, symbol
+
+
+def series_selector(text: str) -> str:
+    """A series as a person writes it: `SYMBOL` (on every exchange) or `exchange:SYMBOL`, in the
+    pipeline's case."""
+    exchange, separator, symbol = text.rpartition(SERIES_SEPARATOR)
+    return f"{exchange.strip().lower()}{separator}{symbol.strip().upper()}"
+
+
+def window_id(exchange: str, symbol: str, window: str, window_start_ms: int) -> str:
     """A window's natural key as one string: its MongoDB `_id`."""
-    return f"{symbol}|{window}|{window_start_ms}"
+    return f"{exchange}|{symbol}|{window}|{window_start_ms}"
 
 
 def epoch_ms(moment: datetime) -> int:

@@ -135,6 +135,9 @@ class LiveFeed:
                 await asyncio.to_thread(self.sink.flush, FLUSH_S)
                 self.status.outcome = self.status.outcome or "stopped"
             except FeedError as error:
+                if self.status.outcome == "failed":  # the first failure says why; add the rest
+                    self.status.error = f"{self.status.error}; {error}"
+                    raise FeedError(self.status.error) from None
                 self.status.outcome, self.status.error = "failed", str(error)
                 raise
             finally:

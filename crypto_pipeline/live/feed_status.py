@@ -1,6 +1,7 @@
 """A live feed's heartbeat file, both sides: written by the feed every second and as it ends,
 read by the Dagster health sensor, the restart sensor and a restarted feed (which refills from
-the resume points it holds)."""
+the resume points it holds). And its health as an InfluxDB point (`health_point`, written every
+few seconds, charted by the pipeline dashboard)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from crypto_pipeline.processes import ProcessRecord, identity_of
+
+# The feed sink's counters in a health point: candles closed, revisions, refilled over REST, ...
+HEALTH_COUNTS = ("closed", "revisions", "refilled", "trades", "dead_letters")
 
 
 @dataclass
@@ -45,6 +49,26 @@ class FeedStatus:
         partial = path.with_suffix(".tmp")
         partial.write_text(json.dumps(document))
         partial.replace(path)
+
+
+def health_point(status: FeedStatus, measurement: str, now: float) -> str:
+    """Line protocol: tags exchange and topic (plain identifiers); the connection state, the
+    seconds since the last message (-1 before the first), and the counters since the feed
+    started."""
+    since = -1.0 if status.last_message_at is None else round(now - status.last_message_at, 3)
+    counters = {
+        "connected_streams": status.connected_streams,
+        "streams": status.streams,
+        "reconnects": status.reconnects,
+        "stalls": status.stalls,
+        "refills": status.refills,
+        **{name: status.counts.get(name, 0) for name in HEALTH_COUNTS},
+    }
+    fields = ",".join(f"{name}={value}i" for name, value in counters.items())
+    return (
+        f"{measurement},exchange={status.exchange},topic={status.topic} "
+        f"seconds_since_message={since},{fields} {int(now * 1000)}"
+    )
 
 
 def read_feed_status(path: Path) -> dict[str, Any] | None:

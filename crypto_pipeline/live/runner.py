@@ -1,6 +1,6 @@
 """`crypto-pipeline live` and `python -m crypto_pipeline.live` (what the Dagster job runs): one
 feed process from its options and the settings, until Ctrl-C or SIGTERM (which flush what is
-buffered), with a progress line every few seconds."""
+buffered), with a progress line every few seconds and a health point in InfluxDB."""
 
 from __future__ import annotations
 
@@ -8,18 +8,29 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import time
 
+from influxdb_client.client.write_api import SYNCHRONOUS
+
+from crypto_pipeline.clients import influx_client
 from crypto_pipeline.console import say
 from crypto_pipeline.live.exchanges import EXCHANGES, exchange_named
 from crypto_pipeline.live.feed import FeedConfig, LiveFeed
 from crypto_pipeline.live.feed_sink import DEFAULT_BUFFER_BYTES, FeedSink
-from crypto_pipeline.live.feed_status import feed_state, read_feed_status, resume_points
+from crypto_pipeline.live.feed_status import (
+    feed_state,
+    health_point,
+    read_feed_status,
+    resume_points,
+)
 from crypto_pipeline.live.market import canonical_symbol
 from crypto_pipeline.live.refill import RestClient
 from crypto_pipeline.replay.request import time_ms
-from crypto_pipeline.settings import Settings, live_status_file
+from crypto_pipeline.settings import InfluxTarget, Settings, live_status_file
 
 PROGRESS_EVERY_S = 10.0
+HEALTH_EVERY_S = 5.0
+HEALTH_TIMEOUT_MS = 3_000
 
 
 def add_feed_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,16 +100,21 @@ def run_feed(args: argparse.Namespace, settings: Settings) -> int:
     )
     feed = LiveFeed(config, sink, RestClient(exchange, config.rest_url), resume_points(status_file))
     say(
-        f"live: {exchange.name} {','.join(symbols)} {args.interval} -> {topic}"
+        f"live: {exchange.name} {shown_symbols(symbols)} {args.interval} -> {topic}"
         f"{' and ' + sink.trades_topic if args.trades else ''} (websocket {config.ws_url}, "
         f"REST {config.rest_url}); Ctrl-C stops"
     )
     try:
-        asyncio.run(_until_signalled(feed, not args.quiet))
+        asyncio.run(_until_signalled(feed, settings.influx, not args.quiet))
     finally:
         sink.close()
     say(f"live: stopped; {progress_line(feed)}")
     return 0
+
+
+def shown_symbols(symbols: tuple[str, ...], at_most: int = 5) -> str:
+    more = f" and {len(symbols) - at_most} more" if len(symbols) > at_most else ""
+    return ",".join(symbols[:at_most]) + more
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -110,14 +126,38 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
-async def _until_signalled(feed: LiveFeed, progress: bool) -> None:
+async def _until_signalled(feed: LiveFeed, influx: InfluxTarget, progress: bool) -> None:
     stop = stop_on_signals()
-    reporter = asyncio.create_task(_report(feed, stop)) if progress else None
+    reporters = [asyncio.create_task(_publish_health(feed, influx, stop))]
+    if progress:
+        reporters.append(asyncio.create_task(_report(feed, stop)))
     try:
         await feed.run(stop)
     finally:
-        if reporter is not None:
+        for reporter in reporters:
             reporter.cancel()
+
+
+async def _publish_health(feed: LiveFeed, influx: InfluxTarget, stop: asyncio.Event) -> None:
+    """The feed's health point every HEALTH_EVERY_S, for the dashboard. Best effort: InfluxDB
+    being away never stops the feed (a write waits at most HEALTH_TIMEOUT_MS), but is said once
+    per outage."""
+    failing = False
+    with influx_client(influx, HEALTH_TIMEOUT_MS) as client:
+        writer = client.write_api(write_options=SYNCHRONOUS)
+        while not stop.is_set():
+            line = health_point(feed.status, influx.feeds_measurement, time.time())
+            try:
+                await asyncio.to_thread(
+                    writer.write, influx.bucket, record=line, write_precision="ms"
+                )
+                failing = False
+            except Exception as error:  # any failure: the feed goes on
+                if not failing:
+                    say(f"live: health not written to InfluxDB ({type(error).__name__}: {error})")
+                failing = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), HEALTH_EVERY_S)
 
 
 async def _report(feed: LiveFeed, stop: asyncio.Event) -> None:

@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 
 from crypto_pipeline.formats.late_ledger import LateEntry
+from crypto_pipeline.formats.window_values import series_selector
 from crypto_pipeline.replay.input_files import ms_to_iso
 from spark_jobs.interface.config import AVAILABLE_NOW, JobConfig
 
@@ -28,9 +29,10 @@ def late_rows_backfill(
 def range_backfill(
     job: JobConfig, symbols: Iterable[str] | None, start_ms: int, end_ms: int
 ) -> JobConfig:
-    """The backfill of the windows of `symbols` (None or none: every symbol) that overlap
-    [start_ms, end_ms) in event time, recomputed from the whole topic."""
-    chosen = tuple(sorted({s.strip().upper() for s in symbols or () if s.strip()}))
+    """The backfill of the windows of `symbols` (None or none: every symbol; `SYMBOL` on every
+    exchange, `exchange:SYMBOL` on one) that overlap [start_ms, end_ms) in event time,
+    recomputed from the whole topic."""
+    chosen = tuple(sorted({series_selector(s) for s in symbols or () if s.strip()}))
     return dataclasses.replace(
         job,
         trigger=AVAILABLE_NOW,
@@ -41,8 +43,8 @@ def range_backfill(
 
 
 def describe_late(entries: Sequence[LateEntry]) -> str:
-    symbols = sorted({e.symbol for e in entries})
-    return f"{sum(e.rows for e in entries):,} late rows of {', '.join(symbols)}"
+    series = sorted({e.series for e in entries})
+    return f"{sum(e.rows for e in entries):,} late rows of {', '.join(series)}"
 
 
 def describe_backfill(job: JobConfig) -> str:

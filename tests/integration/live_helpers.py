@@ -4,10 +4,8 @@ the simulator's truth (its own endpoint, not the pipeline's code)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -16,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from crypto_cli.live_command import SimulatorProcess
-from crypto_pipeline.settings import Settings
 
 
 class Simulator(SimulatorProcess):
@@ -40,40 +37,6 @@ def simulator(symbols: list[str], speed: float, *options: str) -> Iterator[Simul
         yield sim
     finally:
         sim.stop()
-
-
-def start_feed(
-    settings: Settings,
-    sim: Simulator,
-    exchange: str,
-    symbols: list[str],
-    topic: str,
-    log: Path,
-    *options: str,
-) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        "-m",
-        "crypto_pipeline.live",
-        "--exchange",
-        exchange,
-        "--symbols",
-        ",".join(symbols),
-        "--topic",
-        topic,
-        "--ws-url",
-        sim.ws_url,
-        "--rest-url",
-        sim.rest_url,
-        *options,
-    ]
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers},
-        )
 
 
 def stop_feed(process: subprocess.Popen[bytes], log: Path) -> None:

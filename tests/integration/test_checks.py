@@ -19,13 +19,14 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 
 from crypto_assets.definitions import build_definitions
 from crypto_pipeline.clients import influx_client, mongo_client
+from crypto_pipeline.replay.input_files import ms_to_iso
 from crypto_pipeline.settings import REPO_ROOT, Settings
 from tests.integration.dagster_helpers import resources_for
 from tests.integration.job_helpers import influx_of, mongo_of
 
 SAMPLE = REPO_ROOT / "data" / "sample_klines_1m.csv.gz"
 # The first 4h window of the sample; later replays never re-emit it (the watermark is past it).
-FIRST_WINDOW = ("BTCUSDT", "4h", 1735689600000)
+FIRST_WINDOW = ("file", "BTCUSDT", "4h", 1735689600000)
 
 Evaluations = dict[tuple[str, str], dg.AssetCheckEvaluation]
 
@@ -83,6 +84,7 @@ def test_every_check_passes_after_a_replay_and_the_job(pipeline: Pipeline) -> No
         "matches_source",
         "nothing_left_behind",
         "late_rows_repaired",
+        "no_gaps",
         "fresh",
     }
     assert {asset for asset, _ in evaluations} == {"mongo_realtime", "influx_ohlcv"}
@@ -117,6 +119,8 @@ def test_a_corrupted_mongodb_document_fails_agreement_and_source(pipeline: Pipel
         ("influx_ohlcv", "nothing_left_behind"): "passed",
         ("mongo_realtime", "late_rows_repaired"): "passed",
         ("influx_ohlcv", "late_rows_repaired"): "passed",
+        ("mongo_realtime", "no_gaps"): "passed",
+        ("influx_ohlcv", "no_gaps"): "passed",
         ("mongo_realtime", "fresh"): "passed",
         ("influx_ohlcv", "fresh"): "passed",
     }
@@ -134,7 +138,7 @@ def influxql(settings: Settings, statement: str) -> None:
 
 
 def test_a_deleted_influxdb_point_fails_agreement_and_source(pipeline: Pipeline) -> None:
-    symbol, window, start_ms = FIRST_WINDOW
+    _, symbol, window, start_ms = FIRST_WINDOW
     point = datetime.fromtimestamp(start_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     influx = influx_of(pipeline.settings, pipeline.name)
     with influx_client(influx) as client:
@@ -183,7 +187,8 @@ def line_for(measurement: str, values: dict[str, Any], field: str, value: Any) -
         rendered = f"{value}i" if isinstance(value, int) else repr(value)
     stamp = int(values["_time"].timestamp()) * 1_000_000_000
     return (
-        f"{measurement},symbol={values['symbol']},window={values['window']} "
+        f"{measurement},exchange={values['exchange']},symbol={values['symbol']},"
+        f"window={values['window']} "
         f"{field}={rendered} {stamp}"
     )
 
@@ -230,3 +235,8 @@ def test_unconsumed_messages_and_dead_letters_fail_nothing_left_behind(
     assert after_job[("mongo_realtime", "sinks_agree")].passed
     assert after_job[("mongo_realtime", "matches_source")].passed
     assert after_job[("mongo_realtime", "fresh")].passed
+    # The file skips a day of BTCUSDT: a gap in the topic, listed with its span.
+    gaps = after_job[("influx_ohlcv", "no_gaps")]
+    assert not gaps.passed
+    span = f"{ms_to_iso(1735862400000)} .. {ms_to_iso(1735948800000)}"
+    assert gaps.metadata["gaps_in_topic"].value == {"file:BTCUSDT": [span]}

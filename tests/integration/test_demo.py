@@ -45,6 +45,7 @@ def test_demo_once_passes_then_fails_after_a_document_is_corrupted(
     assert "rows in                      8,640" in clean.stdout
     assert "windows in MongoDB           1,908" in clean.stdout
     assert "sinks_agree           passed                passed" in clean.stdout
+    assert "no_gaps               passed                passed" in clean.stdout
     assert "fresh                 passed                passed" in clean.stdout
 
     # Run again: the same rows are now behind each symbol's watermark, so the job drops them as
@@ -53,10 +54,10 @@ def test_demo_once_passes_then_fails_after_a_document_is_corrupted(
     # stays, and the agreement check fails on it.
     with mongo_client(local_stack.mongo.uri) as client:
         collection = client[unique_name][local_stack.mongo.collection]
-        extra = collection.find_one({"_id": "SOLUSDT|4h|1735689600000"})
+        extra = collection.find_one({"_id": "file|SOLUSDT|4h|1735689600000"})
         assert extra is not None
         extra_start = datetime(2024, 12, 31, 20, tzinfo=UTC)
-        extra.update(_id="SOLUSDT|4h|1735675200000", window_start=extra_start)
+        extra.update(_id="file|SOLUSDT|4h|1735675200000", window_start=extra_start)
         collection.insert_one(extra)
 
     broken = subprocess.run([*CLI, "demo", "--once"], env=env, capture_output=True, text=True)

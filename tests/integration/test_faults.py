@@ -25,11 +25,18 @@ from crypto_assets.aggregation.streaming import streaming_job, streaming_restart
 from crypto_assets.quality.stream_health import streaming_health_sensor
 from crypto_assets.resources import KafkaResource, SparkResource
 from crypto_cli.dagster_services import DagsterApi
+from crypto_cli.live_command import start_feed_process
 from crypto_pipeline.clients import end_offsets, ensure_topic
 from crypto_pipeline.formats import late_ledger
 from crypto_pipeline.readback import read_influx, read_mongo
 from crypto_pipeline.reconcile import committed_offsets
-from crypto_pipeline.settings import REPO_ROOT, Settings, checkpoint_dir, stream_status_file
+from crypto_pipeline.settings import (
+    REPO_ROOT,
+    Settings,
+    checkpoint_dir,
+    live_status_file,
+    stream_status_file,
+)
 from spark_jobs.interface.config import JobConfig
 from spark_jobs.interface.heartbeat import read_status, running_stream_pid, stream_state
 from tests.conftest import SHARED_DATA, record_fault
@@ -37,6 +44,7 @@ from tests.expected_ohlcv import expected_aggregates, mismatches, read_csv_rows
 from tests.integration.dagster_helpers import dagster_services, wait_until
 from tests.integration.job_helpers import influx_of, job_for, mongo_of, run_job, start_job
 from tests.integration.kafka_helpers import consume_all, decoded
+from tests.integration.live_helpers import simulator
 from tests.integration.test_poison_and_late import stop, wait_until_committed
 from tests.poison_cases import BROKEN_MESSAGES_ONLY, BROKEN_VALUES, VALID
 
@@ -126,17 +134,43 @@ def test_broker_killed_during_a_full_speed_replay_loses_and_duplicates_nothing(
 ) -> None:
     """Kafka SIGKILLed while `replay --speed max` sends the shared quarter, restarted 5 s later:
     the idempotent producer's retries deliver every row exactly once, the replay finishes, and
-    the job's windows are exact."""
+    the job's windows are exact. A live feed with a 1 MB buffer, sending thousands of updates a
+    second meanwhile, fills it while Kafka is away and stops with one line saying what it did not
+    send."""
     path = SHARED_Q1 if SHARED_Q1.exists() else SAMPLE
     rows = read_csv_rows(path)
-    replay = start_replay(local_stack, path, unique_name, "max", tmp_path / "replay.log")
-    wait_until_replay_under_way(local_stack, unique_name, len(rows))
-    stack.kill(local_stack, "kafka")
-    killed_at = time.monotonic()
-    time.sleep(5)
-    stack.up(local_stack, only={"kafka"})
+    feed_log = tmp_path / "feed.log"
+    symbols = [f"S{i:03d}USDT" for i in range(200)]
+    with simulator(symbols, 60, "--push-every-s", "0.1") as sim:
+        feed = start_feed_process(
+            local_stack,
+            sim,
+            "binance",
+            symbols,
+            f"{unique_name}_feed",
+            feed_log,
+            "--buffer-mb",
+            "1",
+        )
+        status = live_status_file(local_stack.stack_dir, "binance", f"{unique_name}_feed")
+        wait_until(lambda: status.exists() and json.loads(status.read_text())["connects"], 60)
+        replay = start_replay(local_stack, path, unique_name, "max", tmp_path / "replay.log")
+        wait_until_replay_under_way(local_stack, unique_name, len(rows))
+        stack.kill(local_stack, "kafka")
+        killed_at = time.monotonic()
+        try:
+            feed_exit = feed.wait(timeout=60)
+        finally:
+            if feed.poll() is None:
+                feed.kill()
+                feed.wait()
+            time.sleep(max(0.0, killed_at + 5 - time.monotonic()))
+            stack.up(local_stack, only={"kafka"})
     assert replay.wait(timeout=300) == 0, (tmp_path / "replay.log").read_text()[-2000:]
     recovery_s = time.monotonic() - killed_at
+    errors = [line for line in feed_log.read_text().splitlines() if line.startswith("live feed:")]
+    assert feed_exit == 1 and len(errors) == 1, feed_log.read_text()[-2000:]
+    assert "Kafka is not taking messages" in errors[0] and "not sent" in errors[0], errors
 
     records = decoded(consume_all(local_stack, unique_name, expected=len(rows)))
     lines = Counter(message["source_line"] for _, message in records)

@@ -1,6 +1,7 @@
 """Live feeds from the simulated exchange (Binance's, Bybit's and OKX's protocols) into real
 Kafka, under every fault the simulator injects; the topic and both sinks compared with the
-simulator's truth."""
+simulator's truth. The three exchanges and a file share one topic and the same symbols: each
+exchange's windows stay its own."""
 
 from __future__ import annotations
 
@@ -13,15 +14,33 @@ import time
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 
+from crypto_assets.definitions import build_definitions
+from crypto_cli.live_command import start_feed_process
 from crypto_pipeline.clients import end_offsets, ensure_topic
 from crypto_pipeline.readback import read_influx, read_mongo
-from crypto_pipeline.settings import Settings, dead_letter_topic, live_status_file, trades_topic
-from tests.expected_ohlcv import expected_aggregates, mismatches
-from tests.integration.job_helpers import influx_of, job_for, mongo_of, start_job
+from crypto_pipeline.replay.input_files import ms_to_iso
+from crypto_pipeline.settings import (
+    REPO_ROOT,
+    Settings,
+    dead_letter_topic,
+    live_status_file,
+    trades_topic,
+)
+from tests.expected_ohlcv import expected_aggregates, mismatches, read_csv_rows
+from tests.integration.dagster_helpers import resources_for
+from tests.integration.job_helpers import (
+    influx_of,
+    job_for,
+    mongo_of,
+    replay_file,
+    run_job,
+    start_job,
+)
 from tests.integration.kafka_helpers import consume_all, decoded
-from tests.integration.live_helpers import Simulator, simulator, start_feed, stop_feed
+from tests.integration.live_helpers import Simulator, simulator, stop_feed, wait_s
 from tests.integration.test_poison_and_late import stop, wait_until_committed
 
 EXCHANGES = ("binance", "bybit", "okx")
@@ -29,6 +48,8 @@ SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 SPEED = 120  # two one-minute candles a second
 WINDOWS = ("5m", "1h")
 VALUES = ("open", "high", "low", "close", "volume", "quote_volume", "trades")
+SAMPLE = REPO_ROOT / "data" / "sample_klines_1m.csv.gz"
+FILE_ROWS = 600  # five hours of each symbol, all in the topic before the job starts
 
 
 def read_topic(settings: Settings, topic: str) -> list[tuple[str, dict[str, Any]]]:
@@ -43,6 +64,7 @@ def truth_rows(sim: Simulator, exchange: str) -> dict[tuple[str, int], dict[str,
         for t, o, h, low, c, volume, quote, trades in sim.truth(exchange, symbol)["closed"]:
             trade_count = trades if exchange == "binance" else None  # only Binance counts them
             rows[symbol, t] = {
+                "exchange": exchange,
                 "symbol": symbol,
                 "t": t,
                 "open": o,
@@ -61,7 +83,7 @@ def final_candles(messages: list[tuple[str, dict[str, Any]]]) -> dict[tuple[str,
     after its closed version."""
     last: dict[tuple[str, int], dict[str, Any]] = {}
     for _, message in messages:
-        key = (message["symbol"], message["event_time_ms"])
+        key = (message["symbol"], message["event_time_ms"])  # of one exchange
         assert not (last.get(key, {}).get("closed") and not message["closed"]), (
             f"an open revision after the closed candle {key}"
         )
@@ -90,32 +112,33 @@ def assert_topic_holds_the_truth(
 def settled(aggregates: dict, cutoff_ms: int) -> dict:
     """The windows that end by the last closed candle (later ones hold open candles)."""
     sizes = {"5m": 300_000, "1h": 3_600_000}
-    return {k: v for k, v in aggregates.items() if k[2] + sizes[k[1]] <= cutoff_ms + 60_000}
+    return {k: v for k, v in aggregates.items() if k[3] + sizes[k[2]] <= cutoff_ms + 60_000}
 
 
 def test_feeds_under_every_fault_deliver_every_closed_candle_and_the_sinks_equal_the_truth(
     local_stack: Settings, unique_name: str, tmp_path: Path
 ) -> None:
-    """Three feeds (one per exchange protocol) and the continuous job on Binance's topic, while
-    the simulator drops connections (1006), stalls, disconnects on schedule, skips candles only
-    REST has, duplicates, reorders, sends malformed frames and open versions of closed candles,
-    and rate-limits REST."""
-    topics = {exchange: f"{unique_name}_{exchange}" for exchange in EXCHANGES}
+    """Three feeds (one per exchange protocol) and a file replay into one topic, read by the
+    continuous job, while the simulator drops connections (1006), stalls, disconnects on
+    schedule, skips candles only REST has, duplicates, reorders, sends malformed frames and open
+    versions of closed candles, and rate-limits REST."""
+    topic = unique_name
+    file_rows = [r for r in read_csv_rows(SAMPLE) if r["symbol"] in SYMBOLS][:FILE_ROWS]
     with simulator(SYMBOLS, SPEED) as sim:
         since = sim.get("/sim/clock")["now_ms"] // 60_000 * 60_000 - 5 * 60_000
-        ensure_topic(local_stack.kafka.bootstrap_servers, topics["binance"], partitions=3)
-        job = job_for(
-            local_stack, topics["binance"], tmp_path / "ckpt", windows=WINDOWS, trigger="1 second"
-        )
+        ensure_topic(local_stack.kafka.bootstrap_servers, topic, partitions=3)
+        # The same symbols from a file: windows of the "file" exchange, never mixed in.
+        replay_file(local_stack, SAMPLE, topic, symbols=frozenset(SYMBOLS), limit=FILE_ROWS)
+        job = job_for(local_stack, topic, tmp_path / "ckpt", windows=WINDOWS, trigger="1 second")
         job_process = start_job(job)
         logs = {exchange: tmp_path / f"{exchange}.log" for exchange in EXCHANGES}
         feeds = {
-            exchange: start_feed(
+            exchange: start_feed_process(
                 local_stack,
                 sim,
                 exchange,
                 SYMBOLS,
-                topics[exchange],
+                topic,
                 logs[exchange],
                 "--trades",
                 "--stall-s",
@@ -137,7 +160,7 @@ def test_feeds_under_every_fault_deliver_every_closed_candle_and_the_sinks_equal
             (36, "disconnect", {}),
         ]
         started = time.monotonic()
-        watch = ConnectWatch([status_path(local_stack, e, topics[e]) for e in EXCHANGES])
+        watch = ConnectWatch([status_path(local_stack, e, topic) for e in EXCHANGES])
         injected = {}
         for at_s, kind, options in schedule:
             time.sleep(max(0.0, started + at_s - time.monotonic()))
@@ -149,41 +172,94 @@ def test_feeds_under_every_fault_deliver_every_closed_candle_and_the_sinks_equal
         for exchange in EXCHANGES:
             stop_feed(feeds[exchange], logs[exchange])
         truths = {exchange: truth_rows(sim, exchange) for exchange in EXCHANGES}
+    messages = read_topic(local_stack, topic)
+    dead = read_topic(local_stack, dead_letter_topic(topic))
+    trades = read_topic(local_stack, trades_topic(topic))
     cutoffs = {}
     for exchange in EXCHANGES:
-        candles = final_candles(read_topic(local_stack, topics[exchange]))
+        own = [(k, m) for k, m in messages if m.get("exchange") == exchange]
+        candles = final_candles(own)
         cutoffs[exchange] = assert_topic_holds_the_truth(candles, truths[exchange], since)
-        status = json.loads(
-            (local_stack.stack_dir / "live" / f"{exchange}-{topics[exchange]}.json").read_text()
-        )
+        status = json.loads(status_path(local_stack, exchange, topic).read_text())
         assert status["outcome"] == "stopped"
         assert status["reconnects"] >= 3 and status["stalls"] >= 1, status
         assert status["refills"] > 0 and status["rest_rate_limited"] > 0, status
         assert status["counts"]["stale_revisions"] >= 1, status  # not sent: the close is final
-        dead = read_topic(local_stack, dead_letter_topic(topics[exchange]))
-        assert len(dead) >= 2 and all(d["reason"] and d["raw"] for _, d in dead)
-        trades = read_topic(local_stack, trades_topic(topics[exchange]))
-        assert trades and len(trades) == status["counts"]["trades"]
-        assert all(t["price"] > 0 and t["qty"] > 0 and t["exchange"] == exchange for _, t in trades)
-    # Binance's topic through the continuous job: both sinks equal the reference computed from
-    # the simulator's candles.
+        own_dead = [d for _, d in dead if d["exchange"] == exchange]
+        assert len(own_dead) >= 2 and all(d["reason"] and d["raw"] for d in own_dead)
+        own_trades = [t for _, t in trades if t["exchange"] == exchange]
+        assert own_trades and len(own_trades) == status["counts"]["trades"]
+        assert all(t["price"] > 0 and t["qty"] > 0 for t in own_trades)
+    # Through the continuous job: both sinks equal the reference computed from the simulator's
+    # candles, per exchange, and from the file.
     wait_until_committed(job, job_process)
     stop(job_process)
-    cutoff = cutoffs["binance"]
-    rows = [r for (s, t), r in truths["binance"].items() if since <= t <= cutoff]
-    expected = settled(expected_aggregates(rows, WINDOWS), cutoff)
-    assert any(key[1] == "1h" for key in expected)
-    mongo, bad_ids = read_mongo(mongo_of(local_stack, topics["binance"]))
-    influx = read_influx(influx_of(local_stack, topics["binance"]))
+    cutoff = min(cutoffs.values())
+    rows = [r for truth in truths.values() for (_, t), r in truth.items() if since <= t <= cutoff]
+    expected = {
+        **settled(expected_aggregates(rows, WINDOWS), cutoff),
+        **expected_aggregates(file_rows, WINDOWS),
+    }
+    assert {key[0] for key in expected} == {*EXCHANGES, "file"}
+    assert any(key[2] == "1h" for key in expected)
+    mongo, bad_ids = read_mongo(mongo_of(local_stack, topic))
+    influx = read_influx(influx_of(local_stack, topic))
     assert bad_ids == []
     for sink in (mongo, influx):
-        assert mismatches(expected, settled(sink, cutoff))[:10] == []
+        live = settled({k: v for k, v in sink.items() if k[0] != "file"}, cutoff)
+        files = {k: v for k, v in sink.items() if k[0] == "file"}
+        assert mismatches(expected, {**live, **files})[:10] == []
+    gaps = no_gaps(local_stack, topic, tmp_path)
+    assert all(e.passed for e in gaps.values()), {k: e.description for k, e in gaps.items()}
+    series = (len(EXCHANGES) + 1) * len(SYMBOLS)  # the file's too
+    assert gaps["mongo_realtime"].metadata["series_checked"].value == series
     # Reconnects: from the fault to the feeds' next connect (the slowest of the three).
     recoveries = {
         kind: watch.reconnected_after(injected[kind]) for kind in ("drop", "stall", "disconnect")
     }
     print(f"live feed recoveries (s): {recoveries}")  # noqa: T201 (docs/reliability.md)
     assert all(seconds < 30 for seconds in recoveries.values()), recoveries
+
+
+def no_gaps(settings: Settings, topic: str, tmp_path: Path) -> dict[str, Any]:
+    """The `no_gaps` check's evaluation of each sink, run by Dagster on the topic's sinks."""
+    defs = build_definitions(resources_for(settings, topic, tmp_path / "dagster"))
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def("reconciliation_job").execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+    return {
+        e.asset_key.to_user_string(): e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "no_gaps"
+    }
+
+
+def test_a_gap_neither_websocket_nor_rest_can_fill_fails_no_gaps_with_its_range(
+    local_stack: Settings, unique_name: str, tmp_path: Path
+) -> None:
+    """The exchange loses three candles of BTCUSDT on every interface: the feed cannot refill
+    them, and `no_gaps` fails on both sinks naming the topic's missing span."""
+    with simulator(SYMBOLS, SPEED) as sim:
+        since = sim.get("/sim/clock")["now_ms"] // 60_000 * 60_000 - 5 * 60_000
+        log = tmp_path / "binance.log"
+        feed = start_feed_process(
+            local_stack, sim, "binance", SYMBOLS, unique_name, log, "--since", str(since)
+        )
+        wait_s(4)
+        sim.fault("binance", "lose", symbol="BTCUSDT", count=3)
+        wait_s(8)
+        stop_feed(feed, log)
+        lost = sim.truth("binance", "BTCUSDT")["lost"]
+    assert len(lost) == 3
+    job = job_for(local_stack, unique_name, tmp_path / "ckpt", windows=WINDOWS)
+    assert run_job(job).returncode == 0
+    gaps = no_gaps(local_stack, unique_name, tmp_path)
+    span = f"{ms_to_iso(lost[0])} .. {ms_to_iso(lost[-1] + 60_000)}"
+    for evaluation in gaps.values():
+        assert not evaluation.passed
+        assert evaluation.metadata["gaps_in_topic"].value == {"binance:BTCUSDT": [span]}
+        assert "1 missing in the topic of binance:BTCUSDT" in (evaluation.description or "")
 
 
 def status_path(settings: Settings, exchange: str, topic: str) -> Path:

@@ -231,7 +231,7 @@ def test_late_rows_of_a_live_run_fail_the_check_until_dagster_repairs_them(
         assert isinstance(evaluate_late_rows_sensor(resources, instance), dg.SkipReason)
 
         after = check_statuses(defs, instance)
-        for name in ("sinks_agree", "late_rows_repaired"):
+        for name in ("sinks_agree", "late_rows_repaired", "no_gaps"):
             assert after[f"mongo_realtime/{name}"] == after[f"influx_ohlcv/{name}"] == "passed"
         assert_sinks_match(
             local_stack, unique_name, expected_aggregates(day_1 + day_2[:-600], WINDOWS)
@@ -279,9 +279,9 @@ def test_a_field_that_becomes_null_is_null_in_both_sinks(
     mongo, _ = read_mongo(mongo_of(local_stack, unique_name))
     influx = read_influx(dataclasses.replace(local_stack.influx, measurement=unique_name))
     assert mismatches(mongo, influx) == []
-    touched = [("BTCUSDT", "5m", T0_MS + 5 * 60_000), ("BTCUSDT", "1h", T0_MS)]
+    touched = [("file", "BTCUSDT", "5m", T0_MS + 5 * 60_000), ("file", "BTCUSDT", "1h", T0_MS)]
     for key in touched:
         assert (mongo[key]["quote_volume"], mongo[key]["trades"]) == (None, None)
         assert mongo[key]["vwap"] == pytest.approx((12 + 9 + 11) / 3, rel=1e-12)
-    untouched = ("BTCUSDT", "5m", T0_MS)
+    untouched = ("file", "BTCUSDT", "5m", T0_MS)
     assert (influx[untouched]["quote_volume"], influx[untouched]["trades"]) == (275.0, 15)

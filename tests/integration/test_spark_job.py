@@ -223,7 +223,7 @@ def test_late_candles_are_counted_by_symbol_and_change_nothing(
     summary = summary_of(result)
     assert summary["late_rows"] == 60
     assert summary["late_rows_by_symbol"] == {
-        "BTCUSDT": {
+        "file:BTCUSDT": {
             "rows": 60,
             "first_event_ms": btc[0]["t"],
             "last_event_ms": btc[59]["t"],

@@ -115,7 +115,7 @@ def test_out_of_order_duplicate_and_late_events(spark: SparkSession, tmp_path: P
     late = [
         {s: (r.rows, r.first_event_ms, r.last_event_ms) for s, r in t.late.items()} for t in totals
     ]
-    assert late == [{}, {"BTCUSDT": (1, T0 + 3 * MIN, T0 + 3 * MIN)}]  # the late event
+    assert late == [{}, {"file:BTCUSDT": (1, T0 + 3 * MIN, T0 + 3 * MIN)}]  # the late event
     # The state keeps the candles of windows that can still change: the hour [0, 60).
     assert [(t.state_symbols, t.state_candles) for t in totals] == [(1, 4), (1, 6)]
     assert sorted(path.name for path in (checkpoint / "state").iterdir()) == ["0.arrow", "1.arrow"]
@@ -160,8 +160,8 @@ def test_dead_letters_come_from_the_same_read_as_the_candles(
     run_available_now(spark, source, checkpoint, outputs)
     assert sorted((r["kind"], r.get("symbol")) for r in outputs if r["kind"] != "summary") == [
         ("dead_letter", None),
-        ("window", "BTCUSDT"),
-        ("window", "BTCUSDT"),
+        ("window", "file:BTCUSDT"),  # the series: a file's candles
+        ("window", "file:BTCUSDT"),
     ]
     (letter,) = [r for r in outputs if r["kind"] == "dead_letter"]
     assert letter["dead_letter_key"] == "t-0-0"

@@ -54,6 +54,7 @@ def test_every_check_covers_both_sinks_and_agreement_blocks() -> None:
             "matches_source",
             "nothing_left_behind",
             "late_rows_repaired",
+            "no_gaps",
             "fresh",
         )
     }

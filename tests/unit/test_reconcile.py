@@ -52,7 +52,7 @@ def candle(t: int, *, qv: float | None = 10.0, trades: int | None = 3, v: float 
 
 def test_missing_quote_volume_falls_back_to_typical_price_and_missing_trades_give_null() -> None:
     result = reference_aggregates([candle(0), candle(60_000, qv=None, trades=None)], ["5m"])
-    aggregate = result[("BTC", "5m", 0)]
+    aggregate = result[("file", "BTC", "5m", 0)]
     assert aggregate["quote_volume"] is None
     assert aggregate["trades"] is None
     # typical price (6 + 3 + 4.5) / 3 = 4.5, turnover 4.5 * 2 per candle, over volume 4
@@ -61,7 +61,7 @@ def test_missing_quote_volume_falls_back_to_typical_price_and_missing_trades_giv
 
 def test_zero_volume_has_no_vwap_and_a_duplicate_event_counts_once() -> None:
     twice = [candle(0, v=0.0, qv=0.0), candle(0, v=0.0, qv=0.0)]
-    aggregate = reference_aggregates(twice, ["5m"])[("BTC", "5m", 0)]
+    aggregate = reference_aggregates(twice, ["5m"])[("file", "BTC", "5m", 0)]
     assert aggregate["vwap"] is None
     assert aggregate["rows"] == 1
     assert aggregate["trades"] == 3
@@ -71,22 +71,26 @@ def test_comparison_reports_each_kind_of_difference() -> None:
     base = reference_aggregates([candle(0), candle(HOUR)], ["1h"])
     assert compare(base, base).passed
     changed = {key: dict(value) for key, value in base.items()}
-    changed[("BTC", "1h", 0)]["close"] = 4.5 * (1 + 1e-8)
-    del changed[("BTC", "1h", HOUR)]
-    changed[("ETH", "1h", 0)] = dict(base[("BTC", "1h", 0)])
+    changed[("file", "BTC", "1h", 0)]["close"] = 4.5 * (1 + 1e-8)
+    del changed[("file", "BTC", "1h", HOUR)]
+    changed[("file", "ETH", "1h", 0)] = dict(base[("file", "BTC", "1h", 0)])
 
     result = compare(base, changed)
 
     assert not result.passed
-    assert result.only_left == [("BTC", "1h", HOUR)]
-    assert result.only_right == [("ETH", "1h", 0)]
-    assert result.different == ["BTC|1h|0 close: 4.5 vs 4.500000045"]
+    assert result.only_left == [("file", "BTC", "1h", HOUR)]
+    assert result.only_right == [("file", "ETH", "1h", 0)]
+    assert result.different == ["file|BTC|1h|0 close: 4.5 vs 4.500000045"]
     metadata = result.metadata("source", "mongodb")
     assert metadata["only_in_source"] == 1
-    assert metadata["sample_only_in_mongodb"] == ["ETH|1h|0"]
+    assert metadata["sample_only_in_mongodb"] == ["file|ETH|1h|0"]
     assert "1 values differ" in result.summary("source", "mongodb")
     # Keys only the sink has are other replays' windows when comparing with one replay.
-    assert compare(base, {**base, ("ETH", "1h", 0): base[("BTC", "1h", 0)]}, left_only_keys=True)
+    assert compare(
+        base,
+        {**base, ("file", "ETH", "1h", 0): base[("file", "BTC", "1h", 0)]},
+        left_only_keys=True,
+    )
 
 
 def test_values_within_the_tolerance_are_equal_and_null_differs_from_zero() -> None:
@@ -94,16 +98,16 @@ def test_values_within_the_tolerance_are_equal_and_null_differs_from_zero() -> N
     close_enough = {k: {**v, "volume": v["volume"] * (1 + 1e-12)} for k, v in base.items()}
     assert compare(base, close_enough).passed
     null_trades = {k: {**v, "trades": None} for k, v in base.items()}
-    assert compare(base, null_trades).different == ["BTC|1h|0 trades: 3 vs None"]
+    assert compare(base, null_trades).different == ["file|BTC|1h|0 trades: 3 vs None"]
 
 
 def test_scope_keeps_only_windows_the_replay_covers_whole() -> None:
     candles = [candle(t * 15 * 60_000) for t in range(12)]  # 00:00 .. 02:45
     bounded = ReplayScope(path="x", start_ms=HOUR // 2, end_ms=2 * HOUR + HOUR // 2)
     kept = reference_aggregates(candles, ["1h"], bounded)
-    assert sorted(k[2] for k in kept) == [HOUR]
+    assert sorted(k[3] for k in kept) == [HOUR]
     shifted = ReplayScope(path="x", event_shift_ms=HOUR)
-    assert sorted(k[2] for k in reference_aggregates(candles, ["1h"], shifted)) == [
+    assert sorted(k[3] for k in reference_aggregates(candles, ["1h"], shifted)) == [
         HOUR,
         2 * HOUR,
         3 * HOUR,
@@ -145,16 +149,21 @@ def test_settled_windows_are_those_ending_at_or_before_their_symbols_watermark()
     """What sinks_agree compares while the stream runs: BTC's newest event 10:30, watermark 30
     minutes, so its windows ending by 10:00 are settled; ETH's own newest event decides for ETH."""
     mongo = {
-        ("BTC", "1h", 8 * HOUR): {"last_event_ms": 8 * HOUR + 59 * 60_000},
-        ("BTC", "1h", 9 * HOUR): {"last_event_ms": 9 * HOUR + 59 * 60_000},
-        ("BTC", "1h", 10 * HOUR): {"last_event_ms": 10 * HOUR + 30 * 60_000},
-        ("ETH", "1h", 8 * HOUR): {"last_event_ms": 8 * HOUR + 40 * 60_000},
+        ("file", "BTC", "1h", 8 * HOUR): {"last_event_ms": 8 * HOUR + 59 * 60_000},
+        ("file", "BTC", "1h", 9 * HOUR): {"last_event_ms": 9 * HOUR + 59 * 60_000},
+        ("file", "BTC", "1h", 10 * HOUR): {"last_event_ms": 10 * HOUR + 30 * 60_000},
+        ("file", "ETH", "1h", 8 * HOUR): {"last_event_ms": 8 * HOUR + 40 * 60_000},
     }
-    influx = {("ETH", "5m", 8 * HOUR + 40 * 60_000): {"last_event_ms": 8 * HOUR + 44 * 60_000}}
+    influx = {
+        ("file", "ETH", "5m", 8 * HOUR + 40 * 60_000): {"last_event_ms": 8 * HOUR + 44 * 60_000}
+    }
     newest = newest_events(mongo, influx)
-    assert newest == {"BTC": 10 * HOUR + 30 * 60_000, "ETH": 8 * HOUR + 44 * 60_000}
+    assert newest == {
+        ("file", "BTC"): 10 * HOUR + 30 * 60_000,
+        ("file", "ETH"): 8 * HOUR + 44 * 60_000,
+    }
     assert sorted(settled(mongo, newest, 30 * 60_000)) == [
-        ("BTC", "1h", 8 * HOUR),
-        ("BTC", "1h", 9 * HOUR),
+        ("file", "BTC", "1h", 8 * HOUR),
+        ("file", "BTC", "1h", 9 * HOUR),
     ]
     assert settled(influx, newest, 0) == {}  # ends 08:45, after ETH's newest event

@@ -128,7 +128,7 @@ def test_a_refused_window_makes_the_entries_inside_it_unrepairable() -> None:
     assert "1 windows (first 1h at 1970-01-01T00:00:00+00:00)" in str(
         refused_reason(inside, refused)
     )
-    assert refused_reason(dataclasses.replace(inside, symbol="ETHUSDT"), refused) is None
+    assert refused_reason(dataclasses.replace(inside, series="ETHUSDT"), refused) is None
     later = LateEntry("BTCUSDT", 1, 2 * HOUR, 2 * HOUR)
     assert refused_reason(later, refused) is None
 

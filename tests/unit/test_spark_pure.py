@@ -41,6 +41,7 @@ def test_bad_interval(text: str) -> None:
 
 def test_line_protocol_point() -> None:
     row = {
+        "exchange": "binance",
         "symbol": "BTC USDT",
         "window": "5m",
         "window_start_ms": int(datetime(2025, 1, 1, 0, 5, tzinfo=UTC).timestamp() * 1000),
@@ -57,7 +58,8 @@ def test_line_protocol_point() -> None:
         "last_event_ms": 1735690140000,
     }
     assert influx_point.encode(row, "ohlcv") == (
-        "ohlcv,symbol=BTC\\ USDT,window=5m open=1.5,high=2.0,low=1.0,close=1.75,volume=10.0,"
+        "ohlcv,exchange=binance,symbol=BTC\\ USDT,window=5m "
+        "open=1.5,high=2.0,low=1.0,close=1.75,volume=10.0,"
         "vwap=1.6,trades=42i,rows=5i,first_event_ms=1735689900000i,last_event_ms=1735690140000i,"
         'null_fields="quote_volume" 1735689900000'
     )
@@ -68,7 +70,7 @@ def test_batch_columns_become_documents_with_nulls_and_dates() -> None:
     plain BSON values: ints, floats, None for NaN, dates for the window bounds."""
     windows = pd.DataFrame(
         {
-            "symbol": ["BTCUSDT"],
+            "symbol": ["okx:BTCUSDT"],  # the job's series key
             "window": ["5m"],
             "window_start_ms": [1735689900000.0],
             "window_end_ms": [1735690200000.0],
@@ -88,7 +90,8 @@ def test_batch_columns_become_documents_with_nulls_and_dates() -> None:
     )
     (document,) = window_document.encode(aggregate_columns(windows))
     assert document == {
-        "_id": "BTCUSDT|5m|1735689900000",
+        "_id": "okx|BTCUSDT|5m|1735689900000",
+        "exchange": "okx",
         "symbol": "BTCUSDT",
         "window": "5m",
         "window_start": datetime(2025, 1, 1, 0, 5, tzinfo=UTC),

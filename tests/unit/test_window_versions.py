@@ -73,16 +73,17 @@ def test_a_backfill_snapshot_older_than_the_streams_window_is_refused() -> None:
     then gets the other 19 and writes the whole hour; the backfill's write comes last. It is
     refused (stale), so the stored hour keeps 60 rows and volume 60, not 41."""
     early, late = minutes(0, 40, 0), minutes(41, 59, 41)
-    backfill = advance(SymbolState.empty(), early, [HOUR], 0).aggregates.assign(symbol="BTCUSDT")
+    series = "file:BTCUSDT"
+    backfill = advance(SymbolState.empty(), early, [HOUR], 0).aggregates.assign(symbol=series)
     stream = advance(SymbolState.empty(), pd.concat([early, late]), [HOUR], 30 * MIN)
-    written = stream.aggregates.assign(symbol="BTCUSDT")
-    stored_now = {"BTCUSDT|1h|0": written.iloc[0].to_dict()}
+    written = stream.aggregates.assign(symbol=series)
+    stored_now = {"file|BTCUSDT|1h|0": written.iloc[0].to_dict()}
     assert (written.iloc[0]["rows"], written.iloc[0]["volume"]) == (60, 60.0)
 
     admission = admit(backfill, stored_now)
     assert admission.admitted.empty and admission.stale == 1 and admission.conflicts.empty
     # In the other order the backfill's hour lands and the stream's complete one replaces it.
-    assert len(admit(written, {"BTCUSDT|1h|0": backfill.iloc[0].to_dict()}).admitted) == 1
+    assert len(admit(written, {"file|BTCUSDT|1h|0": backfill.iloc[0].to_dict()}).admitted) == 1
 
 
 def test_only_windows_up_to_the_frontier_can_be_stored_already() -> None:

@@ -20,6 +20,7 @@ CHECKS = (
     "matches_source",
     "nothing_left_behind",
     "late_rows_repaired",
+    "no_gaps",
     "fresh",
 )
 

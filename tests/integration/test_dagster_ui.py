@@ -49,6 +49,7 @@ def test_replay_launched_through_graphql_runs_the_job_and_all_checks_pass(
             "matches_source",
             "nothing_left_behind",
             "late_rows_repaired",
+            "no_gaps",
             "fresh",
         )
     }
@@ -61,11 +62,11 @@ def test_asset_graph_renders_in_headless_chromium(dagster_ui: DagsterApi, tmp_pa
         dagster_ui.url + ASSET_GRAPH_PATH, tmp_path / "profile", free_port()
     ) as page:
         assets = ["kafka_klines", "mongo_realtime", "influx_ohlcv"]
-        shown = page.wait_for_texts([*assets, "5 / 5 Passed"], 120)
+        shown = page.wait_for_texts([*assets, "6 / 6 Passed"], 120)
         time.sleep(3)  # the newsletter dialog, when enabled, opens right after the first render
         later = page.text()
         page.screenshot(screenshot)
-    assert shown.count("5 / 5 Passed") == 2
+    assert shown.count("6 / 6 Passed") == 2
     # The instance's `nux: enabled: false`: a new browser profile gets no newsletter dialog.
     assert "Join the Dagster community" not in later
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -16,6 +16,18 @@ from local_stack.service_base import Service
 HEALTH_TOPIC = "__stack_health"
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: 16 bytes, URL-safe base64 without padding.
+
+    Like Kafka's own `Uuid.randomUuid`, never one starting with '-': the storage tool's
+    command line would read it as an option (a 1-in-64 failure of `stack up`).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class Kafka(Service):
     """One Kafka node (broker + controller): `kafka` alone, or `kafka-<i>` of a cluster of
     STACK_KAFKA_BROKERS nodes on consecutive port pairs (broker 9092, 9094, ...; controller 9093,
@@ -59,9 +71,9 @@ class Kafka(Service):
     def _cluster_id(self) -> str:
         """One id for every node of the stack's Kafka (made once, kept in conf/)."""
         path = self.conf_dir / "kafka-cluster-id"
-        if not path.exists():
+        if not path.exists() or path.read_text().startswith("-"):
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+            path.write_text(new_cluster_id())
         return path.read_text().strip()
 
     def prepare(self) -> list[str]:
@@ -83,7 +95,7 @@ class Kafka(Service):
         classpath = f"{jars}/*"
         if not (self.data_dir / "meta.properties").exists():
             standalone = ["--standalone"] if self.settings.kafka_brokers == 1 else []
-            subprocess.run(
+            formatted = subprocess.run(
                 [
                     java,
                     "-cp",
@@ -97,10 +109,13 @@ class Kafka(Service):
                     "--config",
                     str(server_properties),
                 ],
-                check=True,
                 capture_output=True,
                 text=True,
             )
+            if formatted.returncode != 0:
+                output = (formatted.stderr or formatted.stdout).strip().splitlines()
+                reason = output[-1] if output else f"exit {formatted.returncode}"
+                raise StackError(f"{self.name}: formatting its storage failed: {reason}")
         return [
             java,
             "-Xms256m",

@@ -51,6 +51,7 @@ from spark_jobs.batches import (
 )
 from spark_jobs.interface.config import JobConfig
 from spark_jobs.open_windows import CANDLE_COLUMNS, WindowLength, advance_all
+from spark_jobs.session import kafka_source
 from spark_jobs.sinks import late_ledger_collection
 from spark_jobs.transform import keyed_records, parse_messages
 from spark_jobs.window_versions import writing_turn
@@ -129,12 +130,9 @@ def read_candles(
     ending = {config.kafka.topic: {str(p): offset for p, offset in ends.items()}}
     records = keyed_records(
         parse_messages(
-            spark.read.format("kafka")
-            .option("kafka.bootstrap.servers", config.kafka.bootstrap_servers)
-            .option("subscribe", config.kafka.topic)
+            kafka_source(spark.read, config)
             .option("startingOffsets", "earliest")
             .option("endingOffsets", json.dumps(ending))
-            .option("failOnDataLoss", "true")
             .load(),
             config.future_tolerance_ms,
         )

@@ -36,7 +36,7 @@ from spark_jobs.batches import BatchWriter
 from spark_jobs.interface.config import JobConfig
 from spark_jobs.interface.summary import INFLUX_ASSET, MONGO_ASSET, summary_line
 from spark_jobs.query_progress import ProgressTracker, open_reporter
-from spark_jobs.session import build_spark_session
+from spark_jobs.session import build_spark_session, kafka_source
 from spark_jobs.sinks import LegacyWindowKeys, ensure_mongo_index, refuse_legacy_keys
 from spark_jobs.state_store import rename_series
 from spark_jobs.transform import keyed_records, parse_messages
@@ -46,12 +46,8 @@ log = logging.getLogger("spark_jobs")
 
 def read_source(spark: SparkSession, config: JobConfig) -> DataFrame:
     reader = (
-        spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", config.kafka.bootstrap_servers)
-        .option("subscribe", config.kafka.topic)
+        kafka_source(spark.readStream, config)
         .option("startingOffsets", config.starting_offsets)
-        # Never skip data that is gone from Kafka: fail loudly instead.
-        .option("failOnDataLoss", "true")
         # Large partitions split into tasks for every core (a topic's partitions are uneven).
         .option("minPartitions", str(spark.sparkContext.defaultParallelism * 2))
     )

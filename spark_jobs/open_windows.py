@@ -1,6 +1,10 @@
-"""The state of one symbol: the candles of its windows that can still change, and its watermark.
-Pure pandas, no Spark: `advance` takes the state and one micro-batch of the symbol's candles and
-returns the new state, the aggregates of every window the batch touched, and the late candles.
+"""The state of each series (an exchange's symbol): the candles of its windows that can still
+change, and its watermark. No Spark: `advance_all` takes the states and one micro-batch's candles
+of every series in it, and returns the new states, the aggregates of every window the batch
+touched, and the late candles. It steps all the batch's series at once (one sort by series and
+event time, numpy reductions per series and window), so a batch's cost grows with its candles,
+not with a fixed cost per series; a state's candles are an Arrow table, so a batch's new states
+are slices of one table.
 
 Semantics (the same for every window length, computed from one state):
 - windows are aligned to the epoch: [t - t % size, + size);
@@ -10,7 +14,7 @@ Semantics (the same for every window length, computed from one state):
 - quote volume and trades are null when any candle of the window lacks them; VWAP is quote volume
   / volume, with the volume-weighted typical price (high + low + close) / 3 standing in for a
   missing quote volume, and null when the volume is zero;
-- the watermark is per symbol: the newest event time seen minus the allowed delay, moved at the
+- the watermark is per series: the newest event time seen minus the allowed delay, moved at the
   end of each batch. A window that ends at or before the watermark is closed: it is never
   emitted again, and the state drops its candles (unless a longer window still open holds them);
 - a candle that falls in a closed window is late: it is returned, so that it can be counted and
@@ -24,15 +28,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from crypto_pipeline.formats.candle_message import CANDLE_VALUES
 from crypto_pipeline.formats.window_values import AGGREGATE_FIELDS, INPUT_OFFSETS
 
-CANDLE_COLUMNS = ("event_time_ms", "partition", "offset", *CANDLE_VALUES)
+INTEGER_COLUMNS = ("event_time_ms", "partition", "offset")
+CANDLE_COLUMNS = (*INTEGER_COLUMNS, *CANDLE_VALUES)
+CANDLE_SCHEMA = pa.schema(
+    [(name, pa.int64() if name in INTEGER_COLUMNS else pa.float64()) for name in CANDLE_COLUMNS]
+)
 AGGREGATE_COLUMNS = (
     "window",
     "window_start_ms",
@@ -52,11 +60,11 @@ class WindowLength:
 class SymbolState:
     watermark_ms: int | None
     max_event_ms: int | None
-    candles: pd.DataFrame  # CANDLE_COLUMNS, one row per event time, sorted by event time
+    candles: pa.Table  # CANDLE_SCHEMA, one row per event time, sorted by event time
 
     @classmethod
     def empty(cls) -> SymbolState:
-        return cls(None, None, pd.DataFrame({name: [] for name in CANDLE_COLUMNS}))
+        return cls(None, None, CANDLE_SCHEMA.empty_table())
 
 
 @dataclass(frozen=True)
@@ -66,9 +74,8 @@ class Step:
     late: pd.DataFrame  # the late candles (CANDLE_COLUMNS)
 
 
-def _last_copy_per_event_time(candles: pd.DataFrame) -> pd.DataFrame:
-    ordered = candles.sort_values(["event_time_ms", "partition", "offset"], kind="stable")
-    return ordered.drop_duplicates("event_time_ms", keep="last")
+NO_MARK = np.iinfo(np.int64).min  # a series without a watermark: nothing is late for it
+Columns = dict[str, np.ndarray]  # "code" (the series' index in the batch) + CANDLE_COLUMNS
 
 
 def advance(
@@ -77,35 +84,57 @@ def advance(
     windows: Sequence[WindowLength],
     delay_ms: int,
 ) -> Step:
-    arrivals = _last_copy_per_event_time(arrivals[list(CANDLE_COLUMNS)])
-    ends = _window_ends(arrivals["event_time_ms"].to_numpy(dtype=np.int64), windows)
-    if state.watermark_ms is None:
-        late_mask = np.zeros(len(arrivals), dtype=bool)
-        open_mask = ~late_mask
-    else:
-        late_mask = ends.min(axis=0) <= state.watermark_ms
-        open_mask = ends.max(axis=0) > state.watermark_ms
-    late, fresh = arrivals[late_mask], arrivals[open_mask]
-    if fresh.empty:
-        empty = pd.DataFrame({name: [] for name in AGGREGATE_COLUMNS})
-        return Step(state, empty, late)
+    """`advance_all` for one series."""
+    step = advance_all({"": state}, arrivals.assign(symbol=""), windows, delay_ms)
+    late = step.late.get("", arrivals.iloc[:0][list(CANDLE_COLUMNS)])
+    return Step(step.states[""], step.aggregates.drop(columns="symbol"), late)
 
-    # The batch's copy of an event time replaces the one in the state.
-    merged = pd.concat([state.candles, fresh], ignore_index=True)
-    merged = merged.drop_duplicates("event_time_ms", keep="last").sort_values("event_time_ms")
-    merged = merged.reset_index(drop=True)
-    aggregates = pd.concat(
-        [_touched_windows(merged, fresh, window) for window in windows], ignore_index=True
+
+def _columns(frame: pd.DataFrame, codes: np.ndarray) -> Columns:
+    columns = {
+        name: frame[name].to_numpy(dtype=np.int64 if name in INTEGER_COLUMNS else np.float64)
+        for name in CANDLE_COLUMNS
+    }
+    columns["code"] = codes.astype(np.int64)
+    return columns
+
+
+def _held_candles(tables: Sequence[pa.Table], codes: np.ndarray) -> Columns:
+    """The states' candles of the series `codes`, one table each, as one set of columns."""
+    held = pa.concat_tables([CANDLE_SCHEMA.empty_table(), *tables]).combine_chunks()
+    columns = {name: held.column(name).to_numpy() for name in CANDLE_COLUMNS}
+    lengths = [table.num_rows for table in tables]
+    columns["code"] = np.repeat(codes.astype(np.int64), lengths)
+    return columns
+
+
+def _take(columns: Columns, index: np.ndarray) -> Columns:
+    return {name: values[index] for name, values in columns.items()}
+
+
+def _concat(parts: Sequence[Columns]) -> Columns:
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+def _last_of_runs(*keys: np.ndarray) -> np.ndarray:
+    """For rows sorted by `keys`, True at the last row of each run of equal keys."""
+    if not len(keys[0]):
+        return np.zeros(0, dtype=bool)
+    changes = np.zeros(len(keys[0]) - 1, dtype=bool)
+    for key in keys:
+        changes |= key[1:] != key[:-1]
+    return np.r_[changes, True]
+
+
+def _first_of_runs(*keys: np.ndarray) -> np.ndarray:
+    """For rows sorted by `keys`, the index of the first row of each run of equal keys."""
+    return (
+        np.flatnonzero(np.r_[True, _last_of_runs(*keys)[:-1]]) if len(keys[0]) else np.zeros(0, int)
     )
-    if state.watermark_ms is not None:  # a closed window is never emitted again
-        aggregates = aggregates[aggregates["window_end_ms"] > state.watermark_ms]
 
-    newest = int(fresh["event_time_ms"].max())
-    max_event_ms = newest if state.max_event_ms is None else max(state.max_event_ms, newest)
-    watermark_ms = max_event_ms - delay_ms
-    merged_ends = _window_ends(merged["event_time_ms"].to_numpy(dtype=np.int64), windows)
-    kept = merged[merged_ends.max(axis=0) > watermark_ms].reset_index(drop=True)
-    return Step(SymbolState(watermark_ms, max_event_ms, kept), aggregates, late)
+
+def _frame(columns: Columns, start: int = 0, stop: int | None = None) -> pd.DataFrame:
+    return pd.DataFrame({name: columns[name][start:stop] for name in CANDLE_COLUMNS})
 
 
 def _window_ends(times: np.ndarray, windows: Sequence[WindowLength]) -> np.ndarray:
@@ -113,52 +142,150 @@ def _window_ends(times: np.ndarray, windows: Sequence[WindowLength]) -> np.ndarr
     return np.array([times - times % window.size_ms + window.size_ms for window in windows])
 
 
-def _touched_windows(
-    candles: pd.DataFrame, fresh: pd.DataFrame, window: WindowLength
-) -> pd.DataFrame:
-    """The aggregates of the windows of this length that `fresh` has candles in. `candles` is
-    sorted by event time, so each window's candles are one run: reduced with numpy."""
-    size = window.size_ms
-    times = candles["event_time_ms"].to_numpy(dtype=np.int64)
-    starts = times - times % size
-    fresh_times = fresh["event_time_ms"].to_numpy(dtype=np.int64)
-    touched = np.isin(starts, np.unique(fresh_times - fresh_times % size))
-    times, starts = times[touched], starts[touched]
-    first = np.flatnonzero(np.r_[True, starts[1:] != starts[:-1]])
-    last = np.r_[first[1:], len(times)] - 1
+@dataclass(frozen=True)
+class BatchStep:
+    """One micro-batch over every series in it."""
 
-    def column(name: str) -> np.ndarray:
-        return candles[name].to_numpy(dtype=np.float64)[touched]
+    states: dict[str, SymbolState]  # the new state of each series the batch had candles of
+    aggregates: pd.DataFrame  # "symbol" (the series) + AGGREGATE_COLUMNS
+    late: dict[str, pd.DataFrame]  # per series, its late candles (CANDLE_COLUMNS)
+    touched: tuple[str, ...]  # the series the batch had candles of
+
+
+def advance_all(
+    states: Mapping[str, SymbolState],
+    candles: pd.DataFrame,
+    windows: Sequence[WindowLength],
+    delay_ms: int,
+) -> BatchStep:
+    """One batch of candles ("symbol" + CANDLE_COLUMNS) over every series in it at once: one
+    sort by (series, event time), then numpy reductions per (series, window). Only the batch's
+    series' states are read (the others may be many, and idle)."""
+    codes, names = pd.factorize(candles["symbol"].astype(str), sort=True)
+    touched = tuple(str(name) for name in names)
+    previous = [states[name] if name in states else SymbolState.empty() for name in touched]
+    watermarks = np.array(
+        [NO_MARK if state.watermark_ms is None else state.watermark_ms for state in previous],
+        dtype=np.int64,
+    )
+
+    # The copy of an event time delivered last wins: highest (partition, offset).
+    arrivals = _columns(candles, codes)
+    order = np.lexsort(
+        (arrivals["offset"], arrivals["partition"], arrivals["event_time_ms"], arrivals["code"])
+    )
+    arrivals = _take(arrivals, order)
+    arrivals = _take(arrivals, _last_of_runs(arrivals["code"], arrivals["event_time_ms"]))
+    ends = _window_ends(arrivals["event_time_ms"], windows)
+    marks = watermarks[arrivals["code"]]
+    late = _take(arrivals, ends.min(axis=0) <= marks)
+    fresh = _take(arrivals, ends.max(axis=0) > marks)
+
+    # The batch's copy of an event time replaces the one in the state.
+    stepped = np.unique(fresh["code"])
+    held = _held_candles([previous[code].candles for code in stepped.tolist()], stepped)
+    merged = _concat([held, fresh])
+    from_batch = np.r_[np.zeros(len(held["code"]), bool), np.ones(len(fresh["code"]), bool)]
+    order = np.lexsort((from_batch, merged["event_time_ms"], merged["code"]))
+    merged, from_batch = _take(merged, order), from_batch[order]
+    last = _last_of_runs(merged["code"], merged["event_time_ms"])
+    merged, from_batch = _take(merged, last), from_batch[last]
+
+    aggregates = _touched_windows(merged, from_batch, windows, watermarks)
+    aggregates.insert(0, "symbol", np.array(touched, dtype=object)[aggregates.pop("code")])
+
+    newest = np.full(len(touched), NO_MARK, dtype=np.int64)
+    np.maximum.at(newest, fresh["code"], fresh["event_time_ms"])
+    seen = np.array(
+        [NO_MARK if state.max_event_ms is None else state.max_event_ms for state in previous],
+        dtype=np.int64,
+    )
+    newest = np.maximum(newest, seen)
+    new_marks = np.where(newest == NO_MARK, NO_MARK, newest - delay_ms)
+    kept = _take(
+        merged,
+        _window_ends(merged["event_time_ms"], windows).max(axis=0) > new_marks[merged["code"]],
+    )
+    kept_table = pa.table({name: kept[name] for name in CANDLE_COLUMNS}, schema=CANDLE_SCHEMA)
+    bounds = np.searchsorted(kept["code"], np.arange(len(touched) + 1)).tolist()
+    updated = {name: previous[code] for code, name in enumerate(touched)}
+    for code in stepped.tolist():
+        updated[touched[code]] = SymbolState(
+            int(new_marks[code]),
+            int(newest[code]),
+            kept_table.slice(bounds[code], bounds[code + 1] - bounds[code]),
+        )
+    late_bounds = np.searchsorted(late["code"], np.arange(len(touched) + 1))
+    late_frames = {
+        touched[code]: _frame(late, int(late_bounds[code]), int(late_bounds[code + 1]))
+        for code in np.unique(late["code"]).tolist()
+    }
+    return BatchStep(updated, aggregates, late_frames, touched)
+
+
+def _touched_windows(
+    candles: Columns,
+    from_batch: np.ndarray,
+    windows: Sequence[WindowLength],
+    watermarks: np.ndarray,
+) -> pd.DataFrame:
+    """The aggregates of every window that has a candle of the batch and is still open, of
+    every length: "code" + AGGREGATE_COLUMNS, by series, length (in `windows` order), start.
+    `candles` is sorted by series and event time, so each window's candles are one run."""
+    frames = [
+        _windows_of_length(candles, from_batch, window, watermarks).assign(length=index)
+        for index, window in enumerate(windows)
+    ]
+    frame = pd.concat(frames, ignore_index=True)
+    order = np.lexsort((frame["window_start_ms"], frame["length"], frame["code"]))
+    return frame.take(order).drop(columns="length").reset_index(drop=True)
+
+
+def _windows_of_length(
+    candles: Columns, from_batch: np.ndarray, window: WindowLength, watermarks: np.ndarray
+) -> pd.DataFrame:
+    size = window.size_ms
+    times, codes = candles["event_time_ms"], candles["code"]
+    starts = times - times % size
+    first = _first_of_runs(codes, starts)
+    last = np.r_[first[1:], len(times)][: len(first)] - 1
+
+    def reduce(ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
+        return ufunc.reduceat(values, first) if len(first) else values[:0]
 
     def total(values: np.ndarray) -> np.ndarray:
-        return np.add.reduceat(values, first) if len(values) else values
+        return reduce(np.add, values)
+
+    chosen = (reduce(np.maximum, from_batch) > 0) & (
+        starts[first] + size > watermarks[codes[first]]  # a closed window is never emitted
+    )
 
     def total_or_null(values: np.ndarray) -> np.ndarray:
         """The sum per window, NaN where any candle lacks the value."""
         missing = total(np.isnan(values).astype(np.int64)) > 0
         return np.where(missing, np.nan, total(np.nan_to_num(values)))
 
-    high, low, close, volume = column("high"), column("low"), column("close"), column("volume")
+    high, low, close, volume = candles["high"], candles["low"], candles["close"], candles["volume"]
     volumes = total(volume)
-    quote_volume = total_or_null(column("quote_volume"))
+    quote_volume = total_or_null(candles["quote_volume"])
     # Quote volume, or the volume-weighted typical price standing in for it.
     turnover = total((high + low + close) / 3 * volume)
     turnover = np.where(np.isnan(quote_volume), turnover, quote_volume)
     with np.errstate(divide="ignore", invalid="ignore"):
         vwap = np.where(volumes > 0, turnover / volumes, np.nan)
-    trades = total_or_null(column("trades"))
+    trades = total_or_null(candles["trades"])
     trades_missing = np.isnan(trades)
     window_starts = starts[first]
-    partitions = candles["partition"].to_numpy(dtype=np.int64)[touched]
-    offsets = candles["offset"].to_numpy(dtype=np.int64)[touched]
-    return pd.DataFrame(
+    offsets = _highest_offsets(candles["partition"], candles["offset"], first)
+    frame = pd.DataFrame(
         {
+            "code": codes[first],
             "window": window.label,
             "window_start_ms": window_starts,
             "window_end_ms": window_starts + size,
-            "open": column("open")[first],
-            "high": np.maximum.reduceat(high, first) if len(high) else high,
-            "low": np.minimum.reduceat(low, first) if len(low) else low,
+            "open": candles["open"][first],
+            "high": reduce(np.maximum, high),
+            "low": reduce(np.minimum, low),
             "close": close[last],
             "volume": volumes,
             "quote_volume": quote_volume,
@@ -169,60 +296,33 @@ def _touched_windows(
             "rows": (last - first + 1).astype(np.int64),
             "first_event_ms": times[first],
             "last_event_ms": times[last],
-            INPUT_OFFSETS: _highest_offsets(partitions, offsets, first),
+            INPUT_OFFSETS: offsets,
         }
     )
+    return frame[chosen]
 
 
-def _highest_offsets(partitions: np.ndarray, offsets: np.ndarray, first: np.ndarray) -> list[Any]:
-    """Per window (runs starting at `first`), {partition: highest offset}. A symbol's candles are
-    normally all in one partition (key = symbol): then one reduction does it."""
-    if not len(offsets):
-        return []
-    if partitions.min() == partitions.max():
-        partition = str(int(partitions[0]))
-        return [{partition: int(o)} for o in np.maximum.reduceat(offsets, first)]
-    window = np.repeat(np.arange(len(first)), np.diff(np.r_[first, len(offsets)]))
-    frame = pd.DataFrame({"window": window, "partition": partitions, "offset": offsets})
-    highest = frame.groupby(["window", "partition"], sort=True)["offset"].max()
-    versions: list[dict[str, int]] = [{} for _ in first]
-    for (index, partition), offset in highest.items():
-        versions[int(index)][str(partition)] = int(offset)
+def _highest_offsets(partitions: np.ndarray, offsets: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Per window (runs starting at `first`), {partition: highest offset}. A series' candles are
+    normally all in one partition (key = series): then one reduction does it."""
+    versions = np.empty(len(first), dtype=object)
+    if not len(first):
+        return versions
+    single = np.minimum.reduceat(partitions, first) == np.maximum.reduceat(partitions, first)
+    highest = np.maximum.reduceat(offsets, first)
+    versions[:] = [
+        {str(partition): int(offset)}
+        for partition, offset in zip(partitions[first].tolist(), highest.tolist(), strict=True)
+    ]
+    if not single.all():
+        window = np.repeat(np.arange(len(first)), np.diff(np.r_[first, len(offsets)]))
+        mixed = ~single[window]
+        frame = pd.DataFrame(
+            {"window": window[mixed], "partition": partitions[mixed], "offset": offsets[mixed]}
+        )
+        per_partition = frame.groupby(["window", "partition"], sort=True)["offset"].max()
+        for index in np.flatnonzero(~single).tolist():
+            versions[index] = {}
+        for (index, partition), offset in per_partition.items():
+            versions[int(index)][str(partition)] = int(offset)
     return versions
-
-
-@dataclass(frozen=True)
-class BatchStep:
-    """One micro-batch over every symbol in it."""
-
-    states: dict[str, SymbolState]  # the new state of each symbol the batch had candles of
-    aggregates: pd.DataFrame  # "symbol" + AGGREGATE_COLUMNS
-    late: dict[str, pd.DataFrame]  # per symbol, its late candles (CANDLE_COLUMNS)
-    touched: tuple[str, ...]  # the symbols the batch had candles of
-
-
-def advance_all(
-    states: Mapping[str, SymbolState],
-    candles: pd.DataFrame,
-    windows: Sequence[WindowLength],
-    delay_ms: int,
-) -> BatchStep:
-    """`advance` for each symbol of a batch of candles ("symbol" + CANDLE_COLUMNS); only those
-    symbols' states are read (the others may be many, and idle)."""
-    updated: dict[str, SymbolState] = {}
-    aggregates, late = [], {}
-    for symbol, arrivals in candles.groupby("symbol", sort=True):
-        previous = states[str(symbol)] if str(symbol) in states else SymbolState.empty()
-        step = advance(previous, arrivals, windows, delay_ms)
-        updated[str(symbol)] = step.state
-        aggregates.append(step.aggregates.assign(symbol=str(symbol)))
-        if len(step.late):
-            late[str(symbol)] = step.late
-    columns = ["symbol", *AGGREGATE_COLUMNS]
-    frame = (
-        pd.concat(aggregates, ignore_index=True)[columns]
-        if aggregates
-        else pd.DataFrame({name: [] for name in columns})
-    )
-    touched = tuple(sorted(str(symbol) for symbol in candles["symbol"].unique()))
-    return BatchStep(updated, frame, late, touched)

@@ -24,26 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from spark_jobs.open_windows import CANDLE_COLUMNS, SymbolState
+from spark_jobs.open_windows import CANDLE_COLUMNS, CANDLE_SCHEMA, SymbolState
 
 WATERMARKS = b"watermarks"
 BASE = b"base"  # the version of the base a delta applies to (a base names itself)
 SUFFIX = ".arrow"
 MAX_DELTAS = 100
 COLUMNS = ("symbol", *CANDLE_COLUMNS)
-SCHEMA = pa.schema(
-    [
-        ("symbol", pa.string()),
-        *[
-            (name, pa.int64() if name in ("event_time_ms", "partition", "offset") else pa.float64())
-            for name in CANDLE_COLUMNS
-        ],
-    ]
-)
+SCHEMA = pa.schema([("symbol", pa.string()), *CANDLE_SCHEMA])
 
 
 class StateFileError(RuntimeError):
@@ -73,14 +64,13 @@ class StateView(Mapping[str, SymbolState]):
         if state is not None:
             return state
         watermark_ms, max_event_ms = self._marks[symbol]  # KeyError for an unknown symbol
-        piece = self._slices.pop(symbol, None)
+        piece = self._slices.get(symbol)
         candles = (
             SymbolState.empty().candles
             if piece is None
-            else piece.table.slice(piece.start, piece.length).to_pandas()[list(CANDLE_COLUMNS)]
+            else piece.table.slice(piece.start, piece.length).select(CANDLE_COLUMNS)
         )
-        state = self._states[symbol] = SymbolState(watermark_ms, max_event_ms, candles)
-        return state
+        return SymbolState(watermark_ms, max_event_ms, candles)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._marks)
@@ -100,10 +90,12 @@ class StateView(Mapping[str, SymbolState]):
             self._marks[symbol] = (state.watermark_ms, state.max_event_ms)
             self._states[symbol] = state
             self._slices.pop(symbol, None)
-            self._set_rows(symbol, len(state.candles))
+            self._set_rows(symbol, state.candles.num_rows)
 
     def apply_file(self, table: pa.Table, marks: dict[str, list[int | None]]) -> None:
-        """A version's table (sorted by symbol) and watermarks on top of what is here."""
+        """A version's table (sorted by symbol) and watermarks on top of what is here. Cast to
+        one schema: a file written by an older version of the job may hold other number types."""
+        table = table.select(COLUMNS).cast(SCHEMA)
         for symbol, (watermark_ms, max_event_ms) in marks.items():
             self._marks[symbol] = (watermark_ms, max_event_ms)
             self._states.pop(symbol, None)
@@ -122,12 +114,8 @@ class StateView(Mapping[str, SymbolState]):
 
     def table(self) -> pa.Table:
         """Every symbol's candles as one table, each symbol's rows together (for a base): the
-        slices still read from files, then the states batches changed. Cast to one schema: a
-        file written by an older version of the job may hold other integer types."""
-        pieces = [
-            piece.table.slice(piece.start, piece.length).select(COLUMNS).cast(SCHEMA)
-            for piece in self._slices.values()
-        ]
+        slices still read from files, then the states batches changed."""
+        pieces = [piece.table.slice(piece.start, piece.length) for piece in self._slices.values()]
         pieces.append(_candles_table(self._states))
         return pa.concat_tables(pieces).combine_chunks()
 
@@ -137,26 +125,13 @@ class StateView(Mapping[str, SymbolState]):
 
 
 def _candles_table(states: Mapping[str, SymbolState]) -> pa.Table:
-    frames = [
-        state.candles[list(CANDLE_COLUMNS)].assign(symbol=symbol)
-        for symbol, state in sorted(states.items())
-        if len(state.candles)
-    ]
-    candles = (
-        pd.concat(frames, ignore_index=True)
-        if frames
-        else SymbolState.empty().candles.assign(symbol=pd.Series(dtype=str))
-    )
-    candles = candles.astype(
-        {
-            "event_time_ms": "int64",
-            "partition": "int64",
-            "offset": "int64",
-            "quote_volume": "float64",
-            "trades": "float64",
-        }
-    )
-    return pa.Table.from_pandas(candles[list(COLUMNS)], schema=SCHEMA, preserve_index=False)
+    """The states' candles as one table with their series' names, in name order."""
+    names = sorted(states)
+    tables = [states[name].candles for name in names]
+    candles = pa.concat_tables([CANDLE_SCHEMA.empty_table(), *tables]).combine_chunks()
+    lengths = [table.num_rows for table in tables]
+    symbols = pa.array(np.repeat(np.array(names, dtype=object), lengths), pa.string())
+    return candles.add_column(0, "symbol", symbols)
 
 
 def _write_durably(path: Path, table: pa.Table) -> None:
@@ -257,7 +232,7 @@ class StateStore:
 
     def _save(self, batch_id: int, view: StateView, changed: Mapping[str, SymbolState]) -> int:
         base_of_previous = self._bases.get(batch_id - 1)
-        changed_rows = sum(len(state.candles) for state in changed.values())
+        changed_rows = sum(state.candles.num_rows for state in changed.values())
         view.apply(changed)
         delta = (
             base_of_previous is not None
@@ -271,6 +246,8 @@ class StateStore:
             self._delta_rows += changed_rows
         else:
             table, marks, base = view.table(), view.marks(), batch_id
+            # The view reads from the base from now on, so the earlier tables can be freed.
+            view.apply_file(table, marks)
             self._delta_rows = 0
         table = table.replace_schema_metadata(
             {WATERMARKS: json.dumps(marks).encode(), BASE: str(base).encode()}

@@ -1,17 +1,22 @@
-"""The per-symbol state step on hand-made candles; every expected value is written out by hand."""
+"""The windowed step on hand-made candles, every expected value written out by hand; and on random
+batches of many series, against the independent reference (tests/expected_ohlcv.py)."""
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
 
-from spark_jobs.open_windows import SymbolState, WindowLength, advance, advance_all
+from spark_jobs.open_windows import CANDLE_SCHEMA, SymbolState, WindowLength, advance, advance_all
 from spark_jobs.state_store import StateFileError, StateStore, StateView
+from tests.expected_ohlcv import expected_aggregates, mismatches
 
 MIN = 60_000
 FIVE = WindowLength("5m", 5 * MIN)
@@ -40,8 +45,13 @@ def candles(*rows: tuple[Any, ...]) -> pd.DataFrame:
             }
         )
     if not records:
-        return SymbolState.empty().candles
+        return CANDLE_SCHEMA.empty_table().to_pandas()
     return pd.DataFrame.from_records(records).astype({"quote_volume": float, "trades": float})
+
+
+def held(*rows: tuple[Any, ...]) -> pa.Table:
+    """A state's candles: `candles` as the state keeps them."""
+    return pa.Table.from_pandas(candles(*rows), schema=CANDLE_SCHEMA, preserve_index=False)
 
 
 def by_window(aggregates: pd.DataFrame) -> dict[tuple[str, int], dict[str, Any]]:
@@ -140,7 +150,7 @@ def test_the_state_keeps_only_windows_that_can_still_change() -> None:
         DELAY,
     )
     # Watermark 49: every candle's hour [0, 60) is still open.
-    assert len(hour.state.candles) == 60
+    assert hour.state.candles.num_rows == 60
     later = advance(
         hour.state,
         candles(*[(m, m, 1, 2, 1, 1, 1, 1, 1) for m in range(60, 75)]),
@@ -148,7 +158,9 @@ def test_the_state_keeps_only_windows_that_can_still_change() -> None:
         DELAY,
     )
     # Watermark 64: hour [0, 60) closed, its candles gone; [60, 75) kept.
-    assert list(later.state.candles["event_time_ms"] // MIN) == list(range(60, 75))
+    assert [t // MIN for t in later.state.candles["event_time_ms"].to_pylist()] == list(
+        range(60, 75)
+    )
 
 
 def test_a_batch_of_several_symbols_advances_each_from_its_own_state() -> None:
@@ -174,19 +186,17 @@ def test_a_batch_of_several_symbols_advances_each_from_its_own_state() -> None:
     assert set(second.states) == {"A", "B"}
 
 
+def assert_same_state(actual: SymbolState, expected: SymbolState) -> None:
+    marks = (expected.watermark_ms, expected.max_event_ms)
+    assert (actual.watermark_ms, actual.max_event_ms) == marks
+    # As frames: NaN equals NaN there, and a null read from a file is NaN.
+    pd.testing.assert_frame_equal(actual.candles.to_pandas(), expected.candles.to_pandas())
+
+
 def assert_same_states(loaded: StateView, states: dict[str, SymbolState]) -> None:
     assert set(loaded) == set(states)
     for symbol, state in states.items():
-        assert (loaded[symbol].watermark_ms, loaded[symbol].max_event_ms) == (
-            state.watermark_ms,
-            state.max_event_ms,
-        )
-        pd.testing.assert_frame_equal(
-            loaded[symbol].candles.reset_index(drop=True),
-            state.candles.reset_index(drop=True),
-            check_dtype=False,
-            check_index_type=False,
-        )
+        assert_same_state(loaded[symbol], state)
 
 
 def test_the_state_store_keeps_two_versions_and_starts_a_batch_from_the_one_before(
@@ -195,9 +205,9 @@ def test_the_state_store_keeps_two_versions_and_starts_a_batch_from_the_one_befo
     store = StateStore(tmp_path / "state")
     assert dict(store.load(0)) == {}
     states = {
-        "A": SymbolState(-DELAY, 0, candles((0, 0, 10, 12, 9, 11, 1))),
-        "B": SymbolState(5 * MIN, 15 * MIN, candles((15, 1, 11, 14, 11, 13, 3, 39.5, 5))),
-        "C": SymbolState(MIN, 11 * MIN, candles()),  # a watermark, no open window
+        "A": SymbolState(-DELAY, 0, held((0, 0, 10, 12, 9, 11, 1))),
+        "B": SymbolState(5 * MIN, 15 * MIN, held((15, 1, 11, 14, 11, 13, 3, 39.5, 5))),
+        "C": SymbolState(MIN, 11 * MIN, held()),  # a watermark, no open window
     }
     for batch_id in (0, 1, 2):  # every symbol changes: each version is a whole one
         assert store.save(batch_id, store.load(batch_id), states) > 0
@@ -213,14 +223,14 @@ def test_a_batch_of_few_symbols_writes_only_theirs_and_a_restart_reads_them_all(
     (small files), a fresh store reads base + deltas back to the same states, and a batch run
     again after a failure starts from the version before it."""
     idle = {
-        f"S{n}": SymbolState(n * MIN, n * MIN + DELAY, candles((n, n, 10, 12, 9, 11, 1)))
+        f"S{n}": SymbolState(n * MIN, n * MIN + DELAY, held((n, n, 10, 12, 9, 11, 1)))
         for n in range(40)
     }
     store = StateStore(tmp_path / "state")
     base_bytes = store.save(0, store.load(0), idle)
     busy: dict[str, SymbolState] = {}
     for batch_id in (1, 2, 3):
-        busy = {"BUSY": SymbolState(batch_id, batch_id, candles((batch_id, 100, 1, 2, 1, 2, 1)))}
+        busy = {"BUSY": SymbolState(batch_id, batch_id, held((batch_id, 100, 1, 2, 1, 2, 1)))}
         assert store.save(batch_id, store.load(batch_id), busy) < base_bytes
         store.prune(batch_id)
     assert sorted(path.name for path in (tmp_path / "state").iterdir()) == [
@@ -235,7 +245,7 @@ def test_a_batch_of_few_symbols_writes_only_theirs_and_a_restart_reads_them_all(
 
 def test_a_damaged_state_file_is_one_clear_error(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "state")
-    store.save(0, store.load(0), {"A": SymbolState(0, 0, candles((0, 0, 1, 2, 1, 2, 1)))})
+    store.save(0, store.load(0), {"A": SymbolState(0, 0, held((0, 0, 1, 2, 1, 2, 1)))})
     (tmp_path / "state" / "0.arrow").write_bytes(b"ARROW1 truncated")
     with pytest.raises(StateFileError, match=r"cannot be read.*move .* aside"):
         StateStore(tmp_path / "state").load(1)
@@ -298,14 +308,109 @@ def test_a_base_from_an_older_jobs_state_file_and_changed_symbols_reads_back(
         w.write_table(table)
 
     store = StateStore(folder)
-    new = {"NEW": SymbolState(0, 9 * MIN, candles(*[(m, 10 + m, 1, 2, 1, 2, 1) for m in range(9)]))}
+    new = {"NEW": SymbolState(0, 9 * MIN, held(*[(m, 10 + m, 1, 2, 1, 2, 1) for m in range(9)]))}
     store.save(1, store.load(1), new)
     restarted = StateStore(folder).load(2)
     assert_same_states(
         restarted,
         {
-            "OLD": SymbolState(-DELAY, MIN, old),
-            "IDLE": SymbolState(0, DELAY, candles()),
+            "OLD": SymbolState(
+                -DELAY, MIN, held((0, 0, 10, 12, 9, 11, 1), (1, 1, 10, 12, 9, 11, 1))
+            ),
+            "IDLE": SymbolState(0, DELAY, held()),
             **new,
         },
     )
+
+
+def random_deliveries(series: int, minutes: int, seed: int) -> pd.DataFrame:
+    """Candles of `series` series in a shuffled delivery order, a fifth delivered twice (the later
+    copy with other values), some without quote volume or trades; offsets in delivery order."""
+    rng = np.random.default_rng(seed)
+    names = np.repeat([f"ex{n % 3}:S{n}" for n in range(series)], minutes)
+    times = np.tile(np.arange(minutes) * MIN, series)
+    again = rng.random(len(times)) < 0.2
+    names, times = np.r_[names, names[again]], np.r_[times, times[again]]
+    count = len(times)
+    low = rng.uniform(1, 100, count)
+    frame = pd.DataFrame(
+        {
+            "symbol": names,
+            "event_time_ms": times,
+            "partition": 0,
+            "open": low * rng.uniform(1, 1.01, count),
+            "high": low * 1.02,
+            "low": low,
+            "close": low * rng.uniform(1, 1.01, count),
+            "volume": rng.uniform(0, 5, count).round(3),
+            "quote_volume": np.where(rng.random(count) < 0.05, np.nan, rng.uniform(0, 500, count)),
+            "trades": np.where(rng.random(count) < 0.05, np.nan, rng.integers(0, 50, count)),
+        }
+    )
+    order = np.r_[rng.permutation(count - again.sum()), np.arange(count - again.sum(), count)]
+    return frame.iloc[order].assign(offset=np.arange(count)).reset_index(drop=True)
+
+
+def batches_of(deliveries: pd.DataFrame, seed: int) -> list[pd.DataFrame]:
+    cuts = np.sort(np.random.default_rng(seed).choice(len(deliveries) - 1, 14, replace=False))
+    bounds = [0, *(cuts + 1).tolist(), len(deliveries)]
+    return [deliveries.iloc[start:stop] for start, stop in itertools.pairwise(bounds)]
+
+
+def test_every_window_of_many_series_in_random_batches_equals_the_reference() -> None:
+    """Thirty series in fifteen batches, shuffled and re-delivered, nothing late: each window's
+    last emission equals the independent reference of every candle delivered."""
+    deliveries = random_deliveries(30, 130, seed=5)
+    states: Mapping[str, SymbolState] = {}
+    emitted: dict[tuple[str, str, str, int], dict[str, Any]] = {}
+    for batch in batches_of(deliveries, seed=6):
+        step = advance_all(states, batch, [FIVE, HOUR], delay_ms=10 * 24 * 60 * MIN)
+        states = {**states, **step.states}
+        assert not step.late
+        for window in step.aggregates.to_dict("records"):
+            exchange, symbol = window["symbol"].split(":")
+            trades = window["trades"]
+            window["trades"] = None if pd.isna(trades) else int(trades)
+            for name in ("quote_volume", "vwap"):
+                window[name] = None if pd.isna(window[name]) else window[name]
+            emitted[(exchange, symbol, window["window"], window["window_start_ms"])] = window
+    rows = [
+        {
+            "exchange": row["symbol"].split(":")[0],
+            "symbol": row["symbol"].split(":")[1],
+            "t": row["event_time_ms"],
+            **{name: row[name] for name in ("open", "high", "low", "close", "volume")},
+            "quote_volume": None if np.isnan(row["quote_volume"]) else row["quote_volume"],
+            "trades": None if np.isnan(row["trades"]) else int(row["trades"]),
+        }
+        for row in deliveries.to_dict("records")
+    ]
+    expected = expected_aggregates(rows, ["5m", "1h"])
+    assert len(expected) == 30 * (26 + 3)
+    assert mismatches(expected, emitted) == []
+
+
+def test_a_batch_of_many_series_steps_each_as_if_it_were_alone() -> None:
+    """With late candles (a 10-minute delay, shuffled deliveries): stepping every series of each
+    batch at once gives, per series, the windows, late candles and state of stepping it alone."""
+    deliveries = random_deliveries(12, 90, seed=8)
+    together: Mapping[str, SymbolState] = {}
+    alone: dict[str, SymbolState] = {}
+    late_rows = 0
+    for batch in batches_of(deliveries, seed=9):
+        step = advance_all(together, batch, [FIVE, HOUR], DELAY)
+        together = {**together, **step.states}
+        for name, own in batch.groupby("symbol"):
+            single = advance(alone.get(str(name), SymbolState.empty()), own, [FIVE, HOUR], DELAY)
+            alone[str(name)] = single.state
+            mine = step.aggregates[step.aggregates["symbol"] == name].drop(columns="symbol")
+            pd.testing.assert_frame_equal(
+                mine.reset_index(drop=True), single.aggregates.reset_index(drop=True)
+            )
+            late = step.late.get(str(name), single.late.iloc[:0])
+            pd.testing.assert_frame_equal(
+                late.reset_index(drop=True), single.late.reset_index(drop=True), check_dtype=False
+            )
+            late_rows += len(late)
+            assert_same_state(together[str(name)], single.state)
+    assert late_rows > 0  # the case this test is for happened

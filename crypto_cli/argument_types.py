@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from crypto_pipeline.candle_rules import BAD_EXCHANGE, EXCHANGE
 from crypto_pipeline.formats.window_values import series_selector
 from crypto_pipeline.replay.request import time_ms
 
@@ -36,3 +37,10 @@ def parse_symbols(text: str) -> frozenset[str]:
 def parse_series(text: str) -> frozenset[str]:
     """Symbols, each alone (every exchange) or as `exchange:SYMBOL`."""
     return frozenset(series_selector(name) for name in text.split(",") if name.strip())
+
+
+def exchange_name(text: str) -> str:
+    """An exchange's name as the candle rules allow it (1-32 of a-z, 0-9, _ and -)."""
+    if not EXCHANGE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{BAD_EXCHANGE}: {text!r}")
+    return text

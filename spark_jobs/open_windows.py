@@ -92,7 +92,9 @@ def advance(
 
 def _columns(frame: pd.DataFrame, codes: np.ndarray) -> Columns:
     columns = {
-        name: frame[name].to_numpy(dtype=np.int64 if name in INTEGER_COLUMNS else np.float64)
+        name: frame[name].to_numpy(dtype=np.int64)
+        if name in INTEGER_COLUMNS
+        else frame[name].to_numpy(dtype=np.float64, na_value=np.nan)  # a nullable column's NA too
         for name in CANDLE_COLUMNS
     }
     columns["code"] = codes.astype(np.int64)

@@ -414,3 +414,10 @@ def test_a_batch_of_many_series_steps_each_as_if_it_were_alone() -> None:
             late_rows += len(late)
             assert_same_state(together[str(name)], single.state)
     assert late_rows > 0  # the case this test is for happened
+
+
+def test_a_batch_without_candles_changes_nothing() -> None:
+    """A micro-batch of dead letters only: no series, no windows, no late candles."""
+    step = advance_all({"A": SymbolState.empty()}, candles().assign(symbol=[]), [FIVE], DELAY)
+    assert (step.touched, step.states, step.late) == ((), {}, {})
+    assert step.aggregates.empty and step.aggregates.columns[0] == "symbol"

@@ -86,8 +86,8 @@ def advance(
 ) -> Step:
     """`advance_all` for one series."""
     step = advance_all({"": state}, arrivals.assign(symbol=""), windows, delay_ms)
-    late = step.late.get("", arrivals.iloc[:0][list(CANDLE_COLUMNS)])
-    return Step(step.states[""], step.aggregates.drop(columns="symbol"), late)
+    late = step.late.get("", _frame(_columns(arrivals.iloc[:0], np.zeros(0))))
+    return Step(step.states.get("", state), step.aggregates.drop(columns="symbol"), late)
 
 
 def _columns(frame: pd.DataFrame, codes: np.ndarray) -> Columns:
@@ -101,12 +101,17 @@ def _columns(frame: pd.DataFrame, codes: np.ndarray) -> Columns:
     return columns
 
 
+def stacked_candles(tables: Sequence[pa.Table], keys: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+    """Several states' candles as one table, and each row's key (`keys`: one per table)."""
+    stacked = pa.concat_tables([CANDLE_SCHEMA.empty_table(), *tables]).combine_chunks()
+    return stacked, np.repeat(keys, [table.num_rows for table in tables])
+
+
 def _held_candles(tables: Sequence[pa.Table], codes: np.ndarray) -> Columns:
     """The states' candles of the series `codes`, one table each, as one set of columns."""
-    held = pa.concat_tables([CANDLE_SCHEMA.empty_table(), *tables]).combine_chunks()
+    held, held_codes = stacked_candles(tables, codes.astype(np.int64))
     columns = {name: held.column(name).to_numpy() for name in CANDLE_COLUMNS}
-    lengths = [table.num_rows for table in tables]
-    columns["code"] = np.repeat(codes.astype(np.int64), lengths)
+    columns["code"] = held_codes
     return columns
 
 
@@ -128,15 +133,18 @@ def _last_of_runs(*keys: np.ndarray) -> np.ndarray:
     return np.r_[changes, True]
 
 
-def _first_of_runs(*keys: np.ndarray) -> np.ndarray:
-    """For rows sorted by `keys`, the index of the first row of each run of equal keys."""
-    return (
-        np.flatnonzero(np.r_[True, _last_of_runs(*keys)[:-1]]) if len(keys[0]) else np.zeros(0, int)
-    )
+def _run_bounds(codes: np.ndarray, series: int) -> list[int]:
+    """For rows sorted by series code, where each of the `series` codes' rows start (and end)."""
+    return np.searchsorted(codes, np.arange(series + 1)).tolist()
 
 
 def _frame(columns: Columns, start: int = 0, stop: int | None = None) -> pd.DataFrame:
     return pd.DataFrame({name: columns[name][start:stop] for name in CANDLE_COLUMNS})
+
+
+def _marks(times: Sequence[int | None]) -> np.ndarray:
+    """Per series, a time or NO_MARK where it has none."""
+    return np.array([NO_MARK if t is None else t for t in times], dtype=np.int64)
 
 
 def _window_ends(times: np.ndarray, windows: Sequence[WindowLength]) -> np.ndarray:
@@ -165,11 +173,9 @@ def advance_all(
     series' states are read (the others may be many, and idle)."""
     codes, names = pd.factorize(candles["symbol"].astype(str), sort=True)
     touched = tuple(str(name) for name in names)
-    previous = [states[name] if name in states else SymbolState.empty() for name in touched]
-    watermarks = np.array(
-        [NO_MARK if state.watermark_ms is None else state.watermark_ms for state in previous],
-        dtype=np.int64,
-    )
+    found = [states.get(name) for name in touched]
+    previous = [SymbolState.empty() if state is None else state for state in found]
+    watermarks = _marks([state.watermark_ms for state in previous])
 
     # The copy of an event time delivered last wins: highest (partition, offset).
     arrivals = _columns(candles, codes)
@@ -198,28 +204,24 @@ def advance_all(
 
     newest = np.full(len(touched), NO_MARK, dtype=np.int64)
     np.maximum.at(newest, fresh["code"], fresh["event_time_ms"])
-    seen = np.array(
-        [NO_MARK if state.max_event_ms is None else state.max_event_ms for state in previous],
-        dtype=np.int64,
-    )
-    newest = np.maximum(newest, seen)
+    newest = np.maximum(newest, _marks([state.max_event_ms for state in previous]))
     new_marks = np.where(newest == NO_MARK, NO_MARK, newest - delay_ms)
     kept = _take(
         merged,
         _window_ends(merged["event_time_ms"], windows).max(axis=0) > new_marks[merged["code"]],
     )
     kept_table = pa.table({name: kept[name] for name in CANDLE_COLUMNS}, schema=CANDLE_SCHEMA)
-    bounds = np.searchsorted(kept["code"], np.arange(len(touched) + 1)).tolist()
-    updated = {name: previous[code] for code, name in enumerate(touched)}
+    bounds = _run_bounds(kept["code"], len(touched))
+    updated = dict(zip(touched, previous, strict=True))  # a series whose candles were all late
     for code in stepped.tolist():
         updated[touched[code]] = SymbolState(
             int(new_marks[code]),
             int(newest[code]),
             kept_table.slice(bounds[code], bounds[code + 1] - bounds[code]),
         )
-    late_bounds = np.searchsorted(late["code"], np.arange(len(touched) + 1))
+    late_bounds = _run_bounds(late["code"], len(touched))
     late_frames = {
-        touched[code]: _frame(late, int(late_bounds[code]), int(late_bounds[code + 1]))
+        touched[code]: _frame(late, late_bounds[code], late_bounds[code + 1])
         for code in np.unique(late["code"]).tolist()
     }
     return BatchStep(updated, aggregates, late_frames, touched)
@@ -249,8 +251,8 @@ def _windows_of_length(
     size = window.size_ms
     times, codes = candles["event_time_ms"], candles["code"]
     starts = times - times % size
-    first = _first_of_runs(codes, starts)
-    last = np.r_[first[1:], len(times)][: len(first)] - 1
+    last = np.flatnonzero(_last_of_runs(codes, starts))
+    first = np.concatenate(([0], last[:-1] + 1))[: len(last)]  # each window's rows are one run
 
     def reduce(ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
         return ufunc.reduceat(values, first) if len(first) else values[:0]
@@ -258,8 +260,9 @@ def _windows_of_length(
     def total(values: np.ndarray) -> np.ndarray:
         return reduce(np.add, values)
 
-    chosen = (reduce(np.maximum, from_batch) > 0) & (
-        starts[first] + size > watermarks[codes[first]]  # a closed window is never emitted
+    chosen = np.flatnonzero(
+        (reduce(np.logical_or, from_batch))
+        & (starts[first] + size > watermarks[codes[first]])  # a closed window is never emitted
     )
 
     def total_or_null(values: np.ndarray) -> np.ndarray:
@@ -278,7 +281,7 @@ def _windows_of_length(
     trades = total_or_null(candles["trades"])
     trades_missing = np.isnan(trades)
     window_starts = starts[first]
-    offsets = _highest_offsets(candles["partition"], candles["offset"], first)
+    offsets = _highest_offsets(candles["partition"], candles["offset"], first, chosen)
     frame = pd.DataFrame(
         {
             "code": codes[first],
@@ -298,33 +301,41 @@ def _windows_of_length(
             "rows": (last - first + 1).astype(np.int64),
             "first_event_ms": times[first],
             "last_event_ms": times[last],
-            INPUT_OFFSETS: offsets,
         }
-    )
-    return frame[chosen]
+    ).take(chosen)
+    frame[INPUT_OFFSETS] = offsets
+    return frame
 
 
-def _highest_offsets(partitions: np.ndarray, offsets: np.ndarray, first: np.ndarray) -> np.ndarray:
-    """Per window (runs starting at `first`), {partition: highest offset}. A series' candles are
-    normally all in one partition (key = series): then one reduction does it."""
-    versions = np.empty(len(first), dtype=object)
-    if not len(first):
+def _highest_offsets(
+    partitions: np.ndarray, offsets: np.ndarray, first: np.ndarray, chosen: np.ndarray
+) -> np.ndarray:
+    """Per chosen window (`chosen`: indexes of runs starting at `first`), {partition: highest
+    offset}. A series' candles are normally all in one partition (key = series): then one
+    reduction does it."""
+    versions = np.empty(len(chosen), dtype=object)
+    if not len(chosen):
         return versions
     single = np.minimum.reduceat(partitions, first) == np.maximum.reduceat(partitions, first)
     highest = np.maximum.reduceat(offsets, first)
     versions[:] = [
         {str(partition): int(offset)}
-        for partition, offset in zip(partitions[first].tolist(), highest.tolist(), strict=True)
-    ]
-    if not single.all():
-        window = np.repeat(np.arange(len(first)), np.diff(np.r_[first, len(offsets)]))
-        mixed = ~single[window]
-        frame = pd.DataFrame(
-            {"window": window[mixed], "partition": partitions[mixed], "offset": offsets[mixed]}
+        for partition, offset in zip(
+            partitions[first[chosen]].tolist(), highest[chosen].tolist(), strict=True
         )
-        per_partition = frame.groupby(["window", "partition"], sort=True)["offset"].max()
-        for index in np.flatnonzero(~single).tolist():
-            versions[index] = {}
-        for (index, partition), offset in per_partition.items():
-            versions[int(index)][str(partition)] = int(offset)
+    ]
+    mixed = chosen[~single[chosen]]
+    if len(mixed):
+        run = np.repeat(np.arange(len(first)), np.diff(np.r_[first, len(offsets)]))
+        rows = np.isin(run, mixed)
+        frame = pd.DataFrame(
+            {"run": run[rows], "partition": partitions[rows], "offset": offsets[rows]}
+        )
+        position = {int(index): place for place, index in enumerate(chosen.tolist())}
+        for index in mixed.tolist():
+            versions[position[index]] = {}
+        for (index, partition), offset in (
+            frame.groupby(["run", "partition"])["offset"].max().items()
+        ):
+            versions[position[int(index)]][str(partition)] = int(offset)
     return versions

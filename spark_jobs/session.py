@@ -18,9 +18,9 @@ Reader = TypeVar("Reader", DataFrameReader, DataStreamReader)
 
 def kafka_source(reader: Reader, job: JobConfig) -> Reader:
     """The job's topic as a Kafka source, for the stream and the backfill. Spark fetches only
-    offsets it has seen in the topic, so a fetch never needs to wait for more data: the broker's
-    default wait (500 ms) made a 50-record micro-batch of three partitions take 1.1 s, 0.3 s
-    with 10 ms (measured on the live latency benchmark's topic)."""
+    offsets the topic holds, so a fetch never needs to wait for more data: with the broker's
+    default wait (500 ms), reading a micro-batch of 50 records from three partitions took
+    1.08 s, and 0.10 s with 10 ms (`bench live --latency`, bench/results.md)."""
     return (
         reader.format("kafka")
         .option("kafka.bootstrap.servers", job.kafka.bootstrap_servers)

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from spark_jobs.open_windows import CANDLE_COLUMNS, CANDLE_SCHEMA, SymbolState
+from spark_jobs.open_windows import CANDLE_COLUMNS, CANDLE_SCHEMA, SymbolState, stacked_candles
 
 WATERMARKS = b"watermarks"
 BASE = b"base"  # the version of the base a delta applies to (a base names itself)
@@ -127,11 +127,10 @@ class StateView(Mapping[str, SymbolState]):
 def _candles_table(states: Mapping[str, SymbolState]) -> pa.Table:
     """The states' candles as one table with their series' names, in name order."""
     names = sorted(states)
-    tables = [states[name].candles for name in names]
-    candles = pa.concat_tables([CANDLE_SCHEMA.empty_table(), *tables]).combine_chunks()
-    lengths = [table.num_rows for table in tables]
-    symbols = pa.array(np.repeat(np.array(names, dtype=object), lengths), pa.string())
-    return candles.add_column(0, "symbol", symbols)
+    candles, symbols = stacked_candles(
+        [states[name].candles for name in names], np.array(names, dtype=object)
+    )
+    return candles.add_column(0, "symbol", pa.array(symbols, pa.string()))
 
 
 def _write_durably(path: Path, table: pa.Table) -> None:

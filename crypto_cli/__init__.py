@@ -13,12 +13,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from pathlib import Path
 from types import FrameType
 
 import local_stack as stack
-from crypto_cli.argument_types import exchange_name, parse_series, parse_symbols, parse_time_ms
+from crypto_cli.argument_types import parse_series, parse_time_ms
+from crypto_cli.data_commands import add_data_commands
 from crypto_cli.demo import ONCE_END, ONCE_START
 from crypto_cli.live_command import add_live_commands
 from crypto_cli.replay_command import add_replay_arguments
@@ -26,19 +25,9 @@ from crypto_pipeline.clients import KafkaUnavailable
 from crypto_pipeline.console import say
 from crypto_pipeline.formats.candle_message import FILE_EXCHANGE
 from crypto_pipeline.live.feed_sink import FeedError
-from crypto_pipeline.replay.binance_archive import (
-    DEFAULT_BASE_URL,
-    FetchError,
-    fetch_monthly_klines,
-)
-from crypto_pipeline.replay.generator import INTERVALS_MS, generate, write_csv
+from crypto_pipeline.replay.binance_archive import FetchError
 from crypto_pipeline.replay.input_files import InputFormatError
 from crypto_pipeline.replay.producer import ReplayError
-from crypto_pipeline.replay.trade_generator import (
-    generate_trades,
-    write_binance_trades,
-    write_canonical_trades,
-)
 from crypto_pipeline.settings import REPO_ROOT, KafkaTarget, Settings, stream_status_file
 from spark_jobs.interface import launch
 from spark_jobs.interface.config import AVAILABLE_NOW, JobConfig, split_names
@@ -97,38 +86,6 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     return backfill(
         settings, args.topic, args.symbols, args.start, args.end, args.late, args.windows
     )
-
-
-def _data_generate(args: argparse.Namespace, settings: Settings) -> int:
-    if args.kind == "trades":
-        return _generate_trades(args)
-    start = datetime.fromtimestamp(parse_time_ms(args.start) / 1000, tz=UTC)
-    candles = generate(args.symbols, start, args.days, args.interval, args.seed)
-    out = args.out or REPO_ROOT / "data" / "generated_klines.csv.gz"
-    write_csv(candles, out)
-    say(f"wrote {len(candles):,} candles for {len(args.symbols)} symbols to {out}")
-    return 0
-
-
-def _generate_trades(args: argparse.Namespace) -> int:
-    seconds = int(args.days * 86_400)
-    say(f"generating {seconds:,} s of trades for {len(args.symbols)} symbols ...")
-    trades = generate_trades(args.symbols, parse_time_ms(args.start), seconds, args.seed, args.rate)
-    if args.trade_format == "binance":
-        folder = args.out or REPO_ROOT / "data" / "generated_trades"
-        files = write_binance_trades(trades, folder)
-        say(f"wrote {len(trades):,} trades in {len(files)} Binance trade files to {folder}")
-    else:
-        out = args.out or REPO_ROOT / "data" / "generated_trades.csv.gz"
-        write_canonical_trades(trades, out, args.exchange)
-        say(f"wrote {len(trades):,} trades for {len(args.symbols)} symbols to {out}")
-    return 0
-
-
-def _data_fetch_binance(args: argparse.Namespace, settings: Settings) -> int:
-    path = fetch_monthly_klines(args.symbol, args.interval, args.month, args.out_dir, args.base_url)
-    say(f"wrote {path}")
-    return 0
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -283,47 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_replay_arguments(replay_parser)
     add_live_commands(commands)
 
-    data_parser = commands.add_parser("data", help="generate or download market data")
-    data_commands = data_parser.add_subparsers(dest="data_command", required=True)
-    generate_parser = data_commands.add_parser(
-        "generate", help="write a deterministic, realistic sample of candles or trades"
-    )
-    generate_parser.add_argument("--kind", choices=("klines", "trades"), default="klines")
-    generate_parser.add_argument(
-        "--symbols", type=lambda t: sorted(parse_symbols(t)), default=["BTCUSDT", "ETHUSDT"]
-    )
-    generate_parser.add_argument("--start", default="2025-01-01T00:00:00Z")
-    generate_parser.add_argument("--days", type=float, default=1.0)
-    generate_parser.add_argument("--interval", choices=sorted(INTERVALS_MS), default="1m")
-    generate_parser.add_argument("--seed", type=int, default=42)
-    generate_parser.add_argument(
-        "--trade-format",
-        choices=("canonical", "binance"),
-        default="canonical",
-        help="trades: one canonical CSV, or Binance's archive files (one per symbol and day)",
-    )
-    generate_parser.add_argument(
-        "--rate", type=float, help="trades: usual trades a second per symbol (default: its own)"
-    )
-    generate_parser.add_argument(
-        "--exchange", type=exchange_name, help="trades, canonical: an exchange column"
-    )
-    generate_parser.add_argument(
-        "--out",
-        type=Path,
-        help="default: data/generated_klines.csv.gz, data/generated_trades.csv.gz or, for "
-        "Binance trade files, the folder data/generated_trades",
-    )
-    generate_parser.set_defaults(handler=_data_generate)
-    fetch_parser = data_commands.add_parser(
-        "fetch-binance", help="download one month of Binance spot klines (needs internet)"
-    )
-    fetch_parser.add_argument("--symbol", required=True)
-    fetch_parser.add_argument("--interval", default="1m")
-    fetch_parser.add_argument("--month", required=True, help="e.g. 2025-01")
-    fetch_parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "data")
-    fetch_parser.add_argument("--base-url", default=DEFAULT_BASE_URL)
-    fetch_parser.set_defaults(handler=_data_fetch_binance)
+    add_data_commands(commands)
 
     demo_parser = commands.add_parser(
         "demo",

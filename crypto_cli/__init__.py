@@ -125,7 +125,7 @@ def _migrate_keys(args: argparse.Namespace, settings: Settings) -> int:
 def _bench_producer(args: argparse.Namespace, settings: Settings) -> int:
     from crypto_cli.bench.producer_bench import bench_producer
 
-    bench_producer(settings, args.rows, args.memory_rows)
+    bench_producer(settings, args.rows, args.memory_rows, args.kind)
     return 0
 
 
@@ -265,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
         "producer", help="paced and bulk replay vs Kafka's ProducerPerformance, messages/s; memory"
     )
     producer_bench.add_argument("--rows", type=int, default=1_000_000)
+    producer_bench.add_argument(
+        "--kind", choices=("candles", "trades"), default="candles", help="what the file holds"
+    )
     producer_bench.add_argument(
         "--memory-rows",
         type=int,

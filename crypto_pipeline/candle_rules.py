@@ -33,6 +33,10 @@ SYMBOL_PATTERN = r"[A-Z0-9][A-Z0-9_-]{0,31}"
 SYMBOL = re.compile(SYMBOL_PATTERN)
 EXCHANGE_PATTERN = r"[a-z0-9][a-z0-9_-]{0,31}"
 EXCHANGE = re.compile(EXCHANGE_PATTERN)
+# Exchanges' trade ids: Binance's and OKX's are numbers, Bybit's UUIDs.
+TRADE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+TRADE_ID = re.compile(TRADE_ID_PATTERN)
+TAKER_SIDES = ("buy", "sell")
 MAX_MAGNITUDE = 1e15
 MAX_TRADES = 1e12
 MIN_EVENT_MS = 1_230_768_000_000  # 2009-01-01T00:00:00Z
@@ -50,6 +54,8 @@ DEFAULT_FUTURE_TOLERANCE_S = 300
 HIGH_BELOW_LOW = "high < low"
 OPEN_OUTSIDE = "open outside [low, high]"
 CLOSE_OUTSIDE = "close outside [low, high]"
+BAD_TRADE_ID = "trade id is empty or has characters outside A-Z a-z 0-9 _ -, or more than 64"
+BAD_SIDE = "side is neither buy nor sell"
 
 
 def not_finite(field: str) -> str:
@@ -130,10 +136,17 @@ def candle_reason(
     return ohlc_reason(*(float(numbers[name] or 0) for name in PRICE_FIELDS))
 
 
-def trade_reason(symbol: str, time_ms: int, price: float, quantity: float) -> str | None:
-    """The first rule a trade breaks: the candles' symbol and event-time rules, then a price
-    and a quantity that are finite, positive and within the magnitude limit."""
-    reason = symbol_reason(symbol) or event_time_reason(time_ms)
+def trade_reason(
+    symbol: str, trade_id: str, time_ms: int, price: float, quantity: float
+) -> str | None:
+    """The first rule a trade breaks: the candles' symbol rule, a trade id that needs no
+    escaping anywhere, the event-time rule, then a price and a quantity that are finite, positive
+    and within the magnitude limit."""
+    reason = (
+        symbol_reason(symbol)
+        or (None if TRADE_ID.fullmatch(trade_id) else BAD_TRADE_ID)
+        or event_time_reason(time_ms)
+    )
     if reason is not None:
         return reason
     for field, value in (("price", price), ("quantity", quantity)):

@@ -54,8 +54,10 @@ class ReplayScope:
         """The good rows of the first pass, as the producer filtered them."""
         selected: list[Candle] = []
         for parsed in read_rows(Path(self.path)):
-            candle = parsed.candle
-            if candle is None or (self.symbols and candle.symbol not in self.symbols):
+            candle = parsed.record
+            if not isinstance(candle, Candle) or (
+                self.symbols and candle.symbol not in self.symbols
+            ):
                 continue
             if self.start_ms is not None and candle.open_time_ms < self.start_ms:
                 continue

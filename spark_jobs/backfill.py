@@ -40,7 +40,7 @@ from crypto_pipeline.clients import offset_range
 from crypto_pipeline.formats import late_ledger
 from crypto_pipeline.formats.late_ledger import LateEntry
 from crypto_pipeline.formats.window_values import SERIES_SEPARATOR
-from crypto_pipeline.replay.input_files import ms_to_iso
+from crypto_pipeline.replay.row_fields import ms_to_iso
 from crypto_pipeline.windows import window_ms
 from spark_jobs.batches import (
     GuardedWindows,

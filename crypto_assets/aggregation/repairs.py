@@ -10,7 +10,7 @@ from pydantic import Field
 
 from crypto_assets.aggregation.launcher import SparkJobConfig, SparkJobLauncher
 from crypto_assets.resources import KafkaResource, MongoResource
-from crypto_pipeline.replay.input_files import iso_to_ms
+from crypto_pipeline.replay.row_fields import iso_to_ms
 from spark_jobs.interface import repair
 
 

@@ -7,9 +7,9 @@ from pydantic import Field
 
 from crypto_assets.resources import KafkaResource
 from crypto_pipeline.reconcile import ReplayScope
-from crypto_pipeline.replay.input_files import ms_to_iso
 from crypto_pipeline.replay.producer import ReplayOptions, replay
 from crypto_pipeline.replay.request import ReplayRequest
+from crypto_pipeline.replay.row_fields import ms_to_iso
 from crypto_pipeline.settings import REPO_ROOT, SAMPLE_FILE
 
 
@@ -48,7 +48,7 @@ def kafka_klines(
     return dg.MaterializeResult(
         metadata={
             "source_file": str(options.path),
-            "topic": options.topic,
+            "topic": summary.topic,  # a trade file's: <topic>.trades
             "rows_sent": summary.sent,
             "rows_rejected": summary.rejected,
             "rejection_reasons": summary.rejection_reasons,

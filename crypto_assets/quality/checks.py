@@ -27,7 +27,7 @@ from crypto_pipeline.reconcile import (
     reference_aggregates,
     settled,
 )
-from crypto_pipeline.replay.input_files import ms_to_iso
+from crypto_pipeline.replay.row_fields import ms_to_iso
 from crypto_pipeline.windows import window_ms
 from spark_jobs.interface.config import DEFAULT_WINDOWS
 from spark_jobs.interface.heartbeat import read_status, stream_state

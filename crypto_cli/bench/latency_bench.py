@@ -176,8 +176,8 @@ def _event_range(path: Path) -> tuple[dict[str, int], dict[str, int]]:
     first: dict[str, int] = {}
     last: dict[str, int] = {}
     for row in read_rows(path):
-        if row.candle is not None:
-            symbol, event = row.candle.symbol, row.candle.open_time_ms
+        if row.record is not None:
+            symbol, event = row.record.symbol, row.record.event_ms
             first[symbol] = min(first.get(symbol, event), event)
             last[symbol] = max(last.get(symbol, event), event)
     return first, last

@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from crypto_cli.bench.workloads import bench_rows_file, tree_rss_bytes
+from crypto_cli.bench.workloads import bench_rows_file, bench_trades_file, tree_rss_bytes
 from crypto_pipeline.benchmarking import machine_description
 from crypto_pipeline.clients import (
     ensure_topic,
@@ -84,10 +84,12 @@ def peak_replay_rss(settings: Settings, path: Path, topic: str) -> int:
     return peak
 
 
-def bench_producer(settings: Settings, rows: int, memory_rows: int) -> None:
-    """Both replay engines and Kafka's own producer on the same broker in one run, then the
-    bulk replay's peak memory for `rows` and for `memory_rows`."""
-    path = bench_rows_file(settings, rows)
+def bench_producer(settings: Settings, rows: int, memory_rows: int, kind: str) -> None:
+    """Both replay engines and Kafka's own producer on the same broker in one run, on a file of
+    `rows` candles or trades (`kind`), then the bulk replay's peak memory for `rows` and for
+    `memory_rows`."""
+    file_of = bench_trades_file if kind == "trades" else bench_rows_file
+    path = file_of(settings, rows)
     topic = f"bench.producer.{int(time.time())}"
     paced_rate, record_size = replay_rate(settings, path, f"{topic}.paced", "paced")
     bulk_rate, _ = replay_rate(settings, path, f"{topic}.bulk", "bulk")
@@ -102,7 +104,8 @@ def bench_producer(settings: Settings, rows: int, memory_rows: int) -> None:
         "| paced/java | bulk/java |"
     )
     say(
-        f"| {datetime.now(tz=UTC):%Y-%m-%d} | {machine_description()} | {rows:,} | {record_size} "
+        f"| {datetime.now(tz=UTC):%Y-%m-%d} | {machine_description()} | {rows:,} {kind} "
+        f"| {record_size} "
         f"| {paced_rate:,.0f} | {bulk_rate:,.0f} | {java_rate:,.0f} | {paced_rate / java_rate:.2f} "
         f"| {bulk_rate / java_rate:.2f} |"
     )
@@ -110,11 +113,11 @@ def bench_producer(settings: Settings, rows: int, memory_rows: int) -> None:
         return
     peaks = {}
     for count in sorted({rows, memory_rows}):
-        file = bench_rows_file(settings, count)
+        file = file_of(settings, count)
         say(f"[bench] peak memory of a bulk replay of {count:,} rows")
         peaks[count] = peak_replay_rss(settings, file, f"{topic}.rss.{count}")
     say("")
     say("| date | rows | file bytes | bulk replay peak RSS (all processes) |")
     for count, peak in peaks.items():
-        size = bench_rows_file(settings, count).stat().st_size
+        size = file_of(settings, count).stat().st_size
         say(f"| {datetime.now(tz=UTC):%Y-%m-%d} | {count:,} | {size:,} | {peak / 2**20:,.0f} MiB |")

@@ -4,6 +4,7 @@ job on a benchmark topic, and a process tree's memory."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import subprocess
 import time
@@ -16,11 +17,18 @@ from crypto_pipeline.clients import end_offsets, ensure_topic
 from crypto_pipeline.console import say
 from crypto_pipeline.replay.generator import generate, write_csv
 from crypto_pipeline.replay.producer import ReplayOptions, replay
+from crypto_pipeline.replay.trade_generator import (
+    Trades,
+    generate_trades,
+    write_canonical_trades,
+)
 from crypto_pipeline.settings import KafkaTarget, Settings
 from local_stack.artifacts import StackError
 from spark_jobs.interface import launch
 from spark_jobs.interface.config import DEFAULT_WINDOWS, JobConfig
 from spark_jobs.interface.summary import read_summary
+
+BENCH_START_MS = 1_735_689_600_000  # 2025-01-01T00:00Z
 
 
 def bench_rows_file(settings: Settings, rows: int) -> Path:
@@ -32,6 +40,22 @@ def bench_rows_file(settings: Settings, rows: int) -> Path:
     say(f"[bench] generating {rows:,} rows into {path}")
     candles = generate(BENCH_SYMBOLS, datetime(2025, 1, 1, tzinfo=UTC), per_symbol_days, "1m", 11)
     write_csv(candles[:rows], path)
+    return path
+
+
+def bench_trades_file(settings: Settings, rows: int) -> Path:
+    """A generated canonical trade file of exactly `rows` trades, cached as bench_rows_file."""
+    path = settings.stack_dir / "bench" / f"generated_trades_{rows}.csv.gz"
+    if path.exists():
+        return path
+    say(f"[bench] generating {rows:,} trades into {path}")
+    rate = 200.0  # trades a second per symbol, usually (bursts and quiet minutes vary it)
+    seconds = math.ceil(rows / (rate * len(BENCH_SYMBOLS)) * 1.5)
+    trades = generate_trades(BENCH_SYMBOLS, BENCH_START_MS, seconds, seed=11, rate=rate)
+    if len(trades) < rows:
+        raise StackError(f"generated {len(trades):,} trades, fewer than {rows:,}")
+    columns = {name: values[:rows] for name, values in dataclasses.asdict(trades).items()}
+    write_canonical_trades(Trades(**columns), path)
     return path
 
 

@@ -58,6 +58,14 @@ class Candle(NamedTuple):
     quote_volume: float | None
     trades: int | None
 
+    @property
+    def event_ms(self) -> int:
+        return self.open_time_ms
+
+    def key(self) -> bytes:
+        """One partition per symbol keeps its candles in order."""
+        return self.symbol.encode()
+
     def to_json(self, lineage: str, line: int, shift_ms: int = 0) -> bytes:
         """The message value of a valid candle: compact JSON with typed numbers, the event time
         in epoch ms and the lineage. Built directly (the rules leave finite numbers, whose

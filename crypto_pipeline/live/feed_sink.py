@@ -101,7 +101,9 @@ class FeedSink:
         self.counts["refilled" if refill else "closed" if update.closed else "revisions"] += 1
 
     def trade(self, update: TradeUpdate, connection: str, received_ms: int, raw: str) -> None:
-        reason = trade_reason(update.symbol, update.time_ms, update.price, update.quantity)
+        reason = trade_reason(
+            update.symbol, update.trade_id, update.time_ms, update.price, update.quantity
+        )
         reason = reason or future_reason(
             update.time_ms, int(time.time() * 1000), self.future_tolerance_ms
         )
@@ -117,7 +119,7 @@ class FeedSink:
             update.quantity,
             update.taker_side,
         )
-        self._send(self.trades_topic, trade.key(), trade.to_json(connection, received_ms))
+        self._send(self.trades_topic, trade.key(), trade.to_live_json(connection, received_ms))
         self.counts["trades"] += 1
 
     def dead_letter(

@@ -34,12 +34,13 @@ from crypto_pipeline.replay.input_files import (
     InputFormatError,
     RowParser,
     data_lines,
+    file_format,
     parse_line,
-    row_parser,
 )
 from crypto_pipeline.replay.producer import (
     ReplayError,
     ReplayOptions,
+    ReplayPlan,
     ReplaySummary,
     beyond_clock,
     dead_letter,
@@ -76,45 +77,56 @@ class _Worker:
 
     options: ReplayOptions
     parser: RowParser
+    topic: str  # where the file's records go
     digest: str
     lineage: str
     clock_ms: int  # the future rule's clock: when the worker started
 
     @classmethod
-    def load(cls, options: ReplayOptions, digest: str) -> None:
+    def load(cls, options: ReplayOptions, topic: str, digest: str) -> None:
         cls.options = options
-        cls.parser = row_parser(options.path)
+        cls.parser = file_format(options.path).parser
+        cls.topic = topic
         cls.digest = digest
         cls.lineage = file_lineage(options.path, digest)
         cls.clock_ms = int(time.time() * 1000)
 
 
-def _start_worker(options: ReplayOptions, digest: str) -> None:
+def _start_worker(options: ReplayOptions, topic: str, digest: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    _Worker.load(options, digest)
+    _Worker.load(options, topic, digest)
 
 
 def _encode_block(first_line: int, block: bytes) -> EncodedBlock:
     options, parser, lineage = _Worker.options, _Worker.parser, _Worker.lineage
     filtered = options.symbols is not None or options.start_ms is not None or options.end_ms
+    latest_ms = _Worker.clock_ms + options.future_tolerance_ms  # beyond_clock's rule, inlined
     messages: list[LineMessage] = []
-    counts = ReplaySummary(topic=options.topic)
+    counts = ReplaySummary(topic=_Worker.topic)
+    sent_events: list[int] = []
     for number, line in enumerate(block.split(b"\n"), start=first_line):
         parsed = parse_line(parser, number, line)
         if parsed is None or (filtered and not keep(options, parsed)):
             continue
-        parsed = beyond_clock(options, parsed, _Worker.clock_ms)
-        candle = parsed.candle
-        if candle is None:
-            key, value = dead_letter(options, parsed, _Worker.digest)
+        record = parsed.record
+        if record is not None and record.event_ms > latest_ms:
+            parsed = beyond_clock(options, parsed, _Worker.clock_ms)
+            record = parsed.record
+        if record is None:
+            key, value = dead_letter(options, parsed, _Worker.digest, _Worker.topic)
             reason = parsed.reason or ""
             messages.append((number, key, value, 0, reason))
             counts.record_rejection(reason)
             continue
-        key = candle.symbol.encode()
-        value = candle.to_json(lineage, number)
-        messages.append((number, key, value, candle.open_time_ms, None))
-        counts.record_sent(len(key) + len(value), candle.open_time_ms)
+        key = record.key()
+        value = record.to_json(lineage, number)
+        event_ms = record.event_ms
+        messages.append((number, key, value, event_ms, None))
+        counts.bytes_sent += len(key) + len(value)
+        sent_events.append(event_ms)
+    if sent_events:
+        counts.sent = len(sent_events)
+        counts.first_event_ms, counts.last_event_ms = min(sent_events), max(sent_events)
     return EncodedBlock(messages, counts)
 
 
@@ -150,8 +162,11 @@ def _blocks(options: ReplayOptions) -> Iterator[tuple[int, bytes]]:
 class _Sender:
     """The main process's side: sends each block's messages, in order, with one producer."""
 
-    def __init__(self, options: ReplayOptions, producer: Producer, summary: ReplaySummary):
+    def __init__(
+        self, options: ReplayOptions, plan: ReplayPlan, producer: Producer, summary: ReplaySummary
+    ):
         self.options = options
+        self.plan = plan
         self.producer = producer
         self.summary = summary
 
@@ -165,7 +180,7 @@ class _Sender:
 
     def send_all(self, block: EncodedBlock) -> None:
         """Every message of the block (no --limit, no --resume): the hot loop."""
-        topic, dlq_topic = self.options.topic, self.options.dlq_topic
+        topic, dlq_topic = self.plan.topic, self.plan.dlq_topic
         produce = self.producer.produce
         for _, key, value, _, reason in block.messages:
             chosen = topic if reason is None else dlq_topic
@@ -184,12 +199,12 @@ class _Sender:
             if sent_before is not None and line in sent_before:
                 summary.already_sent += 1
             elif reason is not None:
-                self.produce(self.options.dlq_topic, value, key)
+                self.produce(self.plan.dlq_topic, value, key)
                 summary.record_rejection(reason)
             elif limit is not None and summary.sent >= limit:
                 return False
             else:
-                self.produce(self.options.topic, value, key)
+                self.produce(self.plan.topic, value, key)
                 summary.record_sent(len(key) + len(value), event_ms)
         self.producer.poll(0)
         return True
@@ -216,7 +231,7 @@ def replay_bulk(
     options: ReplayOptions, bootstrap_servers: str, *, show_progress: bool = True
 ) -> ReplaySummary:
     plan = plan_replay(options, bootstrap_servers)
-    summary = ReplaySummary(topic=options.topic)
+    summary = ReplaySummary(topic=plan.topic)
     delivery_errors: list[KafkaError] = []
 
     def on_failure(error: KafkaError | None, message: Message) -> None:
@@ -229,7 +244,7 @@ def replay_bulk(
         workers,
         mp_context=multiprocessing.get_context("fork"),
         initializer=_start_worker,
-        initargs=(options, plan.digest),
+        initargs=(options, plan.topic, plan.digest),
     )
     in_flight: deque[Future[EncodedBlock]] = deque()
     unreadable: InputFormatError | None = None
@@ -237,7 +252,7 @@ def replay_bulk(
     with pool, _ctrl_c_between_blocks() as stop:
         pool.submit(int).result()  # forks every worker now, before librdkafka starts threads
         producer = Producer({**librdkafka_config(bootstrap_servers), "on_delivery": on_failure})
-        sender = _Sender(options, producer, summary)
+        sender = _Sender(options, plan, producer, summary)
         per_line = plan.sent_before is not None or options.limit is not None
         progress = Progress(total=plan.total, enabled=show_progress)
         try:

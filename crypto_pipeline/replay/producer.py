@@ -1,7 +1,9 @@
 """Replay a market-data CSV into Kafka as if it were live.
 
-One message per row, key = symbol (one partition per symbol keeps its order), value = compact JSON.
-Bad rows go to `<topic>.dlq` with the raw line, file, line number and reason.
+One message per row, value = compact JSON: a candle file's rows go to the topic keyed by symbol
+(one partition per symbol keeps its order), a trade file's to `<topic>.trades` keyed by exchange,
+symbol and trade id. Bad rows go to the dead-letter topic of the topic their file's records go
+to, with the raw line, file, line number and reason.
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ from crypto_pipeline.formats.candle_message import file_lineage
 from crypto_pipeline.replay.input_files import (
     InputFormatError,
     ParsedLine,
+    RecordKind,
+    file_format,
     read_rows,
     scan_file,
 )
 from crypto_pipeline.replay.pacing import Pacer, Span, wait_for_clock
 from crypto_pipeline.replay.progress_meter import Progress
 from crypto_pipeline.replay.resume import LinesSent
-from crypto_pipeline.settings import dead_letter_topic
+from crypto_pipeline.settings import dead_letter_topic, trades_topic
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +71,6 @@ class ReplayOptions:
     engine: str = "auto"
     # A candle dated later than the clock plus this is a dead letter (candle_rules).
     future_tolerance_ms: int = DEFAULT_FUTURE_TOLERANCE_S * 1000
-
-    @property
-    def dlq_topic(self) -> str:
-        return dead_letter_topic(self.topic)
 
     @property
     def bulk(self) -> bool:
@@ -137,7 +137,7 @@ class ReplaySummary:
         return [
             f"replay {status}: topic {self.topic}",
             f"  sent       {self.sent:>12,}",
-            f"  rejected   {self.rejected:>12,}  (dead letters in {self.topic}.dlq)",
+            f"  rejected   {self.rejected:>12,}  (dead letters in {dead_letter_topic(self.topic)})",
             *(
                 [f"  resumed    {self.already_sent:>12,}  lines already sent"]
                 if self.already_sent
@@ -149,21 +149,28 @@ class ReplaySummary:
         ]
 
 
+def record_topic(topic: str, kind: RecordKind) -> str:
+    """Where a file's records go: candles to the topic, trades to its trades topic."""
+    return trades_topic(topic) if kind == "trades" else topic
+
+
 def keep(options: ReplayOptions, parsed: ParsedLine) -> bool:
-    candle = parsed.candle
-    if candle is None:
+    record = parsed.record
+    if record is None:
         return True  # every bad row goes to the dead-letter topic, whatever the filters
-    if options.symbols is not None and candle.symbol not in options.symbols:
+    if options.symbols is not None and record.symbol not in options.symbols:
         return False
-    if options.start_ms is not None and candle.open_time_ms < options.start_ms:
+    if options.start_ms is not None and record.event_ms < options.start_ms:
         return False
-    return options.end_ms is None or candle.open_time_ms < options.end_ms
+    return options.end_ms is None or record.event_ms < options.end_ms
 
 
-def dead_letter(options: ReplayOptions, parsed: ParsedLine, digest: str) -> tuple[bytes, bytes]:
+def dead_letter(
+    options: ReplayOptions, parsed: ParsedLine, digest: str, topic: str
+) -> tuple[bytes, bytes]:
     """A rejected line's dead letter: a second replay of the file sends the same keys."""
     return dead_letter_format.for_line(
-        parsed.raw, parsed.reason, str(options.path), digest, parsed.line, options.topic
+        parsed.raw, parsed.reason, str(options.path), digest, parsed.line, topic
     )
 
 
@@ -187,34 +194,39 @@ class _KeyPartitions:
 class ReplayPlan:
     """What a replay knows before it sends anything."""
 
+    topic: str  # where the file's records go (record_topic)
     total: int | None  # messages expected (None: endless --loop)
     sent_before: LinesSent | None  # --resume
     digest: str  # of the file's content, in every message's lineage
     clock_ms: int  # the future rule's clock (when the replay was planned)
     last_event_ms: int | None = None  # --rebase-now: the file's last event time replayed
 
+    @property
+    def dlq_topic(self) -> str:
+        return dead_letter_topic(self.topic)
+
 
 def last_event_ms(options: ReplayOptions, clock_ms: int) -> int | None:
     """The latest event time among the lines the replay sends (a future-dated line is a dead
     letter: it does not count)."""
     rows = (beyond_clock(options, p, clock_ms) for p in read_rows(options.path) if keep(options, p))
-    return max((p.candle.open_time_ms for p in rows if p.candle is not None), default=None)
+    return max((p.record.event_ms for p in rows if p.record is not None), default=None)
 
 
 def beyond_clock(options: ReplayOptions, parsed: ParsedLine, clock_ms: int) -> ParsedLine:
-    """The line as a rejection when its candle is dated too far after the clock (its time in
+    """The line as a rejection when its record is dated too far after the clock (its time in
     the file: a shifted time of --rebase-now or --loop is never sent ahead of the clock)."""
-    if parsed.candle is None:
+    if parsed.record is None:
         return parsed
-    reason = future_reason(parsed.candle.open_time_ms, clock_ms, options.future_tolerance_ms)
-    return parsed if reason is None else parsed._replace(candle=None, reason=reason)
+    reason = future_reason(parsed.record.event_ms, clock_ms, options.future_tolerance_ms)
+    return parsed if reason is None else parsed._replace(record=None, reason=reason)
 
 
 def plan_replay(options: ReplayOptions, bootstrap_servers: str) -> ReplayPlan:
     """Refuses a file that cannot be replayed before anything is sent, and creates the topics."""
     try:
         # A bad header, or a file that cannot be read to its end: an error before anything is sent.
-        read_rows(options.path)
+        topic = record_topic(options.topic, file_format(options.path).kind)
         lines, digest = scan_file(options.path)
     except InputFormatError as error:
         raise ReplayError(str(error)) from None
@@ -223,18 +235,17 @@ def plan_replay(options: ReplayOptions, bootstrap_servers: str) -> ReplayPlan:
     total = None if options.loop else lines
     if total is not None and options.limit is not None:
         total = min(total, options.limit)
+    dlq_topic = dead_letter_topic(topic)
     sent_before = (
-        LinesSent.read(
-            bootstrap_servers, options.topic, options.dlq_topic, options.path, lines, digest
-        )
+        LinesSent.read(bootstrap_servers, topic, dlq_topic, options.path, lines, digest)
         if options.resume
         else None
     )
-    ensure_topic(bootstrap_servers, options.topic, options.partitions, options.retention_ms)
-    ensure_topic(bootstrap_servers, options.dlq_topic, 1, options.retention_ms)
+    ensure_topic(bootstrap_servers, topic, options.partitions, options.retention_ms)
+    ensure_topic(bootstrap_servers, dlq_topic, 1, options.retention_ms)
     clock_ms = int(time.time() * 1000)
     last_ms = last_event_ms(options, clock_ms) if options.rebase_now else None
-    return ReplayPlan(total, sent_before, digest, clock_ms, last_ms)
+    return ReplayPlan(topic, total, sent_before, digest, clock_ms, last_ms)
 
 
 def replay(
@@ -262,11 +273,11 @@ def _replay_paced(
     plan = plan_replay(options, bootstrap_servers)
     sent_before = plan.sent_before
     producer = kafka_producer(bootstrap_servers)
-    summary = ReplaySummary(topic=options.topic)
+    summary = ReplaySummary(topic=plan.topic)
     delivery_errors: list[Exception] = []
     progress = Progress(total=plan.total, enabled=show_progress)
     lineage = file_lineage(options.path, plan.digest)
-    partition_of = _KeyPartitions(producer.partitions_for(options.topic))
+    partition_of = _KeyPartitions(producer.partitions_for(plan.topic))
 
     unreadable: InputFormatError | None = None
     pacer = Pacer(options.speed)
@@ -282,11 +293,12 @@ def _replay_paced(
                     summary.already_sent += 1
                     continue
                 parsed = beyond_clock(options, parsed, plan.clock_ms)
-                if parsed.candle is None and summary.loops:
+                record = parsed.record
+                if record is None and summary.loops:
                     continue  # --loop: a line's dead letter is sent on the first pass only
-                if parsed.candle is None:
-                    key, value = dead_letter(options, parsed, plan.digest)
-                    producer.send(options.dlq_topic, key=key, value=value).add_errback(
+                if record is None:
+                    key, value = dead_letter(options, parsed, plan.digest, plan.topic)
+                    producer.send(plan.dlq_topic, key=key, value=value).add_errback(
                         delivery_errors.append
                     )
                     summary.record_rejection(parsed.reason or "")
@@ -294,7 +306,7 @@ def _replay_paced(
                     continue
                 if options.limit is not None and summary.sent >= options.limit:
                     break
-                event = parsed.candle.open_time_ms
+                event = record.event_ms
                 if span.first is None and options.rebase_now and plan.last_event_ms is not None:
                     # The first pass ends now; later passes are never ahead of the clock.
                     rebase_ms = now_ms() - plan.last_event_ms
@@ -305,10 +317,10 @@ def _replay_paced(
                 shift_ms = rebase_ms + loop_shift_ms
                 if shift_ms:  # a shifted time is never sent ahead of the clock
                     wait_for_clock(event + shift_ms, now_ms)
-                value = parsed.candle.to_json(lineage, parsed.line, shift_ms)
-                key = parsed.candle.symbol.encode()
+                value = record.to_json(lineage, parsed.line, shift_ms)
+                key = record.key()
                 producer.send(
-                    options.topic, key=key, value=value, partition=partition_of(key)
+                    plan.topic, key=key, value=value, partition=partition_of(key)
                 ).add_errback(delivery_errors.append)
                 summary.record_sent(len(key) + len(value), event + shift_ms)
                 progress.update(summary.sent, summary.rejected)

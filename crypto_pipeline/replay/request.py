@@ -9,8 +9,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from crypto_pipeline.replay.input_files import iso_to_ms
 from crypto_pipeline.replay.producer import ENGINES, ReplayOptions
+from crypto_pipeline.replay.row_fields import iso_to_ms
 
 
 def time_ms(text: str) -> int:

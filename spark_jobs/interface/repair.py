@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 
 from crypto_pipeline.formats.late_ledger import LateEntry
 from crypto_pipeline.formats.window_values import series_selector
-from crypto_pipeline.replay.input_files import ms_to_iso
+from crypto_pipeline.replay.row_fields import ms_to_iso
 from spark_jobs.interface.config import AVAILABLE_NOW, JobConfig
 
 

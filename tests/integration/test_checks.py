@@ -19,7 +19,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 
 from crypto_assets.definitions import build_definitions
 from crypto_pipeline.clients import influx_client, mongo_client
-from crypto_pipeline.replay.input_files import ms_to_iso
+from crypto_pipeline.replay.row_fields import ms_to_iso
 from crypto_pipeline.settings import REPO_ROOT, Settings
 from tests.integration.dagster_helpers import resources_for
 from tests.integration.job_helpers import influx_of, mongo_of

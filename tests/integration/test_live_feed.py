@@ -21,7 +21,7 @@ from crypto_assets.definitions import build_definitions
 from crypto_cli.live_command import start_feed_process
 from crypto_pipeline.clients import end_offsets, ensure_topic
 from crypto_pipeline.readback import read_influx, read_mongo
-from crypto_pipeline.replay.input_files import ms_to_iso
+from crypto_pipeline.replay.row_fields import ms_to_iso
 from crypto_pipeline.settings import (
     REPO_ROOT,
     Settings,

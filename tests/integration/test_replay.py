@@ -433,3 +433,84 @@ def test_a_file_changed_at_the_same_path_is_resumed_as_a_new_file(
     messages = decoded(consume_all(local_stack, unique_name, expected=300))
     line_50 = {(v["source_digest"], v["close"]) for _, v in messages if v["source_line"] == 50}
     assert line_50 == {(before, original_close), (content_digest(path), float(fields[4]))}
+
+
+TRADE_BAD_LINES = {
+    f"{T0},BTCUSDT,77,0,0.5,buy": "price is not positive",
+    f"{T0},BTC USDT,78,1,0.5,buy": "symbol is empty",
+    f"{T0},BTCUSDT,79,1,0.5,long": "side is neither buy nor sell",
+}
+
+
+def expected_trades(path: Path) -> list[tuple[int, bytes, dict[str, Any]]]:
+    """(line, key, message) of each good line of a canonical trade file, read with the csv
+    module."""
+    with open(path, newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    digest = content_digest(path)
+    expected = []
+    for line, row in enumerate(rows, start=2):
+        if ",".join(row.values()) in TRADE_BAD_LINES:
+            continue
+        message = {
+            "time_ms": int(row["time_ms"]),
+            "symbol": row["symbol"],
+            "trade_id": row["trade_id"],
+            "price": float(row["price"]),
+            "qty": float(row["qty"]),
+            "side": row["side"],
+            "exchange": "file",
+            "source_file": str(path),
+            "source_digest": digest,
+            "source_line": line,
+        }
+        expected.append((line, f"file:{row['symbol']}:{row['trade_id']}".encode(), message))
+    return expected
+
+
+@pytest.mark.parametrize("engine", ["paced", "bulk"])
+def test_a_trade_file_goes_to_the_trades_topic_once_per_line_and_resume_completes_it(
+    local_stack: Settings, unique_name: str, tmp_path: Path, engine: str
+) -> None:
+    """Generated trades with bad lines and a repeated line: every good line is one message of
+    `<topic>.trades` keyed by exchange, symbol and trade id (the repeated trade: two messages,
+    one key), bad lines are dead letters of `<topic>.trades.dlq` with their reasons, and a replay
+    stopped part-way completes with --resume."""
+    from crypto_pipeline.replay.trade_generator import generate_trades, write_canonical_trades
+
+    path = tmp_path / "trades.csv"
+    write_canonical_trades(generate_trades(["BTCUSDT", "ETHUSDT"], T0, 300, seed=9), path)
+    lines = path.read_text().splitlines()
+    lines[100:100] = list(TRADE_BAD_LINES)
+    lines.append(lines[500])
+    path.write_text("\n".join(lines) + "\n")
+    expected = expected_trades(path)
+    bootstrap = local_stack.kafka.bootstrap_servers
+
+    first = replay(
+        ReplayOptions(path=path, topic=unique_name, engine=engine, limit=1000),
+        bootstrap,
+        show_progress=False,
+    )
+    rest = replay(
+        ReplayOptions(path=path, topic=unique_name, engine=engine, resume=True),
+        bootstrap,
+        show_progress=False,
+    )
+
+    assert first.topic == rest.topic == f"{unique_name}.trades"
+    assert (first.sent, rest.sent) == (1000, len(expected) - 1000)
+    assert (first.rejected, rest.rejected) == (len(TRADE_BAD_LINES), 0)
+    records = consume_all(local_stack, f"{unique_name}.trades", expected=len(expected))
+    received = sorted(
+        (json.loads(r.value)["source_line"], r.key, json.loads(r.value)) for r in records
+    )
+    assert received == expected
+    assert Counter(r.key for r in records).most_common(2)[1][1] == 1  # only one key twice
+    assert Counter(r.key for r in records).most_common(1)[0][1] == 2
+    dead = decoded(consume_all(local_stack, f"{unique_name}.trades.dlq", expected=3))
+    assert sorted((v["source_line"], v["raw"]) for _, v in dead) == [
+        (101 + i, raw) for i, raw in enumerate(TRADE_BAD_LINES)
+    ]
+    for _, letter in dead:
+        assert letter["reason"].startswith(TRADE_BAD_LINES[letter["raw"]]), letter

@@ -11,8 +11,8 @@ import pytest
 
 from crypto_pipeline.formats.candle_message import file_lineage
 from crypto_pipeline.replay import bulk
-from crypto_pipeline.replay.input_files import read_rows
-from crypto_pipeline.replay.producer import ReplayOptions, dead_letter
+from crypto_pipeline.replay.input_files import file_format, read_rows
+from crypto_pipeline.replay.producer import ReplayOptions, dead_letter, record_topic
 
 HEADER = b"open_time_ms,symbol,open,high,low,close,volume,quote_volume,trades"
 T0 = 1_735_689_600_000
@@ -32,12 +32,27 @@ FILES = {
     "binance, no header": b"\n".join(
         [BINANCE, BINANCE.replace(b"1735689600000", b"1735689660000")]
     ),
+    "trades": b"\n".join(
+        [
+            b"time_ms,symbol,trade_id,price,qty,side,exchange",
+            b"%d,BTCUSDT,41,93576.5,0.002,buy," % T0,
+            b"%d,BTCUSDT,42,93576.4,0.5,sell,okx" % T0,
+            b"%d,BTCUSDT,43,-1,0.5,sell,okx" % T0,
+        ]
+    ),
+    "binance trades, no header": b"\n".join(
+        [
+            b"4420000001,93576.00,0.00100000,93.57600000,1735689600123456,True,True",
+            b"4420000002,93576.01,0.25000000,23394.00250000,1735689600200000,False,True",
+        ]
+    ),
 }
+TRADE_FILES = {"trades": "trades.csv", "binance trades, no header": "BTCUSDT-trades-2025-01-01.csv"}
 
 
 def file_of(tmp_path: Path, name: str, content: bytes) -> Path:
     suffix = "BTCUSDT-1m-2025-01.csv" if name.startswith("binance") else "klines.csv.gz"
-    path = tmp_path / suffix
+    path = tmp_path / TRADE_FILES.get(name, suffix)
     path.write_bytes(gzip.compress(content) if path.suffix == ".gz" else content)
     return path
 
@@ -69,15 +84,16 @@ def test_workers_encode_what_the_paced_replay_sends(tmp_path: Path, name: str) -
     path = file_of(tmp_path, name, FILES[name])
     options = ReplayOptions(path=path, topic="t")
     digest = "0123456789abcdef"
-    bulk._Worker.load(options, digest)
+    topic = record_topic(options.topic, file_format(path).kind)
+    bulk._Worker.load(options, topic, digest)
     paced = []
     for parsed in read_rows(path):
-        if parsed.candle is None:
-            key, value = dead_letter(options, parsed, digest)
+        if parsed.record is None:
+            key, value = dead_letter(options, parsed, digest, topic)
             paced.append((parsed.line, key, value, parsed.reason))
         else:
-            key = parsed.candle.symbol.encode()
-            value = parsed.candle.to_json(file_lineage(path, digest), parsed.line)
+            key = parsed.record.key()
+            value = parsed.record.to_json(file_lineage(path, digest), parsed.line)
             paced.append((parsed.line, key, value, None))
 
     encoded = [

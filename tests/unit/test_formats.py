@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from crypto_pipeline.candle_rules import BAD_SYMBOL, reason_kind
+from crypto_pipeline.formats.candle_message import Candle
 from crypto_pipeline.replay.input_files import (
-    Candle,
     InputFormatError,
     read_rows,
     scan_file,
@@ -35,7 +35,7 @@ def test_canonical_rows(tmp_path: Path, name: str) -> None:
     )
     [row] = list(read_rows(path))
     assert row.line == 2
-    assert row.candle == Candle(
+    assert row.record == Candle(
         "ADAUSDT", 1735516800000, 0.859, 0.8626, 0.855, 0.8621, 10.0, 8.6, 7
     )
 
@@ -46,14 +46,14 @@ def test_optional_columns_may_be_absent(tmp_path: Path) -> None:
         "open_time_ms,symbol,open,high,low,close,volume\n1735689600000,X,1,2,0.5,1.5,3\n",
     )
     [row] = list(read_rows(path))
-    assert row.candle == Candle("X", 1735689600000, 1.0, 2.0, 0.5, 1.5, 3.0, None, None)
+    assert row.record == Candle("X", 1735689600000, 1.0, 2.0, 0.5, 1.5, 3.0, None, None)
 
 
 def test_iso_open_time(tmp_path: Path) -> None:
     text = "open_time,symbol,open,high,low,close,volume\n2025-01-01T00:01:00Z,X,1,2,0.5,1.5,3\n"
     [row] = list(read_rows(write(tmp_path / "k.csv", text)))
-    assert row.candle is not None
-    assert row.candle.open_time_ms == 1735689660000
+    assert row.record is not None
+    assert row.record.event_ms == 1735689660000
 
 
 @pytest.mark.parametrize("open_time", ["1735689600000", "1735689600000000"])
@@ -61,7 +61,7 @@ def test_binance_kline_file_in_ms_or_us(tmp_path: Path, open_time: str) -> None:
     line = f"{open_time},94000.1,94100,93900,94050.5,12.5,1735689659999,1175000.25,321,6,564000,0\n"
     [row] = list(read_rows(write(tmp_path / "BTCUSDT-1m-2025-01.csv", line)))
     assert row.line == 1
-    assert row.candle == Candle(
+    assert row.record == Candle(
         "BTCUSDT", 1735689600000, 94000.1, 94100.0, 93900.0, 94050.5, 12.5, 1175000.25, 321
     )
 
@@ -96,7 +96,7 @@ BAD_ROWS = [
 @pytest.mark.parametrize(("line", "reason"), BAD_ROWS)
 def test_bad_rows_are_rejected_with_their_reason(tmp_path: Path, line: str, reason: str) -> None:
     [row] = list(read_rows(write(tmp_path / "k.csv", HEADER + line + "\n")))
-    assert (row.line, row.raw, row.candle, row.reason) == (2, line, None, reason)
+    assert (row.line, row.raw, row.record, row.reason) == (2, line, None, reason)
 
 
 def test_iso_time_that_does_not_parse(tmp_path: Path) -> None:
@@ -136,7 +136,7 @@ def test_binance_file_without_symbol_in_name(tmp_path: Path) -> None:
 def test_epoch_times_in_seconds_ms_us_or_ns_are_recognised(tmp_path: Path, open_time: str) -> None:
     path = write(tmp_path / "k.csv", HEADER + f"{open_time},X,1,2,0.5,1.5,3,1,1\n")
     [row] = list(read_rows(path))
-    assert row.candle is not None and row.candle.open_time_ms == 1735689600000
+    assert row.record is not None and row.record.event_ms == 1735689600000
 
 
 def test_a_byte_order_mark_and_crlf_line_ends_are_accepted(tmp_path: Path) -> None:
@@ -148,7 +148,7 @@ def test_a_byte_order_mark_and_crlf_line_ends_are_accepted(tmp_path: Path) -> No
     )
     [row] = list(read_rows(path))
     assert row.raw == "1735689600000,X,1,2,0.5,1.5,3,1,1"
-    assert row.candle == Candle("X", 1735689600000, 1.0, 2.0, 0.5, 1.5, 3.0, 1.0, 1)
+    assert row.record == Candle("X", 1735689600000, 1.0, 2.0, 0.5, 1.5, 3.0, 1.0, 1)
 
 
 def test_bad_lines_anywhere_are_rejected_with_their_line_and_the_rest_is_read(
@@ -165,7 +165,7 @@ def test_bad_lines_anywhere_are_rejected_with_their_line_and_the_rest_is_read(
         + good.replace("89600000", "89720000").encode()
     )
     rows = list(read_rows(path))
-    assert [(row.line, row.candle is not None) for row in rows] == [
+    assert [(row.line, row.record is not None) for row in rows] == [
         (2, True),
         (3, False),
         (4, False),
@@ -193,7 +193,7 @@ def test_the_producer_gives_the_shared_reasons(
 ) -> None:
     """The candles and reasons the Spark stage is tested with (test_poison_and_late.py)."""
     [row] = list(read_rows(write(tmp_path / "k.csv", HEADER + csv_line(changes) + "\n")))
-    assert row.candle is None and row.reason is not None
+    assert row.record is None and row.reason is not None
     assert reason_kind(row.reason) == reason
 
 

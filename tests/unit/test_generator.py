@@ -46,4 +46,4 @@ def test_volume_follows_the_intraday_pattern() -> None:
 def test_written_file_reads_back_as_the_same_candles(tmp_path: Path) -> None:
     candles = generate(["ETHUSDT"], START, 0.5, "5m", seed=5)
     write_csv(candles, tmp_path / "g.csv")
-    assert [row.candle for row in read_rows(tmp_path / "g.csv")] == candles
+    assert [row.record for row in read_rows(tmp_path / "g.csv")] == candles

@@ -155,6 +155,13 @@ def _bench_sinks(args: argparse.Namespace, settings: Settings) -> int:
     return subprocess.run(command, env=launch.process_environment(job)).returncode
 
 
+def _bench_trades(args: argparse.Namespace, settings: Settings) -> int:
+    from crypto_cli.bench.trades_bench import bench_trades
+
+    bench_trades(settings, args.rows, args.windows, args.per_batch)
+    return 0
+
+
 def _bench_live(args: argparse.Namespace, settings: Settings) -> int:
     if args.latency:
         from crypto_cli.bench.live_latency_bench import bench_live_latency
@@ -275,6 +282,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="peak RSS of a bulk replay of a file this long, against --rows (0: skip)",
     )
     producer_bench.set_defaults(handler=_bench_producer)
+    trades_bench = bench_commands.add_parser(
+        "trades",
+        help="candles from trades, compute only: steady trades/s vs Kafka's consumer",
+    )
+    trades_bench.add_argument(
+        "--compute-only",
+        action="store_true",
+        required=True,
+        help="nothing written (the only mode until the job builds candles from trades)",
+    )
+    trades_bench.add_argument("--rows", type=int, default=5_000_000)
+    trades_bench.add_argument("--windows", default="1s,1m,5m,1h")
+    trades_bench.add_argument("--per-batch", type=int, default=500_000, help="trades a micro-batch")
+    trades_bench.set_defaults(handler=_bench_trades)
     stream_bench = bench_commands.add_parser(
         "stream",
         help="Spark job steady events/s (no sinks, both sinks) vs Kafka's consumer, then the live "

@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import re
 
-WINDOW_LABEL = re.compile(r"^(?P<count>[1-9]\d*)(?P<unit>[mhd])$")  # 0m would divide by zero
-UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
+WINDOW_LABEL = re.compile(r"^(?P<count>[1-9]\d*)(?P<unit>[smhd])$")  # 0m would divide by zero
+# Seconds: candles built from trades (1s and up); candles from candles are a minute or longer.
+UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
 def _window_match(label: str) -> re.Match[str]:
     match = WINDOW_LABEL.match(label)
     if match is None:
-        raise ValueError(f"window {label!r} must look like 5m, 1h or 1d (a positive length)")
+        raise ValueError(f"window {label!r} must look like 5m, 1h, 1d or 1s (a positive length)")
     return match
 
 
 def window_ms(label: str) -> int:
-    """'5m' -> 300000: windows are whole minutes, hours or days, aligned to the epoch."""
+    """'5m' -> 300000: windows are whole seconds, minutes, hours or days, aligned to the epoch."""
     match = _window_match(label)
     return int(match.group("count")) * UNIT_MS[match.group("unit")]
 

@@ -1,6 +1,7 @@
-"""Benchmarks of the job's own parts, without Spark: the windowed step's state with many symbols
-(`crypto-pipeline bench state`, no server) and the sink writers on one micro-batch
-(`crypto-pipeline bench sinks`). The CLI runs them as `python -m spark_jobs.component_bench`
+"""Benchmarks of the job's own parts: the windowed step's state with many symbols
+(`crypto-pipeline bench state`, no server), the sink writers on one micro-batch
+(`crypto-pipeline bench sinks`) and candles from trades (`crypto-pipeline bench trades`, Spark:
+spark_jobs/trade_bench.py). The CLI runs them as `python -m spark_jobs.component_bench`
 (spark_jobs/interface/launch.py), so nothing outside the job imports its parts.
 
 State: the first batch (every symbol new), a one-candle micro-batch (state read, step, version
@@ -11,6 +12,7 @@ once (what every batch paid when each version was a full copy).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -187,9 +189,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     state.add_argument("--batches", type=int, required=True)
     sinks = commands.add_parser("sinks", help="then the job's options (its sinks' targets)")
     sinks.add_argument("--docs", type=int, required=True)
+    trades = commands.add_parser("trades", help="then the job's options (its trades topic)")
+    trades.add_argument("--trade-windows", required=True)  # --windows is the job's
     args, job_args = parser.parse_known_args(argv)
     if args.component == "state":
         bench_state(args.symbols, args.minutes, args.batches)
+    elif args.component == "trades":
+        from spark_jobs.trade_bench import bench_trades
+
+        job = JobConfig.from_args(job_args, os.environ)
+        say(f"[bench trades] {json.dumps(bench_trades(job, args.trade_windows.split(',')))}")
     else:
         bench_sinks(JobConfig.from_args(job_args, os.environ), args.docs)
     return 0

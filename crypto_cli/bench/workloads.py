@@ -22,7 +22,7 @@ from crypto_pipeline.replay.trade_generator import (
     generate_trades,
     write_canonical_trades,
 )
-from crypto_pipeline.settings import KafkaTarget, Settings
+from crypto_pipeline.settings import KafkaTarget, Settings, trades_topic
 from local_stack.artifacts import StackError
 from spark_jobs.interface import launch
 from spark_jobs.interface.config import DEFAULT_WINDOWS, JobConfig
@@ -134,20 +134,23 @@ def run_job(job: JobConfig) -> dict[str, Any]:
     return summary
 
 
-def bench_topic(settings: Settings, rows: int) -> str:
-    """A topic holding `rows` generated candles (5 symbols, 3 partitions), loaded once: later
-    runs reuse it."""
-    topic = f"bench.stream.{rows}"
+def bench_topic(settings: Settings, rows: int, kind: str = "candles") -> str:
+    """A topic holding `rows` generated candles or trades (5 symbols, 3 partitions), loaded
+    once: later runs reuse it. Trades are in the topic's trades topic, as a replay sends them."""
+    topic = f"bench.stream.{rows}" if kind == "candles" else f"bench.trades.{rows}"
+    records_topic = trades_topic(topic) if kind == "trades" else topic
     bootstrap = settings.kafka.bootstrap_servers
-    loaded = sum(end_offsets(bootstrap, topic).values())
+    loaded = sum(end_offsets(bootstrap, records_topic).values())
     if loaded == rows:
-        say(f"[bench] reusing {topic} ({rows:,} rows)")
-        return topic
+        say(f"[bench] reusing {records_topic} ({rows:,} rows)")
+        return records_topic
     if loaded:
         raise StackError(
-            f"{topic} holds {loaded:,} rows, not {rows:,}: `crypto-pipeline stack reset`"
+            f"{records_topic} holds {loaded:,} rows, not {rows:,}: `crypto-pipeline stack reset`"
         )
-    path = bench_rows_file(settings, rows)
-    say(f"[bench] loading {rows:,} rows into {topic} (once)")
+    path = (
+        bench_trades_file(settings, rows) if kind == "trades" else bench_rows_file(settings, rows)
+    )
+    say(f"[bench] loading {rows:,} rows into {records_topic} (once)")
     replay(ReplayOptions(path=path, topic=topic, partitions=3), bootstrap)
-    return topic
+    return records_topic

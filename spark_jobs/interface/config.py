@@ -26,7 +26,7 @@ from crypto_pipeline.settings import (
     Settings,
     checkpoint_dir,
 )
-from crypto_pipeline.windows import interval_ms, window_ms
+from crypto_pipeline.windows import UNIT_MS, interval_ms, window_ms
 
 DEFAULT_WINDOWS = ("5m", "1h", "4h")
 DEFAULT_WATERMARK = "30 minutes"
@@ -75,7 +75,11 @@ class JobConfig:
 
     def __post_init__(self) -> None:
         for label in self.windows:
-            window_ms(label)
+            if window_ms(label) < UNIT_MS["m"]:
+                raise ValueError(
+                    f"window {label!r}: candles from candles are a minute or longer "
+                    "(windows in seconds are for candles from trades)"
+                )
         interval_ms(self.watermark)
         if self.continuous:
             interval_ms(self.trigger)

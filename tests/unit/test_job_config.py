@@ -94,6 +94,7 @@ def test_a_missing_secret_is_refused_and_nothing_else_comes_from_the_host(
     ("change", "message"),
     [
         ({"windows": ("5 minutes",)}, "must look like 5m"),
+        ({"windows": ("5m", "30s")}, "candles from candles are a minute or longer"),
         ({"windows": ("0m",)}, "a positive length"),  # divided by zero before
         ({"backfill_late": "some"}, "takes one of"),
         ({"sinks": ("mongo", "s3")}, "unknown sinks"),

@@ -13,13 +13,14 @@ from spark_jobs.sinks import aggregate_columns
 
 
 @pytest.mark.parametrize(
-    ("label", "ms"), [("5m", 300_000), ("1h", 3_600_000), ("4h", 14_400_000), ("1d", 86_400_000)]
+    ("label", "ms"),
+    [("1s", 1_000), ("5m", 300_000), ("1h", 3_600_000), ("4h", 14_400_000), ("1d", 86_400_000)],
 )
 def test_window_labels(label: str, ms: int) -> None:
     assert window_ms(label) == ms
 
 
-@pytest.mark.parametrize("label", ["5", "5 minutes", "m5", "5s"])
+@pytest.mark.parametrize("label", ["5", "5 minutes", "m5", "5y", "0s"])
 def test_bad_window_label(label: str) -> None:
     with pytest.raises(ValueError, match="must look like 5m"):
         window_ms(label)

@@ -1,0 +1,226 @@
+"""The executors' step of candles from trades (spark_jobs/trade_seconds.py) on Arrow records as
+Spark hands them over: partials equal an independent pandas resampling of the generated trades,
+duplicates count once, and bad records become dead letters with the shared rules' reasons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from crypto_pipeline import candle_rules as rules
+from crypto_pipeline.formats.candle_message import file_lineage
+from crypto_pipeline.formats.trade_message import Trade
+from crypto_pipeline.replay.trade_generator import generate_trades
+from spark_jobs.trade_seconds import (
+    NOT_A_TRADE,
+    OUTPUT,
+    merge_partials,
+    second_partials,
+    task_partials,
+)
+
+T0 = 1_735_689_600_000  # 2025-01-01T00:00Z
+NOW_MS = T0 + 86_400_000  # when the records were produced
+FUTURE_MS = 300_000
+LINEAGE = file_lineage(Path("trades.csv"), "0123456789abcdef")
+
+
+def records(values: list[bytes]) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pydict(
+        {
+            "value": pa.array(values, pa.binary()),
+            "partition": pa.array([0] * len(values), pa.int32()),
+            "offset": pa.array(range(len(values)), pa.int64()),
+            "timestamp": pa.array([NOW_MS] * len(values), pa.timestamp("ms")),
+        }
+    )
+
+
+def reference(trades: pd.DataFrame) -> pd.DataFrame:
+    """Each (exchange, symbol, second) of distinct trades, resampled in pandas."""
+    trades = trades.drop_duplicates(["exchange", "symbol", "trade_id"])
+    trades = trades.assign(
+        second_ms=trades.time_ms // 1000 * 1000,
+        id_number=trades.trade_id.astype("int64"),
+        turnover=trades.price * trades.qty,
+        buy=trades.qty.where(trades.side == "buy", 0.0),
+        sell=trades.qty.where(trades.side == "sell", 0.0),
+    ).sort_values(["exchange", "symbol", "time_ms", "id_number"])
+    grouped = trades.groupby(["exchange", "symbol", "second_ms"], sort=True)
+    return pd.DataFrame(
+        {
+            "open": grouped.price.first(),
+            "high": grouped.price.max(),
+            "low": grouped.price.min(),
+            "close": grouped.price.last(),
+            "volume": grouped.qty.sum(),
+            "quote_volume": grouped.turnover.sum(),
+            "trades": grouped.size(),
+            "taker_buy_volume": grouped.buy.sum(),
+            "taker_sell_volume": grouped.sell.sum(),
+            "first_ms": grouped.time_ms.min(),
+            "first_id": grouped.trade_id.first(),
+            "last_ms": grouped.time_ms.max(),
+            "last_id": grouped.trade_id.last(),
+        }
+    ).reset_index()
+
+
+def test_partials_equal_a_pandas_resampling_and_duplicates_count_once() -> None:
+    generated = generate_trades(["BTCUSDT", "ETHUSDT", "ABCUSDT"], T0, 600, seed=4)
+    trades = pd.DataFrame(
+        {
+            "exchange": np.where(np.arange(len(generated)) % 7 == 0, "okx", "file"),
+            "symbol": generated.symbol,
+            "trade_id": generated.trade_id.astype(str),
+            "time_ms": generated.time_ms,
+            "price": generated.price,
+            "qty": generated.quantity,
+            "side": generated.taker_side,
+        }
+    )
+    rng = np.random.default_rng(1)
+    copies = trades.iloc[rng.choice(len(trades), size=len(trades) // 10)]
+    shuffled = pd.concat([trades, copies]).sample(frac=1.0, random_state=2)
+    values = [
+        Trade(r.exchange, r.symbol, r.trade_id, r.time_ms, r.price, r.qty, r.side).to_json(
+            LINEAGE, line
+        )
+        for line, r in enumerate(shuffled.itertuples())
+    ]
+
+    output = second_partials(records(values), FUTURE_MS).to_pandas()
+
+    assert set(output.kind) == {"partial"}
+    actual = output.drop(columns=["kind", "raw", "reason", "partition", "offset"])
+    actual = actual.sort_values(["exchange", "symbol", "second_ms"]).reset_index(drop=True)
+    expected = reference(trades)
+    assert actual.trades.sum() == len(trades)
+    pd.testing.assert_frame_equal(actual, expected, check_dtype=False, rtol=1e-12)
+
+
+def test_ids_that_are_not_numbers_order_by_length_then_text() -> None:
+    trades = [
+        Trade("bybit", "X", "b1", T0, 3.0, 1.0, "buy"),
+        Trade("bybit", "X", "a10", T0, 5.0, 1.0, "sell"),
+        Trade("bybit", "X", "a2", T0, 4.0, 1.0, None),
+        Trade("bybit", "X", "007", T0 + 1, 6.0, 1.0, None),
+        Trade("bybit", "X", "7", T0 + 1, 7.0, 1.0, None),
+    ]
+    output = second_partials(records([t.to_json(LINEAGE, 1) for t in trades]), FUTURE_MS)
+    [row] = output.to_pylist()
+    assert (row["open"], row["first_id"], row["close"], row["last_id"]) == (4.0, "a2", 6.0, "007")
+    assert (row["trades"], row["taker_buy_volume"], row["taker_sell_volume"]) == (5, 1.0, 1.0)
+
+
+def test_bad_records_are_dead_letters_with_reasons_and_the_rest_is_counted() -> None:
+    good = Trade("okx", "X", "1", T0, 2.0, 3.0, "buy").to_json(LINEAGE, 1)
+    bad = {
+        b"garbage{": NOT_A_TRADE,
+        b"[1, 2]": NOT_A_TRADE,
+        b'{"time_ms":1735689600000,"symbol":"X","trade_id":"2","price":"2","qty":1}': (
+            "missing or mistyped price"
+        ),
+        good.replace(b'"price":2.0', b'"price":-2.0'): "price is not positive",
+        good.replace(b'"qty":3.0', b'"qty":1e300'): "quantity is beyond 1e15 in magnitude",
+        good.replace(b'"symbol":"X"', b'"symbol":"X Y"'): rules.BAD_SYMBOL,
+        good.replace(b'"trade_id":"1"', b'"trade_id":"1:2"'): rules.BAD_TRADE_ID,
+        good.replace(b'"side":"buy"', b'"side":"long"'): rules.BAD_SIDE,
+        good.replace(b'"exchange":"okx"', b'"exchange":"OKX!"'): rules.BAD_EXCHANGE,
+        good.replace(b"1735689600000", str(NOW_MS + FUTURE_MS + 1).encode()): (
+            rules.FUTURE_EVENT_TIME
+        ),
+        good.replace(b"1735689600000", b"12"): rules.EVENT_TIME_OUT_OF_RANGE,
+    }
+    values = [good, *bad]
+
+    output = second_partials(records(values), FUTURE_MS).to_pylist()
+
+    [partial] = [row for row in output if row["kind"] == "partial"]
+    assert (partial["symbol"], partial["trades"], partial["volume"]) == ("X", 1, 3.0)
+    dead = sorted(
+        (row["offset"], row["raw"], row["reason"]) for row in output if row["kind"] == "dead"
+    )
+    assert dead == [
+        (offset, raw.decode(), reason) for offset, (raw, reason) in enumerate(bad.items(), start=1)
+    ]
+
+
+@pytest.mark.parametrize("sizes", [[], [0], [3, 0, 2]])
+def test_the_task_function_reads_every_batch_spark_hands_over(sizes: list[int]) -> None:
+    values = [
+        Trade("okx", "X", str(n), T0 + n, 1.0, 1.0, None).to_json(LINEAGE, n) for n in range(5)
+    ]
+    batches, start = [], 0
+    for size in sizes:
+        batches.append(records(values[start : start + size]))
+        start += size
+    output = [batch for batch in task_partials(FUTURE_MS)(iter(batches))]
+    trades = sum(row["trades"] for batch in output for row in batch.to_pylist())
+    assert trades == sum(sizes)
+    assert all(batch.schema == OUTPUT for batch in output)
+
+
+@pytest.mark.parametrize("window_ms", [1000, 60_000, 300_000, 3_600_000])
+def test_partials_of_many_tasks_merge_into_the_windows_of_the_whole(window_ms: int) -> None:
+    """Trades split over three tasks (as over three Kafka partitions), each task's partials
+    merged: the windows equal a pandas resampling of all the trades."""
+    generated = generate_trades(["BTCUSDT", "ETHUSDT"], T0, 900, seed=6)
+    trades = pd.DataFrame(
+        {
+            "exchange": "file",
+            "symbol": generated.symbol,
+            "trade_id": generated.trade_id.astype(str),
+            "time_ms": generated.time_ms,
+            "price": generated.price,
+            "qty": generated.quantity,
+            "side": generated.taker_side,
+        }
+    )
+    tasks = []
+    for part in range(3):
+        mine = trades[np.arange(len(trades)) % 3 == part]
+        values = [
+            Trade(r.exchange, r.symbol, r.trade_id, r.time_ms, r.price, r.qty, r.side).to_json(
+                LINEAGE, 1
+            )
+            for r in mine.itertuples()
+        ]
+        tasks.append(second_partials(records(values), FUTURE_MS))
+    partials = pa.concat_tables(tasks).drop_columns(
+        ["kind", "raw", "reason", "partition", "offset"]
+    )
+
+    actual = merge_partials(partials, window_ms).to_pandas()
+
+    expected = reference(trades)
+    expected["second_ms"] = expected.second_ms - expected.second_ms % window_ms
+    grouped = expected.groupby(["exchange", "symbol", "second_ms"], sort=True)
+    windows = pd.DataFrame(
+        {
+            "open": grouped.open.first(),
+            "high": grouped.high.max(),
+            "low": grouped.low.min(),
+            "close": grouped.close.last(),
+            **{
+                name: grouped[name].sum()
+                for name in (
+                    "volume",
+                    "quote_volume",
+                    "trades",
+                    "taker_buy_volume",
+                    "taker_sell_volume",
+                )
+            },
+            "first_ms": grouped.first_ms.min(),
+            "first_id": grouped.first_id.first(),
+            "last_ms": grouped.last_ms.max(),
+            "last_id": grouped.last_id.last(),
+        }
+    ).reset_index()
+    actual = actual.sort_values(["exchange", "symbol", "second_ms"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(actual, windows, check_dtype=False, rtol=1e-9)

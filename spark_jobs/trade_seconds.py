@@ -24,6 +24,7 @@ Arrow cannot parse whole is parsed line by line, so one bad record costs only it
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,7 +49,6 @@ TRADE_FIELDS = pa.schema(
         (EXCHANGE, pa.string()),
     ]
 )
-REQUIRED = (message.TIME_MS, "symbol", message.TRADE_ID, message.PRICE, message.QUANTITY)
 NOT_A_TRADE = "not a JSON trade"
 # One output row is a partial (kind "partial") or a dead letter (kind "dead").
 PARTIAL_FIELDS = (
@@ -88,11 +88,23 @@ OUTPUT_DDL = ", ".join(f"`{field.name}` {SPARK_TYPES[field.type]}" for field in 
 
 def _parse(values: pa.Array) -> pa.Table:
     """The messages' fields, one row per message (null fields where a message lacks one or is
-    no JSON object); Arrow's reader for the block, the json module line by line if it fails."""
-    lines = pc.binary_join_element_wise(values, pa.array([b"\n"] * len(values), pa.binary()), b"")
+    no JSON object); Arrow's reader for the block, the json module line by line if it fails.
+    Each message is read as the member of a one-line object (`{"r":<message>}`), so a message
+    that is not exactly one JSON value on one line (a line end, two objects, nothing, a null
+    record) makes the block fail rather than shift the rows."""
+    count = len(values)
+    lines = pc.binary_join_element_wise(
+        pa.array([b'{"r":'] * count, pa.binary()),
+        pc.fill_null(values, b"null"),
+        pa.array([b"}\n"] * count, pa.binary()),
+        b"",
+    )
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)
     data = lines.buffers()[2][int(offsets[lines.offset]) : int(offsets[lines.offset + len(lines)])]
-    options = pa_json.ParseOptions(explicit_schema=TRADE_FIELDS, unexpected_field_behavior="ignore")
+    options = pa_json.ParseOptions(
+        explicit_schema=pa.schema([("r", pa.struct(TRADE_FIELDS))]),
+        unexpected_field_behavior="ignore",
+    )
     try:
         # One thread: Spark runs a task per core already.
         table = pa_json.read_json(
@@ -100,8 +112,9 @@ def _parse(values: pa.Array) -> pa.Table:
             read_options=pa_json.ReadOptions(use_threads=False, block_size=1 << 24),
             parse_options=options,
         )
-        if table.num_rows == len(values):
-            return table.combine_chunks()
+        if table.num_rows == count:
+            messages = table.column("r").combine_chunks()
+            return pa.Table.from_arrays(messages.flatten(), schema=TRADE_FIELDS)
     except pa.ArrowInvalid:
         pass
     return pa.Table.from_pylist([_parse_one(value) for value in values.to_pylist()], TRADE_FIELDS)
@@ -122,9 +135,13 @@ def _parse_one(value: bytes | None) -> dict[str, Any]:
         elif pa.types.is_integer(field.type):
             whole = isinstance(item, int) and not isinstance(item, bool)
             parsed[field.name] = item if whole and -(2**63) <= item < 2**63 else None
+        elif isinstance(item, int | float) and not isinstance(item, bool):
+            try:
+                parsed[field.name] = float(item)
+            except OverflowError:  # an integer beyond floats: infinite, as Arrow reads it
+                parsed[field.name] = math.inf
         else:
-            number = isinstance(item, int | float) and not isinstance(item, bool)
-            parsed[field.name] = float(item) if number else None
+            parsed[field.name] = None
     return parsed
 
 
@@ -144,11 +161,13 @@ def _number_reason(values: np.ndarray, field: str) -> list[tuple[np.ndarray, str
 
 
 def reject_reasons(fields: pa.Table, produced_ms: np.ndarray, future_ms: int) -> np.ndarray:
-    """Each message's first broken rule (None: a valid trade), in the order of `trade_reason`,
-    then the future rule against when the record was produced, the exchange and the side."""
+    """Each message's first broken rule (None: a valid trade), in the replay's order
+    (crypto_pipeline/replay/trade_rows.validate): `trade_reason`, the exchange, the side, then
+    the future rule against when the record was produced."""
     rows = fields.num_rows
     missing = {
-        name: fields.column(name).is_null().to_numpy(zero_copy_only=False) for name in REQUIRED
+        name: fields.column(name).is_null().to_numpy(zero_copy_only=False)
+        for name in message.REQUIRED_FIELDS
     }
     time_ms = fields.column(message.TIME_MS).fill_null(0).to_numpy()
     price = fields.column(message.PRICE).fill_null(np.nan).to_numpy()
@@ -157,7 +176,7 @@ def reject_reasons(fields: pa.Table, produced_ms: np.ndarray, future_ms: int) ->
     side = fields.column(message.SIDE)
     checks: list[tuple[np.ndarray, str]] = [
         (np.logical_and.reduce(list(missing.values())), NOT_A_TRADE),
-        *((missing[name], f"missing or mistyped {name}") for name in REQUIRED),
+        *((missing[name], f"missing or mistyped {name}") for name in message.REQUIRED_FIELDS),
         (~_matches(fields.column("symbol"), rules.SYMBOL_PATTERN), rules.BAD_SYMBOL),
         (~_matches(fields.column(message.TRADE_ID), rules.TRADE_ID_PATTERN), rules.BAD_TRADE_ID),
         (
@@ -166,7 +185,6 @@ def reject_reasons(fields: pa.Table, produced_ms: np.ndarray, future_ms: int) ->
         ),
         *_number_reason(price, "price"),
         *_number_reason(quantity, "quantity"),
-        (time_ms > produced_ms + future_ms, rules.FUTURE_EVENT_TIME),
         (
             exchange.is_valid().to_numpy(zero_copy_only=False)
             & ~_matches(exchange, rules.EXCHANGE_PATTERN),
@@ -179,6 +197,8 @@ def reject_reasons(fields: pa.Table, produced_ms: np.ndarray, future_ms: int) ->
             ),
             rules.BAD_SIDE,
         ),
+        # Last, as the replay checks it after a line's other rules (`beyond_clock`).
+        (time_ms > produced_ms + future_ms, rules.FUTURE_EVENT_TIME),
     ]
     reason = np.full(rows, None, dtype=object)
     for broken, text in reversed(checks):  # the first rule broken wins
@@ -207,7 +227,11 @@ def second_partials(records: pa.RecordBatch, future_ms: int) -> pa.Table:
     dead = pa.table(
         {
             "kind": pa.array(["dead"] * len(bad), pa.string()),
-            "raw": pc.cast(values.take(bad), pa.string()),
+            # The few bad records' text, whatever their bytes (not UTF-8 is a reason too).
+            "raw": pa.array(
+                [(raw or b"").decode("utf-8", "replace") for raw in values.take(bad).to_pylist()],
+                pa.string(),
+            ),
             "reason": pa.array(reasons[bad].tolist(), pa.string()),
             "partition": records.column("partition").take(bad).cast(pa.int32()),
             "offset": records.column("offset").take(bad).cast(pa.int64()),
@@ -231,7 +255,8 @@ def _partials(trades: pa.Table) -> pa.Table:
     ids = trades.column(message.TRADE_ID).combine_chunks()
     time_ms = trades.column(message.TIME_MS).to_numpy()
     id_keys = _id_order(ids)
-    # Each distinct trade (series, id) once: copies are adjacent once sorted by series and id.
+    # Each distinct trade (series, id) once, the copy of the earliest event time (copies of a key
+    # are one trade; `replay --loop`, which would shift a trade's time, refuses trade files).
     by_trade = np.lexsort((time_ms, *id_keys, codes))
     same = np.ones(len(by_trade), dtype=bool)
     same[0] = False

@@ -22,6 +22,7 @@ TRADE_ID = "trade_id"
 PRICE = "price"
 QUANTITY = "qty"
 SIDE = "side"
+REQUIRED_FIELDS = (TIME_MS, "symbol", TRADE_ID, PRICE, QUANTITY)
 
 
 class Trade(NamedTuple):

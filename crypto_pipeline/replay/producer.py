@@ -226,10 +226,15 @@ def plan_replay(options: ReplayOptions, bootstrap_servers: str) -> ReplayPlan:
     """Refuses a file that cannot be replayed before anything is sent, and creates the topics."""
     try:
         # A bad header, or a file that cannot be read to its end: an error before anything is sent.
-        topic = record_topic(options.topic, file_format(options.path).kind)
+        kind = file_format(options.path).kind
+        topic = record_topic(options.topic, kind)
         lines, digest = scan_file(options.path)
     except InputFormatError as error:
         raise ReplayError(str(error)) from None
+    if options.loop and kind == "trades":
+        raise ReplayError(
+            "--loop cannot replay a trade file: every pass would send its trades (their ids) again"
+        )
     if options.resume and (options.loop or options.rebase_now):
         raise ReplayError("--resume cannot be combined with --loop or --rebase-now")
     total = None if options.loop else lines

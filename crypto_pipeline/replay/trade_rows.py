@@ -22,11 +22,12 @@ from crypto_pipeline.candle_rules import (
     MAX_EVENT_MS,
     MAX_MAGNITUDE,
     MIN_EVENT_MS,
+    TAKER_SIDES,
     symbol_reason,
     trade_reason,
 )
 from crypto_pipeline.formats.candle_message import FILE_EXCHANGE
-from crypto_pipeline.formats.trade_message import Trade
+from crypto_pipeline.formats.trade_message import REQUIRED_FIELDS, Trade
 from crypto_pipeline.replay.row_fields import (
     InputFormatError,
     RowParser,
@@ -35,7 +36,7 @@ from crypto_pipeline.replay.row_fields import (
     parse_float,
 )
 
-REQUIRED = ("time_ms", "symbol", "trade_id", "price", "qty")
+REQUIRED = REQUIRED_FIELDS  # the canonical columns are named as the message's members
 HEADER_HELP = (
     "canonical trades time_ms,symbol,trade_id,price,qty[,side][,exchange], "
     "a Binance trades archive file"
@@ -44,15 +45,18 @@ BINANCE_COLUMNS = ("id", "price", "qty", "quote_qty", "time", "is_buyer_maker", 
 BINANCE_FILE = re.compile(r"^(?P<symbol>[A-Z0-9]+)-trades-")
 # The buyer was the maker: the taker sold (spot archives write True/False, futures true/false).
 TAKER_SIDE_OF_BUYER_MAKER = {"true": "sell", "false": "buy", "True": "sell", "False": "buy"}
-TAKER_SIDES = {"buy": "buy", "sell": "sell", "": None}
+SIDE_OF_TEXT = {"buy": "buy", "sell": "sell", "": None}
 UNKNOWN_SIDE = "?"  # the fast path's marker of a side it does not know
 
 
 def validate(trade: Trade) -> Trade:
-    """The shared trade rules (crypto_pipeline/candle_rules.py), which Spark applies too."""
+    """The shared trade rules (crypto_pipeline/candle_rules.py) in the order Spark applies them
+    (spark_jobs/trade_seconds.reject_reasons): `trade_reason`, the exchange, the side."""
     reason = trade_reason(trade.symbol, trade.trade_id, trade.time_ms, trade.price, trade.quantity)
     if reason is None and not EXCHANGE.fullmatch(trade.exchange):
         reason = BAD_EXCHANGE
+    if reason is None and trade.taker_side not in (None, *TAKER_SIDES):
+        reason = f"{BAD_SIDE}: {trade.taker_side!r}"
     if reason is not None:
         raise ValueError(reason)
     return trade
@@ -97,13 +101,6 @@ def _fast_trade(
     return None
 
 
-def _taker_side(value: str) -> str | None:
-    try:
-        return TAKER_SIDES[value.strip().lower()]
-    except KeyError:
-        raise ValueError(f"{BAD_SIDE}: {value!r}") from None
-
-
 def header_parser(columns: list[str], path: Path) -> RowParser | None:
     """The parser of a trade file with this header (lower-cased), None if it is not one."""
     if tuple(columns) in (BINANCE_COLUMNS, BINANCE_COLUMNS[:-1]):
@@ -124,7 +121,7 @@ def header_parser(columns: list[str], path: Path) -> RowParser | None:
                 fields[i_time],
                 fields[i_price],
                 fields[i_qty],
-                None if i_side is None else TAKER_SIDES.get(fields[i_side], UNKNOWN_SIDE),
+                None if i_side is None else SIDE_OF_TEXT.get(fields[i_side], UNKNOWN_SIDE),
             )
             if fast is not None:
                 return fast
@@ -142,7 +139,7 @@ def header_parser(columns: list[str], path: Path) -> RowParser | None:
                 epoch_ms(values[i_time], "time_ms"),
                 parse_float(values[i_price], "price"),
                 parse_float(values[i_qty], "qty"),
-                None if i_side is None else _taker_side(values[i_side]),
+                None if i_side is None else values[i_side].lower() or None,
             )
         )
 
@@ -178,7 +175,7 @@ def binance_parser(path: Path, width: int) -> RowParser:
             if fast is not None:
                 return fast
         check_width(fields, width)
-        if any(value.strip() == "" for value in fields[:6]):
+        if any(fields[index].strip() == "" for index in (0, 1, 2, 4, 5)):  # quote_qty unused
             raise ValueError("missing field")
         try:
             side = TAKER_SIDE_OF_BUYER_MAKER[fields[5].strip().lower()]

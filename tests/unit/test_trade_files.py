@@ -11,7 +11,9 @@ import pytest
 from crypto_pipeline.candle_rules import BAD_EXCHANGE, BAD_SIDE, BAD_SYMBOL, BAD_TRADE_ID
 from crypto_pipeline.formats.candle_message import file_lineage
 from crypto_pipeline.formats.trade_message import Trade
+from crypto_pipeline.replay import trade_rows
 from crypto_pipeline.replay.input_files import InputFormatError, file_format, read_rows
+from crypto_pipeline.replay.producer import ReplayError, ReplayOptions, plan_replay
 from crypto_pipeline.replay.trade_generator import (
     generate_trades,
     write_binance_trades,
@@ -167,3 +169,50 @@ def test_rows_off_the_fast_path_are_read_by_the_full_rules(tmp_path: Path) -> No
         Trade("binance", "X", "3", T0, 2.0, 3.0, "buy"),
     ]
     assert rows[2].reason == BAD_TRADE_ID
+
+
+def test_the_fast_path_reads_every_row_as_the_full_parse_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same rows through the replay's fast path and, with it switched off, the full parse:
+    the same trades and the same reasons."""
+    canonical = tmp_path / "t.csv"
+    canonical.write_text(
+        CANONICAL
+        + "".join(
+            f"{line}\n"
+            for line in (
+                f"{T0},X,1,2,3,buy,",
+                f"{T0}000,x,2,2.5,1e-8,sell,OKX",
+                f"{T0},X,3,2,3,,binance",
+                f"{T0},X,4,2,3,Buy,",
+                f"+{T0},X,5,2,3,buy,",
+                f"{T0},X,6,2,3,buy,kraken ",
+                f"{T0},X,{'9' * 64},2,3,buy,",
+                f"{T0},X,{'9' * 65},2,3,buy,",
+                f"{T0},X,7,1e16,3,buy,",
+                f"{T0},X,8,2,0,buy,",
+                f"{T0 // 1000},X,9,2,3,buy,",
+            )
+        )
+    )
+    binance = tmp_path / "BTCUSDT-trades-2025-01-01.csv"
+    binance.write_text(
+        f"1,1.5,2,,{T0},true,true\n2,1.5,2,3,{T0}000,False,True\n3,1.5,2,3,{T0},yes,True\n"
+    )
+
+    def rows(path: Path) -> list[tuple[object, str | None]]:
+        return [(row.record, row.reason) for row in read_rows(path)]
+
+    fast = {path: rows(path) for path in (canonical, binance)}
+    monkeypatch.setattr(trade_rows, "_fast_trade", lambda *fields: None)
+    assert {path: rows(path) for path in (canonical, binance)} == fast
+    assert sum(record is not None for record, _ in fast[canonical]) == 8
+    assert [record is not None for record, _ in fast[binance]] == [True, True, False]
+
+
+def test_a_trade_file_cannot_loop(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text(CANONICAL + f"{T0},X,1,2,3,buy,\n")
+    with pytest.raises(ReplayError, match="--loop cannot replay a trade file"):
+        plan_replay(ReplayOptions(path=path, topic="t", loop=True), "127.0.0.1:1")

@@ -4,6 +4,7 @@ duplicates count once, and bad records become dead letters with the shared rules
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ import pytest
 from crypto_pipeline import candle_rules as rules
 from crypto_pipeline.formats.candle_message import file_lineage
 from crypto_pipeline.formats.trade_message import Trade
+from crypto_pipeline.replay.input_files import read_rows
+from crypto_pipeline.replay.producer import ReplayOptions, beyond_clock
 from crypto_pipeline.replay.trade_generator import generate_trades
 from spark_jobs.trade_seconds import (
     NOT_A_TRADE,
@@ -224,3 +227,109 @@ def test_partials_of_many_tasks_merge_into_the_windows_of_the_whole(window_ms: i
     ).reset_index()
     actual = actual.sort_values(["exchange", "symbol", "second_ms"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(actual, windows, check_dtype=False, rtol=1e-9)
+
+
+def test_records_that_are_not_one_json_line_never_shift_the_others() -> None:
+    """A value holding two lines, two objects, nothing, a null record or bytes that are not
+    UTF-8 among good ones: Arrow's block read would misalign rows, so the block is read line by
+    line, and every record keeps its own offset and reason."""
+    good = [
+        Trade("okx", "X", str(n), T0 + n, 1.0 + n, 1.0, None).to_json(LINEAGE, n) for n in range(4)
+    ]
+    values: list[bytes | None] = [
+        good[0] + b"\n" + good[1],
+        None,
+        b"",
+        good[2] + good[3],
+        good[3],
+        b'\xff\xfe{"a"',
+        good[2].replace(b"1735689600002", b"1" + b"0" * 400),
+        good[1].replace(b'"price":2.0', b'"price":1' + b"0" * 400),
+    ]
+    batch = records([b"" for _ in values])
+    batch = batch.set_column(0, "value", pa.array(values, pa.binary()))
+
+    output = second_partials(batch, FUTURE_MS).to_pylist()
+
+    [partial] = [row for row in output if row["kind"] == "partial"]
+    assert (partial["trades"], partial["open"]) == (1, 4.0)  # good[3] alone
+    assert sorted((row["offset"], row["reason"]) for row in output if row["kind"] == "dead") == [
+        (0, NOT_A_TRADE),
+        (1, NOT_A_TRADE),
+        (2, NOT_A_TRADE),
+        (3, NOT_A_TRADE),
+        (5, NOT_A_TRADE),
+        (6, "missing or mistyped time_ms"),
+        (7, "price is NaN or infinite"),
+    ]
+
+
+def test_the_replay_and_spark_give_a_bad_trade_the_same_reason(tmp_path: Path) -> None:
+    """Trades that break one rule, or two, as a CSV line for the replay and as a message for
+    Spark: the same first reason from both stages. (A file's time outside the range is not among
+    them: the replay reads it in any epoch unit and says that none fits.)"""
+    line = {"time_ms": T0, "symbol": "X", "trade_id": "1", "price": 2.0, "qty": 3.0}
+    broken: list[dict[str, object]] = [
+        {"symbol": "X Y"},
+        {"trade_id": "1:2"},
+        {"price": -2.0},
+        {"price": float("inf")},
+        {"qty": 1e300},
+        {"exchange": "OKX!"},
+        {"side": "long"},
+        {"time_ms": NOW_MS + FUTURE_MS + 1},
+        {"symbol": "X Y", "side": "long"},
+        {"trade_id": "1:2", "price": -2.0},
+        {"exchange": "OKX!", "time_ms": NOW_MS + FUTURE_MS + 1},
+        {"side": "long", "qty": -1.0},
+    ]
+    rows = [{**line, "exchange": "okx", "side": "buy", **change} for change in broken]
+    path = tmp_path / "t.csv"
+    columns = ["time_ms", "symbol", "trade_id", "price", "qty", "side", "exchange"]
+    path.write_text(
+        ",".join(columns)
+        + "\n"
+        + "".join(",".join(str(row[name]) for name in columns) + "\n" for row in rows)
+    )
+    options = ReplayOptions(path=path, topic="t")
+    replay_reasons = [beyond_clock(options, parsed, NOW_MS).reason for parsed in read_rows(path)]
+    values = [
+        json.dumps({**row, "qty": row["qty"]}, allow_nan=True).replace("Infinity", "1e999").encode()
+        for row in rows
+    ]
+    spark_rows = second_partials(records(values), FUTURE_MS).to_pylist()
+    spark_reasons = [row["reason"] for row in sorted(spark_rows, key=lambda row: row["offset"])]
+    assert len(spark_reasons) == len(rows)
+    assert [reason and reason.split(": ")[0] for reason in replay_reasons] == spark_reasons
+
+
+def test_text_ids_of_many_tasks_merge_by_time_then_length_then_text() -> None:
+    """Ids that are no numbers (Bybit's UUIDs, here hex of varying length), many trades in one
+    millisecond, spread over three tasks: each second's open and close are the first and last by
+    (time, id length, id), as a pandas sort of all the trades puts them."""
+    rng = np.random.default_rng(3)
+    count = 3000
+    trades = pd.DataFrame(
+        {
+            "trade_id": [f"{rng.integers(1 << 40):x}"[: rng.integers(4, 10)] for _ in range(count)],
+            "time_ms": T0 + rng.integers(0, 5000, count) // 50 * 50,  # many ties
+            "price": rng.uniform(1, 2, count).round(4),
+        }
+    ).drop_duplicates("trade_id")
+    values = [
+        Trade("bybit", "X", r.trade_id, r.time_ms, r.price, 1.0, None).to_json(LINEAGE, 1)
+        for r in trades.itertuples()
+    ]
+    tasks = [second_partials(records(values[part::3]), FUTURE_MS) for part in range(3)]
+    partials = pa.concat_tables(tasks)
+
+    merged = merge_partials(partials, 1000).to_pandas().sort_values("second_ms")
+
+    ordered = trades.assign(
+        second_ms=trades.time_ms // 1000 * 1000, length=trades.trade_id.str.len()
+    ).sort_values(["time_ms", "length", "trade_id"])
+    grouped = ordered.groupby("second_ms")
+    assert merged.open.tolist() == grouped.price.first().tolist()
+    assert merged.close.tolist() == grouped.price.last().tolist()
+    assert merged.first_id.tolist() == grouped.trade_id.first().tolist()
+    assert merged.trades.sum() == len(trades)

@@ -19,34 +19,17 @@ from crypto_pipeline.replay.producer import ReplayOptions, replay
 from crypto_pipeline.replay.trade_generator import generate_trades, write_canonical_trades
 from crypto_pipeline.settings import Settings
 from spark_jobs.trade_seconds import NOT_A_TRADE, OUTPUT_DDL, merge_partials, task_partials
+from tests.expected_trade_candles import resample_trades
 
 T0 = 1_735_689_600_000  # 2025-01-01T00:00Z
 
 
 def resampled(path: Path, window_ms: int) -> pd.DataFrame:
+    """The file's good lines (read with the csv module) resampled independently."""
     with open(path, newline="") as stream:
-        trades = pd.DataFrame(list(csv.DictReader(stream)))
-    trades = trades.drop_duplicates(["symbol", "trade_id"]).astype(
-        {"time_ms": "int64", "price": "float64", "qty": "float64"}
-    )
-    trades = trades[trades.price > 0]  # the bad line, a dead letter
-    trades = trades.assign(
-        start=trades.time_ms // window_ms * window_ms,
-        id_number=trades.trade_id.astype("int64"),
-        turnover=trades.price * trades.qty,
-    ).sort_values(["symbol", "time_ms", "id_number"])
-    grouped = trades.groupby(["symbol", "start"], sort=True)
-    return pd.DataFrame(
-        {
-            "open": grouped.price.first(),
-            "high": grouped.price.max(),
-            "low": grouped.price.min(),
-            "close": grouped.price.last(),
-            "volume": grouped.qty.sum(),
-            "quote_volume": grouped.turnover.sum(),
-            "trades": grouped.size(),
-        }
-    ).reset_index()
+        trades = pd.DataFrame(list(csv.DictReader(stream))).assign(exchange="file")
+    trades = trades.astype({"time_ms": "int64", "price": "float64", "qty": "float64"})
+    return resample_trades(trades[trades.price > 0], window_ms)  # the bad line: a dead letter
 
 
 @pytest.mark.parametrize("window_ms", [1_000, 60_000])
@@ -84,7 +67,7 @@ def test_spark_tasks_partials_merge_into_the_windows_of_the_file(
     ]
     partials = output.filter(pc.equal(output.column("kind"), "partial"))
     windows = merge_partials(partials, window_ms).to_pandas()
-    actual = windows.rename(columns={"second_ms": "start"})[
-        ["symbol", "start", "open", "high", "low", "close", "volume", "quote_volume", "trades"]
-    ].sort_values(["symbol", "start"], ignore_index=True)
+    actual = windows.rename(columns={"second_ms": "start"}).sort_values(
+        ["exchange", "symbol", "start"], ignore_index=True
+    )
     pd.testing.assert_frame_equal(actual, resampled(path, window_ms), check_dtype=False, rtol=1e-9)

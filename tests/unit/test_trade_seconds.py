@@ -25,6 +25,7 @@ from spark_jobs.trade_seconds import (
     second_partials,
     task_partials,
 )
+from tests.expected_trade_candles import generated_frame, resample_trades
 
 T0 = 1_735_689_600_000  # 2025-01-01T00:00Z
 NOW_MS = T0 + 86_400_000  # when the records were produced
@@ -43,49 +44,9 @@ def records(values: list[bytes]) -> pa.RecordBatch:
     )
 
 
-def reference(trades: pd.DataFrame) -> pd.DataFrame:
-    """Each (exchange, symbol, second) of distinct trades, resampled in pandas."""
-    trades = trades.drop_duplicates(["exchange", "symbol", "trade_id"])
-    trades = trades.assign(
-        second_ms=trades.time_ms // 1000 * 1000,
-        id_number=trades.trade_id.astype("int64"),
-        turnover=trades.price * trades.qty,
-        buy=trades.qty.where(trades.side == "buy", 0.0),
-        sell=trades.qty.where(trades.side == "sell", 0.0),
-    ).sort_values(["exchange", "symbol", "time_ms", "id_number"])
-    grouped = trades.groupby(["exchange", "symbol", "second_ms"], sort=True)
-    return pd.DataFrame(
-        {
-            "open": grouped.price.first(),
-            "high": grouped.price.max(),
-            "low": grouped.price.min(),
-            "close": grouped.price.last(),
-            "volume": grouped.qty.sum(),
-            "quote_volume": grouped.turnover.sum(),
-            "trades": grouped.size(),
-            "taker_buy_volume": grouped.buy.sum(),
-            "taker_sell_volume": grouped.sell.sum(),
-            "first_ms": grouped.time_ms.min(),
-            "first_id": grouped.trade_id.first(),
-            "last_ms": grouped.time_ms.max(),
-            "last_id": grouped.trade_id.last(),
-        }
-    ).reset_index()
-
-
 def test_partials_equal_a_pandas_resampling_and_duplicates_count_once() -> None:
     generated = generate_trades(["BTCUSDT", "ETHUSDT", "ABCUSDT"], T0, 600, seed=4)
-    trades = pd.DataFrame(
-        {
-            "exchange": np.where(np.arange(len(generated)) % 7 == 0, "okx", "file"),
-            "symbol": generated.symbol,
-            "trade_id": generated.trade_id.astype(str),
-            "time_ms": generated.time_ms,
-            "price": generated.price,
-            "qty": generated.quantity,
-            "side": generated.taker_side,
-        }
-    )
+    trades = generated_frame(generated, np.where(np.arange(len(generated)) % 7 == 0, "okx", "file"))
     rng = np.random.default_rng(1)
     copies = trades.iloc[rng.choice(len(trades), size=len(trades) // 10)]
     shuffled = pd.concat([trades, copies]).sample(frac=1.0, random_state=2)
@@ -101,7 +62,7 @@ def test_partials_equal_a_pandas_resampling_and_duplicates_count_once() -> None:
     assert set(output.kind) == {"partial"}
     actual = output.drop(columns=["kind", "raw", "reason", "partition", "offset"])
     actual = actual.sort_values(["exchange", "symbol", "second_ms"]).reset_index(drop=True)
-    expected = reference(trades)
+    expected = resample_trades(trades, 1000).rename(columns={"start": "second_ms"})
     assert actual.trades.sum() == len(trades)
     pd.testing.assert_frame_equal(actual, expected, check_dtype=False, rtol=1e-12)
 
@@ -172,18 +133,7 @@ def test_the_task_function_reads_every_batch_spark_hands_over(sizes: list[int]) 
 def test_partials_of_many_tasks_merge_into_the_windows_of_the_whole(window_ms: int) -> None:
     """Trades split over three tasks (as over three Kafka partitions), each task's partials
     merged: the windows equal a pandas resampling of all the trades."""
-    generated = generate_trades(["BTCUSDT", "ETHUSDT"], T0, 900, seed=6)
-    trades = pd.DataFrame(
-        {
-            "exchange": "file",
-            "symbol": generated.symbol,
-            "trade_id": generated.trade_id.astype(str),
-            "time_ms": generated.time_ms,
-            "price": generated.price,
-            "qty": generated.quantity,
-            "side": generated.taker_side,
-        }
-    )
+    trades = generated_frame(generate_trades(["BTCUSDT", "ETHUSDT"], T0, 900, seed=6))
     tasks = []
     for part in range(3):
         mine = trades[np.arange(len(trades)) % 3 == part]
@@ -200,31 +150,7 @@ def test_partials_of_many_tasks_merge_into_the_windows_of_the_whole(window_ms: i
 
     actual = merge_partials(partials, window_ms).to_pandas()
 
-    expected = reference(trades)
-    expected["second_ms"] = expected.second_ms - expected.second_ms % window_ms
-    grouped = expected.groupby(["exchange", "symbol", "second_ms"], sort=True)
-    windows = pd.DataFrame(
-        {
-            "open": grouped.open.first(),
-            "high": grouped.high.max(),
-            "low": grouped.low.min(),
-            "close": grouped.close.last(),
-            **{
-                name: grouped[name].sum()
-                for name in (
-                    "volume",
-                    "quote_volume",
-                    "trades",
-                    "taker_buy_volume",
-                    "taker_sell_volume",
-                )
-            },
-            "first_ms": grouped.first_ms.min(),
-            "first_id": grouped.first_id.first(),
-            "last_ms": grouped.last_ms.max(),
-            "last_id": grouped.last_id.last(),
-        }
-    ).reset_index()
+    windows = resample_trades(trades, window_ms).rename(columns={"start": "second_ms"})
     actual = actual.sort_values(["exchange", "symbol", "second_ms"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(actual, windows, check_dtype=False, rtol=1e-9)
 

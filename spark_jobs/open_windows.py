@@ -35,6 +35,7 @@ import pyarrow as pa
 
 from crypto_pipeline.formats.candle_message import CANDLE_VALUES
 from crypto_pipeline.formats.window_values import AGGREGATE_FIELDS, INPUT_OFFSETS
+from spark_jobs.sorted_runs import last_of_runs, run_bounds
 
 INTEGER_COLUMNS = ("event_time_ms", "partition", "offset")
 CANDLE_COLUMNS = (*INTEGER_COLUMNS, *CANDLE_VALUES)
@@ -123,16 +124,6 @@ def _concat(parts: Sequence[Columns]) -> Columns:
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
-def _last_of_runs(*keys: np.ndarray) -> np.ndarray:
-    """For rows sorted by `keys`, True at the last row of each run of equal keys."""
-    if not len(keys[0]):
-        return np.zeros(0, dtype=bool)
-    changes = np.zeros(len(keys[0]) - 1, dtype=bool)
-    for key in keys:
-        changes |= key[1:] != key[:-1]
-    return np.r_[changes, True]
-
-
 def _run_bounds(codes: np.ndarray, series: int) -> list[int]:
     """For rows sorted by series code, where each of the `series` codes' rows start (and end)."""
     return np.searchsorted(codes, np.arange(series + 1)).tolist()
@@ -183,7 +174,7 @@ def advance_all(
         (arrivals["offset"], arrivals["partition"], arrivals["event_time_ms"], arrivals["code"])
     )
     arrivals = _take(arrivals, order)
-    arrivals = _take(arrivals, _last_of_runs(arrivals["code"], arrivals["event_time_ms"]))
+    arrivals = _take(arrivals, last_of_runs(arrivals["code"], arrivals["event_time_ms"]))
     ends = _window_ends(arrivals["event_time_ms"], windows)
     marks = watermarks[arrivals["code"]]
     late = _take(arrivals, ends.min(axis=0) <= marks)
@@ -196,7 +187,7 @@ def advance_all(
     from_batch = np.r_[np.zeros(len(held["code"]), bool), np.ones(len(fresh["code"]), bool)]
     order = np.lexsort((from_batch, merged["event_time_ms"], merged["code"]))
     merged, from_batch = _take(merged, order), from_batch[order]
-    last = _last_of_runs(merged["code"], merged["event_time_ms"])
+    last = last_of_runs(merged["code"], merged["event_time_ms"])
     merged, from_batch = _take(merged, last), from_batch[last]
 
     aggregates = _touched_windows(merged, from_batch, windows, watermarks)
@@ -251,8 +242,7 @@ def _windows_of_length(
     size = window.size_ms
     times, codes = candles["event_time_ms"], candles["code"]
     starts = times - times % size
-    last = np.flatnonzero(_last_of_runs(codes, starts))
-    first = np.concatenate(([0], last[:-1] + 1))[: len(last)]  # each window's rows are one run
+    first, last = run_bounds(codes, starts)  # each window's rows are one run
 
     def reduce(ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
         return ufunc.reduceat(values, first) if len(first) else values[:0]

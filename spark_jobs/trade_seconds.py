@@ -36,6 +36,8 @@ import pyarrow.json as pa_json
 from crypto_pipeline import candle_rules as rules
 from crypto_pipeline.formats import trade_message as message
 from crypto_pipeline.formats.candle_message import EXCHANGE, FILE_EXCHANGE
+from crypto_pipeline.formats.window_values import SERIES_SEPARATOR, split_series
+from spark_jobs.sorted_runs import run_bounds
 
 SECOND_MS = 1000
 TRADE_FIELDS = pa.schema(
@@ -209,11 +211,10 @@ def reject_reasons(fields: pa.Table, produced_ms: np.ndarray, future_ms: int) ->
 def _id_order(ids: pa.Array) -> list[np.ndarray]:
     """lexsort keys (least significant first) that order trade ids as numbers when every id is
     a number without leading zeros, else by (length, text)."""
-    lengths = pc.utf8_length(ids).to_numpy()
     numeric = pc.all(pc.match_substring_regex(ids, r"^(?:0|[1-9][0-9]{0,17})\z")).as_py()
     if numeric:
         return [pc.cast(ids, pa.int64()).to_numpy()]
-    return [ids.to_numpy(zero_copy_only=False), lengths]
+    return [ids.to_numpy(zero_copy_only=False), pc.utf8_length(ids).to_numpy()]
 
 
 def second_partials(records: pa.RecordBatch, future_ms: int) -> pa.Table:
@@ -250,7 +251,7 @@ def _partials(trades: pa.Table) -> pa.Table:
         return OUTPUT.empty_table().select(["kind", *(name for name, _ in PARTIAL_FIELDS)])
     exchange = pc.fill_null(trades.column(EXCHANGE), FILE_EXCHANGE).combine_chunks()
     symbol = trades.column("symbol").combine_chunks()
-    series = pc.binary_join_element_wise(exchange, symbol, "\n").dictionary_encode()
+    series = pc.binary_join_element_wise(exchange, symbol, SERIES_SEPARATOR).dictionary_encode()
     codes = series.indices.to_numpy()
     ids = trades.column(message.TRADE_ID).combine_chunks()
     time_ms = trades.column(message.TIME_MS).to_numpy()
@@ -258,23 +259,17 @@ def _partials(trades: pa.Table) -> pa.Table:
     # Each distinct trade (series, id) once, the copy of the earliest event time (copies of a key
     # are one trade; `replay --loop`, which would shift a trade's time, refuses trade files).
     by_trade = np.lexsort((time_ms, *id_keys, codes))
-    same = np.ones(len(by_trade), dtype=bool)
-    same[0] = False
-    for key in (codes, *id_keys):
-        ordered = key[by_trade]
-        same[1:] &= ordered[1:] == ordered[:-1]
-    kept = by_trade[~same]
+    kept = by_trade[run_bounds(*(key[by_trade] for key in (codes, *id_keys)))[0]]
     # Then in (series, second, time, id) order, each run of a second reduced at once.
     second = time_ms - time_ms % SECOND_MS
     order = kept[np.lexsort((*(key[kept] for key in id_keys), time_ms[kept], codes[kept]))]
-    code, sec = codes[order], second[order]
-    starts = np.flatnonzero(np.r_[True, (code[1:] != code[:-1]) | (sec[1:] != sec[:-1])])
-    ends = np.r_[starts[1:], len(order)] - 1
+    code, sec, time_sorted = codes[order], second[order], time_ms[order]
+    starts, ends = run_bounds(code, sec)
     price = trades.column(message.PRICE).to_numpy()[order]
     quantity = trades.column(message.QUANTITY).to_numpy()[order]
     side = trades.column(message.SIDE).fill_null("").to_numpy(zero_copy_only=False)[order]
     names = series.dictionary.to_numpy(zero_copy_only=False)[code[starts]]
-    exchange_symbol = [name.split("\n", 1) for name in names.tolist()]
+    exchange_symbol = [split_series(name) for name in names.tolist()]
     ordered_ids = ids.take(pa.array(order))
     return pa.table(
         {
@@ -291,9 +286,9 @@ def _partials(trades: pa.Table) -> pa.Table:
             "trades": (ends - starts + 1).astype(np.int64),
             "taker_buy_volume": np.add.reduceat(np.where(side == "buy", quantity, 0.0), starts),
             "taker_sell_volume": np.add.reduceat(np.where(side == "sell", quantity, 0.0), starts),
-            "first_ms": time_ms[order][starts],
+            "first_ms": time_sorted[starts],
             "first_id": ordered_ids.take(pa.array(starts)),
-            "last_ms": time_ms[order][ends],
+            "last_ms": time_sorted[ends],
             "last_id": ordered_ids.take(pa.array(ends)),
         }
     )
@@ -318,7 +313,7 @@ def merge_partials(partials: pa.Table, window_ms: int) -> pa.Table:
     if partials.num_rows == 0:
         return partials.select([name for name, _ in PARTIAL_FIELDS])
     series = pc.binary_join_element_wise(
-        partials.column("exchange"), partials.column("symbol"), "\n"
+        partials.column("exchange"), partials.column("symbol"), SERIES_SEPARATOR
     ).combine_chunks()
     codes = series.dictionary_encode().indices.to_numpy()
     second = partials.column("second_ms").to_numpy()
@@ -330,9 +325,8 @@ def merge_partials(partials: pa.Table, window_ms: int) -> pa.Table:
     last_len = pc.utf8_length(partials.column("last_id")).to_numpy()
     by_open = np.lexsort((column["first_id"], first_len, column["first_ms"], window, codes))
     by_close = np.lexsort((column["last_id"], last_len, column["last_ms"], window, codes))
-    code, start_ms = codes[by_open], window[by_open]
-    starts = np.flatnonzero(np.r_[True, (code[1:] != code[:-1]) | (start_ms[1:] != start_ms[:-1])])
-    ends = np.r_[starts[1:], len(code)] - 1
+    start_ms = window[by_open]
+    starts, ends = run_bounds(codes[by_open], start_ms)
     opened, closed = by_open[starts], by_close[ends]  # both orders group the same runs
 
     def total(name: str) -> np.ndarray:

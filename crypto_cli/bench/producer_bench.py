@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from crypto_cli.bench.workloads import bench_rows_file, bench_trades_file, tree_rss_bytes
+from crypto_cli.bench.workloads import bench_file, tree_rss_bytes
 from crypto_pipeline.benchmarking import machine_description
 from crypto_pipeline.clients import (
     ensure_topic,
@@ -88,8 +88,7 @@ def bench_producer(settings: Settings, rows: int, memory_rows: int, kind: str) -
     """Both replay engines and Kafka's own producer on the same broker in one run, on a file of
     `rows` candles or trades (`kind`), then the bulk replay's peak memory for `rows` and for
     `memory_rows`."""
-    file_of = bench_trades_file if kind == "trades" else bench_rows_file
-    path = file_of(settings, rows)
+    path = bench_file(settings, rows, kind)
     topic = f"bench.producer.{int(time.time())}"
     paced_rate, record_size = replay_rate(settings, path, f"{topic}.paced", "paced")
     bulk_rate, _ = replay_rate(settings, path, f"{topic}.bulk", "bulk")
@@ -113,11 +112,11 @@ def bench_producer(settings: Settings, rows: int, memory_rows: int, kind: str) -
         return
     peaks = {}
     for count in sorted({rows, memory_rows}):
-        file = file_of(settings, count)
+        file = bench_file(settings, count, kind)
         say(f"[bench] peak memory of a bulk replay of {count:,} rows")
         peaks[count] = peak_replay_rss(settings, file, f"{topic}.rss.{count}")
     say("")
     say("| date | rows | file bytes | bulk replay peak RSS (all processes) |")
     for count, peak in peaks.items():
-        size = file_of(settings, count).stat().st_size
+        size = bench_file(settings, count, kind).stat().st_size
         say(f"| {datetime.now(tz=UTC):%Y-%m-%d} | {count:,} | {size:,} | {peak / 2**20:,.0f} MiB |")

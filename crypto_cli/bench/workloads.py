@@ -59,6 +59,13 @@ def bench_trades_file(settings: Settings, rows: int) -> Path:
     return path
 
 
+def bench_file(settings: Settings, rows: int, kind: str) -> Path:
+    """`bench_trades_file` or `bench_rows_file`, as `kind` ("trades" or "candles") says."""
+    return (
+        bench_trades_file(settings, rows) if kind == "trades" else bench_rows_file(settings, rows)
+    )
+
+
 def tree_rss_bytes(pid: int) -> int:
     """Resident memory of a process and its descendants (the bulk replay's workers)."""
     total = 0
@@ -148,9 +155,7 @@ def bench_topic(settings: Settings, rows: int, kind: str = "candles") -> str:
         raise StackError(
             f"{records_topic} holds {loaded:,} rows, not {rows:,}: `crypto-pipeline stack reset`"
         )
-    path = (
-        bench_trades_file(settings, rows) if kind == "trades" else bench_rows_file(settings, rows)
-    )
+    path = bench_file(settings, rows, kind)
     say(f"[bench] loading {rows:,} rows into {records_topic} (once)")
     replay(ReplayOptions(path=path, topic=topic, partitions=3), bootstrap)
     return records_topic

@@ -10,13 +10,13 @@ from pathlib import Path
 from crypto_pipeline.candle_rules import candle_reason
 from crypto_pipeline.formats.candle_message import Candle
 from crypto_pipeline.replay.row_fields import (
-    InputFormatError,
     RowParser,
     check_width,
     epoch_ms,
     iso_to_ms,
     parse_float,
     parse_int,
+    symbol_from_name,
 )
 
 REQUIRED = ("symbol", "open", "high", "low", "close", "volume")
@@ -79,13 +79,7 @@ def header_parser(columns: list[str]) -> RowParser | None:
 
 
 def binance_parser(path: Path) -> RowParser:
-    match = BINANCE_FILE.match(path.name)
-    if match is None:
-        raise InputFormatError(
-            f"{path}: looks like a Binance kline file, but the symbol cannot be taken from its "
-            "name (expected e.g. BTCUSDT-1m-2025-01.csv)"
-        )
-    symbol = match.group("symbol")
+    symbol = symbol_from_name(path, BINANCE_FILE, "kline", "BTCUSDT-1m-2025-01.csv")
 
     def parse(fields: list[str]) -> Candle:
         check_width(fields, BINANCE_COLUMNS)

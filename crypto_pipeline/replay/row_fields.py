@@ -8,8 +8,10 @@ units do not overlap), and a time in none of them is a bad row.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from crypto_pipeline.candle_rules import MAX_EVENT_MS, MIN_EVENT_MS, not_finite, not_whole
 from crypto_pipeline.formats.candle_message import Candle
@@ -87,3 +89,14 @@ def looks_numeric(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def symbol_from_name(path: Path, name_pattern: re.Pattern[str], kind: str, example: str) -> str:
+    """The symbol of a Binance archive file, from its name (its lines do not carry it)."""
+    match = name_pattern.match(path.name)
+    if match is None:
+        raise InputFormatError(
+            f"{path}: looks like a Binance {kind} file, but the symbol cannot be taken from its "
+            f"name (expected e.g. {example})"
+        )
+    return match.group("symbol")

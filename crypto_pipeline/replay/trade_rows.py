@@ -29,11 +29,11 @@ from crypto_pipeline.candle_rules import (
 from crypto_pipeline.formats.candle_message import FILE_EXCHANGE
 from crypto_pipeline.formats.trade_message import REQUIRED_FIELDS, Trade
 from crypto_pipeline.replay.row_fields import (
-    InputFormatError,
     RowParser,
     check_width,
     epoch_ms,
     parse_float,
+    symbol_from_name,
 )
 
 REQUIRED = REQUIRED_FIELDS  # the canonical columns are named as the message's members
@@ -153,13 +153,7 @@ def is_binance_file(path: Path, first_line: list[str]) -> bool:
 
 
 def binance_parser(path: Path, width: int) -> RowParser:
-    match = BINANCE_FILE.match(path.name)
-    if match is None:
-        raise InputFormatError(
-            f"{path}: looks like a Binance trades file, but the symbol cannot be taken from its "
-            "name (expected e.g. BTCUSDT-trades-2025-01-01.csv)"
-        )
-    symbol = match.group("symbol")
+    symbol = symbol_from_name(path, BINANCE_FILE, "trades", "BTCUSDT-trades-2025-01-01.csv")
 
     def parse(fields: list[str]) -> Trade:
         if len(fields) == width:

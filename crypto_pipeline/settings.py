@@ -98,6 +98,12 @@ def trades_topic(topic: str) -> str:
     return f"{topic}.trades"
 
 
+def trade_candles(name: str) -> str:
+    """Where candles built from trades are kept beside the kline-built ones in `name` (a MongoDB
+    collection or an InfluxDB measurement): apart, so that neither overwrites the other."""
+    return f"{name}_from_trades"
+
+
 def checkpoint_dir(state_dir: Path, topic: str) -> Path:
     """The Spark job's checkpoints for one topic."""
     return state_dir / "checkpoints" / topic

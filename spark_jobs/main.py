@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from crypto_pipeline.clients import ensure_topic
@@ -33,27 +33,16 @@ from crypto_pipeline.formats.window_values import SERIES_SEPARATOR, series_key
 from crypto_pipeline.windows import interval_ms
 from spark_jobs.backfill import run_backfill
 from spark_jobs.batches import BatchWriter
-from spark_jobs.interface.config import JobConfig
+from spark_jobs.interface.config import TRADES, JobConfig
 from spark_jobs.interface.summary import INFLUX_ASSET, MONGO_ASSET, summary_line
 from spark_jobs.query_progress import ProgressTracker, open_reporter
-from spark_jobs.session import build_spark_session, kafka_source
+from spark_jobs.session import build_spark_session, read_source
 from spark_jobs.sinks import LegacyWindowKeys, ensure_mongo_index, refuse_legacy_keys
 from spark_jobs.state_store import rename_series
+from spark_jobs.trade_job import TRADES_QUERY, TradeBatchWriter, start_trade_query
 from spark_jobs.transform import keyed_records, parse_messages
 
 log = logging.getLogger("spark_jobs")
-
-
-def read_source(spark: SparkSession, config: JobConfig) -> DataFrame:
-    reader = (
-        kafka_source(spark.readStream, config)
-        .option("startingOffsets", config.starting_offsets)
-        # Large partitions split into tasks for every core (a topic's partitions are uneven).
-        .option("minPartitions", str(spark.sparkContext.defaultParallelism * 2))
-    )
-    if config.max_offsets_per_trigger:
-        reader = reader.option("maxOffsetsPerTrigger", str(config.max_offsets_per_trigger))
-    return reader.load()
 
 
 QUERY = "ohlcv"
@@ -181,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lock = lock_checkpoint(Path(config.checkpoint_dir))  # before the state may be re-keyed
     checkpoint, checkpoint_id = check_checkpoint(config)
     reporter = open_reporter()
-    spark = job_session(config, "crypto-ohlcv")
+    spark = job_session(config, "crypto-trades" if config.source == TRADES else "crypto-ohlcv")
     status_file = Path(config.status_file) if config.status_file else None
     tracker = ProgressTracker(reporter, status_file, interval_ms(config.watermark))
     spark.streams.addListener(tracker)
@@ -198,11 +187,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             ensure_mongo_index(config)
         # Whoever produced the topic may not have created its dead-letter topic.
         ensure_topic(config.kafka.bootstrap_servers, config.kafka.dlq_topic, partitions=1)
-        offsets = checkpoint / QUERY / "offsets"
-        writer = BatchWriter(
-            config, checkpoint / STATE, tracker.record_batch, offsets, checkpoint_id
-        )
-        query = start_query(spark, config, checkpoint, writer)
+        if config.source == TRADES:
+            offsets = checkpoint / TRADES_QUERY / "offsets"
+            trade_writer = TradeBatchWriter(
+                config, checkpoint / STATE, tracker.record_batch, offsets, checkpoint_id
+            )
+            query = start_trade_query(spark, config, checkpoint, trade_writer)
+        else:
+            offsets = checkpoint / QUERY / "offsets"
+            writer = BatchWriter(
+                config, checkpoint / STATE, tracker.record_batch, offsets, checkpoint_id
+            )
+            query = start_query(spark, config, checkpoint, writer)
         tracker.mark_started()
         reporter.log.info(
             f"started on {config.kafka.topic} ({config.trigger}), windows "

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import TypeVar
 
-from pyspark.sql import DataFrameReader, SparkSession
+from pyspark.sql import DataFrame, DataFrameReader, SparkSession
 from pyspark.sql.streaming import DataStreamReader
 
 from spark_jobs.interface.config import JobConfig
@@ -39,3 +39,17 @@ def build_spark_session(job: JobConfig, app_name: str) -> SparkSession:
     for key, value in spark_conf(job).items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+def read_source(spark: SparkSession, config: JobConfig) -> DataFrame:
+    """The stream's records: from `--starting-offsets` on a new checkpoint, at most
+    `--max-offsets-per-trigger` a micro-batch."""
+    reader = (
+        kafka_source(spark.readStream, config)
+        .option("startingOffsets", config.starting_offsets)
+        # Large partitions split into tasks for every core (a topic's partitions are uneven).
+        .option("minPartitions", str(spark.sparkContext.defaultParallelism * 2))
+    )
+    if config.max_offsets_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", str(config.max_offsets_per_trigger))
+    return reader.load()

@@ -22,10 +22,10 @@ import pandas as pd
 from crypto_pipeline.clients import Document, influx_client, kafka_producer, mongo_client
 from crypto_pipeline.formats import influx_point, late_ledger, window_document
 from crypto_pipeline.formats.window_values import (
-    AGGREGATE_FIELDS,
     INPUT_OFFSETS,
     INTEGER_FIELDS,
     split_series,
+    stored_fields,
 )
 from crypto_pipeline.settings import InfluxTarget
 from spark_jobs.interface.config import JobConfig
@@ -71,7 +71,7 @@ def aggregate_columns(windows: pd.DataFrame) -> dict[str, list[Any]]:
         "window_start_ms": windows["window_start_ms"].astype("int64").tolist(),
         "window_end_ms": windows["window_end_ms"].astype("int64").tolist(),
     }
-    for name in AGGREGATE_FIELDS:
+    for name in stored_fields(windows.columns):
         columns[name] = _values(windows[name], integer=name in INTEGER_FIELDS)
     columns[INPUT_OFFSETS] = windows[INPUT_OFFSETS].tolist()
     return columns

@@ -133,7 +133,7 @@ def _candles_table(states: Mapping[str, SymbolState]) -> pa.Table:
     return candles.add_column(0, "symbol", pa.array(symbols, pa.string()))
 
 
-def _write_durably(path: Path, table: pa.Table) -> None:
+def write_durably(path: Path, table: pa.Table) -> None:
     """The file on disk (fsynced, and its directory) before it takes its name."""
     partial = path.with_name(f".{path.name}.partial")
     with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
@@ -162,7 +162,7 @@ def rename_series(directory: Path, rename: Callable[[str], str]) -> int:
         column = table.schema.get_field_index("symbol")
         names = pa.array([rename(s) for s in table.column(column).to_pylist()], pa.string())
         table = table.set_column(column, "symbol", names).replace_schema_metadata(metadata)
-        _write_durably(path, table)
+        write_durably(path, table)
     return len(paths)
 
 
@@ -252,7 +252,7 @@ class StateStore:
             {WATERMARKS: json.dumps(marks).encode(), BASE: str(base).encode()}
         )
         self.directory.mkdir(parents=True, exist_ok=True)
-        _write_durably(self._path(batch_id), table)
+        write_durably(self._path(batch_id), table)
         self._bases[batch_id] = base  # type: ignore[assignment]
         self._last = (batch_id, view)
         return self._path(batch_id).stat().st_size

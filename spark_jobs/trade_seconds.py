@@ -224,6 +224,9 @@ def second_partials(records: pa.RecordBatch, future_ms: int) -> pa.Table:
     fields = _parse(values)
     produced_ms = pc.cast(records.column("timestamp"), pa.timestamp("ms")).cast(pa.int64())
     reasons = reject_reasons(fields, produced_ms.fill_null(0).to_numpy(), future_ms)
+    if "key" in records.schema.names:  # the job's records (the step alone may run without)
+        mismatch = _key_mismatch(fields, records.column("key"))
+        reasons[(reasons == None) & mismatch] = rules.TRADE_KEY_MISMATCH  # noqa: E711
     bad = np.flatnonzero(reasons != None)  # noqa: E711 (element-wise)
     dead = pa.table(
         {
@@ -244,6 +247,17 @@ def second_partials(records: pa.RecordBatch, future_ms: int) -> pa.Table:
         .select(OUTPUT.names)
         .cast(OUTPUT)
     )
+
+
+def _key_mismatch(fields: pa.Table, keys: pa.Array) -> np.ndarray:
+    """Records whose Kafka key is not their trade's `Trade.key()`: the job counts a trade once
+    per key, so a key that named another trade could hide it."""
+    exchange = pc.fill_null(fields.column(EXCHANGE), FILE_EXCHANGE)
+    expected = pc.binary_join_element_wise(
+        exchange, fields.column("symbol"), fields.column(message.TRADE_ID), SERIES_SEPARATOR
+    )
+    same = pc.equal(keys.cast(pa.binary()), expected.cast(pa.binary()))
+    return ~pc.fill_null(same, False).to_numpy(zero_copy_only=False)
 
 
 def _partials(trades: pa.Table) -> pa.Table:

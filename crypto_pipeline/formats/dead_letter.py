@@ -62,6 +62,20 @@ def for_frame(
     return f"{exchange}:{digest}".encode(), json.dumps(value, separators=(",", ":")).encode()
 
 
+def for_record(raw: str, reason: str, topic: str, partition: int, offset: int) -> tuple[str, str]:
+    """The key and value of a Kafka record the Spark job rejected (as its SQL plan writes them)."""
+    value = {
+        RAW: raw,
+        REASON: reason,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        STAGE: SPARK_STAGE,
+    }
+    key = RECORD_KEY_SEPARATOR.join(str(part) for part in (topic, partition, offset))
+    return key, json.dumps(value, separators=(",", ":"))
+
+
 def line_key_prefix(source_file: str) -> bytes:
     """The keys of a file's dead letters: this, then the line number."""
     return f"{source_file}:".encode()

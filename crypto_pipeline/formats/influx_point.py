@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from crypto_pipeline.formats.window_values import AGGREGATE_FIELDS, INTEGER_FIELDS, AggregateKey
+from crypto_pipeline.formats.window_values import INTEGER_FIELDS, AggregateKey, stored_fields
 
 NULL_FIELDS_FIELD = "null_fields"
 TAGS = ("exchange", "symbol", "window")
@@ -27,7 +27,7 @@ def _escape_tag(value: str) -> str:
 def encode(values: dict[str, Any], measurement: str) -> str:
     """One point of line protocol from a window's key fields and aggregate values."""
     fields, nulls = [], []
-    for name in AGGREGATE_FIELDS:
+    for name in stored_fields(values):
         value = values[name]
         if value is None:
             nulls.append(name)
@@ -41,5 +41,5 @@ def encode(values: dict[str, Any], measurement: str) -> str:
 def decode(row: dict[str, Any], time_ms: int) -> tuple[AggregateKey, dict[str, Any]]:
     """A pivoted row's key and aggregate values (those NULL_FIELDS_FIELD names are null)."""
     nulls = set((row.get(NULL_FIELDS_FIELD) or "").split(","))
-    values = {name: None if name in nulls else row.get(name) for name in AGGREGATE_FIELDS}
+    values = {name: None if name in nulls else row.get(name) for name in stored_fields(row)}
     return (row["exchange"], row["symbol"], row["window"], time_ms), values

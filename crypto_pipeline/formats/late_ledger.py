@@ -5,7 +5,9 @@ database (collection `<aggregates>_late`):
 - `late`: candles that arrived after their symbol's watermark (rows, event-time range, and per
   Kafka partition the lowest and highest offset of those candles);
 - `refused`: a window whose write was refused because the stored one has input this one lacks
-  (spark_jobs/window_versions.py), its range = the window.
+  (spark_jobs/window_versions.py), its range = the window;
+- `redelivered` (candles from trades): trades of seconds that had trades longer ago than the
+  dedupe horizon, so a copy among them could not be recognised (spark_jobs/trade_windows.py).
 
 `_id` topic|checkpoint|exchange:symbol|batch|kind|first|last: a retried batch writes the same
 document, a reset checkpoint (batch ids start again) writes new ones. A backfill decides each entry
@@ -30,7 +32,7 @@ from crypto_pipeline.formats.candle_message import FILE_EXCHANGE
 from crypto_pipeline.formats.window_values import series_key, split_series
 from crypto_pipeline.settings import MongoTarget
 
-LATE, REFUSED = "late", "refused"
+LATE, REFUSED, REDELIVERED = "late", "refused", "redelivered"
 
 
 @dataclass(frozen=True)

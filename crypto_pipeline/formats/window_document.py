@@ -12,10 +12,10 @@ from typing import Any
 
 from crypto_pipeline.clients import Document
 from crypto_pipeline.formats.window_values import (
-    AGGREGATE_FIELDS,
     INPUT_OFFSETS,
     AggregateKey,
     epoch_ms,
+    stored_fields,
     window_id,
 )
 
@@ -27,7 +27,7 @@ def as_date(epoch_ms: int) -> datetime:
 def encode(columns: dict[str, list[Any]]) -> list[Document]:
     """The documents of windows given as columns of plain values (key fields, `window_end_ms`,
     AGGREGATE_FIELDS and INPUT_OFFSETS; None for null)."""
-    documents = []
+    documents, fields = [], stored_fields(columns)
     for index, symbol in enumerate(columns["symbol"]):
         start_ms = columns["window_start_ms"][index]
         exchange = columns["exchange"][index]
@@ -39,7 +39,7 @@ def encode(columns: dict[str, list[Any]]) -> list[Document]:
             "window_start": as_date(start_ms),
             "window_end": as_date(columns["window_end_ms"][index]),
         }
-        for name in AGGREGATE_FIELDS:
+        for name in fields:
             document[name] = columns[name][index]
         document[INPUT_OFFSETS] = columns[INPUT_OFFSETS][index]
         documents.append(document)
@@ -54,4 +54,4 @@ def decode(document: Document) -> tuple[AggregateKey, dict[str, Any]]:
         document["window"],
         epoch_ms(document["window_start"]),
     )
-    return key, {name: document.get(name) for name in AGGREGATE_FIELDS}
+    return key, {name: document.get(name) for name in stored_fields(document)}

@@ -8,6 +8,7 @@ can hold `:` (crypto_pipeline/candle_rules.py); the sinks store the two parts ap
 
 from __future__ import annotations
 
+from collections.abc import Container
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,8 @@ AGGREGATE_FIELDS = (
     "first_event_ms",
     "last_event_ms",
 )
+# What a candle built from trades holds besides AGGREGATE_FIELDS (where `rows` counts trades).
+TRADE_FIELDS = ("taker_buy_volume", "taker_sell_volume")
 INTEGER_FIELDS = frozenset({"trades", "rows", "first_event_ms", "last_event_ms"})
 NULLABLE_FIELDS = ("quote_volume", "vwap", "trades")
 # The version of a window's input (spark_jobs/window_versions.py): the highest Kafka offset of its
@@ -35,6 +38,11 @@ INPUT_OFFSETS = "input_offsets"
 # A window's key, and every window of a sink read back: key -> {aggregate field: value}.
 AggregateKey = tuple[str, str, str, int]
 Aggregates = dict[AggregateKey, dict[str, Any]]
+
+
+def stored_fields(names: Container[str]) -> tuple[str, ...]:
+    """The value fields of a window whose fields are `names` (a trade-built one has more)."""
+    return (*AGGREGATE_FIELDS, *(name for name in TRADE_FIELDS if name in names))
 
 
 def series_key(exchange: str, symbol: str) -> str:

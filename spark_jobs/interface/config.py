@@ -25,11 +25,18 @@ from crypto_pipeline.settings import (
     MongoTarget,
     Settings,
     checkpoint_dir,
+    trade_candles,
+    trades_topic,
 )
 from crypto_pipeline.windows import UNIT_MS, interval_ms, window_ms
 
 DEFAULT_WINDOWS = ("5m", "1h", "4h")
+DEFAULT_TRADE_WINDOWS = ("1s", "1m", "5m", "1h")
 DEFAULT_WATERMARK = "30 minutes"
+# What the job aggregates: candles into longer candles, or trades into candles.
+CANDLES, TRADES = "candles", "trades"
+# Trades: how long (processing time) a trade's key is remembered to count its copies once.
+DEFAULT_DEDUPE_HORIZON = "10 minutes"
 # "available-now" processes what is in Kafka and stops; anything else is a processing-time
 # interval such as "1 second".
 AVAILABLE_NOW = "available-now"
@@ -49,8 +56,10 @@ class JobConfig:
     spark_master: str
     spark_jars_dir: str
     spark_driver_host: str
+    source: str = CANDLES
     windows: tuple[str, ...] = DEFAULT_WINDOWS
     watermark: str = DEFAULT_WATERMARK
+    dedupe_horizon: str = DEFAULT_DEDUPE_HORIZON
     trigger: str = AVAILABLE_NOW
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int | None = DEFAULT_MAX_OFFSETS_PER_TRIGGER
@@ -74,8 +83,11 @@ class JobConfig:
     backfill_late: str | None = None
 
     def __post_init__(self) -> None:
+        if self.source not in (CANDLES, TRADES):
+            raise ValueError(f"--source takes {CANDLES} or {TRADES}, not {self.source!r}")
+        interval_ms(self.dedupe_horizon)
         for label in self.windows:
-            if window_ms(label) < UNIT_MS["m"]:
+            if window_ms(label) < UNIT_MS["m"] and self.source == CANDLES:
                 raise ValueError(
                     f"window {label!r}: candles from candles are a minute or longer "
                     "(windows in seconds are for candles from trades)"
@@ -155,11 +167,20 @@ class JobConfig:
     def from_settings(cls, settings: Settings, **overrides: Any) -> JobConfig:
         """The job on the settings' servers and topic, with the defaults for everything else; the
         checkpoint follows the topic (an overridden one too) unless given."""
-        kafka = overrides.get("kafka", settings.kafka)
+        kafka = overrides.pop("kafka", settings.kafka)
+        mongo = overrides.pop("mongo", settings.mongo)
+        influx = overrides.pop("influx", settings.influx)
+        trades: dict[str, Any] = {}
+        if overrides.get("source") == TRADES:  # the trades of the topic, candles kept apart
+            kafka = dataclasses.replace(kafka, topic=trades_topic(kafka.topic))
+            mongo = dataclasses.replace(mongo, collection=trade_candles(mongo.collection))
+            influx = dataclasses.replace(influx, measurement=trade_candles(influx.measurement))
+            trades = {"windows": DEFAULT_TRADE_WINDOWS}
         values: dict[str, Any] = {
+            **trades,
             "kafka": kafka,
-            "mongo": settings.mongo,
-            "influx": settings.influx,
+            "mongo": mongo,
+            "influx": influx,
             "checkpoint_dir": str(checkpoint_dir(settings.stack_dir, kafka.topic)),
             "spark_master": settings.spark_master,
             "spark_jars_dir": str(spark_connectors_dir(settings.cache_dir)),
@@ -199,6 +220,7 @@ OPTIONS = (
     Option("--spark-master", "spark_master", "e.g. local[*] or spark://host:7077"),
     Option("--spark-jars-dir", "spark_jars_dir", "folder of the connector jars"),
     Option("--spark-driver-host", "spark_driver_host", "where executors reach the driver"),
+    Option("--source", "source", f"{CANDLES} (candles into longer ones) or {TRADES}"),
     Option(
         "--windows",
         "windows",
@@ -207,6 +229,11 @@ OPTIONS = (
         _joined,
     ),
     Option("--watermark", "watermark", 'how late an event may arrive, e.g. "30 minutes"'),
+    Option(
+        "--dedupe-horizon",
+        "dedupe_horizon",
+        'trades: how long a trade key is remembered, e.g. "10 minutes"',
+    ),
     Option("--trigger", "trigger", '"available-now" or an interval such as "1 second"'),
     Option("--starting-offsets", "starting_offsets", "earliest or latest (new checkpoints)"),
     Option("--max-offsets-per-trigger", "max_offsets_per_trigger", "micro-batch cap", int),

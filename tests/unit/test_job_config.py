@@ -99,6 +99,8 @@ def test_a_missing_secret_is_refused_and_nothing_else_comes_from_the_host(
         ({"backfill_late": "some"}, "takes one of"),
         ({"sinks": ("mongo", "s3")}, "unknown sinks"),
         ({"mongo": MongoTarget("", "d", "c")}, "URI is empty"),
+        ({"source": "ticks"}, "takes candles or trades"),
+        ({"dedupe_horizon": "soon"}, "soon"),
     ],
 )
 def test_unusable_configs_are_refused(change: dict[str, object], message: str) -> None:
@@ -111,3 +113,16 @@ def test_a_launcher_config_from_the_settings_keeps_the_checkpoint_with_its_topic
     mine = JobConfig.from_settings(settings, kafka=KafkaTarget("127.0.0.1:9092", "mine"))
     assert mine.checkpoint_dir == "/state/checkpoints/mine"
     assert JobConfig.from_settings(settings).checkpoint_dir == "/state/checkpoints/default.topic"
+
+
+def test_the_trades_job_reads_the_trades_topic_and_keeps_its_candles_apart() -> None:
+    settings = Settings.from_env({"STACK_DIR": "/state", "KAFKA_TOPIC": "market"})
+    mine = MongoTarget("mongodb://127.0.0.1", "db", "mine")
+    trades = JobConfig.from_settings(settings, source="trades", mongo=mine)
+    assert trades.kafka.topic == "market.trades"
+    assert trades.kafka.dlq_topic == "market.trades.dlq"  # where the replay's dead letters go
+    assert (trades.mongo.database, trades.mongo.collection) == ("db", "mine_from_trades")
+    assert trades.influx.measurement == f"{settings.influx.measurement}_from_trades"
+    assert trades.checkpoint_dir == "/state/checkpoints/market.trades"
+    assert trades.windows == ("1s", "1m", "5m", "1h")  # seconds: only from trades
+    assert JobConfig.from_args(trades.to_args(), trades.to_env()) == trades

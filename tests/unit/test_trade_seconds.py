@@ -259,3 +259,15 @@ def test_text_ids_of_many_tasks_merge_by_time_then_length_then_text() -> None:
     assert merged.close.tolist() == grouped.price.last().tolist()
     assert merged.first_id.tolist() == grouped.trade_id.first().tolist()
     assert merged.trades.sum() == len(trades)
+
+
+def test_a_record_whose_key_does_not_name_its_trade_is_a_dead_letter() -> None:
+    trade = Trade("okx", "X", "7", T0, 2.0, 1.0, "buy").to_json(LINEAGE, 1)
+    batch = records([trade, trade, trade])
+    keyed = batch.append_column("key", pa.array([b"okx:X:7", b"okx:X:8", None], pa.binary()))
+    output = second_partials(keyed, FUTURE_MS).to_pylist()
+    assert [(row["kind"], row["trades"], row["reason"], row["offset"]) for row in output] == [
+        ("partial", 1, None, None),
+        ("dead", None, rules.TRADE_KEY_MISMATCH, 1),
+        ("dead", None, rules.TRADE_KEY_MISMATCH, 2),
+    ]

@@ -1,0 +1,163 @@
+"""Candles from trades: the job's second query, on `<topic>.trades`, run by `--source trades`.
+
+Spark drops copies of a trade (its Kafka key, `exchange:SYMBOL:trade_id`) for as long as the
+dedupe horizon in its state on the executors, the executors reduce the trades to one-second
+partials (spark_jobs/trade_seconds.py), and the driver merges them into its state and into every
+window they touch (spark_jobs/trade_windows.py). The windows go to both sinks apart from the
+kline-built ones (`<collection>_from_trades`, `<measurement>_from_trades`), with the dead letters
+of `<topic>.trades.dlq`, the late ledger and the batch metrics written as the candle job's
+(spark_jobs/batches.py).
+
+The horizon is processing time, so that no trade is ever dropped for being old: Spark's watermark
+runs on when the batch was planned, not on the trades' times (an event-time watermark would
+silently drop an older file's trades). Its state is in RocksDB on the executors' disks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from crypto_pipeline.formats import dead_letter
+from crypto_pipeline.formats.late_ledger import LATE
+from crypto_pipeline.windows import interval_ms, window_ms
+from spark_jobs.batches import (
+    BatchTotals,
+    LateRange,
+    batch_time_ms,
+    sink_writes,
+    write_batch_metrics,
+    write_riding_out_outages,
+)
+from spark_jobs.interface.config import JobConfig
+from spark_jobs.open_windows import WindowLength
+from spark_jobs.session import read_source
+from spark_jobs.trade_seconds import OUTPUT_DDL, task_partials
+from spark_jobs.trade_windows import PARTIAL_NAMES, TradeStateStore, advance_trades
+
+log = logging.getLogger("spark_jobs")
+TRADES_QUERY = "trades"
+
+
+def start_trade_query(
+    spark: SparkSession, config: JobConfig, checkpoint: Path, writer: TradeBatchWriter
+) -> StreamingQuery:
+    records = read_source(spark, config)
+    # A record without a key is a dead letter (the step's key rule); until then it is its own.
+    copy_key = F.coalesce(
+        F.col("key"), F.concat_ws("-", F.col("partition"), F.col("offset")).cast("binary")
+    )
+    unique = (
+        records.withColumn("copy_key", copy_key)
+        .withColumn("planned", F.current_timestamp())
+        .withWatermark("planned", f"{interval_ms(config.dedupe_horizon)} milliseconds")
+        .dropDuplicatesWithinWatermark(["copy_key"])
+    )
+    partials = unique.select("key", "value", "partition", "offset", "timestamp").mapInArrow(
+        task_partials(config.future_tolerance_ms), OUTPUT_DDL
+    )
+    query = (
+        partials.writeStream.queryName(TRADES_QUERY)
+        .option("checkpointLocation", str(checkpoint / TRADES_QUERY))
+        .foreachBatch(writer)
+    )
+    if config.continuous:
+        return query.trigger(processingTime=config.trigger).start()
+    return query.trigger(availableNow=True).start()
+
+
+class TradeBatchWriter:
+    """Called by Spark for every micro-batch of partials and dead letters."""
+
+    def __init__(
+        self,
+        config: JobConfig,
+        state_dir: Path,
+        on_batch: Callable[[int, BatchTotals], None],
+        offsets_dir: Path,
+        checkpoint_id: str,
+    ) -> None:
+        self.config = config
+        self.store = TradeStateStore(state_dir)
+        self.lengths = tuple(WindowLength(label, window_ms(label)) for label in config.windows)
+        self.on_batch = on_batch
+        self.offsets_dir = offsets_dir
+        self.checkpoint_id = checkpoint_id
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sink")
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        config, totals = self.config, BatchTotals()
+        started = time.monotonic()
+        output = batch.toArrow()  # the only Spark action of the batch
+        totals.seconds["compute"] = time.monotonic() - started
+
+        started = time.monotonic()
+        planned_ms = batch_time_ms(self.offsets_dir, batch_id)
+        step = advance_trades(
+            self.store.load(batch_id),
+            output.filter(pc.equal(output.column("kind"), "partial")).select(PARTIAL_NAMES),
+            self.lengths,
+            interval_ms(config.watermark),
+            interval_ms(config.dedupe_horizon),
+            planned_ms,
+        )
+        totals.state_bytes = self.store.save(batch_id, step.state)
+        totals.state_symbols, totals.state_candles = len(step.state.marks), len(step.state.seconds)
+        totals.seconds["windows"] = time.monotonic() - started
+
+        letters = dead_letters(output.filter(pc.equal(output.column("kind"), "dead")), config)
+        totals.windows, totals.dead_letters = len(step.windows), len(letters)
+        totals.late = {
+            entry.series: LateRange(entry.rows, entry.first_event_ms, entry.last_event_ms)
+            for entry in step.ledger
+            if entry.kind == LATE
+        }
+        writes = sink_writes(
+            config, step.windows, letters, step.ledger, batch_id, self.checkpoint_id
+        )
+        if "influx" in config.sinks:
+            counts = {
+                "windows": totals.windows,
+                "dead_letters": totals.dead_letters,
+                "late_rows": totals.late_rows,
+                "redelivered_rows": sum(e.rows for e in step.ledger if e.kind != LATE),
+            }
+            writes["batch_metrics"] = lambda: write_batch_metrics(
+                TRADES_QUERY, batch_id, counts, planned_ms, config
+            )
+        totals.seconds.update(
+            write_riding_out_outages(self.pool, writes, config.sink_outage_patience_s)
+        )
+        self.on_batch(batch_id, totals)
+        if totals.windows or totals.dead_letters or step.ledger:
+            log.info(
+                "trades batch %d: read in %.2f s, windows in %.2f s; %d windows, "
+                "%d dead letters, %d ledger entries",
+                batch_id,
+                totals.seconds["compute"],
+                totals.seconds["windows"],
+                totals.windows,
+                totals.dead_letters,
+                len(step.ledger),
+            )
+
+
+def dead_letters(dead: pa.Table, config: JobConfig) -> pd.DataFrame:
+    """The step's dead-letter rows as the dead-letter topic's keys and values."""
+    pairs = [
+        dead_letter.for_record(
+            row["raw"], row["reason"], config.kafka.topic, row["partition"], row["offset"]
+        )
+        for row in dead.select(["raw", "reason", "partition", "offset"]).to_pylist()
+    ]
+    return pd.DataFrame(pairs, columns=["dead_letter_key", "dead_letter_value"])

@@ -30,7 +30,7 @@ from crypto_pipeline.replay.input_files import InputFormatError
 from crypto_pipeline.replay.producer import ReplayError
 from crypto_pipeline.settings import REPO_ROOT, KafkaTarget, Settings, stream_status_file
 from spark_jobs.interface import launch
-from spark_jobs.interface.config import AVAILABLE_NOW, JobConfig, split_names
+from spark_jobs.interface.config import AVAILABLE_NOW, CANDLES, TRADES, JobConfig, split_names
 from spark_jobs.interface.heartbeat import running_stream_pid
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -64,6 +64,7 @@ def _job(args: argparse.Namespace, settings: Settings) -> int:
         settings,
         kafka=KafkaTarget(settings.kafka.bootstrap_servers, args.topic or settings.kafka.topic),
         trigger=args.trigger,
+        source=args.source,
         **({"windows": split_names(args.windows)} if args.windows else {}),
     )
     stream_pid = running_stream_pid(stream_status_file(settings.stack_dir, job.kafka.topic))
@@ -84,7 +85,24 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     from crypto_cli.backfill_command import backfill
 
     return backfill(
-        settings, args.topic, args.symbols, args.start, args.end, args.late, args.windows
+        settings,
+        args.topic,
+        args.symbols,
+        args.start,
+        args.end,
+        args.late,
+        args.windows,
+        args.source,
+    )
+
+
+def add_source_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--source",
+        choices=(CANDLES, TRADES),
+        default=CANDLES,
+        help="candles: the topic's candles into longer ones (default); trades: candles from "
+        "<topic>.trades, kept in <collection>_from_trades and <measurement>_from_trades",
     )
 
 
@@ -210,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f'"{AVAILABLE_NOW}" (what is in Kafka, then exit; default) or an interval such as '
         '"1 second" (continuous; Ctrl-C stops it cleanly)',
     )
+    add_source_argument(job_parser)
     job_parser.add_argument("--windows", help="window lengths (default: the job's)")
     job_parser.set_defaults(handler=_job)
 
@@ -233,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         "unrepairable before are tried again)",
     )
     backfill_parser.add_argument("--windows", help="window lengths (default: the job's)")
+    add_source_argument(backfill_parser)
     backfill_parser.set_defaults(handler=_backfill)
 
     commands.add_parser(

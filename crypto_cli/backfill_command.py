@@ -21,16 +21,19 @@ def backfill(
     end_ms: int | None,
     late: bool,
     windows: str | None,
+    source: str,
 ) -> int:
     job = JobConfig.from_settings(
-        settings, kafka=KafkaTarget(settings.kafka.bootstrap_servers, topic or settings.kafka.topic)
+        settings,
+        kafka=KafkaTarget(settings.kafka.bootstrap_servers, topic or settings.kafka.topic),
+        source=source,
     )
     if windows:
         job = dataclasses.replace(job, windows=split_names(windows))
     if late:
         if start_ms is not None or end_ms is not None or symbols:
             raise ValueError("--late repairs the late ledger: give no --symbols, --start or --end")
-        entries = late_ledger.open_entries_in(settings.mongo, job.kafka.topic)
+        entries = late_ledger.open_entries_in(job.mongo, job.kafka.topic)
         backfill = repair.late_rows_backfill(job, entries, retry_unrepairable=True)
         if backfill is None:
             say(f"no late rows to repair on {job.kafka.topic}")
@@ -48,7 +51,7 @@ def backfill(
         raise ValueError(f"the backfill failed (exit {finished.returncode}); its log is above")
     if late:
         error = repair.unrepairable_error(
-            late_ledger.open_entries_in(settings.mongo, job.kafka.topic), job.kafka.topic
+            late_ledger.open_entries_in(job.mongo, job.kafka.topic), job.kafka.topic
         )
         if error:
             raise ValueError(error)

@@ -8,15 +8,16 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
 from crypto_pipeline.formats.candle_message import FILE_EXCHANGE, Candle
+from crypto_pipeline.formats.trade_message import Trade
 from crypto_pipeline.formats.window_values import (
-    AGGREGATE_FIELDS,
     AggregateKey,
     Aggregates,
+    stored_fields,
     window_id,
 )
 from crypto_pipeline.replay.input_files import (
@@ -24,6 +25,7 @@ from crypto_pipeline.replay.input_files import (
 )
 from crypto_pipeline.windows import window_ms
 
+Record = TypeVar("Record", Candle, Trade)
 RELATIVE_TOLERANCE = 1e-9
 SAMPLE_SIZE = 10
 
@@ -50,23 +52,24 @@ class ReplayScope:
     def from_metadata(cls, value: dict[str, Any]) -> ReplayScope:
         return cls(**{**value, "symbols": tuple(value.get("symbols") or ())})
 
-    def candles(self) -> list[Candle]:
-        """The good rows of the first pass, as the producer filtered them."""
-        selected: list[Candle] = []
+    def records(self, kind: type[Record]) -> list[Record]:
+        """The good rows (Candle or Trade) of the first pass, as the producer filtered them."""
+        selected: list[Record] = []
         for parsed in read_rows(Path(self.path)):
-            candle = parsed.record
-            if not isinstance(candle, Candle) or (
-                self.symbols and candle.symbol not in self.symbols
-            ):
+            record = parsed.record
+            if not isinstance(record, kind) or (self.symbols and record.symbol not in self.symbols):
                 continue
-            if self.start_ms is not None and candle.open_time_ms < self.start_ms:
+            if self.start_ms is not None and record.event_ms < self.start_ms:
                 continue
-            if self.end_ms is not None and candle.open_time_ms >= self.end_ms:
+            if self.end_ms is not None and record.event_ms >= self.end_ms:
                 continue
             if self.limit is not None and len(selected) >= self.limit:
                 break
-            selected.append(candle)
+            selected.append(record)
         return selected
+
+    def candles(self) -> list[Candle]:
+        return self.records(Candle)
 
     def covers(self, window_start_ms: int, size_ms: int, first_event_ms: int) -> bool:
         """Whether the whole window lies inside what the replay sent (a closed window whose every
@@ -144,6 +147,53 @@ def reference_aggregates(
     return result
 
 
+def reference_trade_aggregates(
+    trades: list[Trade], windows: list[str], scope: ReplayScope | None = None
+) -> Aggregates:
+    """Candles from trades per (exchange, symbol, window, window start), in pandas: each (exchange,
+    symbol, trade id) once; open and close the first and last trade by (time, id), ids ordered by
+    (length, text), which is numeric order for numbers; VWAP = quote volume / volume; taker-buy and
+    taker-sell volume. With a scope, only the windows it covers."""
+    if not trades:
+        return {}
+    frame = pd.DataFrame(trades, columns=list(Trade._fields))
+    frame["t"] = frame["time_ms"] + (scope.event_shift_ms if scope else 0)
+    frame = frame.drop_duplicates(["exchange", "symbol", "trade_id"])
+    frame["id_length"] = frame["trade_id"].str.len()
+    frame = frame.sort_values(["exchange", "symbol", "t", "id_length", "trade_id"])
+    frame["turnover"] = frame["price"] * frame["quantity"]
+    frame["bought"] = frame["quantity"].where(frame["taker_side"] == "buy", 0.0)
+    frame["sold"] = frame["quantity"].where(frame["taker_side"] == "sell", 0.0)
+    first_event_ms = int(frame["t"].min())
+    result: Aggregates = {}
+    for window in windows:
+        size = window_ms(window)
+        frame["window_start"] = frame["t"] - frame["t"] % size
+        grouped = frame.groupby(["exchange", "symbol", "window_start"], sort=False).agg(
+            open=("price", "first"),
+            high=("price", "max"),
+            low=("price", "min"),
+            close=("price", "last"),
+            volume=("quantity", "sum"),
+            quote_volume=("turnover", "sum"),
+            trades=("t", "size"),
+            first_event_ms=("t", "min"),
+            last_event_ms=("t", "max"),
+            taker_buy_volume=("bought", "sum"),
+            taker_sell_volume=("sold", "sum"),
+        )
+        for (exchange, symbol, start), row in grouped.iterrows():
+            if scope is not None and not scope.covers(int(start), size, first_event_ms):
+                continue
+            values = {name: float(value) for name, value in row.items()}
+            for name in ("trades", "first_event_ms", "last_event_ms"):
+                values[name] = int(row[name])
+            values["vwap"] = values["quote_volume"] / values["volume"]
+            values["rows"] = values["trades"]
+            result[(str(exchange), str(symbol), window, int(start))] = values
+    return result
+
+
 def _same(want: Any, got: Any) -> bool:
     if want is None or got is None:
         return want is got
@@ -203,7 +253,7 @@ def compare(left: Aggregates, right: Aggregates, *, left_only_keys: bool = False
         only_right=[] if left_only_keys else sorted(right.keys() - left.keys()),
     )
     for key in common:
-        for name in AGGREGATE_FIELDS:
+        for name in stored_fields(left[key]):
             want, got = left[key].get(name), right[key].get(name)
             if not _same(want, got):
                 result.different.append(f"{_label(key)} {name}: {want!r} vs {got!r}")

@@ -189,16 +189,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     state.add_argument("--batches", type=int, required=True)
     sinks = commands.add_parser("sinks", help="then the job's options (its sinks' targets)")
     sinks.add_argument("--docs", type=int, required=True)
-    trades = commands.add_parser("trades", help="then the job's options (its trades topic)")
-    trades.add_argument("--trade-windows", required=True)  # --windows is the job's
+    commands.add_parser("trades", help="then the trades job's options")
     args, job_args = parser.parse_known_args(argv)
     if args.component == "state":
         bench_state(args.symbols, args.minutes, args.batches)
     elif args.component == "trades":
         from spark_jobs.trade_bench import bench_trades
 
-        job = JobConfig.from_args(job_args, os.environ)
-        say(f"[bench trades] {json.dumps(bench_trades(job, args.trade_windows.split(',')))}")
+        say(f"[bench trades] {json.dumps(bench_trades(JobConfig.from_args(job_args, os.environ)))}")
     else:
         bench_sinks(JobConfig.from_args(job_args, os.environ), args.docs)
     return 0

@@ -34,11 +34,18 @@ from crypto_pipeline.windows import interval_ms
 from spark_jobs.backfill import run_backfill
 from spark_jobs.batches import BatchWriter
 from spark_jobs.interface.config import TRADES, JobConfig
-from spark_jobs.interface.summary import INFLUX_ASSET, MONGO_ASSET, summary_line
+from spark_jobs.interface.summary import (
+    INFLUX_ASSET,
+    INFLUX_TRADE_ASSET,
+    MONGO_ASSET,
+    MONGO_TRADE_ASSET,
+    summary_line,
+)
 from spark_jobs.query_progress import ProgressTracker, open_reporter
 from spark_jobs.session import build_spark_session, read_source
 from spark_jobs.sinks import LegacyWindowKeys, ensure_mongo_index, refuse_legacy_keys
 from spark_jobs.state_store import rename_series
+from spark_jobs.trade_backfill import run_trade_backfill
 from spark_jobs.trade_job import TRADES_QUERY, TradeBatchWriter, start_trade_query
 from spark_jobs.transform import keyed_records, parse_messages
 
@@ -237,10 +244,13 @@ def report_materializations(reporter: Any, config: JobConfig, metadata: dict[str
         key: {"raw_value": value, "type": "json"} if isinstance(value, dict | list) else value
         for key, value in metadata.items()
     }
+    trades = config.source == TRADES
     if "mongo" in config.sinks:
-        reporter.report_asset_materialization(metadata=typed, asset_key=MONGO_ASSET)
+        mongo_asset = MONGO_TRADE_ASSET if trades else MONGO_ASSET
+        reporter.report_asset_materialization(metadata=typed, asset_key=mongo_asset)
     if "influx" in config.sinks:
-        reporter.report_asset_materialization(metadata=typed, asset_key=INFLUX_ASSET)
+        influx_asset = INFLUX_TRADE_ASSET if trades else INFLUX_ASSET
+        reporter.report_asset_materialization(metadata=typed, asset_key=influx_asset)
 
 
 def backfill_main(config: JobConfig) -> int:
@@ -250,8 +260,9 @@ def backfill_main(config: JobConfig) -> int:
     try:
         if "mongo" in config.sinks:
             ensure_mongo_index(config)
+        backfill = run_trade_backfill if config.source == TRADES else run_backfill
         metadata = {
-            **run_backfill(spark, config).metadata(),
+            **backfill(spark, config).metadata(),
             "topic": config.kafka.topic,
             "windows": list(config.windows),
         }

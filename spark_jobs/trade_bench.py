@@ -1,7 +1,8 @@
-"""`crypto-pipeline bench trades --compute-only`, the Spark side: the trades topic read by a
-streaming query (available-now, the job's Kafka source and micro-batch cap), each micro-batch's
-records reduced to one-second partials on the executors (spark_jobs/trade_seconds.py) and merged
-on the driver into the windows of every length. Nothing is written: this measures the compute.
+"""`crypto-pipeline bench trades --compute-only`, the Spark side: the trades job without its
+sinks. The trades topic is read by a streaming query (available-now, the job's Kafka source and
+micro-batch cap), copies dropped in Spark's state and each micro-batch reduced to one-second
+partials on the executors (spark_jobs/trade_job.unique_partials), then merged on the driver into
+the state and every window length (spark_jobs/trade_windows.py). Nothing is written.
 Steady rate: the trades after the first micro-batch over the time from its end to the last one's
 end (the first batch carries the start-up)."""
 
@@ -15,40 +16,40 @@ from pyspark.sql import DataFrame
 
 from crypto_pipeline.benchmarking import machine_description
 from crypto_pipeline.console import say
-from crypto_pipeline.windows import window_ms
+from crypto_pipeline.windows import interval_ms
 from spark_jobs.interface.config import JobConfig
-from spark_jobs.session import build_spark_session, kafka_source
-from spark_jobs.trade_seconds import OUTPUT_DDL, merge_partials, task_partials
+from spark_jobs.session import build_spark_session, read_source
+from spark_jobs.trade_job import partials_and_dead, unique_partials, window_lengths
+from spark_jobs.trade_windows import TradeState, advance_trades
 
 
-def bench_trades(job: JobConfig, windows: list[str]) -> dict[str, Any]:
+def bench_trades(job: JobConfig) -> dict[str, Any]:
     spark = build_spark_session(job, "crypto-pipeline-bench-trades")
-    lengths = [window_ms(label) for label in windows]
+    lengths = window_lengths(job)
+    delay_ms, horizon_ms = interval_ms(job.watermark), interval_ms(job.dedupe_horizon)
+    state = TradeState.empty()
     batches: list[tuple[float, int, int]] = []  # (end, trades in, windows out)
-    stage_s = {"executors": 0.0, "driver merge": 0.0}  # of the batches after the first
+    stage_s = {"executors": 0.0, "driver": 0.0}  # of the batches after the first
 
-    def on_batch(records: DataFrame, batch_id: int) -> None:
+    def on_batch(output: DataFrame, batch_id: int) -> None:
+        nonlocal state
         started = time.monotonic()
-        out = records.mapInArrow(task_partials(job.future_tolerance_s * 1000), OUTPUT_DDL)
-        table = out.toArrow()
+        partials, dead = partials_and_dead(output.toArrow())
         merged = time.monotonic()
-        partials = table.filter(pc.equal(table.column("kind"), "partial"))
-        dead = table.num_rows - partials.num_rows
-        trades = int(pc.sum(partials.column("trades")).as_py() or 0) + dead
-        emitted = sum(merge_partials(partials, length).num_rows for length in lengths)
-        batches.append((time.monotonic(), trades, emitted))
+        trades = int(pc.sum(partials.column("trades")).as_py() or 0) + dead.num_rows
+        step = advance_trades(
+            state, partials, lengths, delay_ms, horizon_ms, int(time.time() * 1000)
+        )
+        state = step.state
+        batches.append((time.monotonic(), trades, len(step.windows)))
         if batch_id:
             stage_s["executors"] += merged - started
-            stage_s["driver merge"] += batches[-1][0] - merged
-        say(f"[bench trades] batch {batch_id}: {trades:,} trades -> {emitted:,} windows")
+            stage_s["driver"] += batches[-1][0] - merged
+        say(f"[bench trades] batch {batch_id}: {trades:,} trades -> {len(step.windows):,} windows")
 
     started = time.monotonic()
-    stream = kafka_source(spark.readStream, job).option("startingOffsets", "earliest")
-    if job.max_offsets_per_trigger:
-        stream = stream.option("maxOffsetsPerTrigger", job.max_offsets_per_trigger)
     query = (
-        stream.load()
-        .select("value", "partition", "offset", "timestamp")
+        unique_partials(read_source(spark, job), job)
         .writeStream.foreachBatch(on_batch)
         .option("checkpointLocation", job.checkpoint_dir)
         .trigger(availableNow=True)

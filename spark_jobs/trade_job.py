@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
@@ -49,31 +49,53 @@ log = logging.getLogger("spark_jobs")
 TRADES_QUERY = "trades"
 
 
-def start_trade_query(
-    spark: SparkSession, config: JobConfig, checkpoint: Path, writer: TradeBatchWriter
-) -> StreamingQuery:
-    records = read_source(spark, config)
-    # A record without a key is a dead letter (the step's key rule); until then it is its own.
-    copy_key = F.coalesce(
+def copy_key() -> Column:
+    """What copies of a trade share: its Kafka key. A record without one is a dead letter (the
+    step's key rule); until then it is its own."""
+    return F.coalesce(
         F.col("key"), F.concat_ws("-", F.col("partition"), F.col("offset")).cast("binary")
     )
+
+
+def unique_partials(records: DataFrame, config: JobConfig) -> DataFrame:
+    """The trades topic's records (Spark's Kafka source) -> one-second partials and dead letters
+    (trade_seconds.OUTPUT), each Kafka key once within the dedupe horizon."""
     unique = (
-        records.withColumn("copy_key", copy_key)
+        records.withColumn("copy_key", copy_key())
         .withColumn("planned", F.current_timestamp())
         .withWatermark("planned", f"{interval_ms(config.dedupe_horizon)} milliseconds")
         .dropDuplicatesWithinWatermark(["copy_key"])
     )
-    partials = unique.select("key", "value", "partition", "offset", "timestamp").mapInArrow(
+    return unique.select("key", "value", "partition", "offset", "timestamp").mapInArrow(
         task_partials(config.future_tolerance_ms), OUTPUT_DDL
     )
+
+
+def start_trade_query(
+    spark: SparkSession, config: JobConfig, checkpoint: Path, writer: TradeBatchWriter
+) -> StreamingQuery:
     query = (
-        partials.writeStream.queryName(TRADES_QUERY)
+        unique_partials(read_source(spark, config), config)
+        .writeStream.queryName(TRADES_QUERY)
         .option("checkpointLocation", str(checkpoint / TRADES_QUERY))
         .foreachBatch(writer)
     )
     if config.continuous:
         return query.trigger(processingTime=config.trigger).start()
     return query.trigger(availableNow=True).start()
+
+
+def window_lengths(config: JobConfig) -> tuple[WindowLength, ...]:
+    return tuple(WindowLength(label, window_ms(label)) for label in config.windows)
+
+
+def partials_and_dead(output: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """A batch's output split into its partials (PARTIAL_FIELDS) and its dead-letter rows."""
+    kind = output.column("kind")
+    return (
+        output.filter(pc.equal(kind, "partial")).select(PARTIAL_NAMES),
+        output.filter(pc.equal(kind, "dead")),
+    )
 
 
 class TradeBatchWriter:
@@ -89,7 +111,7 @@ class TradeBatchWriter:
     ) -> None:
         self.config = config
         self.store = TradeStateStore(state_dir)
-        self.lengths = tuple(WindowLength(label, window_ms(label)) for label in config.windows)
+        self.lengths = window_lengths(config)
         self.on_batch = on_batch
         self.offsets_dir = offsets_dir
         self.checkpoint_id = checkpoint_id
@@ -103,9 +125,10 @@ class TradeBatchWriter:
 
         started = time.monotonic()
         planned_ms = batch_time_ms(self.offsets_dir, batch_id)
+        partials, dead = partials_and_dead(output)
         step = advance_trades(
             self.store.load(batch_id),
-            output.filter(pc.equal(output.column("kind"), "partial")).select(PARTIAL_NAMES),
+            partials,
             self.lengths,
             interval_ms(config.watermark),
             interval_ms(config.dedupe_horizon),
@@ -115,7 +138,7 @@ class TradeBatchWriter:
         totals.state_symbols, totals.state_candles = len(step.state.marks), len(step.state.seconds)
         totals.seconds["windows"] = time.monotonic() - started
 
-        letters = dead_letters(output.filter(pc.equal(output.column("kind"), "dead")), config)
+        letters = dead_letters(dead, config)
         totals.windows, totals.dead_letters = len(step.windows), len(letters)
         totals.late = {
             entry.series: LateRange(entry.rows, entry.first_event_ms, entry.last_event_ms)

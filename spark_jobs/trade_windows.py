@@ -70,7 +70,8 @@ def _keys(series: pd.Series, start_ms: pd.Series) -> pd.MultiIndex:
     return pd.MultiIndex.from_arrays([series.to_numpy(), start_ms.to_numpy()])
 
 
-def _merged(seconds: pd.DataFrame, size_ms: int) -> pd.DataFrame:
+def merged_windows(seconds: pd.DataFrame, size_ms: int) -> pd.DataFrame:
+    """Partials (PARTIAL_NAMES columns, any number per second) merged into windows of a length."""
     table = pa.Table.from_pandas(seconds[PARTIAL_NAMES], preserve_index=False)
     return merge_partials(table.cast(pa.schema(PARTIAL_FIELDS)), size_ms).to_pandas()
 
@@ -99,7 +100,7 @@ def advance_trades(
     before = held[again]
     stale = before[before.seen_ms < now_ms - horizon_ms]
     forgotten = _keys(_series(stale), stale.second_ms)
-    combined = _merged(pd.concat([before[PARTIAL_NAMES], arrived]), SECOND_MS)
+    combined = merged_windows(pd.concat([before[PARTIAL_NAMES], arrived]), SECOND_MS)
     first_seen = pd.Series(
         before.seen_ms.to_numpy(), index=_keys(_series(before), before.second_ms)
     )
@@ -115,7 +116,7 @@ def advance_trades(
         size = length.size_ms
         touched = _keys(arrived_series, arrived.second_ms - arrived.second_ms % size).unique()
         inside = _keys(series, seconds.second_ms - seconds.second_ms % size).isin(touched)
-        merged = _merged(seconds[inside], size)
+        merged = merged_windows(seconds[inside], size)
         # A window closed before this batch keeps its last version (late seconds: the ledger).
         still_open = merged.second_ms + size > _series(merged).map(watermarks).fillna(NO_MARK)
         windows.append(window_rows(merged[still_open.to_numpy()], length.label, size))

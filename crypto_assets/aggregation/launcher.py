@@ -12,14 +12,19 @@ import dagster as dg
 from pydantic import Field
 
 from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
+from crypto_pipeline.formats import late_ledger
 from spark_jobs.interface import launch, repair
 from spark_jobs.interface.config import (
     AVAILABLE_NOW,
+    CANDLES,
     DEFAULT_MAX_OFFSETS_PER_TRIGGER,
+    DEFAULT_TRADE_WINDOWS,
     DEFAULT_WATERMARK,
     DEFAULT_WINDOWS,
+    TRADES,
     JobConfig,
     split_names,
+    trade_targets,
 )
 from spark_jobs.interface.heartbeat import running_stream_pid
 
@@ -38,6 +43,14 @@ class SparkJobConfig(dg.Config):
     )
     checkpoint_dir: str | None = Field(
         default=None, description="default: <state dir of the spark resource>/checkpoints/<topic>"
+    )
+
+
+class TradeJobConfig(SparkJobConfig):
+    """The trades job's run config: candles from trades, from a second on."""
+
+    windows: str = Field(
+        default=",".join(DEFAULT_TRADE_WINDOWS), description="window lengths, comma-separated"
     )
 
 
@@ -64,16 +77,22 @@ class SparkJobLauncher(dg.ConfigurableResource):
     def topic(self) -> str:
         return self.kafka.topic
 
-    def job_config(self, config: SparkJobConfig, trigger: str = AVAILABLE_NOW) -> JobConfig:
+    def job_config(
+        self, config: SparkJobConfig, trigger: str = AVAILABLE_NOW, source: str = CANDLES
+    ) -> JobConfig:
         """The job's configuration from the resources and the run config only (a continuous
-        job writes the heartbeat the sensors read)."""
+        job writes the heartbeat the sensors read); `source` trades: the trades job."""
+        kafka, mongo, influx = self.kafka.target, self.mongo.target, self.influx.target
+        if source == TRADES:
+            kafka, mongo, influx = trade_targets(kafka, mongo, influx)
         continuous = trigger != AVAILABLE_NOW
-        status_file = str(self.spark.status_file(self.topic)) if continuous else None
+        status_file = str(self.spark.status_file(kafka.topic)) if continuous else None
         return JobConfig(
-            kafka=self.kafka.target,
-            mongo=self.mongo.target,
-            influx=self.influx.target,
-            checkpoint_dir=config.checkpoint_dir or str(self.spark.checkpoint_dir(self.topic)),
+            kafka=kafka,
+            mongo=mongo,
+            influx=influx,
+            source=source,
+            checkpoint_dir=config.checkpoint_dir or str(self.spark.checkpoint_dir(kafka.topic)),
             spark_master=self.spark.master,
             spark_jars_dir=self.spark.connectors_dir,
             spark_driver_host=self.spark.driver_host,
@@ -117,7 +136,7 @@ class SparkJobLauncher(dg.ConfigurableResource):
         """Backfill the late ledger's open entries of the topic, per symbol and range (those a
         backfill found unrepairable wait for a person unless `retry_unrepairable`); {} if there
         is nothing to repair."""
-        entries = self.mongo.open_late_entries(self.topic, with_unrepairable=retry_unrepairable)
+        entries = late_ledger.open_entries_in(job.mongo, job.kafka.topic, retry_unrepairable)
         backfill = repair.late_rows_backfill(job, entries, retry_unrepairable)
         if backfill is None:
             return {}

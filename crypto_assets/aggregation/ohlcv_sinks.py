@@ -11,9 +11,7 @@ from crypto_assets.aggregation.launcher import (
     refuse_if_streaming,
 )
 from crypto_assets.ingestion.market_data import kafka_klines
-from crypto_assets.resources import KafkaResource, SparkResource
 from spark_jobs.interface import summary
-from spark_jobs.interface.heartbeat import running_stream_pid
 
 MONGO_ASSET = dg.AssetKey(summary.MONGO_ASSET)
 INFLUX_ASSET = dg.AssetKey(summary.INFLUX_ASSET)
@@ -69,27 +67,3 @@ ohlcv_job = dg.define_asset_job(
 
 # Tag on the Spark runs a replay triggered: which replay run they aggregate.
 REPLAY_RUN_TAG = "crypto/replay-run-id"
-
-
-@dg.asset_sensor(
-    asset_key=kafka_klines.key,
-    job=ohlcv_job,
-    minimum_interval_seconds=10,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="After each replay, runs the Spark job available-now and every check of both "
-    "sinks, unless the continuous job is running (it processes the replay itself).",
-)
-def replay_done_sensor(
-    context: dg.SensorEvaluationContext,
-    asset_event: dg.EventLogEntry,
-    kafka: KafkaResource,
-    spark: SparkResource,
-) -> dg.RunRequest | dg.SkipReason:
-    topic = kafka.topic
-    stream_pid = running_stream_pid(spark.status_file(topic))
-    if stream_pid is not None:
-        return dg.SkipReason(f"the continuous job (pid {stream_pid}) processes {topic}")
-    return dg.RunRequest(
-        run_key=f"replay:{asset_event.run_id}",
-        tags={REPLAY_RUN_TAG: asset_event.run_id},
-    )

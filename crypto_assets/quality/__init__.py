@@ -14,6 +14,11 @@ from crypto_assets.quality.checks import (
     sinks_agree,
 )
 from crypto_assets.quality.stream_health import freshness_job, streaming_health_sensor
+from crypto_assets.quality.trade_checks import (
+    trade_late_rows_repaired,
+    trade_matches_source,
+    trade_sinks_agree,
+)
 
 defs = dg.Definitions(
     asset_checks=[
@@ -23,6 +28,9 @@ defs = dg.Definitions(
         late_rows_repaired,
         no_gaps,
         fresh,
+        trade_sinks_agree,
+        trade_matches_source,
+        trade_late_rows_repaired,
     ],
     jobs=[reconciliation_job, freshness_job],
     schedules=[nightly_reconciliation],

@@ -4,7 +4,7 @@ runs on both assets and reports counts and a sample of what differs."""
 
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from crypto_assets.ingestion.market_data import kafka_klines
 from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
 from crypto_pipeline.formats import candle_message, dead_letter
 from crypto_pipeline.formats.candle_message import FILE_EXCHANGE
-from crypto_pipeline.formats.late_ledger import repair_ranges
+from crypto_pipeline.formats.late_ledger import LateEntry, repair_ranges
 from crypto_pipeline.formats.window_values import Aggregates
 from crypto_pipeline.gaps import Series, Span, closed_candle_times, find_gaps
 from crypto_pipeline.reconcile import (
@@ -60,8 +60,10 @@ def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str,
     return {name: entry.value for name, entry in event.asset_materialization.metadata.items()}
 
 
-def results_for_both(passed: bool, metadata: dict[str, Any], **kwargs: Any) -> Iterator[Any]:
-    for key in SINKS:
+def results_for_both(
+    passed: bool, metadata: dict[str, Any], keys: Iterable[dg.AssetKey] = SINKS, **kwargs: Any
+) -> Iterator[Any]:
+    for key in keys:
         yield dg.AssetCheckResult(asset_key=key, passed=passed, metadata=metadata, **kwargs)
 
 
@@ -221,7 +223,13 @@ def nothing_left_behind(
     )
 )
 def late_rows_repaired(kafka: KafkaResource, mongo: MongoResource) -> Iterator[dg.AssetCheckResult]:
-    entries = mongo.open_late_entries(kafka.topic)
+    yield from late_ledger_results(mongo.open_late_entries(kafka.topic), SINKS)
+
+
+def late_ledger_results(
+    entries: list[LateEntry], keys: Iterable[dg.AssetKey]
+) -> Iterator[dg.AssetCheckResult]:
+    """`late_rows_repaired` of a ledger's open entries, on these assets."""
     rows_by_series = Counter[str]()
     for entry in entries:
         rows_by_series[entry.series] += entry.rows
@@ -246,7 +254,8 @@ def late_rows_repaired(kafka: KafkaResource, mongo: MongoResource) -> Iterator[d
         description = "no late row waits for repair"
     yield from results_for_both(
         not entries,
-        {
+        keys=keys,
+        metadata={
             "unrepaired_late_rows": late_rows,
             "unrepaired_by_symbol": ranges,
             "unrepairable": unrepairable,

@@ -4,6 +4,7 @@ executors' one-second partials and the driver's merge into every window length, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import time
@@ -15,6 +16,7 @@ from crypto_pipeline.console import say
 from crypto_pipeline.settings import Settings
 from local_stack.artifacts import StackError
 from spark_jobs.interface import launch
+from spark_jobs.interface.config import TRADES, split_names
 
 RESULT_PREFIX = "[bench trades] {"
 
@@ -31,8 +33,10 @@ def bench_trades(settings: Settings, rows: int, windows: str, per_batch: int) ->
         name,
         max_offsets_per_trigger=per_batch,
     )
+    # The trades job's settings on the benchmark's own trades topic.
+    job = dataclasses.replace(job, source=TRADES, windows=split_names(windows))
     say(f"[bench] candles from trades on {settings.spark_master}, windows {windows}")
-    command = launch.component_bench_command("trades", ["--trade-windows", windows, *job.to_args()])
+    command = launch.component_bench_command("trades", job.to_args())
     process = subprocess.Popen(
         command, env=launch.process_environment(job), stdout=subprocess.PIPE, text=True
     )

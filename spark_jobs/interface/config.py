@@ -171,10 +171,8 @@ class JobConfig:
         mongo = overrides.pop("mongo", settings.mongo)
         influx = overrides.pop("influx", settings.influx)
         trades: dict[str, Any] = {}
-        if overrides.get("source") == TRADES:  # the trades of the topic, candles kept apart
-            kafka = dataclasses.replace(kafka, topic=trades_topic(kafka.topic))
-            mongo = dataclasses.replace(mongo, collection=trade_candles(mongo.collection))
-            influx = dataclasses.replace(influx, measurement=trade_candles(influx.measurement))
+        if overrides.get("source") == TRADES:
+            kafka, mongo, influx = trade_targets(kafka, mongo, influx)
             trades = {"windows": DEFAULT_TRADE_WINDOWS}
         values: dict[str, Any] = {
             **trades,
@@ -188,6 +186,18 @@ class JobConfig:
             "future_tolerance_s": settings.future_event_tolerance_s,
         }
         return cls(**{**values, **overrides})
+
+
+def trade_targets(
+    kafka: KafkaTarget, mongo: MongoTarget, influx: InfluxTarget
+) -> tuple[KafkaTarget, MongoTarget, InfluxTarget]:
+    """Where the trades job reads and writes, from the candle job's targets: the topic's trades,
+    and candles kept apart from the kline-built ones."""
+    return (
+        dataclasses.replace(kafka, topic=trades_topic(kafka.topic)),
+        dataclasses.replace(mongo, collection=trade_candles(mongo.collection)),
+        dataclasses.replace(influx, measurement=trade_candles(influx.measurement)),
+    )
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,9 @@ from typing import Any
 
 MONGO_ASSET = "mongo_realtime"
 INFLUX_ASSET = "influx_ohlcv"
+# Candles built from trades (`--source trades`), kept apart from the kline-built ones.
+MONGO_TRADE_ASSET = "mongo_trade_candles"
+INFLUX_TRADE_ASSET = "influx_trade_candles"
 SUMMARY_PREFIX = "job summary: "
 
 

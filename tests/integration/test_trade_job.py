@@ -1,9 +1,12 @@
 """The job building candles from trades (`--source trades`) on real Kafka, Spark, FerretDB and
-InfluxDB. A generated trade file with quiet minutes is replayed and the job run in several
-micro-batches; then the file's first part is replayed again (copies in a later run) beside a
-poison record and a trade under another trade's key, and the job run again. Every window in both
-sinks equals a pandas resampling of the file's distinct trades read with the csv module; quiet
-minutes have no candle; the two bad records are dead letters with their reasons."""
+InfluxDB, compared with a pandas resampling of the files' distinct trades read with the csv
+module.
+- A generated trade file with quiet minutes is replayed and the job run in several micro-batches;
+  then the file's first part is replayed again (copies in a later run) beside a poison record and
+  a trade under another trade's key, and the job run again: every window in both sinks equals the
+  resampling, quiet minutes have no candle, the two bad records are dead letters with reasons.
+- Per-symbol files in any order: an older file of a symbol after a newer one is late; the late
+  ledger's backfill recomputes its windows, and both sinks equal the resampling of all files."""
 
 from __future__ import annotations
 
@@ -12,36 +15,48 @@ import dataclasses
 import json
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 from kafka import KafkaProducer
 
+from crypto_assets.definitions import build_definitions
 from crypto_pipeline import candle_rules as rules
+from crypto_pipeline.clients import mongo_client
+from crypto_pipeline.formats import late_ledger
 from crypto_pipeline.readback import read_influx, read_mongo
 from crypto_pipeline.replay.trade_generator import Trades, generate_trades, write_canonical_trades
-from crypto_pipeline.settings import Settings
+from crypto_pipeline.settings import Settings, trade_candles
+from spark_jobs.interface.config import JobConfig
 from spark_jobs.trade_seconds import NOT_A_TRADE
 from tests.expected_trade_candles import resample_trades
-from tests.integration.job_helpers import job_for, replay_file, run_job
+from tests.integration.dagster_helpers import resources_for
+from tests.integration.job_helpers import job_for, mongo_of, replay_file, run_job
 from tests.integration.kafka_helpers import consume_all
 
 T0 = 1_735_689_600_000  # 2025-01-01T00:00Z
 WINDOWS = {"1s": 1_000, "1m": 60_000, "5m": 300_000}
 
 
-def write_trades(path: Path) -> None:
-    """Two symbols over 15 minutes; BTCUSDT has no trade in minutes 4 to 6."""
-    generated = generate_trades(["BTCUSDT", "ETHUSDT"], T0, 900, seed=5)
-    minute = (generated.time_ms - T0) // 60_000
-    kept = ~((generated.symbol == "BTCUSDT") & (minute >= 4) & (minute <= 6))
+def write_trades(
+    path: Path, symbols: list[str], start_ms: int = T0, quiet: tuple[str, range] | None = None
+) -> None:
+    """The symbols' trades over 15 minutes; `quiet`: a symbol's minutes without trades."""
+    generated = generate_trades(symbols, start_ms, 900, seed=len(path.name))
+    kept = np.ones(len(generated), dtype=bool)
+    if quiet is not None:
+        minute = (generated.time_ms - start_ms) // 60_000
+        kept = ~((generated.symbol == quiet[0]) & np.isin(minute, list(quiet[1])))
     columns = {f.name: getattr(generated, f.name)[kept] for f in dataclasses.fields(Trades)}
     write_canonical_trades(Trades(**columns), path)
 
 
-def expected(path: Path, window_ms: int) -> dict[tuple[str, int], dict[str, float]]:
-    with open(path, newline="") as stream:
-        trades = pd.DataFrame(list(csv.DictReader(stream))).assign(exchange="file")
-    trades = trades.astype({"time_ms": "int64", "price": "float64", "qty": "float64"})
+def expected(paths: list[Path], window_ms: int) -> dict[tuple[str, int], dict[str, float]]:
+    frames = []
+    for path in paths:
+        with open(path, newline="") as stream:
+            frames.append(pd.DataFrame(list(csv.DictReader(stream))).assign(exchange="file"))
+    trades = pd.concat(frames).astype({"time_ms": "int64", "price": "float64", "qty": "float64"})
     reference = resample_trades(trades, window_ms)
     return {
         (row.symbol, row.start): {
@@ -65,7 +80,7 @@ def test_trade_candles_in_both_sinks_equal_the_resampling_of_the_distinct_trades
     local_stack: Settings, unique_name: str, tmp_path: Path
 ) -> None:
     path, again = tmp_path / "trades.csv", tmp_path / "again.csv"
-    write_trades(path)
+    write_trades(path, ["BTCUSDT", "ETHUSDT"], quiet=("BTCUSDT", range(4, 7)))
     lines = path.read_text().splitlines()
     again.write_text("\n".join(lines[: len(lines) // 3]) + "\n")  # header and the first third
     first = replay_file(local_stack, path, unique_name, partitions=3)
@@ -91,8 +106,19 @@ def test_trade_candles_in_both_sinks_equal_the_resampling_of_the_distinct_trades
     finished = run_job(job)
     assert finished.returncode == 0, finished.stderr[-3000:]
 
-    stored = {"mongo": read_mongo(job.mongo)[0], "influx": read_influx(job.influx)}
     assert job.mongo.collection.endswith("_from_trades")
+    assert_sinks_equal(job, [path])
+    btc_minutes = {start for symbol, start in expected([path], 60_000) if symbol == "BTCUSDT"}
+    minutes = {(start - T0) // 60_000 for start in btc_minutes}
+    assert len(minutes) >= 10 and not minutes & {4, 5, 6}  # quiet minutes: no candle
+
+    letters = consume_all(local_stack, f"{first.topic}.dlq", expected=2)
+    reasons = sorted(json.loads(record.value)["reason"] for record in letters)
+    assert reasons == sorted([NOT_A_TRADE, rules.TRADE_KEY_MISMATCH])
+
+
+def assert_sinks_equal(job: JobConfig, paths: list[Path]) -> None:
+    stored = {"mongo": read_mongo(job.mongo)[0], "influx": read_influx(job.influx)}
     for sink, windows in stored.items():
         for label, window_ms in WINDOWS.items():
             actual = {
@@ -100,14 +126,80 @@ def test_trade_candles_in_both_sinks_equal_the_resampling_of_the_distinct_trades
                 for (exchange, symbol, window, start), values in windows.items()
                 if window == label and exchange == "file"
             }
-            reference = expected(path, window_ms)
+            reference = expected(paths, window_ms)
             assert actual.keys() == reference.keys(), (sink, label)
             for key, values in reference.items():
                 for name, value in values.items():
                     assert np.isclose(actual[key][name], value, rtol=1e-9), (sink, label, key, name)
-    btc_minutes = {start for symbol, start in expected(path, 60_000) if symbol == "BTCUSDT"}
-    assert {(start - T0) // 60_000 for start in btc_minutes} == set(range(15)) - {4, 5, 6}
 
-    letters = consume_all(local_stack, f"{first.topic}.dlq", expected=2)
-    reasons = sorted(json.loads(record.value)["reason"] for record in letters)
-    assert reasons == sorted([NOT_A_TRADE, rules.TRADE_KEY_MISMATCH])
+
+def test_per_symbol_files_in_any_order_are_exact_after_the_late_ledgers_backfill(
+    local_stack: Settings, unique_name: str, tmp_path: Path
+) -> None:
+    hour = 3_600_000
+    newer, older, other = (tmp_path / n for n in ("btc_newer.csv", "btc_older.csv", "eth.csv"))
+    write_trades(newer, ["BTCUSDT"], T0 + hour)
+    write_trades(older, ["BTCUSDT"], T0)
+    write_trades(other, ["ETHUSDT"], T0)
+    job = job_for(
+        local_stack,
+        unique_name,
+        tmp_path / "checkpoint",
+        source="trades",
+        windows=tuple(WINDOWS),
+        watermark="1 minute",
+    )
+    for paths in ([newer], [older, other]):  # the job runs after each replay
+        for path in paths:
+            replay_file(local_stack, path, unique_name, partitions=2)
+        finished = run_job(job)
+        assert finished.returncode == 0, finished.stderr[-3000:]
+    (entry,) = late_ledger.open_entries_in(job.mongo, job.kafka.topic)
+    assert (entry.series, entry.kind) == ("file:BTCUSDT", late_ledger.LATE)
+
+    finished = run_job(dataclasses.replace(job, backfill_late="new"))
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert late_ledger.open_entries_in(job.mongo, job.kafka.topic) == []
+    assert_sinks_equal(job, [newer, older, other])
+
+
+def test_dagster_runs_the_trades_job_after_a_trade_replay_and_its_checks_can_fail(
+    local_stack: Settings, unique_name: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "trades.csv"
+    write_trades(path, ["BTCUSDT", "ETHUSDT"])
+    defs = build_definitions(resources_for(local_stack, unique_name, tmp_path / "state"))
+    replay_config = {"ops": {"kafka_klines": {"config": {"path": str(path)}}}}
+    job_config = {"ops": {"trade_candles": {"config": {"windows": "1s,1m,5m"}}}}
+
+    def checks() -> dict[tuple[str, str], bool]:
+        result = defs.resolve_job_def("trade_candles_job").execute_in_process(
+            instance=instance, run_config=job_config, raise_on_error=False
+        )
+        return {
+            (e.asset_key.to_user_string(), e.check_name): e.passed
+            for e in result.get_asset_check_evaluations()
+        }
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        replayed = defs.resolve_job_def("replay_job").execute_in_process(
+            instance=instance, run_config=replay_config
+        )
+        assert replayed.success
+        passing = checks()
+        assert passing == {
+            (asset, check): True
+            for asset in ("mongo_trade_candles", "influx_trade_candles")
+            for check in ("sinks_agree", "matches_source", "late_rows_repaired")
+        }
+        # One close in MongoDB changed: both sinks_agree and MongoDB's matches_source fail.
+        mongo = mongo_of(local_stack, unique_name)
+        with mongo_client(mongo.uri) as client:
+            collection = client[mongo.database][trade_candles(mongo.collection)]
+            collection.update_one({"window": "1m"}, {"$mul": {"close": 1.001}})
+        failing = {key for key, passed in checks().items() if not passed}
+        assert failing == {
+            ("mongo_trade_candles", "sinks_agree"),
+            ("influx_trade_candles", "sinks_agree"),
+            ("mongo_trade_candles", "matches_source"),
+        }

@@ -23,17 +23,26 @@ def test_every_job_sensor_and_asset_resolves() -> None:
         "kafka_klines",
         "mongo_realtime",
         "influx_ohlcv",
+        "mongo_trade_candles",
+        "influx_trade_candles",
     }
 
 
 def test_sink_assets_depend_on_the_topic() -> None:
     graph = defs.resolve_asset_graph()
-    for name in ("mongo_realtime", "influx_ohlcv"):
+    for name in ("mongo_realtime", "influx_ohlcv", "mongo_trade_candles", "influx_trade_candles"):
         parents = graph.get(dg.AssetKey(name)).parent_keys
         assert parents == {dg.AssetKey("kafka_klines")}
 
 
-JOBS = ("replay_job", "ohlcv_job", "streaming_job", "reconciliation_job", "freshness_job")
+JOBS = (
+    "replay_job",
+    "ohlcv_job",
+    "streaming_job",
+    "reconciliation_job",
+    "freshness_job",
+    "trade_candles_job",
+)
 
 
 @pytest.mark.parametrize("name", JOBS)
@@ -57,13 +66,18 @@ def test_every_check_covers_both_sinks_and_agreement_blocks() -> None:
             "no_gaps",
             "fresh",
         )
+    } | {
+        (asset, name)
+        for asset in ("mongo_trade_candles", "influx_trade_candles")
+        for name in ("sinks_agree", "matches_source", "late_rows_repaired")
     }
     blocking = {key.name for key in graph.asset_check_keys if graph.get_check_spec(key).blocking}
     assert blocking == {"sinks_agree"}
 
 
 def test_replays_trigger_the_job_and_reconciliation_runs_nightly() -> None:
-    assert defs.resolve_sensor_def("replay_done_sensor").job_name == "ohlcv_job"
+    replayed = defs.resolve_sensor_def("replay_done_sensor")
+    assert {job.name for job in replayed.jobs} == {"ohlcv_job", "trade_candles_job"}
     assert defs.resolve_sensor_def("streaming_health_sensor").job_name == "freshness_job"
     schedule = defs.resolve_schedule_def("nightly_reconciliation")
     assert schedule.job_name == "reconciliation_job"

@@ -9,17 +9,21 @@ from pathlib import Path
 import pytest
 
 from crypto_pipeline.formats.candle_message import Candle
+from crypto_pipeline.formats.trade_message import Trade
 from crypto_pipeline.reconcile import (
     ReplayScope,
     committed_offsets,
     compare,
     newest_events,
     reference_aggregates,
+    reference_trade_aggregates,
     settled,
 )
+from crypto_pipeline.replay.trade_generator import generate_trades
 from crypto_pipeline.settings import REPO_ROOT
 from tests.conftest import SHARED_DATA
 from tests.expected_ohlcv import expected_aggregates, mismatches, read_csv_rows
+from tests.expected_trade_candles import generated_frame, resample_trades
 
 SAMPLE = REPO_ROOT / "data" / "sample_klines_1m.csv.gz"
 SHARED_Q1 = SHARED_DATA / "binance_spot_15m_10sym_2025Q1.csv.gz"
@@ -167,3 +171,20 @@ def test_settled_windows_are_those_ending_at_or_before_their_symbols_watermark()
         ("file", "BTC", "1h", 9 * HOUR),
     ]
     assert settled(influx, newest, 0) == {}  # ends 08:45, after ETH's newest event
+
+
+def test_the_checks_trade_reference_equals_the_tests_resampling() -> None:
+    frame = generated_frame(generate_trades(["BTCUSDT", "ETHUSDT"], 1_735_689_600_000, 600, 9))
+    trades = [
+        Trade(r.exchange, r.symbol, r.trade_id, r.time_ms, r.price, r.qty, r.side)
+        for r in frame.itertuples()
+    ]
+    reference = reference_trade_aggregates(trades + trades[:50], ["1m"])  # copies count once
+    expected = resample_trades(frame, 60_000)
+    assert len(reference) == len(expected)
+    for row in expected.itertuples():
+        values = reference[(row.exchange, row.symbol, "1m", row.start)]
+        assert values["trades"] == values["rows"] == row.trades
+        for name in ("open", "high", "low", "close", "volume", "quote_volume", "taker_buy_volume"):
+            assert values[name] == pytest.approx(getattr(row, name), rel=1e-12)
+        assert values["vwap"] == pytest.approx(row.quote_volume / row.volume, rel=1e-12)

@@ -1,0 +1,132 @@
+"""Asset checks on the candles built from trades, on both trade assets: the two sinks agree, they
+match the latest replayed trade file recomputed in pandas (no code shared with the Spark job),
+and the trades' late ledger has been repaired."""
+
+from collections.abc import Iterator
+
+import dagster as dg
+
+from crypto_assets.aggregation.trade_candles import INFLUX_TRADE_ASSET, MONGO_TRADE_ASSET
+from crypto_assets.ingestion.market_data import kafka_klines
+from crypto_assets.quality.checks import late_ledger_results, latest_metadata, results_for_both
+from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource
+from crypto_pipeline.formats import late_ledger
+from crypto_pipeline.formats.trade_message import Trade
+from crypto_pipeline.readback import read_influx, read_mongo
+from crypto_pipeline.reconcile import ReplayScope, compare, reference_trade_aggregates
+from crypto_pipeline.settings import InfluxTarget, KafkaTarget, MongoTarget
+from spark_jobs.interface.config import DEFAULT_TRADE_WINDOWS, trade_targets
+
+TRADE_SINKS = {MONGO_TRADE_ASSET: "mongodb", INFLUX_TRADE_ASSET: "influxdb"}
+
+
+def both_trade_sinks(
+    name: str, description: str, blocking: bool = False
+) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(
+            name, asset=key, additional_deps=[other], blocking=blocking, description=description
+        )
+        for key, other in (
+            (MONGO_TRADE_ASSET, INFLUX_TRADE_ASSET),
+            (INFLUX_TRADE_ASSET, MONGO_TRADE_ASSET),
+        )
+    ]
+
+
+def targets(
+    kafka: KafkaResource, mongo: MongoResource, influx: InfluxResource
+) -> tuple[KafkaTarget, MongoTarget, InfluxTarget]:
+    return trade_targets(kafka.target, mongo.target, influx.target)
+
+
+@dg.multi_asset_check(
+    name="trade_sinks_agree",
+    specs=both_trade_sinks(
+        "sinks_agree",
+        "MongoDB and InfluxDB hold the same trade-built windows with equal values (1e-9 "
+        "relative, taker volumes included), and every document's _id matches its key.",
+        blocking=True,
+    ),
+)
+def trade_sinks_agree(
+    kafka: KafkaResource, mongo: MongoResource, influx: InfluxResource
+) -> Iterator[dg.AssetCheckResult]:
+    _, mongo_target, influx_target = targets(kafka, mongo, influx)
+    mongo_windows, bad_ids = read_mongo(mongo_target)
+    comparison = compare(mongo_windows, read_influx(influx_target))
+    description = comparison.summary("mongodb", "influxdb")
+    if bad_ids:
+        description += f"; {len(bad_ids)} documents whose _id is not their key (e.g. {bad_ids[0]})"
+    metadata = {
+        "mongodb_aggregates": len(mongo_windows),
+        "ids_not_matching_key": bad_ids[:10],
+        **comparison.metadata("mongodb", "influxdb"),
+    }
+    yield from results_for_both(
+        comparison.passed and not bad_ids, metadata, TRADE_SINKS, description=description
+    )
+
+
+@dg.multi_asset_check(
+    name="trade_matches_source",
+    specs=both_trade_sinks(
+        "matches_source",
+        "The windows of the latest replayed trade file, recomputed from it in pandas (each "
+        "trade id once, open and close by time and id), equal those in each sink.",
+    ),
+)
+def trade_matches_source(
+    context: dg.AssetCheckExecutionContext,
+    kafka: KafkaResource,
+    mongo: MongoResource,
+    influx: InfluxResource,
+) -> Iterator[dg.AssetCheckResult]:
+    trades_topic, mongo_target, influx_target = targets(kafka, mongo, influx)
+    replay = latest_metadata(context.instance, kafka_klines.key)
+    if replay.get("topic") != trades_topic.topic or "replay_scope" not in replay:
+        description = (
+            f"the latest replay sent no trades to {trades_topic.topic}: nothing to compare"
+        )
+        yield from results_for_both(False, {}, TRADE_SINKS, description=description)
+        return
+    scope = ReplayScope.from_metadata(replay["replay_scope"])
+    job = latest_metadata(context.instance, MONGO_TRADE_ASSET)
+    windows = list(job.get("windows") or DEFAULT_TRADE_WINDOWS)
+    expected = reference_trade_aggregates(scope.records(Trade), windows, scope)
+    sinks = {
+        MONGO_TRADE_ASSET: read_mongo(mongo_target)[0],
+        INFLUX_TRADE_ASSET: read_influx(influx_target),
+    }
+    for key, actual in sinks.items():
+        comparison = compare(expected, actual, left_only_keys=True)
+        yield dg.AssetCheckResult(
+            asset_key=key,
+            passed=bool(expected) and comparison.passed,
+            description=comparison.summary("source", TRADE_SINKS[key])
+            if expected
+            else f"the latest replay ({scope.path}) holds no trade",
+            metadata={
+                "source_file": scope.path,
+                "windows": windows,
+                "expected_aggregates": len(expected),
+                **comparison.metadata("source", TRADE_SINKS[key]),
+            },
+        )
+
+
+@dg.multi_asset_check(
+    name="trade_late_rows_repaired",
+    specs=both_trade_sinks(
+        "late_rows_repaired",
+        "Every trade the trades job could not count in closed windows (behind its series' "
+        "watermark, or re-sent after the dedupe horizon) has been recomputed by a backfill: "
+        "ERROR while the trades' late ledger holds an open entry.",
+    ),
+)
+def trade_late_rows_repaired(
+    kafka: KafkaResource, mongo: MongoResource, influx: InfluxResource
+) -> Iterator[dg.AssetCheckResult]:
+    trades_topic, mongo_target, _ = targets(kafka, mongo, influx)
+    entries = late_ledger.open_entries_in(mongo_target, trades_topic.topic)
+    yield from late_ledger_results(entries, TRADE_SINKS)

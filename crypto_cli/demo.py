@@ -29,7 +29,7 @@ from crypto_cli.dagster_services import (
 from crypto_cli.live_command import SimulatorProcess
 from crypto_pipeline.clients import end_offsets
 from crypto_pipeline.console import say
-from crypto_pipeline.settings import SAMPLE_FILE, Settings, stream_status_file
+from crypto_pipeline.settings import SAMPLE_FILE, Settings, stream_status_file, trade_candles
 from local_stack.artifacts import StackError
 from spark_jobs.interface.heartbeat import read_status, streaming_health
 from spark_jobs.interface.summary import INFLUX_ASSET, MONGO_ASSET
@@ -49,7 +49,7 @@ DEMO_TAG = "crypto/demo"
 # The live part: Binance's protocol from the simulated exchange, real time, with two hours of
 # history of which the feed's first connect refills the last hour over REST.
 LIVE_SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
-LIVE_FEED = {"exchange": "binance", "symbols": LIVE_SYMBOLS}
+LIVE_FEED = {"exchange": "binance", "symbols": LIVE_SYMBOLS, "trades": True}
 
 
 def run_once(settings: Settings, start: str = ONCE_START, end: str = ONCE_END) -> int:
@@ -209,6 +209,9 @@ def run_interactive(settings: Settings) -> int:
                 stream_id, 300, until=lambda s: s == "STARTED" or s in FINISHED
             )
             _expect(api, stream_id, "STARTED", status)
+            trades_id = api.launch("trade_streaming_job", tags={DEMO_TAG: "trades job"})
+            launched.append(trades_id)
+            _expect(api, trades_id, "STARTED", api.wait_for_run(trades_id, 300, until=started))
             since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
             feed_config = {"ops": {"run_live_feed": {"config": {**LIVE_FEED, "since": since}}}}
             feed_id = api.launch("live_feed_job", feed_config, {DEMO_TAG: "live feed"})
@@ -290,14 +293,18 @@ def _print_guide(url: str, settings: Settings) -> None:
         "The pipeline is running:",
         f"  Dagster UI          {url}",
         f"  asset graph         {url}{ASSET_GRAPH_PATH}",
-        f"  runs                {url}/runs  (streaming_job and live_feed_job stay started)",
+        f"  runs                {url}/runs  (streaming_job, trade_streaming_job and "
+        "live_feed_job stay started)",
         f"  checks              {url}/assets/{MONGO_ASSET}?view=checks",
         "What to look at: the four checks of each sink (green after the first replay), the",
         "streaming and live-feed health observations (every 30 s) and the `fresh` check (every",
-        "2 minutes). The feed sends a candle a minute per symbol (BTCUSDT, ETHUSDT, SOLUSDT).",
+        "2 minutes). The feed sends a candle a minute per symbol (BTCUSDT, ETHUSDT, SOLUSDT)",
+        "and every trade; trade_streaming_job builds candles from 1 second up from the trades.",
         f"MongoDB {settings.mongo.redacted_uri} {settings.mongo.database}."
-        f"{settings.mongo.collection}; InfluxDB {settings.influx.url} bucket "
-        f"{settings.influx.bucket}.",
+        f"{settings.mongo.collection} (from klines) and "
+        f"{trade_candles(settings.mongo.collection)} (from trades); InfluxDB "
+        f"{settings.influx.url} bucket {settings.influx.bucket}, measurements "
+        f"{settings.influx.measurement} and {trade_candles(settings.influx.measurement)}.",
         "Grafana dashboards come with the docker compose deployment (see the README).",
         "Press Ctrl-C to stop everything this command started.",
         "",

@@ -7,12 +7,14 @@ from pydantic import Field
 from crypto_assets.aggregation.launcher import (
     SparkJobConfig,
     SparkJobLauncher,
+    TradeJobConfig,
     refuse_if_streaming,
 )
 from crypto_assets.aggregation.ohlcv_sinks import SPARK_JOB_TAG
+from crypto_assets.aggregation.trade_candles import TRADES_JOB_TAG
 from crypto_assets.resources import KafkaResource, SparkResource
 from crypto_assets.supervision import RESTARTS, restart_of_failed_run
-from spark_jobs.interface.config import DEFAULT_CONTINUOUS_TRIGGER
+from spark_jobs.interface.config import DEFAULT_CONTINUOUS_TRIGGER, TRADES
 from spark_jobs.interface.heartbeat import running_stream_pid
 
 
@@ -42,6 +44,32 @@ def run_streaming_ohlcv(
 )
 def streaming_job() -> None:
     run_streaming_ohlcv()
+
+
+class TradeStreamingConfig(TradeJobConfig):
+    trigger: str = Field(
+        default=DEFAULT_CONTINUOUS_TRIGGER, description="processing-time trigger interval"
+    )
+
+
+@dg.op(description="Run the trades job (candles from trades) continuously until terminated.")
+def run_streaming_trades(
+    context: dg.OpExecutionContext,
+    config: TradeStreamingConfig,
+    spark_job: SparkJobLauncher,
+    pipes_subprocess_client: dg.PipesSubprocessClient,
+) -> None:
+    job = spark_job.job_config(config, config.trigger, source=TRADES)
+    refuse_if_streaming(spark_job.spark, job.kafka.topic)
+    spark_job.run(context, pipes_subprocess_client, job)
+
+
+@dg.job(
+    tags={TRADES_JOB_TAG: "streaming"},
+    description="The continuous trades job: candles from <topic>.trades, supervised by Dagster.",
+)
+def trade_streaming_job() -> None:
+    run_streaming_trades()
 
 
 @dg.sensor(

@@ -12,13 +12,14 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
 from crypto_cli.dagster_services import DagsterApi
 from crypto_cli.demo import DEMO_TAG
 from crypto_pipeline.clients import mongo_client
-from crypto_pipeline.settings import Settings
+from crypto_pipeline.settings import Settings, trade_candles
 from tests.integration.conftest import free_port
 
 CLI = [sys.executable, "-m", "crypto_cli"]
@@ -111,7 +112,11 @@ def test_demo_runs_until_ctrl_c_and_then_stops_everything_it_started(
         assert runs == {"live_feed_job": "STARTED"}
         stream = api.runs_tagged(DEMO_TAG, "continuous job")
         assert [r["status"] for r in stream] == ["STARTED"]
-        time.sleep(20)  # let the stream process some of the live feed's candles
+        trades = api.runs_tagged(DEMO_TAG, "trades job")
+        assert [r["status"] for r in trades] == ["STARTED"]
+        # Candles from the simulated exchange's trades, beside the kline-built ones.
+        trade_windows = wait_for_trade_candles(local_stack, unique_name, timeout_s=120)
+        assert trade_windows and {doc["exchange"] for doc in trade_windows} == {"binance"}
     finally:
         demo.send_signal(signal.SIGINT)
         rest, _ = demo.communicate(timeout=300)
@@ -127,9 +132,23 @@ def test_demo_runs_until_ctrl_c_and_then_stops_everything_it_started(
     assert statuses == {
         "first replay": dg.DagsterRunStatus.SUCCESS,
         "continuous job": dg.DagsterRunStatus.CANCELED,
+        "trades job": dg.DagsterRunStatus.CANCELED,
         "live feed": dg.DagsterRunStatus.CANCELED,
     }
     # The feed refilled the last hour over REST and stopped cleanly when its run was terminated.
     feed_status = local_stack.stack_dir / "live" / f"binance-{unique_name}.json"
     feed = json.loads(feed_status.read_text())
     assert feed["outcome"] == "stopped" and feed["counts"]["refilled"] >= 59 * 3, feed
+
+
+def wait_for_trade_candles(settings: Settings, name: str, timeout_s: float) -> list[dict[str, Any]]:
+    """The one-second candles the trades job has written from the feed's trades (waits for the
+    first ones)."""
+    deadline = time.monotonic() + timeout_s
+    with mongo_client(settings.mongo.uri) as client:
+        collection = client[name][trade_candles(settings.mongo.collection)]
+        while True:
+            found = list(collection.find({"window": "1s"}, {"exchange": 1}))
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(2)

@@ -42,6 +42,7 @@ JOBS = (
     "reconciliation_job",
     "freshness_job",
     "trade_candles_job",
+    "trade_streaming_job",
 )
 
 

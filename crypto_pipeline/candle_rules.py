@@ -56,8 +56,6 @@ OPEN_OUTSIDE = "open outside [low, high]"
 CLOSE_OUTSIDE = "close outside [low, high]"
 BAD_TRADE_ID = "trade id is empty or has characters outside A-Z a-z 0-9 _ -, or more than 64"
 BAD_SIDE = "side is neither buy nor sell"
-# The trades job counts a trade once per Kafka key (copies share it): a key must name its trade.
-TRADE_KEY_MISMATCH = "Kafka key is not the trade's exchange:SYMBOL:trade_id"
 
 
 def not_finite(field: str) -> str:

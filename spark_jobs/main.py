@@ -44,7 +44,7 @@ from spark_jobs.interface.summary import (
 from spark_jobs.query_progress import ProgressTracker, open_reporter
 from spark_jobs.session import build_spark_session, read_source
 from spark_jobs.sinks import LegacyWindowKeys, ensure_mongo_index, refuse_legacy_keys
-from spark_jobs.state_store import rename_series
+from spark_jobs.state_store import STATE, rename_series
 from spark_jobs.trade_backfill import run_trade_backfill
 from spark_jobs.trade_job import TRADES_QUERY, TradeBatchWriter, start_trade_query
 from spark_jobs.transform import keyed_records, parse_messages
@@ -53,7 +53,6 @@ log = logging.getLogger("spark_jobs")
 
 
 QUERY = "ohlcv"
-STATE = "state"  # the windowed step's state, next to the query's checkpoint
 # One streaming query per window length plus one for dead letters, before the one-pass job.
 OLD_LAYOUT = re.compile(r"^(ohlcv_\d+[mhd]|dead_letters)$")
 

@@ -32,6 +32,7 @@ from spark_jobs.open_windows import CANDLE_COLUMNS, CANDLE_SCHEMA, SymbolState, 
 WATERMARKS = b"watermarks"
 BASE = b"base"  # the version of the base a delta applies to (a base names itself)
 SUFFIX = ".arrow"
+STATE = "state"  # the state's folder, next to the query's checkpoint (both jobs)
 MAX_DELTAS = 100
 COLUMNS = ("symbol", *CANDLE_COLUMNS)
 SCHEMA = pa.schema([("symbol", pa.string()), *CANDLE_SCHEMA])

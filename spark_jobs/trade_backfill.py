@@ -1,14 +1,16 @@
 """Repairs of candles from trades: the windows over the late ledger's entries (or over a range)
 recomputed from every trade the trades topic holds.
 
-- The topic is read once, up to the end offsets noted at the start; each Kafka key counts once
-  (a batch `dropDuplicates`: exact, whatever the stream's dedupe horizon); the executors' step
-  (spark_jobs/trade_seconds.py) makes the one-second partials, which come to the driver.
-- Only windows that are closed by what was read are written: ending at or before their series'
-  newest trade minus the watermark. An open window is the stream's: it still counts late and
-  re-sent trades there, and a recomputation written later could replace a newer version. An entry
-  is repaired once every window over its range is written; until then it stays open for the next
-  backfill.
+- The topic is read once, up to the end offsets noted at the start; each valid trade counts once
+  (a batch `dropDuplicates` of its identity: exact, whatever the stream's dedupe horizon); the
+  executors' steps (spark_jobs/trade_seconds.py) make the one-second partials, which come to the
+  driver.
+- Only windows that are closed by what was read and for the stream are written: ending at or
+  before their series' newest trade minus the watermark, and at or before the stream's own
+  watermark (its newest state). An open window is the stream's: it still counts late and re-sent
+  trades there, and would write it again from its state. An entry is repaired once every window
+  over its range is written; until then it stays open for the next backfill. An entry of which
+  nothing could be recomputed (the topic no longer holds its trades) is unrepairable.
 - A topic that has lost records to retention cannot give its windows back whole: nothing is
   written, the entries are marked unrepairable with that reason, and the stored windows keep
   their values.
@@ -18,9 +20,11 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 from pyspark.sql import SparkSession
@@ -36,9 +40,10 @@ from spark_jobs.batches import sink_writes, write_riding_out_outages
 from spark_jobs.interface.config import JobConfig
 from spark_jobs.session import kafka_source
 from spark_jobs.sinks import late_ledger_collection
-from spark_jobs.trade_job import copy_key, window_lengths
-from spark_jobs.trade_seconds import OUTPUT_DDL, task_partials
-from spark_jobs.trade_windows import PARTIAL_NAMES, merged_windows, window_rows
+from spark_jobs.state_store import STATE
+from spark_jobs.trade_job import checked_records, window_lengths
+from spark_jobs.trade_seconds import OUTPUT_DDL, task_partials_of
+from spark_jobs.trade_windows import PARTIAL_NAMES, TradeStateStore, merged_windows, window_rows
 
 log = logging.getLogger("spark_jobs")
 
@@ -53,11 +58,10 @@ def read_partials(spark: SparkSession, config: JobConfig, ends: dict[int, int]) 
         .load()
     )
     output = (
-        records.withColumn("copy_key", copy_key())
+        checked_records(records, config)
+        .where(F.col("kind") == "trade")
         .dropDuplicates(["copy_key"])
-        .select("key", "value", "partition", "offset", "timestamp")
-        .mapInArrow(task_partials(config.future_tolerance_ms), OUTPUT_DDL)
-        .where(F.col("kind") == "partial")
+        .mapInArrow(task_partials_of(), OUTPUT_DDL)
         .select(*PARTIAL_NAMES)
     )
     return output.toArrow().to_pandas()
@@ -66,8 +70,10 @@ def read_partials(spark: SparkSession, config: JobConfig, ends: dict[int, int]) 
 def in_ranges(series: pd.Series, start: pd.Series, size_ms: int, ranges: Ranges) -> pd.Series:
     """Windows (series, start) that overlap their series' ranges (a range's key may be a series,
     a symbol on every exchange, or every symbol)."""
-    symbol = series.str.partition(SERIES_SEPARATOR)[2]
     keep = pd.Series(False, index=series.index)
+    if series.empty:
+        return keep
+    symbol = series.str.partition(SERIES_SEPARATOR)[2]
     for key, spans in ranges.items():
         own = (series == key) | (symbol == key) | (key == EVERY_SYMBOL)
         for first, end in spans:
@@ -112,7 +118,7 @@ def run_trade_backfill(spark: SparkSession, config: JobConfig) -> BackfillSummar
     started = time.monotonic()
     partials = read_partials(spark, config, ends)
     series = partials.exchange + SERIES_SEPARATOR + partials.symbol
-    closed_until = partials.groupby(series).last_ms.max() - interval_ms(config.watermark)
+    closed_until = closed_before(config, partials.groupby(series).last_ms.max())
     summary.candles = int(partials.trades.sum())
     summary.seconds["read"] = time.monotonic() - started
     computed, still_open = [], []
@@ -131,8 +137,18 @@ def run_trade_backfill(spark: SparkSession, config: JobConfig) -> BackfillSummar
     summary.seconds["total"] = time.monotonic() - started
 
     if ledger is not None and entries:
-        repaired = [entry.id for entry in entries if not overlaps(entry, with_open)]
-        late_ledger.decide(ledger, repaired, {})
+        written = pd.concat(computed, ignore_index=True)
+        repaired = []
+        for entry in entries:
+            if overlaps(entry, with_open):
+                continue  # the stream still holds one of its windows: a later backfill
+            if overlaps(entry, written):
+                repaired.append(entry.id)
+            else:
+                summary.unrepairable[entry.id] = (
+                    "the topic holds none of its trades any more: nothing was recomputed"
+                )
+        late_ledger.decide(ledger, repaired, summary.unrepairable)
         summary.repaired_entries = len(repaired)
     log.info(
         "backfill of %s: %d trades read, windows written %s, %d still open (the stream's), %d "
@@ -144,6 +160,19 @@ def run_trade_backfill(spark: SparkSession, config: JobConfig) -> BackfillSummar
         summary.repaired_entries,
     )
     return summary
+
+
+def closed_before(config: JobConfig, newest_ms: pd.Series) -> pd.Series:
+    """Per series, where its closed windows end at the latest: its newest trade in the topic minus
+    the watermark, and no later than the stream's own watermark (its newest state), so that no
+    window the stream still holds open is written (the stream would write it again, from its
+    state, after a restart)."""
+    closed = newest_ms - interval_ms(config.watermark)
+    stream = TradeStateStore(Path(config.checkpoint_dir) / STATE).load(sys.maxsize).marks
+    for name, (watermark_ms, _) in stream.items():
+        if name in closed.index:
+            closed[name] = min(closed[name], watermark_ms)
+    return closed
 
 
 def overlaps(entry: LateEntry, windows: pd.DataFrame) -> bool:

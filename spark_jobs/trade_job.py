@@ -1,8 +1,9 @@
 """Candles from trades: the job's second query, on `<topic>.trades`, run by `--source trades`.
 
-Spark drops copies of a trade (its Kafka key, `exchange:SYMBOL:trade_id`) for as long as the
-dedupe horizon in its state on the executors, the executors reduce the trades to one-second
-partials (spark_jobs/trade_seconds.py), and the driver merges them into its state and into every
+The executors check the trades (spark_jobs/trade_seconds.py), Spark drops copies of a trade (its
+identity `exchange:SYMBOL:trade_id`, read from the message) for as long as the dedupe horizon in
+its state on the executors, the executors reduce the trades to one-second partials, and the
+driver merges them into its state and into every
 window they touch (spark_jobs/trade_windows.py). The windows go to both sinks apart from the
 kline-built ones (`<collection>_from_trades`, `<measurement>_from_trades`), with the dead letters
 of `<topic>.trades.dlq`, the late ledger and the batch metrics written as the candle job's
@@ -24,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
@@ -42,33 +43,38 @@ from spark_jobs.batches import (
 from spark_jobs.interface.config import JobConfig
 from spark_jobs.open_windows import WindowLength
 from spark_jobs.session import read_source
-from spark_jobs.trade_seconds import OUTPUT_DDL, task_partials
+from spark_jobs.trade_seconds import (
+    CHECKED_DDL,
+    OUTPUT_DDL,
+    task_checked_trades,
+    task_partials_of,
+)
 from spark_jobs.trade_windows import PARTIAL_NAMES, TradeStateStore, advance_trades
 
 log = logging.getLogger("spark_jobs")
 TRADES_QUERY = "trades"
 
 
-def copy_key() -> Column:
-    """What copies of a trade share: its Kafka key. A record without one is a dead letter (the
-    step's key rule); until then it is its own."""
-    return F.coalesce(
-        F.col("key"), F.concat_ws("-", F.col("partition"), F.col("offset")).cast("binary")
+def checked_records(records: DataFrame, config: JobConfig) -> DataFrame:
+    """The trades topic's records (Spark's Kafka source) -> valid trades and dead letters
+    (trade_seconds.CHECKED), each with the key its copies share."""
+    return records.select("value", "partition", "offset", "timestamp").mapInArrow(
+        task_checked_trades(config.future_tolerance_ms), CHECKED_DDL
     )
 
 
 def unique_partials(records: DataFrame, config: JobConfig) -> DataFrame:
-    """The trades topic's records (Spark's Kafka source) -> one-second partials and dead letters
-    (trade_seconds.OUTPUT), each Kafka key once within the dedupe horizon."""
+    """The trades topic's records -> one-second partials and dead letters (trade_seconds.OUTPUT),
+    each trade once within the dedupe horizon (Spark's state keyed by the trade's identity; the
+    watermark is when the micro-batch was planned, so no record is behind it)."""
     unique = (
-        records.withColumn("copy_key", copy_key())
+        checked_records(records, config)
         .withColumn("planned", F.current_timestamp())
         .withWatermark("planned", f"{interval_ms(config.dedupe_horizon)} milliseconds")
         .dropDuplicatesWithinWatermark(["copy_key"])
+        .drop("planned")
     )
-    return unique.select("key", "value", "partition", "offset", "timestamp").mapInArrow(
-        task_partials(config.future_tolerance_ms), OUTPUT_DDL
-    )
+    return unique.mapInArrow(task_partials_of(), OUTPUT_DDL)
 
 
 def start_trade_query(

@@ -13,9 +13,9 @@ trade by (event time, trade id) with their times and ids so partials merge; high
 quote volume (price x quantity), trades, taker-buy and taker-sell volume. Trade ids order as
 numbers when they are numbers (by length, then text), in a fixed order otherwise (Bybit's UUIDs).
 
-Duplicates: a trade's Kafka key is exchange:symbol:trade_id, so its copies are in one Kafka
-partition; a task reads one partition's range, so copies within a micro-batch meet in one task
-and count once. Copies in different micro-batches are the merge's to handle (next step).
+Two stages, so that copies can be dropped between them (spark_jobs/trade_job.py): `checked_trades`
+(parse, rules; each valid trade with its identity `exchange:SYMBOL:trade_id`) and `partials_of`.
+Within one task, copies of a trade count once in the partials too.
 
 A record that breaks a rule becomes a dead-letter row with its reason, as candles do; a block
 Arrow cannot parse whole is parsed line by line, so one bad record costs only its own line.
@@ -23,36 +23,20 @@ Arrow cannot parse whole is parsed line by line, so one bad record costs only it
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pa_json
 
-from crypto_pipeline import candle_rules as rules
 from crypto_pipeline.formats import trade_message as message
 from crypto_pipeline.formats.candle_message import EXCHANGE, FILE_EXCHANGE
 from crypto_pipeline.formats.window_values import SERIES_SEPARATOR, split_series
 from spark_jobs.sorted_runs import run_bounds
+from spark_jobs.trade_records import TRADE_FIELDS, parse_messages, reject_reasons
 
 SECOND_MS = 1000
-TRADE_FIELDS = pa.schema(
-    [
-        (message.TIME_MS, pa.int64()),
-        ("symbol", pa.string()),
-        (message.TRADE_ID, pa.string()),
-        (message.PRICE, pa.float64()),
-        (message.QUANTITY, pa.float64()),
-        (message.SIDE, pa.string()),
-        (EXCHANGE, pa.string()),
-    ]
-)
-NOT_A_TRADE = "not a JSON trade"
-# One output row is a partial (kind "partial") or a dead letter (kind "dead").
 PARTIAL_FIELDS = (
     ("exchange", pa.string()),
     ("symbol", pa.string()),
@@ -78,134 +62,24 @@ DEAD_FIELDS = (
     ("offset", pa.int64()),
 )
 OUTPUT = pa.schema([("kind", pa.string()), *PARTIAL_FIELDS, *DEAD_FIELDS])
-# What Spark's mapInArrow is told the output is: OUTPUT in Spark's DDL.
+# Between the checks and the partials: a valid trade (kind "trade") or a dead letter, with the key
+# its copies share.
+CHECKED = pa.schema([("kind", pa.string()), ("copy_key", pa.string()), *TRADE_FIELDS, *DEAD_FIELDS])
 SPARK_TYPES = {
     pa.string(): "STRING",
     pa.int64(): "BIGINT",
     pa.int32(): "INT",
     pa.float64(): "DOUBLE",
 }
-OUTPUT_DDL = ", ".join(f"`{field.name}` {SPARK_TYPES[field.type]}" for field in OUTPUT)
 
 
-def _parse(values: pa.Array) -> pa.Table:
-    """The messages' fields, one row per message (null fields where a message lacks one or is
-    no JSON object); Arrow's reader for the block, the json module line by line if it fails.
-    Each message is read as the member of a one-line object (`{"r":<message>}`), so a message
-    that is not exactly one JSON value on one line (a line end, two objects, nothing, a null
-    record) makes the block fail rather than shift the rows."""
-    count = len(values)
-    lines = pc.binary_join_element_wise(
-        pa.array([b'{"r":'] * count, pa.binary()),
-        pc.fill_null(values, b"null"),
-        pa.array([b"}\n"] * count, pa.binary()),
-        b"",
-    )
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)
-    data = lines.buffers()[2][int(offsets[lines.offset]) : int(offsets[lines.offset + len(lines)])]
-    options = pa_json.ParseOptions(
-        explicit_schema=pa.schema([("r", pa.struct(TRADE_FIELDS))]),
-        unexpected_field_behavior="ignore",
-    )
-    try:
-        # One thread: Spark runs a task per core already.
-        table = pa_json.read_json(
-            pa.BufferReader(data),
-            read_options=pa_json.ReadOptions(use_threads=False, block_size=1 << 24),
-            parse_options=options,
-        )
-        if table.num_rows == count:
-            messages = table.column("r").combine_chunks()
-            return pa.Table.from_arrays(messages.flatten(), schema=TRADE_FIELDS)
-    except pa.ArrowInvalid:
-        pass
-    return pa.Table.from_pylist([_parse_one(value) for value in values.to_pylist()], TRADE_FIELDS)
+def spark_ddl(schema: pa.Schema) -> str:
+    """What Spark's mapInArrow is told its output is."""
+    return ", ".join(f"`{field.name}` {SPARK_TYPES[field.type]}" for field in schema)
 
 
-def _parse_one(value: bytes | None) -> dict[str, Any]:
-    try:
-        fields = json.loads(value or b"")
-    except ValueError:
-        return {}
-    if not isinstance(fields, dict):
-        return {}
-    parsed: dict[str, Any] = {}
-    for field in TRADE_FIELDS:
-        item: Any = fields.get(field.name)
-        if pa.types.is_string(field.type):
-            parsed[field.name] = item if isinstance(item, str) else None
-        elif pa.types.is_integer(field.type):
-            whole = isinstance(item, int) and not isinstance(item, bool)
-            parsed[field.name] = item if whole and -(2**63) <= item < 2**63 else None
-        elif isinstance(item, int | float) and not isinstance(item, bool):
-            try:
-                parsed[field.name] = float(item)
-            except OverflowError:  # an integer beyond floats: infinite, as Arrow reads it
-                parsed[field.name] = math.inf
-        else:
-            parsed[field.name] = None
-    return parsed
-
-
-def _matches(texts: pa.ChunkedArray | pa.Array, pattern: str) -> np.ndarray:
-    return pc.fill_null(pc.match_substring_regex(texts, f"^(?:{pattern})\\z"), False).to_numpy(
-        zero_copy_only=False
-    )
-
-
-def _number_reason(values: np.ndarray, field: str) -> list[tuple[np.ndarray, str]]:
-    with np.errstate(invalid="ignore"):
-        return [
-            (~np.isfinite(values), rules.not_finite(field)),
-            (values > rules.MAX_MAGNITUDE, rules.too_large(field)),
-            (values <= 0, f"{field} is not positive"),
-        ]
-
-
-def reject_reasons(fields: pa.Table, produced_ms: np.ndarray, future_ms: int) -> np.ndarray:
-    """Each message's first broken rule (None: a valid trade), in the replay's order
-    (crypto_pipeline/replay/trade_rows.validate): `trade_reason`, the exchange, the side, then
-    the future rule against when the record was produced."""
-    rows = fields.num_rows
-    missing = {
-        name: fields.column(name).is_null().to_numpy(zero_copy_only=False)
-        for name in message.REQUIRED_FIELDS
-    }
-    time_ms = fields.column(message.TIME_MS).fill_null(0).to_numpy()
-    price = fields.column(message.PRICE).fill_null(np.nan).to_numpy()
-    quantity = fields.column(message.QUANTITY).fill_null(np.nan).to_numpy()
-    exchange = fields.column(EXCHANGE)
-    side = fields.column(message.SIDE)
-    checks: list[tuple[np.ndarray, str]] = [
-        (np.logical_and.reduce(list(missing.values())), NOT_A_TRADE),
-        *((missing[name], f"missing or mistyped {name}") for name in message.REQUIRED_FIELDS),
-        (~_matches(fields.column("symbol"), rules.SYMBOL_PATTERN), rules.BAD_SYMBOL),
-        (~_matches(fields.column(message.TRADE_ID), rules.TRADE_ID_PATTERN), rules.BAD_TRADE_ID),
-        (
-            (time_ms < rules.MIN_EVENT_MS) | (time_ms >= rules.MAX_EVENT_MS),
-            rules.EVENT_TIME_OUT_OF_RANGE,
-        ),
-        *_number_reason(price, "price"),
-        *_number_reason(quantity, "quantity"),
-        (
-            exchange.is_valid().to_numpy(zero_copy_only=False)
-            & ~_matches(exchange, rules.EXCHANGE_PATTERN),
-            rules.BAD_EXCHANGE,
-        ),
-        (
-            side.is_valid().to_numpy(zero_copy_only=False)
-            & ~pc.fill_null(pc.is_in(side, pa.array(rules.TAKER_SIDES)), False).to_numpy(
-                zero_copy_only=False
-            ),
-            rules.BAD_SIDE,
-        ),
-        # Last, as the replay checks it after a line's other rules (`beyond_clock`).
-        (time_ms > produced_ms + future_ms, rules.FUTURE_EVENT_TIME),
-    ]
-    reason = np.full(rows, None, dtype=object)
-    for broken, text in reversed(checks):  # the first rule broken wins
-        reason[broken] = text
-    return reason
+OUTPUT_DDL = spark_ddl(OUTPUT)
+CHECKED_DDL = spark_ddl(CHECKED)
 
 
 def _id_order(ids: pa.Array) -> list[np.ndarray]:
@@ -217,47 +91,71 @@ def _id_order(ids: pa.Array) -> list[np.ndarray]:
     return [ids.to_numpy(zero_copy_only=False), pc.utf8_length(ids).to_numpy()]
 
 
-def second_partials(records: pa.RecordBatch, future_ms: int) -> pa.Table:
-    """One micro-batch task's records (value, partition, offset, timestamp) -> its partials and
-    dead letters (OUTPUT)."""
+def checked_trades(records: pa.RecordBatch, future_ms: int) -> pa.Table:
+    """One task's records (value, partition, offset, timestamp) -> its valid trades and dead
+    letters (CHECKED), each with the key its copies share: a valid trade's `exchange:SYMBOL:
+    trade_id` (whatever its Kafka key says), a dead letter's own. Copies are dropped after this,
+    so a bad record never takes the place of a good trade with the same id."""
     values = records.column("value").cast(pa.binary())
-    fields = _parse(values)
+    fields = parse_messages(values)
     produced_ms = pc.cast(records.column("timestamp"), pa.timestamp("ms")).cast(pa.int64())
     reasons = reject_reasons(fields, produced_ms.fill_null(0).to_numpy(), future_ms)
-    if "key" in records.schema.names:  # the job's records (the step alone may run without)
-        mismatch = _key_mismatch(fields, records.column("key"))
-        reasons[(reasons == None) & mismatch] = rules.TRADE_KEY_MISMATCH  # noqa: E711
     bad = np.flatnonzero(reasons != None)  # noqa: E711 (element-wise)
+    partition = records.column("partition").take(bad).cast(pa.int32())
+    offset = records.column("offset").take(bad).cast(pa.int64())
     dead = pa.table(
         {
             "kind": pa.array(["dead"] * len(bad), pa.string()),
+            # Not a trade key: `#` is in no exchange name.
+            "copy_key": pa.array(
+                [
+                    f"#{p}-{o}"
+                    for p, o in zip(partition.to_pylist(), offset.to_pylist(), strict=True)
+                ],
+                pa.string(),
+            ),
             # The few bad records' text, whatever their bytes (not UTF-8 is a reason too).
             "raw": pa.array(
                 [(raw or b"").decode("utf-8", "replace") for raw in values.take(bad).to_pylist()],
                 pa.string(),
             ),
             "reason": pa.array(reasons[bad].tolist(), pa.string()),
-            "partition": records.column("partition").take(bad).cast(pa.int32()),
-            "offset": records.column("offset").take(bad).cast(pa.int64()),
+            "partition": partition,
+            "offset": offset,
         }
     )
     good = fields.filter(pa.array(reasons == None))  # noqa: E711
+    exchange = pc.fill_null(good.column(EXCHANGE), FILE_EXCHANGE)
+    trades = good.set_column(good.schema.get_field_index(EXCHANGE), EXCHANGE, exchange)
+    trades = trades.append_column(
+        "copy_key",
+        pc.binary_join_element_wise(
+            exchange, good.column("symbol"), good.column(message.TRADE_ID), SERIES_SEPARATOR
+        ),
+    ).append_column("kind", pa.array(["trade"] * good.num_rows, pa.string()))
     return (
-        pa.concat_tables([_partials(good), dead], promote_options="default")
+        pa.concat_tables([trades, dead], promote_options="default")
+        .select(CHECKED.names)
+        .cast(CHECKED)
+    )
+
+
+def partials_of(checked: pa.Table) -> pa.Table:
+    """Checked trades and dead letters (CHECKED) -> the trades' partials and the dead letters
+    (OUTPUT)."""
+    kind = checked.column("kind")
+    trades = checked.filter(pc.equal(kind, "trade")).select(TRADE_FIELDS.names).cast(TRADE_FIELDS)
+    dead = checked.filter(pc.equal(kind, "dead")).select(["kind", *(n for n, _ in DEAD_FIELDS)])
+    return (
+        pa.concat_tables([_partials(trades), dead], promote_options="default")
         .select(OUTPUT.names)
         .cast(OUTPUT)
     )
 
 
-def _key_mismatch(fields: pa.Table, keys: pa.Array) -> np.ndarray:
-    """Records whose Kafka key is not their trade's `Trade.key()`: the job counts a trade once
-    per key, so a key that named another trade could hide it."""
-    exchange = pc.fill_null(fields.column(EXCHANGE), FILE_EXCHANGE)
-    expected = pc.binary_join_element_wise(
-        exchange, fields.column("symbol"), fields.column(message.TRADE_ID), SERIES_SEPARATOR
-    )
-    same = pc.equal(keys.cast(pa.binary()), expected.cast(pa.binary()))
-    return ~pc.fill_null(same, False).to_numpy(zero_copy_only=False)
+def second_partials(records: pa.RecordBatch, future_ms: int) -> pa.Table:
+    """One task's records -> its partials and dead letters (OUTPUT), copies within it once."""
+    return partials_of(checked_trades(records, future_ms))
 
 
 def _partials(trades: pa.Table) -> pa.Table:
@@ -308,16 +206,30 @@ def _partials(trades: pa.Table) -> pa.Table:
     )
 
 
-def task_partials(future_ms: int) -> Any:
-    """The function Spark's mapInArrow runs in each task, for records of the trades topic."""
+def _per_task(step: Any) -> Any:
+    """`step` (one Arrow table in, one out) as the function Spark's mapInArrow runs per task."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         tables = [batch for batch in batches if batch.num_rows]
         if tables:
-            records = pa.Table.from_batches(tables).combine_chunks().to_batches()[0]
-            yield from second_partials(records, future_ms).to_batches()
+            yield from step(pa.Table.from_batches(tables).combine_chunks()).to_batches()
 
     return run
+
+
+def task_checked_trades(future_ms: int) -> Any:
+    """mapInArrow: the trades topic's records -> CHECKED."""
+    return _per_task(lambda table: checked_trades(table.to_batches()[0], future_ms))
+
+
+def task_partials_of() -> Any:
+    """mapInArrow: CHECKED rows (copies dropped in between) -> OUTPUT."""
+    return _per_task(partials_of)
+
+
+def task_partials(future_ms: int) -> Any:
+    """mapInArrow: the trades topic's records -> OUTPUT, copies within a task once."""
+    return _per_task(lambda table: second_partials(table.to_batches()[0], future_ms))
 
 
 def merge_partials(partials: pa.Table, window_ms: int) -> pa.Table:

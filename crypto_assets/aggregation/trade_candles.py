@@ -88,6 +88,9 @@ def replay_done_sensor(
     materialization = asset_event.asset_materialization
     replayed = materialization.metadata.get("topic") if materialization else None
     if replayed is not None and replayed.value == trades_topic(kafka.topic):
+        trades_pid = running_stream_pid(spark.status_file(replayed.value))
+        if trades_pid is not None:
+            return dg.SkipReason(f"the continuous trades job (pid {trades_pid}) processes it")
         return dg.RunRequest(
             run_key=f"replay:{asset_event.run_id}", job_name=trade_candles_job.name, tags=tags
         )

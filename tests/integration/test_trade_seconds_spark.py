@@ -18,7 +18,8 @@ from pyspark.sql import SparkSession
 from crypto_pipeline.replay.producer import ReplayOptions, replay
 from crypto_pipeline.replay.trade_generator import generate_trades, write_canonical_trades
 from crypto_pipeline.settings import Settings
-from spark_jobs.trade_seconds import NOT_A_TRADE, OUTPUT_DDL, merge_partials, task_partials
+from spark_jobs.trade_records import NOT_A_TRADE
+from spark_jobs.trade_seconds import OUTPUT_DDL, merge_partials, task_partials
 from tests.expected_trade_candles import resample_trades
 
 T0 = 1_735_689_600_000  # 2025-01-01T00:00Z

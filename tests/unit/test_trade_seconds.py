@@ -18,9 +18,10 @@ from crypto_pipeline.formats.trade_message import Trade
 from crypto_pipeline.replay.input_files import read_rows
 from crypto_pipeline.replay.producer import ReplayOptions, beyond_clock
 from crypto_pipeline.replay.trade_generator import generate_trades
+from spark_jobs.trade_records import NOT_A_TRADE
 from spark_jobs.trade_seconds import (
-    NOT_A_TRADE,
     OUTPUT,
+    checked_trades,
     merge_partials,
     second_partials,
     task_partials,
@@ -261,13 +262,12 @@ def test_text_ids_of_many_tasks_merge_by_time_then_length_then_text() -> None:
     assert merged.trades.sum() == len(trades)
 
 
-def test_a_record_whose_key_does_not_name_its_trade_is_a_dead_letter() -> None:
-    trade = Trade("okx", "X", "7", T0, 2.0, 1.0, "buy").to_json(LINEAGE, 1)
-    batch = records([trade, trade, trade])
-    keyed = batch.append_column("key", pa.array([b"okx:X:7", b"okx:X:8", None], pa.binary()))
-    output = second_partials(keyed, FUTURE_MS).to_pylist()
-    assert [(row["kind"], row["trades"], row["reason"], row["offset"]) for row in output] == [
-        ("partial", 1, None, None),
-        ("dead", None, rules.TRADE_KEY_MISMATCH, 1),
-        ("dead", None, rules.TRADE_KEY_MISMATCH, 2),
+def test_copies_share_a_trade_identity_and_a_bad_record_never_shares_it() -> None:
+    good = Trade("okx", "X", "7", T0, 2.0, 1.0, "buy").to_json(LINEAGE, 1)
+    bad = Trade("okx", "X", "7", T0, -2.0, 1.0, "buy").to_json(LINEAGE, 2)  # same id, bad price
+    checked = checked_trades(records([bad, good, good]), FUTURE_MS).to_pylist()
+    assert [(row["kind"], row["copy_key"], row["reason"]) for row in checked] == [
+        ("trade", "okx:X:7", None),
+        ("trade", "okx:X:7", None),
+        ("dead", "#0-0", "price is not positive"),
     ]

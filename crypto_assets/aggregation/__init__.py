@@ -9,6 +9,7 @@ from crypto_assets.aggregation.streaming import (
     streaming_job,
     streaming_restart_sensor,
     trade_streaming_job,
+    trade_streaming_restart_sensor,
 )
 from crypto_assets.aggregation.trade_candles import (
     replay_done_sensor,
@@ -19,5 +20,10 @@ from crypto_assets.aggregation.trade_candles import (
 defs = dg.Definitions(
     assets=[ohlcv_sinks, trade_candles],
     jobs=[ohlcv_job, streaming_job, backfill_job, trade_candles_job, trade_streaming_job],
-    sensors=[replay_done_sensor, streaming_restart_sensor, late_rows_sensor],
+    sensors=[
+        replay_done_sensor,
+        streaming_restart_sensor,
+        trade_streaming_restart_sensor,
+        late_rows_sensor,
+    ],
 )

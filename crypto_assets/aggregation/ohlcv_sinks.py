@@ -41,15 +41,7 @@ def ohlcv_sinks(
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     refuse_if_streaming(spark_job.spark, spark_job.topic)
-    job = spark_job.job_config(config)
-    results = spark_job.run(context, pipes_subprocess_client, job).get_results()
-    # Rows the run dropped as late (or earlier runs did) are repaired before the checks run.
-    repair = spark_job.repair_late_rows(context, pipes_subprocess_client, job)
-    for result in results:
-        if isinstance(result, dg.MaterializeResult) and repair:
-            metadata = {**(result.metadata or {}), "late_repair": dg.MetadataValue.json(repair)}
-            result = dg.MaterializeResult(asset_key=result.asset_key, metadata=metadata)
-        yield result
+    yield from spark_job.materialize(context, pipes_subprocess_client, spark_job.job_config(config))
 
 
 # Runs that drive the Spark job carry this tag; the instance allows one such run at a time, since

@@ -9,15 +9,19 @@ import dagster as dg
 from pydantic import Field
 
 from crypto_assets.aggregation.launcher import SparkJobConfig, SparkJobLauncher
-from crypto_assets.resources import KafkaResource, MongoResource
+from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource
+from crypto_pipeline.formats import late_ledger
 from crypto_pipeline.replay.row_fields import iso_to_ms
 from spark_jobs.interface import repair
+from spark_jobs.interface.config import CANDLES, TRADES, trade_targets
 
 
 class BackfillConfig(SparkJobConfig):
     """Leave start and end empty to repair the late ledger's open entries (per symbol and range;
     those a backfill found unrepairable too when `retry_unrepairable`)."""
 
+    source: str = Field(default=CANDLES, description=f"{CANDLES} or {TRADES}: which job's windows")
+    windows: str = Field(default="", description="window lengths; empty: the source's default")
     symbols: str = Field(default="", description="comma-separated; empty: every symbol")
     start: str = Field(default="", description="ISO-8601 event time (inclusive)")
     end: str = Field(default="", description="ISO-8601 event time (exclusive)")
@@ -35,7 +39,7 @@ def backfill_windows(
     spark_job: SparkJobLauncher,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> None:
-    job = spark_job.job_config(config)
+    job = spark_job.job_config(config, source=config.source)
     if not config.start and not config.end:
         summary = spark_job.repair_late_rows(
             context, pipes_subprocess_client, job, config.retry_unrepairable
@@ -75,16 +79,23 @@ RUNNING = (
     job=backfill_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Repairs late rows: a backfill when the late ledger holds open entries (not "
-    "found unrepairable) and no backfill is running; gives up after "
+    description="Repairs late rows: a backfill per ledger (the candle job's, the trades job's) "
+    "that holds open entries (not found unrepairable) when no backfill is running; gives up after "
     f"{BACKFILL_ATTEMPTS} failed backfills in a row.",
 )
 def late_rows_sensor(
-    context: dg.SensorEvaluationContext, kafka: KafkaResource, mongo: MongoResource
-) -> dg.RunRequest | dg.SkipReason:
-    entries = mongo.open_late_entries(kafka.topic, with_unrepairable=False)
-    if not entries:
-        return dg.SkipReason(f"no late rows to repair on {kafka.topic}")
+    context: dg.SensorEvaluationContext,
+    kafka: KafkaResource,
+    mongo: MongoResource,
+    influx: InfluxResource,
+) -> list[dg.RunRequest] | dg.SkipReason:
+    trades, trade_mongo, _ = trade_targets(kafka.target, mongo.target, influx.target)
+    ledgers = {
+        CANDLES: late_ledger.open_entries_in(mongo.target, kafka.topic, with_unrepairable=False),
+        TRADES: late_ledger.open_entries_in(trade_mongo, trades.topic, with_unrepairable=False),
+    }
+    if not any(ledgers.values()):
+        return dg.SkipReason(f"no late rows to repair on {kafka.topic} or {trades.topic}")
     recent = context.instance.get_runs(
         dg.RunsFilter(job_name=backfill_job.name), limit=BACKFILL_ATTEMPTS
     )
@@ -98,7 +109,12 @@ def late_rows_sensor(
             "(backfill_job from the UI, or `crypto-pipeline backfill --late`)"
         )
         return dg.SkipReason(f"{BACKFILL_ATTEMPTS} backfills failed in a row")
-    return dg.RunRequest(
-        run_key=f"late:{datetime.now(tz=UTC):%Y%m%dT%H%M%S}",
-        tags={"crypto/late-rows": str(sum(e.rows for e in entries))},
-    )
+    return [
+        dg.RunRequest(
+            run_key=f"late:{source}:{datetime.now(tz=UTC):%Y%m%dT%H%M%S}",
+            run_config={"ops": {"backfill_windows": {"config": {"source": source}}}},
+            tags={"crypto/late-rows": str(sum(e.rows for e in entries))},
+        )
+        for source, entries in ledgers.items()
+        if entries
+    ]

@@ -14,6 +14,7 @@ from crypto_assets.aggregation.ohlcv_sinks import SPARK_JOB_TAG
 from crypto_assets.aggregation.trade_candles import TRADES_JOB_TAG
 from crypto_assets.resources import KafkaResource, SparkResource
 from crypto_assets.supervision import RESTARTS, restart_of_failed_run
+from crypto_pipeline.settings import trades_topic
 from spark_jobs.interface.config import DEFAULT_CONTINUOUS_TRIGGER, TRADES
 from spark_jobs.interface.heartbeat import running_stream_pid
 
@@ -89,3 +90,22 @@ def streaming_restart_sensor(
         return dg.SkipReason(f"the continuous job (pid {stream_pid}) is running")
     runs = context.instance.get_runs(dg.RunsFilter(job_name=streaming_job.name), limit=RESTARTS)
     return restart_of_failed_run(context, list(runs), "streaming")
+
+
+@dg.sensor(
+    job=trade_streaming_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Restarts the continuous trades job, as streaming_restart_sensor does the "
+    f"candle job: after a failed run, with the same config, at most {RESTARTS} times in a row.",
+)
+def trade_streaming_restart_sensor(
+    context: dg.SensorEvaluationContext, kafka: KafkaResource, spark: SparkResource
+) -> dg.RunRequest | dg.SkipReason:
+    stream_pid = running_stream_pid(spark.status_file(trades_topic(kafka.topic)))
+    if stream_pid is not None:
+        return dg.SkipReason(f"the continuous trades job (pid {stream_pid}) is running")
+    runs = context.instance.get_runs(
+        dg.RunsFilter(job_name=trade_streaming_job.name), limit=RESTARTS
+    )
+    return restart_of_failed_run(context, list(runs), "trades streaming")

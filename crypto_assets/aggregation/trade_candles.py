@@ -42,18 +42,10 @@ def trade_candles(
     config: TradeJobConfig,
     spark_job: SparkJobLauncher,
     pipes_subprocess_client: dg.PipesSubprocessClient,
-) -> Iterator[dg.MaterializeResult]:
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     job = spark_job.job_config(config, source=TRADES)
     refuse_if_streaming(spark_job.spark, job.kafka.topic)
-    results = spark_job.run(context, pipes_subprocess_client, job).get_results()
-    # Late trades (an older file after a newer one) are recomputed before the checks run.
-    repair = spark_job.repair_late_rows(context, pipes_subprocess_client, job)
-    for result in results:
-        if isinstance(result, dg.MaterializeResult) and repair:
-            metadata = {**(result.metadata or {}), "late_repair": dg.MetadataValue.json(repair)}
-            result = dg.MaterializeResult(asset_key=result.asset_key, metadata=metadata)
-        if isinstance(result, dg.MaterializeResult):
-            yield result
+    yield from spark_job.materialize(context, pipes_subprocess_client, job)
 
 
 # The trades job's runs: one at a time (they share the trades topic's checkpoint), beside the

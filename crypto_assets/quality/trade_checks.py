@@ -14,7 +14,6 @@ from crypto_pipeline.formats import late_ledger
 from crypto_pipeline.formats.trade_message import Trade
 from crypto_pipeline.readback import read_influx, read_mongo
 from crypto_pipeline.reconcile import ReplayScope, compare, reference_trade_aggregates
-from crypto_pipeline.settings import InfluxTarget, KafkaTarget, MongoTarget
 from spark_jobs.interface.config import DEFAULT_TRADE_WINDOWS, trade_targets
 
 TRADE_SINKS = {MONGO_TRADE_ASSET: "mongodb", INFLUX_TRADE_ASSET: "influxdb"}
@@ -34,12 +33,6 @@ def both_trade_sinks(
     ]
 
 
-def targets(
-    kafka: KafkaResource, mongo: MongoResource, influx: InfluxResource
-) -> tuple[KafkaTarget, MongoTarget, InfluxTarget]:
-    return trade_targets(kafka.target, mongo.target, influx.target)
-
-
 @dg.multi_asset_check(
     name="trade_sinks_agree",
     specs=both_trade_sinks(
@@ -52,7 +45,7 @@ def targets(
 def trade_sinks_agree(
     kafka: KafkaResource, mongo: MongoResource, influx: InfluxResource
 ) -> Iterator[dg.AssetCheckResult]:
-    _, mongo_target, influx_target = targets(kafka, mongo, influx)
+    _, mongo_target, influx_target = trade_targets(kafka.target, mongo.target, influx.target)
     mongo_windows, bad_ids = read_mongo(mongo_target)
     comparison = compare(mongo_windows, read_influx(influx_target))
     description = comparison.summary("mongodb", "influxdb")
@@ -82,7 +75,9 @@ def trade_matches_source(
     mongo: MongoResource,
     influx: InfluxResource,
 ) -> Iterator[dg.AssetCheckResult]:
-    trades_topic, mongo_target, influx_target = targets(kafka, mongo, influx)
+    trades_topic, mongo_target, influx_target = trade_targets(
+        kafka.target, mongo.target, influx.target
+    )
     replay = latest_metadata(context.instance, kafka_klines.key)
     if replay.get("topic") != trades_topic.topic or "replay_scope" not in replay:
         description = (
@@ -127,6 +122,6 @@ def trade_matches_source(
 def trade_late_rows_repaired(
     kafka: KafkaResource, mongo: MongoResource, influx: InfluxResource
 ) -> Iterator[dg.AssetCheckResult]:
-    trades_topic, mongo_target, _ = targets(kafka, mongo, influx)
+    trades_topic, mongo_target, _ = trade_targets(kafka.target, mongo.target, influx.target)
     entries = late_ledger.open_entries_in(mongo_target, trades_topic.topic)
     yield from late_ledger_results(entries, TRADE_SINKS)

@@ -102,3 +102,10 @@ def dagster_services(settings: Settings, root: Path) -> Iterator[tuple[DagsterSe
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def backfills_requested(result: Any) -> list[str]:
+    """The sources (candles, trades) of the backfills a late_rows_sensor evaluation requests."""
+    if isinstance(result, dg.SkipReason):
+        return []
+    return [request.run_config["ops"]["backfill_windows"]["config"]["source"] for request in result]

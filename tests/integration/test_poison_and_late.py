@@ -27,7 +27,7 @@ from crypto_pipeline.settings import REPO_ROOT, Settings
 from spark_jobs.interface.config import JobConfig
 from tests.conftest import SHARED_DATA
 from tests.expected_ohlcv import expected_aggregates, mismatches, read_csv_rows
-from tests.integration.dagster_helpers import resources_for, wait_until
+from tests.integration.dagster_helpers import backfills_requested, resources_for, wait_until
 from tests.integration.job_helpers import job_for, mongo_of, replay_file, run_job, start_job
 from tests.integration.kafka_helpers import consume_all, decoded
 from tests.integration.test_spark_job import assert_sinks_match, summary_of, write_csv_rows
@@ -188,8 +188,9 @@ def check_statuses(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict[s
 
 
 def evaluate_late_rows_sensor(resources: dict[str, Any], instance: dg.DagsterInstance) -> Any:
+    names = ("kafka", "mongo", "influx")
     context = dg.build_sensor_context(
-        instance=instance, resources={"kafka": resources["kafka"], "mongo": resources["mongo"]}
+        instance=instance, resources={name: resources[name] for name in names}
     )
     return late_rows_sensor(context)
 
@@ -224,7 +225,7 @@ def test_late_rows_of_a_live_run_fail_the_check_until_dagster_repairs_them(
         before = check_statuses(defs, instance)
         assert before["mongo_realtime/late_rows_repaired"] == "failed:ERROR"
         assert before["influx_ohlcv/late_rows_repaired"] == "failed:ERROR"
-        assert isinstance(evaluate_late_rows_sensor(resources, instance), dg.RunRequest)
+        assert backfills_requested(evaluate_late_rows_sensor(resources, instance)) == ["candles"]
 
         backfill = defs.resolve_job_def("backfill_job").execute_in_process(instance=instance)
         assert backfill.success

@@ -26,7 +26,7 @@ from crypto_pipeline.settings import Settings
 from spark_jobs.interface.config import JobConfig
 from spark_jobs.window_versions import LeaseLost, WriterLease, writing_turn
 from tests.expected_ohlcv import expected_aggregates
-from tests.integration.dagster_helpers import resources_for, wait_until
+from tests.integration.dagster_helpers import backfills_requested, resources_for, wait_until
 from tests.integration.job_helpers import job_for, mongo_of, run_job, start_job
 from tests.integration.test_poison_and_late import message, stop, wait_until_committed
 from tests.integration.test_spark_job import assert_sinks_match
@@ -200,23 +200,21 @@ def test_the_late_rows_sensor_stops_after_three_failed_backfills_and_skips_unrep
         resources = resources_for(local_stack, unique_name, tmp_path / "state")
         with dg.DagsterInstance.ephemeral() as instance:
 
-            def evaluate() -> dg.RunRequest | dg.SkipReason:
+            def evaluate() -> Any:
+                names = ("kafka", "mongo", "influx")
                 context = dg.build_sensor_context(
-                    instance=instance,
-                    resources={"kafka": resources["kafka"], "mongo": resources["mongo"]},
+                    instance=instance, resources={name: resources[name] for name in names}
                 )
-                result = late_rows_sensor(context)
-                assert isinstance(result, dg.RunRequest | dg.SkipReason)
-                return result
+                return late_rows_sensor(context)
 
-            assert isinstance(evaluate(), dg.RunRequest)
+            assert backfills_requested(evaluate()) == ["candles"]
             for status in [dg.DagsterRunStatus.FAILURE] * BACKFILL_ATTEMPTS:
                 instance.create_run_for_job(backfill_job, status=status)
             stopped = evaluate()
             assert isinstance(stopped, dg.SkipReason)
             assert "failed in a row" in str(stopped.skip_message)
             instance.create_run_for_job(backfill_job, status=dg.DagsterRunStatus.SUCCESS)
-            assert isinstance(evaluate(), dg.RunRequest)
+            assert backfills_requested(evaluate()) == ["candles"]
 
             (entry,) = late_ledger.open_entries(ledger, unique_name)
             late_ledger.decide(ledger, [], {entry.id: "deleted by retention"})

@@ -5,8 +5,9 @@ module.
   then the file's first part is replayed again (copies in a later run) beside a poison record and
   a copy of a trade under another Kafka key, and the job run again: every window in both sinks
   equals the resampling, quiet minutes have no candle, the poison record is a dead letter.
-- Per-symbol files in any order: an older file of a symbol after a newer one is late; the late
-  ledger's backfill recomputes its windows, and both sinks equal the resampling of all files."""
+- Per-symbol files in any order: an older file of a symbol after a newer one is late; Dagster's
+  late-rows sensor asks for the trades' backfill, which recomputes its windows, and both sinks
+  equal the resampling of all files."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 from kafka import KafkaProducer
 
+from crypto_assets.aggregation.repairs import late_rows_sensor
 from crypto_assets.definitions import build_definitions
 from crypto_pipeline.clients import mongo_client
 from crypto_pipeline.formats import late_ledger
@@ -29,7 +31,7 @@ from crypto_pipeline.settings import Settings, trade_candles
 from spark_jobs.interface.config import JobConfig
 from spark_jobs.trade_records import NOT_A_TRADE
 from tests.expected_trade_candles import resample_trades
-from tests.integration.dagster_helpers import resources_for
+from tests.integration.dagster_helpers import backfills_requested, resources_for
 from tests.integration.job_helpers import job_for, mongo_of, replay_file, run_job
 from tests.integration.kafka_helpers import consume_all
 
@@ -142,13 +144,16 @@ def test_per_symbol_files_in_any_order_are_exact_after_the_late_ledgers_backfill
     write_trades(newer, ["BTCUSDT"], T0 + hour)
     write_trades(older, ["BTCUSDT"], T0)
     write_trades(other, ["ETHUSDT"], T0)
+    resources = resources_for(local_stack, unique_name, tmp_path / "state")
+    checkpoint = resources["spark"].checkpoint_dir(f"{unique_name}.trades")  # Dagster's rule
+    options = {"windows": ",".join(WINDOWS), "watermark": "1 minute"}
     job = job_for(
         local_stack,
         unique_name,
-        tmp_path / "checkpoint",
+        checkpoint,
         source="trades",
         windows=tuple(WINDOWS),
-        watermark="1 minute",
+        watermark=options["watermark"],
     )
     for paths in ([newer], [older, other]):  # the job runs after each replay
         for path in paths:
@@ -158,8 +163,24 @@ def test_per_symbol_files_in_any_order_are_exact_after_the_late_ledgers_backfill
     (entry,) = late_ledger.open_entries_in(job.mongo, job.kafka.topic)
     assert (entry.series, entry.kind) == ("file:BTCUSDT", late_ledger.LATE)
 
-    finished = run_job(dataclasses.replace(job, backfill_late="new"))
-    assert finished.returncode == 0, finished.stderr[-3000:]
+    # Dagster's late-rows sensor asks for a backfill of the trades' ledger, which repairs it.
+    with dg.DagsterInstance.ephemeral() as instance:
+        context = dg.build_sensor_context(
+            instance=instance, resources={n: resources[n] for n in ("kafka", "mongo", "influx")}
+        )
+        requests = late_rows_sensor(context)
+        assert backfills_requested(requests) == ["trades"]
+        assert isinstance(requests, list)
+        request = requests[0]
+        config = request.run_config["ops"]["backfill_windows"]["config"] | options
+        backfill = (
+            build_definitions(resources)
+            .resolve_job_def("backfill_job")
+            .execute_in_process(
+                instance=instance, run_config={"ops": {"backfill_windows": {"config": config}}}
+            )
+        )
+        assert backfill.success
     assert late_ledger.open_entries_in(job.mongo, job.kafka.topic) == []
     assert_sinks_equal(job, [newer, older, other])
 

@@ -42,7 +42,7 @@ from spark_jobs.interface.summary import (
     summary_line,
 )
 from spark_jobs.query_progress import ProgressTracker, open_reporter
-from spark_jobs.session import build_spark_session, read_source
+from spark_jobs.session import build_spark_session, read_source, start_with_trigger
 from spark_jobs.sinks import LegacyWindowKeys, ensure_mongo_index, refuse_legacy_keys
 from spark_jobs.state_store import STATE, rename_series
 from spark_jobs.trade_backfill import run_trade_backfill
@@ -136,9 +136,7 @@ def start_query(
         .option("checkpointLocation", str(checkpoint / QUERY))
         .foreachBatch(writer)
     )
-    if config.continuous:
-        return query.trigger(processingTime=config.trigger).start()
-    return query.trigger(availableNow=True).start()
+    return start_with_trigger(query, config)
 
 
 def await_query(

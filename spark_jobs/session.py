@@ -8,7 +8,7 @@ import sys
 from typing import TypeVar
 
 from pyspark.sql import DataFrame, DataFrameReader, SparkSession
-from pyspark.sql.streaming import DataStreamReader
+from pyspark.sql.streaming import DataStreamReader, DataStreamWriter, StreamingQuery
 
 from spark_jobs.interface.config import JobConfig
 from spark_jobs.interface.launch import spark_conf
@@ -53,3 +53,10 @@ def read_source(spark: SparkSession, config: JobConfig) -> DataFrame:
     if config.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(config.max_offsets_per_trigger))
     return reader.load()
+
+
+def start_with_trigger(writer: DataStreamWriter, config: JobConfig) -> StreamingQuery:
+    """The query with the job's trigger: continuous (processing time) or available-now."""
+    if config.continuous:
+        return writer.trigger(processingTime=config.trigger).start()
+    return writer.trigger(availableNow=True).start()

@@ -42,7 +42,7 @@ from spark_jobs.batches import (
 )
 from spark_jobs.interface.config import JobConfig
 from spark_jobs.open_windows import WindowLength
-from spark_jobs.session import read_source
+from spark_jobs.session import read_source, start_with_trigger
 from spark_jobs.trade_seconds import (
     CHECKED_DDL,
     OUTPUT_DDL,
@@ -86,9 +86,7 @@ def start_trade_query(
         .option("checkpointLocation", str(checkpoint / TRADES_QUERY))
         .foreachBatch(writer)
     )
-    if config.continuous:
-        return query.trigger(processingTime=config.trigger).start()
-    return query.trigger(availableNow=True).start()
+    return start_with_trigger(query, config)
 
 
 def window_lengths(config: JobConfig) -> tuple[WindowLength, ...]:

@@ -117,6 +117,20 @@ class SparkJobLauncher(dg.ConfigurableResource):
         context.log.info(" ".join(command))  # no secret: those travel in the environment
         return pipes.run(command=command, context=context, env=launch.environment(job))
 
+    def stream(
+        self,
+        context: Context,
+        pipes: dg.PipesSubprocessClient,
+        config: SparkJobConfig,
+        trigger: str,
+        source: str = CANDLES,
+    ) -> None:
+        """The continuous job, until its run is terminated: Dagster interrupts the op, the Pipes
+        client stops the job, which stops its queries on SIGTERM/SIGINT."""
+        job = self.job_config(config, trigger, source)
+        refuse_if_streaming(self.spark, job.kafka.topic)
+        self.run(context, pipes, job)
+
     def materialize(
         self, context: Context, pipes: dg.PipesSubprocessClient, job: JobConfig
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:

@@ -8,7 +8,6 @@ from crypto_assets.aggregation.launcher import (
     SparkJobConfig,
     SparkJobLauncher,
     TradeJobConfig,
-    refuse_if_streaming,
 )
 from crypto_assets.aggregation.ohlcv_sinks import SPARK_JOB_TAG
 from crypto_assets.aggregation.trade_candles import TRADES_JOB_TAG
@@ -32,11 +31,7 @@ def run_streaming_ohlcv(
     spark_job: SparkJobLauncher,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> None:
-    refuse_if_streaming(spark_job.spark, spark_job.topic)
-    job = spark_job.job_config(config, config.trigger)
-    # Blocks while the stream runs; on termination Dagster interrupts this op and the client
-    # stops the job, which stops its queries on SIGTERM/SIGINT.
-    spark_job.run(context, pipes_subprocess_client, job)
+    spark_job.stream(context, pipes_subprocess_client, config, config.trigger)
 
 
 @dg.job(
@@ -60,9 +55,7 @@ def run_streaming_trades(
     spark_job: SparkJobLauncher,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> None:
-    job = spark_job.job_config(config, config.trigger, source=TRADES)
-    refuse_if_streaming(spark_job.spark, job.kafka.topic)
-    spark_job.run(context, pipes_subprocess_client, job)
+    spark_job.stream(context, pipes_subprocess_client, config, config.trigger, TRADES)
 
 
 @dg.job(
@@ -85,11 +78,7 @@ def trade_streaming_job() -> None:
 def streaming_restart_sensor(
     context: dg.SensorEvaluationContext, kafka: KafkaResource, spark: SparkResource
 ) -> dg.RunRequest | dg.SkipReason:
-    stream_pid = running_stream_pid(spark.status_file(kafka.topic))
-    if stream_pid is not None:
-        return dg.SkipReason(f"the continuous job (pid {stream_pid}) is running")
-    runs = context.instance.get_runs(dg.RunsFilter(job_name=streaming_job.name), limit=RESTARTS)
-    return restart_of_failed_run(context, list(runs), "streaming")
+    return restart_unless_running(context, spark, kafka.topic, streaming_job, "streaming")
 
 
 @dg.sensor(
@@ -102,10 +91,20 @@ def streaming_restart_sensor(
 def trade_streaming_restart_sensor(
     context: dg.SensorEvaluationContext, kafka: KafkaResource, spark: SparkResource
 ) -> dg.RunRequest | dg.SkipReason:
-    stream_pid = running_stream_pid(spark.status_file(trades_topic(kafka.topic)))
+    topic = trades_topic(kafka.topic)
+    return restart_unless_running(context, spark, topic, trade_streaming_job, "trades streaming")
+
+
+def restart_unless_running(
+    context: dg.SensorEvaluationContext,
+    spark: SparkResource,
+    topic: str,
+    job: dg.JobDefinition,
+    what: str,
+) -> dg.RunRequest | dg.SkipReason:
+    """A restart of the job's last run if it failed and no stream on `topic` is running."""
+    stream_pid = running_stream_pid(spark.status_file(topic))
     if stream_pid is not None:
-        return dg.SkipReason(f"the continuous trades job (pid {stream_pid}) is running")
-    runs = context.instance.get_runs(
-        dg.RunsFilter(job_name=trade_streaming_job.name), limit=RESTARTS
-    )
-    return restart_of_failed_run(context, list(runs), "trades streaming")
+        return dg.SkipReason(f"the {what} job (pid {stream_pid}) is running")
+    runs = context.instance.get_runs(dg.RunsFilter(job_name=job.name), limit=RESTARTS)
+    return restart_of_failed_run(context, list(runs), what)

@@ -57,9 +57,10 @@ class KafkaResource(dg.ConfigurableResource):
         """(value, Kafka timestamp in ms) of every message in the topic now."""
         return read_records(self.bootstrap_servers, self.topic)
 
-    def read_dead_letters(self) -> list[bytes]:
+    def read_dead_letters(self, dlq_topic: str | None = None) -> list[bytes]:
         """One per rejected input: a dead letter sent again under its key counts once."""
-        return list(read_latest_by_key(self.bootstrap_servers, self.target.dlq_topic).values())
+        topic = dlq_topic or self.target.dlq_topic
+        return list(read_latest_by_key(self.bootstrap_servers, topic).values())
 
 
 class MongoResource(dg.ConfigurableResource):

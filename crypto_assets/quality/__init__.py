@@ -17,6 +17,7 @@ from crypto_assets.quality.stream_health import freshness_job, streaming_health_
 from crypto_assets.quality.trade_checks import (
     trade_late_rows_repaired,
     trade_matches_source,
+    trade_nothing_left_behind,
     trade_sinks_agree,
 )
 
@@ -31,6 +32,7 @@ defs = dg.Definitions(
         trade_sinks_agree,
         trade_matches_source,
         trade_late_rows_repaired,
+        trade_nothing_left_behind,
     ],
     jobs=[reconciliation_job, freshness_job],
     schedules=[nightly_reconciliation],

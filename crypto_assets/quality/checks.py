@@ -3,9 +3,7 @@ left nothing unread in Kafka, no candle is missing, and they keep up with the st
 runs on both assets and reports counts and a sample of what differs."""
 
 import time
-from collections import Counter
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -13,15 +11,21 @@ from pydantic import Field
 
 from crypto_assets.aggregation.ohlcv_sinks import INFLUX_ASSET, MONGO_ASSET
 from crypto_assets.ingestion.market_data import kafka_klines
+from crypto_assets.quality.check_results import (
+    SINKS,
+    both_sinks,
+    late_ledger_results,
+    latest_metadata,
+    left_behind_results,
+    results_for_both,
+)
 from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
-from crypto_pipeline.formats import candle_message, dead_letter
+from crypto_pipeline.formats import candle_message
 from crypto_pipeline.formats.candle_message import FILE_EXCHANGE
-from crypto_pipeline.formats.late_ledger import LateEntry, repair_ranges
 from crypto_pipeline.formats.window_values import Aggregates
 from crypto_pipeline.gaps import Series, Span, closed_candle_times, find_gaps
 from crypto_pipeline.reconcile import (
     ReplayScope,
-    committed_offsets,
     compare,
     newest_events,
     reference_aggregates,
@@ -32,39 +36,9 @@ from crypto_pipeline.windows import window_ms
 from spark_jobs.interface.config import DEFAULT_WINDOWS
 from spark_jobs.interface.heartbeat import read_status, stream_state
 
-SINKS = {MONGO_ASSET: "mongodb", INFLUX_ASSET: "influxdb"}
 AGREE_ATTEMPTS = 2
 AGREE_RETRY_S = 10.0
 GAP_SAMPLE = 10
-
-
-def both_sinks(name: str, description: str, blocking: bool = False) -> list[dg.AssetCheckSpec]:
-    """One check name on both sink assets, each depending on the other."""
-    return [
-        dg.AssetCheckSpec(
-            name,
-            asset=key,
-            additional_deps=[other],
-            blocking=blocking,
-            description=description,
-        )
-        for key, other in ((MONGO_ASSET, INFLUX_ASSET), (INFLUX_ASSET, MONGO_ASSET))
-    ]
-
-
-def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, Any]:
-    """The metadata of the asset's latest materialization, as plain values."""
-    event = instance.get_latest_materialization_event(key)
-    if event is None or event.asset_materialization is None:
-        return {}
-    return {name: entry.value for name, entry in event.asset_materialization.metadata.items()}
-
-
-def results_for_both(
-    passed: bool, metadata: dict[str, Any], keys: Iterable[dg.AssetKey] = SINKS, **kwargs: Any
-) -> Iterator[Any]:
-    for key in keys:
-        yield dg.AssetCheckResult(asset_key=key, passed=passed, metadata=metadata, **kwargs)
 
 
 @dg.multi_asset_check(
@@ -175,41 +149,7 @@ def nothing_left_behind(
     context: dg.AssetCheckExecutionContext, kafka: KafkaResource, spark: SparkResource
 ) -> Iterator[dg.AssetCheckResult]:
     job_metadata = latest_metadata(context.instance, MONGO_ASSET)
-    if job_metadata.get("topic") != kafka.topic:  # the job's last run was on another topic
-        job_metadata = {}
-    checkpoint = Path(job_metadata.get("checkpoint_dir") or spark.checkpoint_dir(kafka.topic))
-    ends = kafka.end_offsets()
-    # A streaming query's checkpoint is a folder with an offsets log.
-    queries = sorted(p.parent for p in checkpoint.glob("*/offsets")) if checkpoint.is_dir() else []
-    behind: dict[str, int] = {}
-    for query in queries:
-        committed = (committed_offsets(query) or {}).get(kafka.topic, {})
-        behind[query.name] = sum(end - committed.get(p, 0) for p, end in ends.items())
-    dead = kafka.read_dead_letters()
-    reasons = Counter(dead_letter.reason_kind_of(value) for value in dead)
-    dead_letters = sum(reasons.values())
-    metadata = {
-        "topic": kafka.topic,
-        "end_offsets": {str(p): o for p, o in ends.items()},
-        "messages_not_committed_per_query": behind,
-        "checkpoint_dir": str(checkpoint),
-        "dead_letters": dead_letters,
-        "dead_letter_reasons": dict(reasons.most_common()),
-    }
-    left_behind = {name: lag for name, lag in behind.items() if lag}
-    if not queries:
-        passed, severity = False, dg.AssetCheckSeverity.ERROR
-        description = f"no streaming query has a checkpoint in {checkpoint}"
-    elif left_behind:
-        passed, severity = False, dg.AssetCheckSeverity.ERROR
-        description = f"messages not committed by the job: {left_behind}"
-    elif dead_letters:
-        passed, severity = False, dg.AssetCheckSeverity.WARN
-        description = f"all offsets committed; {dead_letters} dead letters: {dict(reasons)}"
-    else:
-        passed, severity = True, dg.AssetCheckSeverity.ERROR
-        description = f"all {sum(ends.values()):,} messages committed"
-    yield from results_for_both(passed, metadata, severity=severity, description=description)
+    yield from left_behind_results(kafka, kafka.target, spark, job_metadata, SINKS)
 
 
 @dg.multi_asset_check(
@@ -224,45 +164,6 @@ def nothing_left_behind(
 )
 def late_rows_repaired(kafka: KafkaResource, mongo: MongoResource) -> Iterator[dg.AssetCheckResult]:
     yield from late_ledger_results(mongo.open_late_entries(kafka.topic), SINKS)
-
-
-def late_ledger_results(
-    entries: list[LateEntry], keys: Iterable[dg.AssetKey]
-) -> Iterator[dg.AssetCheckResult]:
-    """`late_rows_repaired` of a ledger's open entries, on these assets."""
-    rows_by_series = Counter[str]()
-    for entry in entries:
-        rows_by_series[entry.series] += entry.rows
-    ranges = {
-        series: f"{rows_by_series[series]} rows "
-        + ", ".join(f"{ms_to_iso(first)} .. {ms_to_iso(end)}" for first, end in spans)
-        for series, spans in sorted(repair_ranges(entries).items())
-    }
-    unrepairable = {e.id: str(e.unrepairable) for e in entries if e.unrepairable}
-    late_rows = sum(rows_by_series.values())
-    if unrepairable:
-        description = (
-            f"{len(unrepairable)} late-ledger entries cannot be repaired from what the topic "
-            f"holds, e.g. {next(iter(unrepairable.values()))}"
-        )
-    elif entries:
-        description = (
-            f"{late_rows:,} late rows not repaired yet: {ranges} (the late_rows_sensor or "
-            "`crypto-pipeline backfill --late` repairs them)"
-        )
-    else:
-        description = "no late row waits for repair"
-    yield from results_for_both(
-        not entries,
-        keys=keys,
-        metadata={
-            "unrepaired_late_rows": late_rows,
-            "unrepaired_by_symbol": ranges,
-            "unrepairable": unrepairable,
-        },
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=description,
-    )
 
 
 def _spans(gaps: dict[Series, list[Span]]) -> dict[str, list[str]]:

@@ -1,6 +1,7 @@
 """Asset checks on the candles built from trades, on both trade assets: the two sinks agree, they
 match the latest replayed trade file recomputed in pandas (no code shared with the Spark job),
-and the trades' late ledger has been repaired."""
+the trades job left nothing unread (its dead letters counted), and the trades' late ledger has
+been repaired."""
 
 from collections.abc import Iterator
 
@@ -8,8 +9,14 @@ import dagster as dg
 
 from crypto_assets.aggregation.trade_candles import INFLUX_TRADE_ASSET, MONGO_TRADE_ASSET
 from crypto_assets.ingestion.market_data import kafka_klines
-from crypto_assets.quality.checks import late_ledger_results, latest_metadata, results_for_both
-from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource
+from crypto_assets.quality.check_results import (
+    both_sinks,
+    late_ledger_results,
+    latest_metadata,
+    left_behind_results,
+    results_for_both,
+)
+from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
 from crypto_pipeline.formats import late_ledger
 from crypto_pipeline.formats.trade_message import Trade
 from crypto_pipeline.readback import read_influx, read_mongo
@@ -22,15 +29,7 @@ TRADE_SINKS = {MONGO_TRADE_ASSET: "mongodb", INFLUX_TRADE_ASSET: "influxdb"}
 def both_trade_sinks(
     name: str, description: str, blocking: bool = False
 ) -> list[dg.AssetCheckSpec]:
-    return [
-        dg.AssetCheckSpec(
-            name, asset=key, additional_deps=[other], blocking=blocking, description=description
-        )
-        for key, other in (
-            (MONGO_TRADE_ASSET, INFLUX_TRADE_ASSET),
-            (INFLUX_TRADE_ASSET, MONGO_TRADE_ASSET),
-        )
-    ]
+    return both_sinks(name, description, blocking, (MONGO_TRADE_ASSET, INFLUX_TRADE_ASSET))
 
 
 @dg.multi_asset_check(
@@ -125,3 +124,23 @@ def trade_late_rows_repaired(
     trades_topic, mongo_target, _ = trade_targets(kafka.target, mongo.target, influx.target)
     entries = late_ledger.open_entries_in(mongo_target, trades_topic.topic)
     yield from late_ledger_results(entries, TRADE_SINKS)
+
+
+@dg.multi_asset_check(
+    name="trade_nothing_left_behind",
+    specs=both_trade_sinks(
+        "nothing_left_behind",
+        "The trades job's streaming query has committed the trades topic's end offsets; its "
+        "dead letters (<topic>.trades.dlq) are counted (WARN above zero, reasons grouped).",
+    ),
+)
+def trade_nothing_left_behind(
+    context: dg.AssetCheckExecutionContext,
+    kafka: KafkaResource,
+    mongo: MongoResource,
+    influx: InfluxResource,
+    spark: SparkResource,
+) -> Iterator[dg.AssetCheckResult]:
+    trades_topic, _, _ = trade_targets(kafka.target, mongo.target, influx.target)
+    job_metadata = latest_metadata(context.instance, MONGO_TRADE_ASSET)
+    yield from left_behind_results(kafka, trades_topic, spark, job_metadata, TRADE_SINKS)

@@ -212,7 +212,12 @@ def test_dagster_runs_the_trades_job_after_a_trade_replay_and_its_checks_can_fai
         assert passing == {
             (asset, check): True
             for asset in ("mongo_trade_candles", "influx_trade_candles")
-            for check in ("sinks_agree", "matches_source", "late_rows_repaired")
+            for check in (
+                "sinks_agree",
+                "matches_source",
+                "nothing_left_behind",
+                "late_rows_repaired",
+            )
         }
         # One close in MongoDB changed: both sinks_agree and MongoDB's matches_source fail.
         mongo = mongo_of(local_stack, unique_name)

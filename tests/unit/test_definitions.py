@@ -70,7 +70,7 @@ def test_every_check_covers_both_sinks_and_agreement_blocks() -> None:
     } | {
         (asset, name)
         for asset in ("mongo_trade_candles", "influx_trade_candles")
-        for name in ("sinks_agree", "matches_source", "late_rows_repaired")
+        for name in ("sinks_agree", "matches_source", "nothing_left_behind", "late_rows_repaired")
     }
     blocking = {key.name for key in graph.asset_check_keys if graph.get_check_spec(key).blocking}
     assert blocking == {"sinks_agree"}

@@ -41,7 +41,6 @@ from crypto_pipeline.formats import late_ledger
 from crypto_pipeline.formats.late_ledger import LateEntry
 from crypto_pipeline.formats.window_values import SERIES_SEPARATOR
 from crypto_pipeline.replay.row_fields import ms_to_iso
-from crypto_pipeline.windows import window_ms
 from spark_jobs.batches import (
     GuardedWindows,
     is_outage,
@@ -50,7 +49,7 @@ from spark_jobs.batches import (
     write_riding_out_outages,
 )
 from spark_jobs.interface.config import JobConfig
-from spark_jobs.open_windows import CANDLE_COLUMNS, WindowLength, advance_all
+from spark_jobs.open_windows import CANDLE_COLUMNS, WindowLength, advance_all, window_lengths
 from spark_jobs.session import kafka_source
 from spark_jobs.sinks import late_ledger_collection
 from spark_jobs.transform import keyed_records, parse_messages
@@ -257,7 +256,7 @@ def refused_reason(entry: LateEntry, refused: pd.DataFrame) -> str | None:
 
 def run_backfill(spark: SparkSession, config: JobConfig) -> BackfillSummary:
     started_at = datetime.now(tz=UTC)  # ledger entries recorded later may be past the read
-    windows = [WindowLength(label, window_ms(label)) for label in config.windows]
+    windows = window_lengths(config.windows)
     guarded = "mongo" in config.sinks
     entries: list[LateEntry] = []
     if config.backfill_late is not None:

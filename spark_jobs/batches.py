@@ -21,9 +21,14 @@ import pandas as pd
 from pyspark.sql import DataFrame
 
 from crypto_pipeline.formats.late_ledger import REFUSED, LateEntry
-from crypto_pipeline.windows import interval_ms, window_ms
+from crypto_pipeline.windows import interval_ms
 from spark_jobs.interface.config import JobConfig
-from spark_jobs.open_windows import CANDLE_COLUMNS, BatchStep, WindowLength, advance_all
+from spark_jobs.open_windows import (
+    CANDLE_COLUMNS,
+    BatchStep,
+    advance_all,
+    window_lengths,
+)
 from spark_jobs.sinks import (
     aggregate_columns,
     aggregates_collection,
@@ -117,7 +122,7 @@ class BatchWriter:
         self.checkpoint_id = checkpoint_id
         self.store = StateStore(state_dir)
         self.offsets_dir = offsets_dir
-        self.windows = tuple(WindowLength(label, window_ms(label)) for label in config.windows)
+        self.windows = window_lengths(config.windows)
         self.delay_ms = interval_ms(config.watermark)
         self.on_batch = on_batch
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sink")

@@ -30,9 +30,9 @@ from crypto_pipeline.benchmarking import BENCH_SYMBOLS, machine_description
 from crypto_pipeline.clients import mongo_client
 from crypto_pipeline.console import say
 from crypto_pipeline.formats import window_document
-from crypto_pipeline.windows import interval_ms, window_ms
+from crypto_pipeline.windows import interval_ms
 from spark_jobs.interface.config import DEFAULT_WATERMARK, DEFAULT_WINDOWS, JobConfig
-from spark_jobs.open_windows import CANDLE_COLUMNS, WindowLength, advance_all
+from spark_jobs.open_windows import CANDLE_COLUMNS, advance_all, window_lengths
 from spark_jobs.sinks import aggregate_columns, write_influx, write_mongo
 from spark_jobs.state_store import StateStore
 
@@ -66,7 +66,7 @@ def _candles(
 
 
 def bench_state(symbols: int, minutes: int, batches: int) -> None:
-    windows = [WindowLength(label, window_ms(label)) for label in DEFAULT_WINDOWS]
+    windows = window_lengths(DEFAULT_WINDOWS)
     delay_ms = interval_ms(DEFAULT_WATERMARK)
     names = [f"S{n:05d}" for n in range(symbols)]
     with tempfile.TemporaryDirectory(prefix="bench-state-") as folder:

@@ -35,6 +35,7 @@ import pyarrow as pa
 
 from crypto_pipeline.formats.candle_message import CANDLE_VALUES
 from crypto_pipeline.formats.window_values import AGGREGATE_FIELDS, INPUT_OFFSETS
+from crypto_pipeline.windows import window_ms
 from spark_jobs.sorted_runs import last_of_runs, run_bounds
 
 INTEGER_COLUMNS = ("event_time_ms", "partition", "offset")
@@ -55,6 +56,11 @@ AGGREGATE_COLUMNS = (
 class WindowLength:
     label: str
     size_ms: int
+
+
+def window_lengths(labels: Sequence[str]) -> tuple[WindowLength, ...]:
+    """Window labels ("5m", "1h") with their lengths."""
+    return tuple(WindowLength(label, window_ms(label)) for label in labels)
 
 
 @dataclass(frozen=True)

@@ -38,10 +38,11 @@ from crypto_pipeline.windows import interval_ms
 from spark_jobs.backfill import EVERY_SYMBOL, BackfillSummary, Ranges, requested_ranges
 from spark_jobs.batches import sink_writes, write_riding_out_outages
 from spark_jobs.interface.config import JobConfig
+from spark_jobs.open_windows import window_lengths
 from spark_jobs.session import kafka_source
 from spark_jobs.sinks import late_ledger_collection
 from spark_jobs.state_store import STATE
-from spark_jobs.trade_job import checked_records, window_lengths
+from spark_jobs.trade_job import checked_records
 from spark_jobs.trade_seconds import OUTPUT_DDL, task_partials_of
 from spark_jobs.trade_windows import PARTIAL_NAMES, TradeStateStore, merged_windows, window_rows
 
@@ -122,7 +123,7 @@ def run_trade_backfill(spark: SparkSession, config: JobConfig) -> BackfillSummar
     summary.candles = int(partials.trades.sum())
     summary.seconds["read"] = time.monotonic() - started
     computed, still_open = [], []
-    for length in window_lengths(config):
+    for length in window_lengths(config.windows):
         size = length.size_ms
         wanted = in_ranges(series, partials.second_ms - partials.second_ms % size, size, ranges)
         windows = window_rows(merged_windows(partials[wanted], size), length.label, size)

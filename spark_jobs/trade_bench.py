@@ -18,14 +18,15 @@ from crypto_pipeline.benchmarking import machine_description
 from crypto_pipeline.console import say
 from crypto_pipeline.windows import interval_ms
 from spark_jobs.interface.config import JobConfig
+from spark_jobs.open_windows import window_lengths
 from spark_jobs.session import build_spark_session, read_source
-from spark_jobs.trade_job import partials_and_dead, unique_partials, window_lengths
+from spark_jobs.trade_job import partials_and_dead, unique_partials
 from spark_jobs.trade_windows import TradeState, advance_trades
 
 
 def bench_trades(job: JobConfig) -> dict[str, Any]:
     spark = build_spark_session(job, "crypto-pipeline-bench-trades")
-    lengths = window_lengths(job)
+    lengths = window_lengths(job.windows)
     delay_ms, horizon_ms = interval_ms(job.watermark), interval_ms(job.dedupe_horizon)
     state = TradeState.empty()
     batches: list[tuple[float, int, int]] = []  # (end, trades in, windows out)

@@ -31,7 +31,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from crypto_pipeline.formats import dead_letter
 from crypto_pipeline.formats.late_ledger import LATE
-from crypto_pipeline.windows import interval_ms, window_ms
+from crypto_pipeline.windows import interval_ms
 from spark_jobs.batches import (
     BatchTotals,
     LateRange,
@@ -41,7 +41,7 @@ from spark_jobs.batches import (
     write_riding_out_outages,
 )
 from spark_jobs.interface.config import JobConfig
-from spark_jobs.open_windows import WindowLength
+from spark_jobs.open_windows import window_lengths
 from spark_jobs.session import read_source, start_with_trigger
 from spark_jobs.trade_seconds import (
     CHECKED_DDL,
@@ -89,10 +89,6 @@ def start_trade_query(
     return start_with_trigger(query, config)
 
 
-def window_lengths(config: JobConfig) -> tuple[WindowLength, ...]:
-    return tuple(WindowLength(label, window_ms(label)) for label in config.windows)
-
-
 def partials_and_dead(output: pa.Table) -> tuple[pa.Table, pa.Table]:
     """A batch's output split into its partials (PARTIAL_FIELDS) and its dead-letter rows."""
     kind = output.column("kind")
@@ -115,7 +111,7 @@ class TradeBatchWriter:
     ) -> None:
         self.config = config
         self.store = TradeStateStore(state_dir)
-        self.lengths = window_lengths(config)
+        self.lengths = window_lengths(config.windows)
         self.on_batch = on_batch
         self.offsets_dir = offsets_dir
         self.checkpoint_id = checkpoint_id

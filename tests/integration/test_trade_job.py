@@ -68,6 +68,8 @@ def expected(paths: list[Path], window_ms: int) -> dict[tuple[str, int], dict[st
             "volume": row.volume,
             "quote_volume": row.quote_volume,
             "trades": row.trades,
+            "rows": row.trades,
+            "vwap": row.quote_volume / row.volume,
             "first_event_ms": row.first_ms,
             "last_event_ms": row.last_ms,
             "taker_buy_volume": row.taker_buy_volume,

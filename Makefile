@@ -40,12 +40,8 @@ test-unit: install
 	$(BIN)/pytest tests/unit
 
 # The integration tests start the local stack once per session (and stop it if they started it).
-# Two workers run the tests that share the stack; those that stop its servers or take fixed ports
-# (marked exclusive) run after them, alone. Both parts run, and either failing fails the target.
 test: lint system-packages
-	$(BIN)/pytest -n 2 --dist loadfile -m "not exclusive" tests; parallel=$$?; \
-	$(BIN)/pytest -m exclusive tests; exclusive=$$?; \
-	[ $$parallel = 0 ] && [ $$exclusive = 0 ]
+	$(BIN)/pytest tests
 
 demo: install
 	$(BIN)/crypto-pipeline demo

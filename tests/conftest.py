@@ -56,24 +56,3 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if sum(_fault_seconds) > FAULT_BUDGET_S and exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED  # over budget: make test would be late
-    if not hasattr(session.config, "workerinput"):  # the controller, or a run without xdist
-        stop_stack_started_by_workers()
-
-
-def stop_stack_started_by_workers() -> None:
-    """An xdist worker never stops the stack it started (another may still use it): the
-    controller does, once all workers are done."""
-    from crypto_pipeline.settings import Settings
-
-    settings = Settings.from_env()
-    mark = started_by_tests_mark(settings.stack_dir)
-    if mark.exists():
-        import local_stack as stack
-
-        stack.down(settings)
-        mark.unlink()
-
-
-def started_by_tests_mark(stack_dir: Path) -> Path:
-    """Present while a stack an xdist worker started waits for the controller to stop it."""
-    return stack_dir / "started-by-tests"

@@ -48,7 +48,7 @@ from tests.integration.live_helpers import simulator
 from tests.integration.test_poison_and_late import stop, wait_until_committed
 from tests.poison_cases import BROKEN_MESSAGES_ONLY, BROKEN_VALUES, VALID
 
-pytestmark = [pytest.mark.fault, pytest.mark.exclusive]
+pytestmark = pytest.mark.fault
 
 SAMPLE = REPO_ROOT / "data" / "sample_klines_1m.csv.gz"
 SHARED_Q1 = SHARED_DATA / "binance_spot_15m_10sym_2025Q1.csv.gz"

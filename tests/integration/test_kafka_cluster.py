@@ -24,9 +24,6 @@ from tests.integration.test_faults import start_replay, wait_until_replay_under_
 from tests.integration.test_poison_and_late import stop, wait_until_committed
 from tests.integration.test_spark_job import assert_sinks_match
 
-# Brokers on fixed ports: not beside other tests.
-pytestmark = pytest.mark.exclusive
-
 SAMPLE = REPO_ROOT / "data" / "sample_klines_1m.csv.gz"
 SHARED_Q1 = SHARED_DATA / "binance_spot_15m_10sym_2025Q1.csv.gz"
 NODES = ("kafka-1", "kafka-2", "kafka-3")

@@ -21,9 +21,6 @@ from tests.integration.dagster_helpers import resources_for
 from tests.integration.job_helpers import job_for, replay_file, run_job
 from tests.integration.test_spark_job import assert_sinks_match
 
-# The stack's own Spark cluster, on its fixed ports: not beside other tests.
-pytestmark = pytest.mark.exclusive
-
 SAMPLE = REPO_ROOT / "data" / "sample_klines_1m.csv.gz"
 SHARED_Q1 = SHARED_DATA / "binance_spot_15m_10sym_2025Q1.csv.gz"
 WINDOWS = ("1h", "4h")

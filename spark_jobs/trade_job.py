@@ -1,17 +1,17 @@
 """Candles from trades: the job's second query, on `<topic>.trades`, run by `--source trades`.
 
-The executors check the trades (spark_jobs/trade_seconds.py), Spark drops copies of a trade (its
-identity `exchange:SYMBOL:trade_id`, read from the message) for as long as the dedupe horizon in
-its state on the executors, the executors reduce the trades to one-second partials, and the
-driver merges them into its state and into every
+The executors check the trades (spark_jobs/trade_seconds.py); grouped by series, each series'
+trades whose identity (`exchange:SYMBOL:trade_id`, read from the message) it counted within the
+dedupe horizon are dropped against its ids in Spark's state, and the rest reduced to one-second
+partials (spark_jobs/trade_dedupe.py); the driver merges them into its state and into every
 window they touch (spark_jobs/trade_windows.py). The windows go to both sinks apart from the
 kline-built ones (`<collection>_from_trades`, `<measurement>_from_trades`), with the dead letters
 of `<topic>.trades.dlq`, the late ledger and the batch metrics written as the candle job's
 (spark_jobs/batches.py).
 
-The horizon is processing time, so that no trade is ever dropped for being old: Spark's watermark
-runs on when the batch was planned, not on the trades' times (an event-time watermark would
-silently drop an older file's trades). Its state is in RocksDB on the executors' disks.
+The horizon is processing time, so that no trade is ever dropped for being old: it runs on when
+the batch was planned, not on the trades' times (an event-time watermark would silently drop an
+older file's trades). The state is in RocksDB on the executors' disks.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming.state import GroupStateTimeout
 
 from crypto_pipeline.formats import dead_letter
 from crypto_pipeline.formats.late_ledger import LATE
@@ -43,11 +43,11 @@ from spark_jobs.batches import (
 from spark_jobs.interface.config import JobConfig
 from spark_jobs.open_windows import window_lengths
 from spark_jobs.session import read_source, start_with_trigger
+from spark_jobs.trade_dedupe import GROUPED, STATE_DDL, dedupe_and_reduce
 from spark_jobs.trade_seconds import (
     CHECKED_DDL,
     OUTPUT_DDL,
     task_checked_trades,
-    task_partials_of,
 )
 from spark_jobs.trade_windows import PARTIAL_NAMES, TradeStateStore, advance_trades
 
@@ -65,16 +65,20 @@ def checked_records(records: DataFrame, config: JobConfig) -> DataFrame:
 
 def unique_partials(records: DataFrame, config: JobConfig) -> DataFrame:
     """The trades topic's records -> one-second partials and dead letters (trade_seconds.OUTPUT),
-    each trade once within the dedupe horizon (Spark's state keyed by the trade's identity; the
-    watermark is when the micro-batch was planned, so no record is behind it)."""
-    unique = (
+    each trade once within the dedupe horizon (the ids each series counted, in Spark's state:
+    spark_jobs/trade_dedupe.py)."""
+    return (
         checked_records(records, config)
-        .withColumn("planned", F.current_timestamp())
-        .withWatermark("planned", f"{interval_ms(config.dedupe_horizon)} milliseconds")
-        .dropDuplicatesWithinWatermark(["copy_key"])
-        .drop("planned")
+        .select(*GROUPED.names)
+        .groupBy("kind", "exchange", "symbol")
+        .applyInPandasWithState(
+            dedupe_and_reduce(interval_ms(config.dedupe_horizon)),
+            OUTPUT_DDL,
+            STATE_DDL,
+            "append",
+            GroupStateTimeout.ProcessingTimeTimeout,
+        )
     )
-    return unique.mapInArrow(task_partials_of(), OUTPUT_DDL)
 
 
 def start_trade_query(

@@ -15,10 +15,10 @@ Semantics (those of candles from candles, spark_jobs/open_windows.py, where they
   drops the seconds no open window holds;
 - a second in a closed window of the shortest length is late: recorded in the late ledger for a
   repair, and still counted in its windows that are open;
-- copies of a trade: Spark drops them within the dedupe horizon (processing time). A second that
-  gets trades again more than the horizon after its first ones may hold a copy Spark no longer
-  knew: recorded in the ledger (`redelivered`), so that its windows are recomputed, never
-  silently doubled.
+- copies of a trade: the executors drop them within the dedupe horizon (processing time,
+  spark_jobs/trade_dedupe.py). A second that gets trades again more than the horizon after its
+  first ones may hold a copy Spark no longer knew: recorded in the ledger (`redelivered`), so
+  that its windows are recomputed, never silently doubled.
 """
 
 from __future__ import annotations

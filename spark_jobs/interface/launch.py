@@ -56,7 +56,7 @@ def spark_conf(job: JobConfig) -> dict[str, str]:
         # Rows per Arrow batch when a batch's windows come to the driver.
         "spark.sql.execution.arrow.maxRecordsPerBatch": "100000",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
-        # Trades: the keys Spark remembers to drop copies live on the executors' disks.
+        # Trades: the ids each series counted (to drop copies) live on the executors' disks.
         **(
             {"spark.sql.streaming.stateStore.providerClass": ROCKSDB}
             if job.source == TRADES

@@ -19,6 +19,7 @@ new key (bench/results.md): here a batch costs one call per series.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,14 @@ import pyarrow.compute as pc
 
 from crypto_pipeline.formats import trade_message as message
 from spark_jobs.trade_seconds import CHECKED, partials_of
+
+# pyspark's own serializer pads each output with an all-null frame through `pd.concat`, which
+# pandas 2.3 warns about once per group in the workers' logs (imported there with this module).
+warnings.filterwarnings(
+    "ignore",
+    message="The behavior of DataFrame concatenation with empty or all-NA entries",
+    category=FutureWarning,
+)
 
 # A series' state: intervals [low, high] of numeric ids and the other ids, each with the time it
 # was counted.

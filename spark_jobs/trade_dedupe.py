@@ -2,9 +2,11 @@
 
 The checked trades are grouped by series (exchange, symbol) with `applyInPandasWithState`. A
 series' state holds the ids it counted within the dedupe horizon, each with when it was counted
-(processing time: when the batch was planned). Numeric ids are kept as intervals, one or a few
-per batch for an exchange's sequential ids, so the state grows with the batches, not with the
-trades. Other ids (Bybit's UUIDs) are kept one by one.
+(processing time: when the batch was planned). Numeric ids are kept as intervals of consecutive
+ids counted in one batch: for an exchange's sequential ids, one per batch while the topic's
+partitions are read in step (a backlog read unevenly across partitions splits them, down to one
+per trade). Other ids (Bybit's UUIDs) are kept one by one, and the whole state of a series is
+read and written each batch, so its cost grows with the horizon's ids.
 
 The group's trades whose identity `exchange:SYMBOL:trade_id` is not in the state are reduced to
 one-second partials (trade_seconds.partials_of, which counts copies within them once) and their
@@ -64,10 +66,11 @@ class CountedIds:
     @classmethod
     def from_state(cls, row: tuple[Any, ...]) -> CountedIds:
         intervals, texts, text_ms = row
+        times = np.frombuffer(text_ms, np.int64)
         return cls(
             np.frombuffer(intervals, INTERVAL),
-            np.array(texts.split("\n") if texts else [], dtype=object),
-            np.frombuffer(text_ms, np.int64),
+            np.array(texts.split("\n") if len(times) else [], dtype=object),
+            times,
         )
 
     def to_state(self) -> tuple[bytes, str, bytes]:

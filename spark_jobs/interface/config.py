@@ -85,7 +85,10 @@ class JobConfig:
     def __post_init__(self) -> None:
         if self.source not in (CANDLES, TRADES):
             raise ValueError(f"--source takes {CANDLES} or {TRADES}, not {self.source!r}")
-        interval_ms(self.dedupe_horizon)
+        if interval_ms(self.dedupe_horizon) <= 0:
+            raise ValueError(
+                "the dedupe horizon must be longer than 0 (copies are dropped within it)"
+            )
         for label in self.windows:
             if window_ms(label) < UNIT_MS["m"] and self.source == CANDLES:
                 raise ValueError(

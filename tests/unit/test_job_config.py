@@ -101,6 +101,7 @@ def test_a_missing_secret_is_refused_and_nothing_else_comes_from_the_host(
         ({"mongo": MongoTarget("", "d", "c")}, "URI is empty"),
         ({"source": "ticks"}, "takes candles or trades"),
         ({"dedupe_horizon": "soon"}, "soon"),
+        ({"dedupe_horizon": "0 seconds"}, "longer than 0"),  # Spark's timeout refuses 0
     ],
 )
 def test_unusable_configs_are_refused(change: dict[str, object], message: str) -> None:

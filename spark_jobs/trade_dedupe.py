@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from crypto_pipeline.formats import trade_message as message
-from spark_jobs.trade_seconds import CHECKED, partials_of
+from spark_jobs.trade_seconds import CHECKED, NUMERIC_ID, partials_of
 
 # pyspark's own serializer pads each output with an all-null frame through `pd.concat`, which
 # pandas 2.3 warns about once per group in the workers' logs (imported there with this module).
@@ -45,7 +45,6 @@ warnings.filterwarnings(
 # A series' state: intervals [low, high] of numeric ids and the other ids, each with the time it
 # was counted.
 STATE_DDL = "intervals BINARY, texts STRING, text_ms BINARY"
-NUMERIC_ID = r"^(?:0|[1-9][0-9]{0,17})\z"
 INTERVAL = np.dtype([("low", np.int64), ("high", np.int64), ("seen_ms", np.int64)])
 # What the grouping hands over: the checked rows without their copy key (the state has the ids).
 GROUPED = pa.schema([field for field in CHECKED if field.name != "copy_key"])

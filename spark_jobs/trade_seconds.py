@@ -37,6 +37,8 @@ from spark_jobs.sorted_runs import run_bounds
 from spark_jobs.trade_records import TRADE_FIELDS, parse_messages, reject_reasons
 
 SECOND_MS = 1000
+# A trade id that is a number: no leading zeros, and it fits an int64.
+NUMERIC_ID = r"^(?:0|[1-9][0-9]{0,17})\z"
 PARTIAL_FIELDS = (
     ("exchange", pa.string()),
     ("symbol", pa.string()),
@@ -85,7 +87,7 @@ CHECKED_DDL = spark_ddl(CHECKED)
 def _id_order(ids: pa.Array) -> list[np.ndarray]:
     """lexsort keys (least significant first) that order trade ids as numbers when every id is
     a number without leading zeros, else by (length, text)."""
-    numeric = pc.all(pc.match_substring_regex(ids, r"^(?:0|[1-9][0-9]{0,17})\z")).as_py()
+    numeric = pc.all(pc.match_substring_regex(ids, NUMERIC_ID)).as_py()
     if numeric:
         return [pc.cast(ids, pa.int64()).to_numpy()]
     return [ids.to_numpy(zero_copy_only=False), pc.utf8_length(ids).to_numpy()]

@@ -319,7 +319,7 @@ def run_backfill(spark: SparkSession, config: JobConfig) -> BackfillSummary:
                 continue
             with writing_turn(guard.lease, patience_s, is_outage):
                 admission = guard.admit(computed)
-                writes = sink_writes(config, admission.admitted)
+                writes = sink_writes(config, admission.admitted, unstored=admission.unstored)
                 write_riding_out_outages(pool, writes, patience_s)
                 guard.written(admission.admitted)
             summary.stale_windows += admission.stale

@@ -9,6 +9,7 @@ than what is stored (spark_jobs/window_versions.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -161,8 +162,9 @@ class BatchWriter:
         def write(admission: Admission | None) -> None:
             windows = step.aggregates if admission is None else admission.admitted
             refused = [] if admission is None else refused_entries(admission.conflicts)
+            new = frozenset() if admission is None else admission.unstored
             writes = sink_writes(
-                self.config, windows, letters, late + refused, batch_id, self.checkpoint_id
+                self.config, windows, letters, late + refused, batch_id, self.checkpoint_id, new
             )
             if "influx" in self.config.sinks:
                 counts = {
@@ -277,7 +279,8 @@ class GuardedWindows:
                 raised[symbol] = higher
                 known.update(higher)
         raise_frontiers(writers, raised)
-        return admission
+        unstored = {key for key, stored in zip(ids, maybe, strict=True) if not stored}
+        return dataclasses.replace(admission, unstored=frozenset(unstored))
 
     def written(self, admitted: pd.DataFrame) -> None:
         """After the writes: this writer's versions of these windows are the stored ones."""
@@ -291,14 +294,16 @@ def sink_writes(
     late: list[LateEntry] | None = None,
     batch_id: int = 0,
     checkpoint_id: str = "",
+    unstored: frozenset[str] = frozenset(),
 ) -> dict[str, Callable[[], object]]:
-    """What a batch writes, by sink: the windows into MongoDB and InfluxDB, the dead letters to
-    their topic, the late candles into the ledger (beside the aggregates in MongoDB)."""
+    """What a batch writes, by sink: the windows into MongoDB (those of `unstored` inserted) and
+    InfluxDB, the dead letters to their topic, the late candles into the ledger (beside the
+    aggregates in MongoDB)."""
     writes: dict[str, Callable[[], object]] = {}
     if len(aggregates) and set(config.sinks) & {"mongo", "influx"}:
         columns = aggregate_columns(aggregates)
         if "mongo" in config.sinks:
-            writes["mongo"] = lambda: write_mongo(columns, config)
+            writes["mongo"] = lambda: write_mongo(columns, config, unstored)
         if "influx" in config.sinks:
             writes["influx"] = lambda: write_influx(columns, config)
     if letters is not None and len(letters):

@@ -36,6 +36,7 @@ RETRIES = 5
 INFLUX_BATCH_LINES = 5_000
 # Replace-upserts per bulk write: what the MongoDB Spark connector sends (maxBatchSize).
 MONGO_BATCH = 512
+DUPLICATE_KEY = 11000  # MongoDB's error code
 
 WINDOW_INDEX = "exchange_symbol_window_start"
 # In the writers collection: no window of the old keys (symbol alone) is left.
@@ -125,10 +126,15 @@ def writers_collection(config: JobConfig) -> Any:
     return _mongo_database(config)[config.mongo.writers_collection]
 
 
-def write_mongo(columns: dict[str, list[Any]], config: JobConfig) -> int:
+def write_mongo(
+    columns: dict[str, list[Any]], config: JobConfig, unstored: frozenset[str] = frozenset()
+) -> int:
     """Replace-upserts by `_id` (a window is replaced in place, or inserted; never absent in
-    between), unordered bulk writes of MONGO_BATCH, `mongo_writers` at a time."""
+    between), unordered bulk writes of MONGO_BATCH, `mongo_writers` at a time. Windows of
+    `unstored` (that no writer has stored) are inserted instead; one found stored after all is
+    replaced."""
     from pymongo import ReplaceOne
+    from pymongo.errors import BulkWriteError
 
     collection = aggregates_collection(config)
     writers = _client(
@@ -143,7 +149,20 @@ def write_mongo(columns: dict[str, list[Any]], config: JobConfig) -> int:
             [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in chunk], ordered=False
         )
 
-    for future in [writers.submit(upsert, chunk) for chunk in _chunks(documents, MONGO_BATCH)]:
+    def insert(chunk: Sequence[Document]) -> None:
+        try:
+            collection.insert_many(chunk, ordered=False)
+        except BulkWriteError as error:
+            errors = error.details["writeErrors"]
+            if any(e["code"] != DUPLICATE_KEY for e in errors):
+                raise
+            upsert([chunk[e["index"]] for e in errors])
+
+    new = [doc for doc in documents if doc["_id"] in unstored]
+    known = [doc for doc in documents if doc["_id"] not in unstored]
+    futures = [writers.submit(insert, chunk) for chunk in _chunks(new, MONGO_BATCH)]
+    futures += [writers.submit(upsert, chunk) for chunk in _chunks(known, MONGO_BATCH)]
+    for future in futures:
         future.result()
     return len(documents)
 

@@ -1,17 +1,21 @@
 """The one MongoDB write path, the one docker compose runs against MongoDB: replace-upserts by `_id`
-in unordered bulk writes of 512 (spark_jobs/sinks.py), here on the local stack's FerretDB built
-with the patches in local_stack/ferretdb/patches (each test below fails without its patch)."""
+in unordered bulk writes of 512, inserts for windows no writer has stored (spark_jobs/sinks.py),
+here on the local stack's FerretDB built with the patches in local_stack/ferretdb/patches (each
+patch's test below fails without it)."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
 
+import pandas as pd
 from pymongo import ReplaceOne
 
 from crypto_pipeline.clients import mongo_client
+from crypto_pipeline.formats import window_document
 from crypto_pipeline.readback import read_influx, read_mongo
 from crypto_pipeline.settings import REPO_ROOT, Settings
+from spark_jobs.sinks import aggregate_columns, write_mongo
 from tests.expected_ohlcv import expected_aggregates, mismatches, read_csv_rows
 from tests.integration.job_helpers import job_for, replay_file, run_job
 
@@ -116,3 +120,41 @@ def test_concurrent_jobs_upserting_the_same_windows_end_exact(
     assert mismatches(expected, mongo)[:10] == []
     assert len(mongo) == len(expected) == 1908
     assert mismatches(expected, read_influx(jobs[0].influx))[:10] == []
+
+
+def hours(volume: float, count: int) -> pd.DataFrame:
+    """`count` consecutive 1h windows of one series, each of volume `volume`."""
+    starts = [1735689600000 + hour * 3_600_000 for hour in range(count)]
+    return pd.DataFrame(
+        {
+            "symbol": ["file:BTCUSDT"] * count,
+            "window": ["1h"] * count,
+            "window_start_ms": starts,
+            "window_end_ms": [start + 3_600_000 for start in starts],
+            **{name: [1.0] * count for name in ("open", "high", "low", "close", "vwap")},
+            "volume": [volume] * count,
+            "quote_volume": [volume] * count,
+            "trades": [60] * count,
+            "rows": [60] * count,
+            "first_event_ms": starts,
+            "last_event_ms": [start + 59 * 60_000 for start in starts],
+            "input_offsets": [{"0": hour} for hour in range(count)],
+        }
+    )
+
+
+def test_windows_nobody_stored_are_inserted_and_one_stored_after_all_is_replaced(
+    local_stack: Settings, unique_name: str, tmp_path: Path
+) -> None:
+    """The windows past the frontiers are inserted, not upserted. Should one exist after all (a
+    writer outside the lease), its duplicate-key error is not the batch's: it is replaced."""
+    config = job_for(local_stack, unique_name, tmp_path / "ckpt")
+    first = hours(volume=1.0, count=2)
+    write_mongo(aggregate_columns(first.iloc[:1]), config)  # the first hour is stored already
+    again = hours(volume=2.0, count=MORE_THAN_THE_POOL)
+    columns = aggregate_columns(again)
+    unstored = frozenset(doc["_id"] for doc in window_document.encode(columns))
+    assert write_mongo(columns, config, unstored) == MORE_THAN_THE_POOL
+    mongo, bad_ids = read_mongo(config.mongo)
+    assert bad_ids == [] and len(mongo) == MORE_THAN_THE_POOL
+    assert {values["volume"] for values in mongo.values()} == {2.0}

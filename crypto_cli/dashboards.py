@@ -4,7 +4,8 @@ them to docker/grafana/dashboards/; a test checks the committed files equal what
 Every query is Flux that both InfluxDB 1.8 (the local stack) and 2.x (docker compose) run. The
 bucket and measurement are hidden dashboard constants (Grafana does not substitute environment
 variables in provisioned dashboards): change them here if INFLUXDB_BUCKET or INFLUXDB_MEASUREMENT
-differ from the defaults of .env.example.
+differ from the defaults of .env.example. The market dashboard charts the candles built from
+klines or those built from trades (the measurement's `trade_candles` twin), as chosen.
 
 Variables are never pasted raw into Flux: the bucket goes in as a JSON string (quotes and
 backslashes escaped), everything else is matched as a regex literal with Grafana's `regex`
@@ -25,14 +26,19 @@ from grafana_foundation_sdk.models import candlestick as candlestick_model
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableOption, VariableRefresh
 
-from crypto_pipeline.settings import FEEDS_SUFFIX, REPO_ROOT
-from spark_jobs.interface.config import DEFAULT_WINDOWS
+from crypto_pipeline.formats.window_values import TRADE_FIELDS
+from crypto_pipeline.settings import FEEDS_SUFFIX, REPO_ROOT, trade_candles
+from crypto_pipeline.windows import window_ms
+from spark_jobs.interface.config import DEFAULT_TRADE_WINDOWS, DEFAULT_WINDOWS
 
 DASHBOARD_DIR = REPO_ROOT / "docker" / "grafana" / "dashboards"
 DATASOURCE = DataSourceRef(type_val="influxdb", uid="influxdb-ohlcv")
 DEFAULT_BUCKET = "crypto"  # .env.example INFLUXDB_BUCKET
 DEFAULT_MEASUREMENT = "ohlcv"
-WINDOWS = DEFAULT_WINDOWS
+# The windows of both jobs, shortest first; the kline-built candles' first is shown first.
+WINDOWS = tuple(sorted({*DEFAULT_WINDOWS, *DEFAULT_TRADE_WINDOWS}, key=window_ms))
+# Which candles the market dashboard charts: its `source` variable, text : measurement.
+SOURCES = {"klines": DEFAULT_MEASUREMENT, "trades": trade_candles(DEFAULT_MEASUREMENT)}
 TIME_RANGE = "range(start: v.timeRangeStart, stop: v.timeRangeStop)"
 FROM_BUCKET = "from(bucket: ${bucket:json})"
 
@@ -45,7 +51,7 @@ def matches(column: str, variable: str, suffix: str = "") -> str:
 SERIES = (
     f"{FROM_BUCKET}\n"
     f"  |> {TIME_RANGE}\n"
-    f"  |> filter(fn: (r) => {matches('_measurement', 'measurement')}"
+    f"  |> filter(fn: (r) => {matches('_measurement', 'source')}"
     f" and {matches('exchange', 'exchange')} and {matches('symbol', 'symbol')}"
     f" and {matches('window', 'window')})\n"
 )
@@ -120,12 +126,13 @@ FRESHNESS = (
 
 
 def tag_values(tag: str, where: str = "") -> str:
-    """A tag's values, one per row in _value (what a Grafana query variable reads). last() per
-    value, not distinct(): InfluxDB 1.8's Flux returns no rows for distinct() on a tag column."""
+    """A tag's values in the chosen source's measurement, one per row in _value (what a Grafana
+    query variable reads). last() per value, not distinct(): InfluxDB 1.8's Flux returns no rows
+    for distinct() on a tag column."""
     return (
         f"{FROM_BUCKET}\n"
         f"  |> {TIME_RANGE}\n"
-        f"  |> filter(fn: (r) => {matches('_measurement', 'measurement')}{where}"
+        f"  |> filter(fn: (r) => {matches('_measurement', 'source')}{where}"
         ' and r._field == "close")\n'
         f'  |> group(columns: ["{tag}"])\n'
         "  |> last()\n"
@@ -140,11 +147,12 @@ EXCHANGES = tag_values("exchange")
 SYMBOLS = tag_values("symbol", f" and {matches('exchange', 'exchange')}")
 
 
+def bucket() -> cogbuilder.Builder[Any]:
+    return dashboard.ConstantVariable("bucket").value(DEFAULT_BUCKET)
+
+
 def constants() -> list[cogbuilder.Builder[Any]]:
-    return [
-        dashboard.ConstantVariable("bucket").value(DEFAULT_BUCKET),
-        dashboard.ConstantVariable("measurement").value(DEFAULT_MEASUREMENT),
-    ]
+    return [bucket(), dashboard.ConstantVariable("measurement").value(DEFAULT_MEASUREMENT)]
 
 
 def _base(uid: str, title: str, refresh: str) -> dashboard.Dashboard:
@@ -174,16 +182,23 @@ def market_dashboard() -> dashboard.Dashboard:
         .query(SYMBOLS)
         .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
     )
+    first = DEFAULT_WINDOWS[0]
     window = (
         dashboard.CustomVariable("window")
         .label("Window")
         .values(",".join(WINDOWS))
-        .current(VariableOption(selected=True, text=WINDOWS[0], value=WINDOWS[0]))
+        .current(VariableOption(selected=True, text=first, value=first))
+    )
+    source = (
+        dashboard.CustomVariable("source")
+        .label("Built from")
+        .values(",".join(f"{text} : {value}" for text, value in SOURCES.items()))
+        .current(VariableOption(selected=True, text="klines", value=SOURCES["klines"]))
     )
     bars = common.GraphDrawStyle.BARS
     return (
         _base("crypto-market", "Crypto market: OHLCV", "30s")
-        .variables([*constants(), exchange, symbol, window])
+        .variables([bucket(), source, exchange, symbol, window])
         .with_panel(
             candlestick.Panel()
             .title("${exchange} ${symbol} candles (${window})")
@@ -223,7 +238,17 @@ def market_dashboard() -> dashboard.Dashboard:
             .fill_opacity(80)
             .decimals(0)
             .height(8)
-            .span(24)
+            .span(12)
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Taker buy vs sell volume (built from trades)")
+            .datasource(DATASOURCE)
+            .with_target(Flux(fields(*TRADE_FIELDS)))
+            .draw_style(bars)
+            .fill_opacity(80)
+            .height(8)
+            .span(12)
         )
     )
 

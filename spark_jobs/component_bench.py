@@ -12,6 +12,7 @@ once (what every batch paid when each version was a full copy).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -154,29 +155,44 @@ def _aggregate_rows(count: int) -> pd.DataFrame:
 
 def bench_sinks(job: JobConfig, docs: int) -> None:
     """The job's own sink functions on one micro-batch of `docs` windows, once into empty sinks
-    (every window new) and once more (every window replaced), against a plain `insert_many` of
-    the same documents into an empty collection as the reference."""
+    (every window new: inserted, as windows past the frontiers are) and once more (every window
+    replaced), against a plain `insert_many` of the same documents into an empty collection as
+    the reference; and the new windows upserted instead, into another empty collection."""
     columns = aggregate_columns(_aggregate_rows(docs))
+    documents = window_document.encode(columns)
     with mongo_client(job.mongo.uri) as client:
         collection = client[job.mongo.database][f"{job.mongo.collection}_reference"]
         started = time.monotonic()
-        collection.insert_many(window_document.encode(columns), ordered=False)
+        collection.insert_many(documents, ordered=False)
         reference = docs / (time.monotonic() - started)
+    new = frozenset(doc["_id"] for doc in documents)
+    upserted = dataclasses.replace(
+        job, mongo=dataclasses.replace(job.mongo, collection=f"{job.mongo.collection}_upserted")
+    )
+    runs = {
+        ("mongodb", "new"): lambda: write_mongo(columns, job, new),
+        ("mongodb", "existing"): lambda: write_mongo(columns, job),
+        ("mongodb", "new, upserted"): lambda: write_mongo(columns, upserted),
+        ("influxdb", "new"): lambda: write_influx(columns, job),
+        ("influxdb", "existing"): lambda: write_influx(columns, job),
+    }
     results = {}
-    for sink, write in (("mongodb", write_mongo), ("influxdb", write_influx)):
-        for state in ("new", "existing"):
-            say(f"[bench] {sink}: {docs:,} {state} windows")
-            started = time.monotonic()
-            write(columns, job)
-            results[(sink, state)] = docs / (time.monotonic() - started)
+    for (sink, state), write in runs.items():
+        say(f"[bench] {sink}: {docs:,} {state} windows")
+        started = time.monotonic()
+        write()
+        results[(sink, state)] = f"{docs / (time.monotonic() - started):,.0f}"
     say("")
     say(f"MongoDB at {job.mongo.redacted_uri}, InfluxDB at {job.influx.url}")
-    say("| date | machine | windows | sink | new /s | existing /s | insert_many /s (reference) |")
-    for sink in ("mongodb", "influxdb"):
+    say(
+        "| date | machine | windows | sink | new /s | existing /s | insert_many /s (reference) "
+        "| new, upserted /s |"
+    )
+    for sink, baseline in (("mongodb", f"{reference:,.0f}"), ("influxdb", "")):
         say(
             f"| {datetime.now(tz=UTC):%Y-%m-%d} | {machine_description()} | {docs:,} | {sink} "
-            f"| {results[(sink, 'new')]:,.0f} | {results[(sink, 'existing')]:,.0f} "
-            f"| {reference:,.0f} |"
+            f"| {results[(sink, 'new')]} | {results[(sink, 'existing')]} | {baseline} "
+            f"| {results.get((sink, 'new, upserted'), '')} |"
         )
 
 

@@ -13,8 +13,13 @@ from crypto_assets.quality.checks import (
     reconciliation_job,
     sinks_agree,
 )
-from crypto_assets.quality.stream_health import freshness_job, streaming_health_sensor
+from crypto_assets.quality.stream_health import (
+    freshness_job,
+    streaming_health_sensor,
+    trade_freshness_job,
+)
 from crypto_assets.quality.trade_checks import (
+    trade_fresh,
     trade_late_rows_repaired,
     trade_matches_source,
     trade_nothing_left_behind,
@@ -33,8 +38,9 @@ defs = dg.Definitions(
         trade_matches_source,
         trade_late_rows_repaired,
         trade_nothing_left_behind,
+        trade_fresh,
     ],
-    jobs=[reconciliation_job, freshness_job],
+    jobs=[reconciliation_job, freshness_job, trade_freshness_job],
     schedules=[nightly_reconciliation],
     sensors=[streaming_health_sensor],
 )

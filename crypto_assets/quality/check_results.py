@@ -1,12 +1,14 @@
 """What the asset checks report, on a pair of sink assets (the kline-built candles' or the
 trade-built ones'): their specs, results on both, and the checks both pairs share the body of."""
 
+import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from pydantic import Field
 
 from crypto_assets.aggregation.ohlcv_sinks import INFLUX_ASSET, MONGO_ASSET
 from crypto_assets.resources import KafkaResource, SparkResource
@@ -136,3 +138,46 @@ def late_ledger_results(
         severity=dg.AssetCheckSeverity.ERROR,
         description=description,
     )
+
+
+class FreshnessConfig(dg.Config):
+    max_lag_minutes: float = Field(
+        default=15.0,
+        description="how far (in event time) the newest aggregate may trail the newest event",
+    )
+
+
+def freshness_results(
+    config: FreshnessConfig,
+    topic: str,
+    newest_event_ms: int | None,
+    newest_in_sinks: Mapping[dg.AssetKey, int | None],
+    names: Mapping[dg.AssetKey, str],
+) -> Iterator[dg.AssetCheckResult]:
+    """`fresh` on each sink asset: its newest event (None: the sink is empty) against the newest
+    one in `topic`."""
+    if newest_event_ms is None:
+        yield from results_for_both(
+            False, {}, newest_in_sinks, description=f"{topic} holds no events"
+        )
+        return
+    for key, sink_newest_ms in newest_in_sinks.items():
+        metadata: dict[str, Any] = {
+            "newest_event_in_kafka": ms_to_iso(newest_event_ms),
+            "newest_event_in_sink": ms_to_iso(sink_newest_ms),
+            "checked_at": ms_to_iso(int(time.time() * 1000)),
+        }
+        if sink_newest_ms is None:
+            yield dg.AssetCheckResult(
+                asset_key=key, passed=False, metadata=metadata, description="the sink is empty"
+            )
+            continue
+        lag_minutes = (newest_event_ms - sink_newest_ms) / 60_000
+        metadata["lag_minutes"] = round(lag_minutes, 2)
+        yield dg.AssetCheckResult(
+            asset_key=key,
+            passed=lag_minutes <= config.max_lag_minutes,
+            metadata=metadata,
+            description=f"{names[key]} trails Kafka by {lag_minutes:.1f} min of event time "
+            f"(bound {config.max_lag_minutes:g})",
+        )

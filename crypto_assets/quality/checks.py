@@ -4,16 +4,16 @@ runs on both assets and reports counts and a sample of what differs."""
 
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import dagster as dg
-from pydantic import Field
 
 from crypto_assets.aggregation.ohlcv_sinks import INFLUX_ASSET, MONGO_ASSET
 from crypto_assets.ingestion.market_data import kafka_klines
 from crypto_assets.quality.check_results import (
     SINKS,
+    FreshnessConfig,
     both_sinks,
+    freshness_results,
     late_ledger_results,
     latest_metadata,
     left_behind_results,
@@ -228,13 +228,6 @@ def no_gaps(
         )
 
 
-class FreshnessConfig(dg.Config):
-    max_lag_minutes: float = Field(
-        default=15.0,
-        description="how far (in event time) the newest aggregate may trail the newest event",
-    )
-
-
 @dg.multi_asset_check(
     specs=both_sinks(
         "fresh",
@@ -248,31 +241,8 @@ def fresh(
     newest = [
         candle_message.decode(v)["event_time_ms"] for v in kafka.read_messages(last_only=True)
     ]
-    if not newest:
-        yield from results_for_both(False, {}, description=f"{kafka.topic} holds no events")
-        return
-    newest_event_ms = max(newest)
     sinks = {MONGO_ASSET: mongo.newest_event_ms(), INFLUX_ASSET: influx.newest_event_ms()}
-    for key, sink_newest_ms in sinks.items():
-        metadata: dict[str, Any] = {
-            "newest_event_in_kafka": ms_to_iso(newest_event_ms),
-            "newest_event_in_sink": ms_to_iso(sink_newest_ms),
-            "checked_at": ms_to_iso(int(time.time() * 1000)),
-        }
-        if sink_newest_ms is None:
-            yield dg.AssetCheckResult(
-                asset_key=key, passed=False, metadata=metadata, description="the sink is empty"
-            )
-            continue
-        lag_minutes = (newest_event_ms - sink_newest_ms) / 60_000
-        metadata["lag_minutes"] = round(lag_minutes, 2)
-        yield dg.AssetCheckResult(
-            asset_key=key,
-            passed=lag_minutes <= config.max_lag_minutes,
-            metadata=metadata,
-            description=f"{SINKS[key]} trails Kafka by {lag_minutes:.1f} min of event time "
-            f"(bound {config.max_lag_minutes:g})",
-        )
+    yield from freshness_results(config, kafka.topic, max(newest, default=None), sinks, SINKS)
 
 
 reconciliation_job = dg.define_asset_job(

@@ -1,8 +1,9 @@
 """Asset checks on the candles built from trades, on both trade assets: the two sinks agree, they
 match the latest replayed trade file recomputed in pandas (no code shared with the Spark job),
-the trades job left nothing unread (its dead letters counted), and the trades' late ledger has
-been repaired."""
+the trades job left nothing unread (its dead letters counted), the trades' late ledger has been
+repaired, and the sinks keep up with the trades topic."""
 
+import json
 from collections.abc import Iterator
 
 import dagster as dg
@@ -10,7 +11,9 @@ import dagster as dg
 from crypto_assets.aggregation.trade_candles import INFLUX_TRADE_ASSET, MONGO_TRADE_ASSET
 from crypto_assets.ingestion.market_data import kafka_klines
 from crypto_assets.quality.check_results import (
+    FreshnessConfig,
     both_sinks,
+    freshness_results,
     late_ledger_results,
     latest_metadata,
     left_behind_results,
@@ -18,8 +21,13 @@ from crypto_assets.quality.check_results import (
 )
 from crypto_assets.resources import InfluxResource, KafkaResource, MongoResource, SparkResource
 from crypto_pipeline.formats import late_ledger
-from crypto_pipeline.formats.trade_message import Trade
-from crypto_pipeline.readback import read_influx, read_mongo
+from crypto_pipeline.formats.trade_message import TIME_MS, Trade
+from crypto_pipeline.readback import (
+    newest_influx_event_ms,
+    newest_mongo_event_ms,
+    read_influx,
+    read_mongo,
+)
 from crypto_pipeline.reconcile import ReplayScope, compare, reference_trade_aggregates
 from spark_jobs.interface.config import DEFAULT_TRADE_WINDOWS, trade_targets
 
@@ -144,3 +152,35 @@ def trade_nothing_left_behind(
     trades_topic, _, _ = trade_targets(kafka.target, mongo.target, influx.target)
     job_metadata = latest_metadata(context.instance, MONGO_TRADE_ASSET)
     yield from left_behind_results(kafka, trades_topic, spark, job_metadata, TRADE_SINKS)
+
+
+def trade_time_ms(value: bytes) -> int | None:
+    """A trade message's time (None for a message the trade rules would refuse anyway)."""
+    try:
+        time_ms = json.loads(value)[TIME_MS]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return time_ms if isinstance(time_ms, int) else None
+
+
+@dg.multi_asset_check(
+    name="trade_fresh",
+    specs=both_trade_sinks(
+        "fresh",
+        "The newest trade counted in each sink is no further behind the newest trade in the "
+        "trades topic than max_lag_minutes (event time).",
+    ),
+)
+def trade_fresh(
+    config: FreshnessConfig, kafka: KafkaResource, mongo: MongoResource, influx: InfluxResource
+) -> Iterator[dg.AssetCheckResult]:
+    trades_topic, mongo_target, influx_target = trade_targets(
+        kafka.target, mongo.target, influx.target
+    )
+    times = [trade_time_ms(v) for v in kafka.read_messages(trades_topic.topic, last_only=True)]
+    newest = max((t for t in times if t is not None), default=None)
+    sinks = {
+        MONGO_TRADE_ASSET: newest_mongo_event_ms(mongo_target),
+        INFLUX_TRADE_ASSET: newest_influx_event_ms(influx_target),
+    }
+    yield from freshness_results(config, trades_topic.topic, newest, sinks, TRADE_SINKS)

@@ -4,48 +4,20 @@ value crafted to break out of its literal matches nothing."""
 
 from __future__ import annotations
 
-import json
-import re
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from influxdb_client.client.write_api import SYNCHRONOUS
 
 from crypto_cli import dashboards
 from crypto_pipeline.clients import influx_client
 from crypto_pipeline.live.feed_status import FeedStatus, health_point
-from crypto_pipeline.settings import REPO_ROOT, InfluxTarget, Settings
+from crypto_pipeline.settings import REPO_ROOT, Settings
+from spark_jobs.interface.config import DEFAULT_WINDOWS
+from tests.integration.grafana_helpers import assert_panels_have_rows, dashboard, run_flux
 from tests.integration.job_helpers import job_for, replay_file, run_job
 
 SAMPLE = REPO_ROOT / "data" / "sample_klines_1m.csv.gz"
-# What Grafana's Flux datasource defines for every query: the `v` record of the time range.
-TIME_RANGE = "v = {timeRangeStart: 2020-01-01T00:00:00Z, timeRangeStop: 2100-01-01T00:00:00Z}\n"
-# Grafana's formats (public/app/core/utils/kbn.ts regexEscape, and JSON.stringify).
-GRAFANA_FORMATS: dict[str | None, Callable[[str], str]] = {
-    None: lambda value: value,
-    "regex": lambda value: re.sub(r"[\\^$*+?.()|[\]{}/]", lambda m: "\\" + m.group(0), value),
-    "json": json.dumps,
-}
-
-
-def interpolate(query: str, variables: dict[str, str]) -> str:
-    def substitute(match: re.Match[str]) -> str:
-        return GRAFANA_FORMATS[match.group(2)](variables[match.group(1)])
-
-    return re.sub(r"\$\{(\w+)(?::(\w+))?\}", substitute, query)
-
-
-def run_flux(target: InfluxTarget, query: str, variables: dict[str, str]) -> list[dict[str, Any]]:
-    with influx_client(target) as client:
-        tables = client.query_api().query(TIME_RANGE + interpolate(query, variables))
-    return [record.values for table in tables for record in table.records]
-
-
-def dashboard(name: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((dashboards.DASHBOARD_DIR / name).read_text())
-    return loaded
 
 
 def test_every_panel_query_returns_rows_after_an_end_to_end_replay(
@@ -56,7 +28,7 @@ def test_every_panel_query_returns_rows_after_an_end_to_end_replay(
     job = run_job(config)
     assert job.returncode == 0, job.stderr[-3000:]
     target = config.influx
-    constants = {"bucket": target.bucket, "measurement": unique_name}
+    constants = {"bucket": target.bucket, "measurement": unique_name, "source": unique_name}
 
     market = dashboard("market.json")
     variable_queries = {v["name"]: v.get("query") for v in market["templating"]["list"]}
@@ -65,12 +37,9 @@ def test_every_panel_query_returns_rows_after_an_end_to_end_replay(
     symbols = run_flux(target, variable_queries["symbol"], {**constants, "exchange": "file"})
     assert sorted(row["_value"] for row in symbols) == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
     assert run_flux(target, variable_queries["symbol"], {**constants, "exchange": "okx"}) == []
-    for window in dashboards.WINDOWS:
+    for window in DEFAULT_WINDOWS:
         variables = {**constants, "exchange": "file", "symbol": "ETHUSDT", "window": window}
-        for panel in market["panels"]:
-            rows = run_flux(target, panel["targets"][0]["query"], variables)
-            assert rows, f"{panel['title']} ({window}) returned no rows"
-            assert all(row.get(key) is not None for row in rows for key in row if key != "result")
+        assert_panels_have_rows(target, variables, klines=True)
         candles = run_flux(target, market["panels"][0]["targets"][0]["query"], variables)
         # 2,160 rows = 12 hours of 3 symbols: 144 five-minute, 12 hourly, 3 four-hour candles.
         assert len(candles) == {"5m": 144, "1h": 12, "4h": 3}[window]

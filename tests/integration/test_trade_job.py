@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -23,15 +24,18 @@ from kafka import KafkaProducer
 
 from crypto_assets.aggregation.repairs import late_rows_sensor
 from crypto_assets.definitions import build_definitions
+from crypto_assets.quality.stream_health import streaming_health_sensor
 from crypto_pipeline.clients import mongo_client
 from crypto_pipeline.formats import late_ledger
 from crypto_pipeline.readback import read_influx, read_mongo
 from crypto_pipeline.replay.trade_generator import Trades, generate_trades, write_canonical_trades
-from crypto_pipeline.settings import Settings, trade_candles
+from crypto_pipeline.settings import Settings, trade_candles, trades_topic
 from spark_jobs.interface.config import JobConfig
+from spark_jobs.interface.heartbeat import write_heartbeat
 from spark_jobs.trade_records import NOT_A_TRADE
 from tests.expected_trade_candles import resample_trades
 from tests.integration.dagster_helpers import backfills_requested, resources_for
+from tests.integration.grafana_helpers import assert_panels_have_rows
 from tests.integration.job_helpers import job_for, mongo_of, replay_file, run_job
 from tests.integration.kafka_helpers import consume_all
 
@@ -192,13 +196,17 @@ def test_dagster_runs_the_trades_job_after_a_trade_replay_and_its_checks_can_fai
 ) -> None:
     path = tmp_path / "trades.csv"
     write_trades(path, ["BTCUSDT", "ETHUSDT"])
-    defs = build_definitions(resources_for(local_stack, unique_name, tmp_path / "state"))
+    resources = resources_for(local_stack, unique_name, tmp_path / "state")
+    defs = build_definitions(resources)
     replay_config = {"ops": {"kafka_klines": {"config": {"path": str(path)}}}}
     job_config = {"ops": {"trade_candles": {"config": {"windows": "1s,1m,5m"}}}}
 
-    def checks() -> dict[tuple[str, str], bool]:
+    def checks(max_lag_minutes: float = 15) -> dict[tuple[str, str], bool]:
+        fresh_config = {"config": {"max_lag_minutes": max_lag_minutes}}
         result = defs.resolve_job_def("trade_candles_job").execute_in_process(
-            instance=instance, run_config=job_config, raise_on_error=False
+            instance=instance,
+            run_config={"ops": {**job_config["ops"], "trade_fresh": fresh_config}},
+            raise_on_error=False,
         )
         return {
             (e.asset_key.to_user_string(), e.check_name): e.passed
@@ -219,16 +227,53 @@ def test_dagster_runs_the_trades_job_after_a_trade_replay_and_its_checks_can_fai
                 "matches_source",
                 "nothing_left_behind",
                 "late_rows_repaired",
+                "fresh",
             )
         }
-        # One close in MongoDB changed: both sinks_agree and MongoDB's matches_source fail.
+        # Grafana's market panels chart them, the source switched to trades.
+        influx = resources["influx"].target
+        for window in ("1s", "1m"):
+            variables = {
+                "bucket": influx.bucket,
+                "source": trade_candles(unique_name),
+                "exchange": "file",
+                "symbol": "BTCUSDT",
+                "window": window,
+            }
+            assert_panels_have_rows(influx, variables, klines=False)
+
+        # One close in MongoDB changed: both sinks_agree and MongoDB's matches_source fail. The
+        # windows of the last 5 minutes deleted from MongoDB, with a bound of 1 minute: its fresh
+        # check fails too.
         mongo = mongo_of(local_stack, unique_name)
         with mongo_client(mongo.uri) as client:
             collection = client[mongo.database][trade_candles(mongo.collection)]
             collection.update_one({"window": "1m"}, {"$mul": {"close": 1.001}})
-        failing = {key for key, passed in checks().items() if not passed}
+            collection.delete_many({"last_event_ms": {"$gte": T0 + 10 * 60_000}})
+        failing = {key for key, passed in checks(max_lag_minutes=1).items() if not passed}
         assert failing == {
             ("mongo_trade_candles", "sinks_agree"),
             ("influx_trade_candles", "sinks_agree"),
             ("mongo_trade_candles", "matches_source"),
+            ("mongo_trade_candles", "fresh"),
         }
+
+        # The health sensor sees the trades job running (a heartbeat of this process) and asks
+        # for the trades' freshness only: no candle job has run on this topic.
+        spark = resources["spark"]
+        write_heartbeat(
+            spark.status_file(trades_topic(unique_name)),
+            last_progress_at=time.time(),
+            watermark_ms=0,
+            processed_offsets={},
+            late_rows={},
+            state={},
+        )
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            health = streaming_health_sensor(context)
+        assert isinstance(health, dg.SensorResult)
+        observed = {event.asset_key.to_user_string() for event in health.asset_events}
+        assert observed == {"mongo_trade_candles", "influx_trade_candles"}
+        assert [request.job_name for request in health.run_requests or []] == [
+            "trade_freshness_job"
+        ]

@@ -35,15 +35,18 @@ def test_every_panel_has_the_influxdb_datasource_and_a_flux_query(name: str) -> 
                 assert form == ("json" if name == "bucket" else "regex"), (panel.title, name)
 
 
-def test_market_dashboard_has_exchange_symbol_and_window_variables_and_the_four_panels() -> None:
+def test_market_dashboard_charts_klines_or_trades_by_exchange_symbol_and_window() -> None:
     board = parse("market.json")
     assert board.templating.list_val is not None
     variables = {v.name: v for v in board.templating.list_val}
-    assert set(variables) == {"bucket", "measurement", "exchange", "symbol", "window"}
-    assert variables["window"].query == "5m,1h,4h"
+    assert set(variables) == {"bucket", "source", "exchange", "symbol", "window"}
+    # Grafana's custom variable syntax: "text : value", the values the two measurements.
+    assert variables["source"].query == "klines : ohlcv,trades : ohlcv_from_trades"
+    assert variables["window"].query == "1s,1m,5m,1h,4h"
     assert [(p.type_val, p.title) for p in board.panels or []] == [
         ("candlestick", "${exchange} ${symbol} candles (${window})"),
         ("timeseries", "Volume"),
         ("timeseries", "Close vs VWAP"),
         ("timeseries", "Trades"),
+        ("timeseries", "Taker buy vs sell volume (built from trades)"),
     ]

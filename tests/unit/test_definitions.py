@@ -41,6 +41,7 @@ JOBS = (
     "streaming_job",
     "reconciliation_job",
     "freshness_job",
+    "trade_freshness_job",
     "trade_candles_job",
     "trade_streaming_job",
 )
@@ -70,7 +71,13 @@ def test_every_check_covers_both_sinks_and_agreement_blocks() -> None:
     } | {
         (asset, name)
         for asset in ("mongo_trade_candles", "influx_trade_candles")
-        for name in ("sinks_agree", "matches_source", "nothing_left_behind", "late_rows_repaired")
+        for name in (
+            "sinks_agree",
+            "matches_source",
+            "nothing_left_behind",
+            "late_rows_repaired",
+            "fresh",
+        )
     }
     blocking = {key.name for key in graph.asset_check_keys if graph.get_check_spec(key).blocking}
     assert blocking == {"sinks_agree"}
@@ -79,7 +86,8 @@ def test_every_check_covers_both_sinks_and_agreement_blocks() -> None:
 def test_replays_trigger_the_job_and_reconciliation_runs_nightly() -> None:
     replayed = defs.resolve_sensor_def("replay_done_sensor")
     assert {job.name for job in replayed.jobs} == {"ohlcv_job", "trade_candles_job"}
-    assert defs.resolve_sensor_def("streaming_health_sensor").job_name == "freshness_job"
+    health = defs.resolve_sensor_def("streaming_health_sensor")
+    assert {job.name for job in health.jobs} == {"freshness_job", "trade_freshness_job"}
     schedule = defs.resolve_schedule_def("nightly_reconciliation")
     assert schedule.job_name == "reconciliation_job"
     assert schedule.cron_schedule == "0 3 * * *"

@@ -31,6 +31,8 @@ from crypto_pipeline.benchmarking import BENCH_SYMBOLS, machine_description
 from crypto_pipeline.clients import mongo_client
 from crypto_pipeline.console import say
 from crypto_pipeline.formats import window_document
+from crypto_pipeline.formats.candle_message import FILE_EXCHANGE
+from crypto_pipeline.formats.window_values import series_key
 from crypto_pipeline.windows import interval_ms
 from spark_jobs.interface.config import DEFAULT_WATERMARK, DEFAULT_WINDOWS, JobConfig
 from spark_jobs.open_windows import CANDLE_COLUMNS, advance_all, window_lengths
@@ -39,6 +41,9 @@ from spark_jobs.state_store import StateStore
 
 T0 = 1_735_689_600_000  # 2025-01-01T00:00Z
 MINUTE = 60_000
+
+# The job's series keys (exchange and symbol) of the bench symbols.
+SERIES = [series_key(FILE_EXCHANGE, symbol) for symbol in BENCH_SYMBOLS]
 
 
 def _candles(
@@ -129,10 +134,10 @@ def _aggregate_rows(count: int) -> pd.DataFrame:
     index = np.arange(count)
     price = 100.0 + index % 97
     volume = 10.0 + index % 13
-    window_start = start_ms + (index // len(BENCH_SYMBOLS)) * 60_000
+    window_start = start_ms + (index // len(SERIES)) * 60_000
     return pd.DataFrame(
         {
-            "symbol": np.array(BENCH_SYMBOLS)[index % len(BENCH_SYMBOLS)],
+            "symbol": np.array(SERIES)[index % len(SERIES)],
             "window": "1m",
             "window_start_ms": window_start,
             "window_end_ms": window_start + 60_000,

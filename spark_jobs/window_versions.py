@@ -23,7 +23,7 @@ Reading versions costs a lookup per window, so a writer skips two kinds: windows
 since anyone else's turn (its own versions only grow), and windows that cannot be stored yet. The
 latter come from a *frontier* per symbol and window length (a document beside the lease): the
 latest window end any writer has written, raised in the same turn as the writes. A window ending
-after it was never written by anyone, so it is inserted rather than upserted (3.7 times the
+after it was never written by anyone, so it is inserted rather than upserted (3.3 times the
 documents/s on FerretDB: bench/results.md). The frontiers of a collection written before they
 existed are taken once from the collection itself (a marker document says that was done).
 """

@@ -35,7 +35,8 @@ DASHBOARD_DIR = REPO_ROOT / "docker" / "grafana" / "dashboards"
 DATASOURCE = DataSourceRef(type_val="influxdb", uid="influxdb-ohlcv")
 DEFAULT_BUCKET = "crypto"  # .env.example INFLUXDB_BUCKET
 DEFAULT_MEASUREMENT = "ohlcv"
-# The windows of both jobs, shortest first; the kline-built candles' first is shown first.
+# The windows of both jobs, shortest first (a source has no rows in the other's windows); the
+# kline-built candles' first window is selected at first.
 WINDOWS = tuple(sorted({*DEFAULT_WINDOWS, *DEFAULT_TRADE_WINDOWS}, key=window_ms))
 # Which candles the market dashboard charts: its `source` variable, text : measurement.
 SOURCES = {"klines": DEFAULT_MEASUREMENT, "trades": trade_candles(DEFAULT_MEASUREMENT)}

@@ -29,6 +29,7 @@ from crypto_pipeline.formats.window_values import (
 )
 from crypto_pipeline.settings import InfluxTarget
 from spark_jobs.interface.config import JobConfig
+from spark_jobs.window_versions import WRITE, stored_versions, verdict
 
 T = TypeVar("T")
 
@@ -126,13 +127,19 @@ def writers_collection(config: JobConfig) -> Any:
     return _mongo_database(config)[config.mongo.writers_collection]
 
 
+class StoredAfterAll(RuntimeError):
+    """A window taken for unstored was found stored, with input this write lacks."""
+
+
 def write_mongo(
     columns: dict[str, list[Any]], config: JobConfig, unstored: frozenset[str] = frozenset()
 ) -> int:
     """Replace-upserts by `_id` (a window is replaced in place, or inserted; never absent in
     between), unordered bulk writes of MONGO_BATCH, `mongo_writers` at a time. Windows of
-    `unstored` (that no writer has stored) are inserted instead; one found stored after all is
-    replaced."""
+    `unstored` (that no writer has stored) are inserted instead. One found stored after all (a
+    retried write, or a writer whose lease lapsed) is replaced if this version covers the stored
+    one; otherwise the write fails (so does the batch: run again from its checkpoint, it reads
+    those windows' versions, since the frontiers now cover them)."""
     from pymongo import ReplaceOne
     from pymongo.errors import BulkWriteError
 
@@ -153,10 +160,24 @@ def write_mongo(
         try:
             collection.insert_many(chunk, ordered=False)
         except BulkWriteError as error:
-            errors = error.details["writeErrors"]
+            errors = error.details.get("writeErrors") or []
+            if error.details.get("writeConcernErrors") or not errors:
+                raise
             if any(e["code"] != DUPLICATE_KEY for e in errors):
                 raise
-            upsert([chunk[e["index"]] for e in errors])
+            found = [chunk[e["index"]] for e in errors]
+            stored = stored_versions(collection, [str(doc["_id"]) for doc in found])
+            newer = [
+                doc["_id"]
+                for doc in found
+                if verdict(doc["rows"], doc[INPUT_OFFSETS], stored.get(doc["_id"])) != WRITE
+            ]
+            if newer:
+                raise StoredAfterAll(
+                    f"{len(newer)} windows past the frontiers are stored with input this write "
+                    f"lacks (e.g. {newer[0]}): run again, the batch reads their versions first"
+                ) from None
+            upsert(found)
 
     new = [doc for doc in documents if doc["_id"] in unstored]
     known = [doc for doc in documents if doc["_id"] not in unstored]

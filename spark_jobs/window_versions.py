@@ -23,9 +23,11 @@ Reading versions costs a lookup per window, so a writer skips two kinds: windows
 since anyone else's turn (its own versions only grow), and windows that cannot be stored yet. The
 latter come from a *frontier* per symbol and window length (a document beside the lease): the
 latest window end any writer has written, raised in the same turn as the writes. A window ending
-after it was never written by anyone, so it is inserted rather than upserted (3.3 times the
-documents/s on FerretDB: bench/results.md). The frontiers of a collection written before they
-existed are taken once from the collection itself (a marker document says that was done).
+after it was never written by anyone, so it is inserted rather than upserted (2.85 times the
+documents/s on FerretDB: bench/results.md); one found stored after all (a writer whose lease
+lapsed mid-turn) is replaced only by a version that covers it, else the batch fails; run again, it
+reads the versions. The frontiers of a collection written before they existed are taken once from
+the collection itself (a marker document says that was done).
 """
 
 from __future__ import annotations

@@ -55,12 +55,14 @@ def streaming_health_sensor(
             continue
         health = streaming_health(status, topic, kafka.end_offsets(topic), now)
         failed = health["state"] in ("failed", "crashed")
-        (context.log.warning if failed else context.log.info)(f"{topic} job health: {health}")
+        log = context.log.warning if failed else context.log.info
+        log(f"streaming job health ({topic}): {health}")
         observations += [dg.AssetObservation(asset_key=key, metadata=health) for key in assets]
         if due and health["alive"]:
             requests.append(dg.RunRequest(job_name=freshness))
     if not observations:
-        return dg.SensorResult(skip_reason=f"no streaming job has run for {kafka.topic}")
+        topics = " or ".join(topic for topic, _, _ in streams)
+        return dg.SensorResult(skip_reason=f"no streaming job has run for {topics}")
     return dg.SensorResult(
         asset_events=observations,
         run_requests=requests,

@@ -155,7 +155,9 @@ def trade_nothing_left_behind(
 
 
 def trade_time_ms(value: bytes) -> int | None:
-    """A trade message's time (None for a message the trade rules would refuse anyway)."""
+    """A trade message's time; None for a message that is not JSON with an integer time (a dead
+    letter, counted by `nothing_left_behind`). Other rules are the job's: the newest trade counts
+    here even if the rules refuse it."""
     try:
         time_ms = json.loads(value)[TIME_MS]
     except (ValueError, KeyError, TypeError):

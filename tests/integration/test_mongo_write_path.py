@@ -9,13 +9,14 @@ import threading
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from pymongo import ReplaceOne
 
 from crypto_pipeline.clients import mongo_client
 from crypto_pipeline.formats import window_document
 from crypto_pipeline.readback import read_influx, read_mongo
 from crypto_pipeline.settings import REPO_ROOT, Settings
-from spark_jobs.sinks import aggregate_columns, write_mongo
+from spark_jobs.sinks import StoredAfterAll, aggregate_columns, write_mongo
 from tests.expected_ohlcv import expected_aggregates, mismatches, read_csv_rows
 from tests.integration.job_helpers import job_for, replay_file, run_job
 
@@ -143,18 +144,26 @@ def hours(volume: float, count: int) -> pd.DataFrame:
     )
 
 
-def test_windows_nobody_stored_are_inserted_and_one_stored_after_all_is_replaced(
+def test_windows_nobody_stored_are_inserted_and_one_stored_after_all_keeps_the_newer_version(
     local_stack: Settings, unique_name: str, tmp_path: Path
 ) -> None:
-    """The windows past the frontiers are inserted, not upserted. Should one exist after all (a
-    writer outside the lease), its duplicate-key error is not the batch's: it is replaced."""
+    """The windows past the frontiers are inserted, not upserted. One found stored after all (a
+    retry, or a writer whose lease lapsed) is replaced only by a version that covers the stored
+    one; a newer stored version stays, and the write fails (and with it the batch)."""
     config = job_for(local_stack, unique_name, tmp_path / "ckpt")
-    first = hours(volume=1.0, count=2)
-    write_mongo(aggregate_columns(first.iloc[:1]), config)  # the first hour is stored already
-    again = hours(volume=2.0, count=MORE_THAN_THE_POOL)
-    columns = aggregate_columns(again)
+    write_mongo(aggregate_columns(hours(volume=1.0, count=1)), config)  # the same input as below
+    columns = aggregate_columns(hours(volume=2.0, count=MORE_THAN_THE_POOL))
     unstored = frozenset(doc["_id"] for doc in window_document.encode(columns))
     assert write_mongo(columns, config, unstored) == MORE_THAN_THE_POOL
     mongo, bad_ids = read_mongo(config.mongo)
     assert bad_ids == [] and len(mongo) == MORE_THAN_THE_POOL
     assert {values["volume"] for values in mongo.values()} == {2.0}
+
+    newer = hours(volume=3.0, count=1).assign(input_offsets=[{"0": 10**6}])
+    write_mongo(aggregate_columns(newer), config)
+    with pytest.raises(StoredAfterAll, match="1 windows past the frontiers are stored"):
+        write_mongo(columns, config, unstored)
+    volumes = {key[3]: values["volume"] for key, values in read_mongo(config.mongo)[0].items()}
+    first_hour = min(volumes)
+    assert volumes.pop(first_hour) == 3.0
+    assert set(volumes.values()) == {2.0} and len(volumes) == MORE_THAN_THE_POOL - 1

@@ -175,8 +175,12 @@ def _bench_sinks(args: argparse.Namespace, settings: Settings) -> int:
 
 def _bench_trades(args: argparse.Namespace, settings: Settings) -> int:
     from crypto_cli.bench.trades_bench import bench_trades
+    from crypto_cli.bench.trades_live_bench import bench_live_trades
 
-    bench_trades(settings, args.rows, args.windows, args.per_batch)
+    if args.live:
+        bench_live_trades(settings, args.rate, args.seconds)
+    else:
+        bench_trades(settings, args.rows, args.windows, args.per_batch)
     return 0
 
 
@@ -304,17 +308,17 @@ def build_parser() -> argparse.ArgumentParser:
     producer_bench.set_defaults(handler=_bench_producer)
     trades_bench = bench_commands.add_parser(
         "trades",
-        help="candles from trades, compute only: steady trades/s vs Kafka's consumer",
+        help="candles from trades: compute only (steady trades/s vs Kafka's consumer) or live "
+        "(latency to both sinks at a paced rate)",
     )
-    trades_bench.add_argument(
-        "--compute-only",
-        action="store_true",
-        required=True,
-        help="nothing written (the only mode until the job builds candles from trades)",
-    )
-    trades_bench.add_argument("--rows", type=int, default=5_000_000)
-    trades_bench.add_argument("--windows", default="1s,1m,5m,1h")
-    trades_bench.add_argument("--per-batch", type=int, default=500_000, help="trades a micro-batch")
+    trades_mode = trades_bench.add_mutually_exclusive_group(required=True)
+    trades_mode.add_argument("--compute-only", action="store_true", help="nothing written")
+    trades_mode.add_argument("--live", action="store_true", help="the continuous job, 1 s trigger")
+    trades_bench.add_argument("--rows", type=int, default=5_000_000, help="--compute-only")
+    trades_bench.add_argument("--windows", default="1s,1m,5m,1h", help="--compute-only")
+    trades_bench.add_argument("--per-batch", type=int, default=500_000, help="--compute-only")
+    trades_bench.add_argument("--rate", type=int, default=50_000, help="--live: trades/s")
+    trades_bench.add_argument("--seconds", type=int, default=120, help="--live")
     trades_bench.set_defaults(handler=_bench_trades)
     stream_bench = bench_commands.add_parser(
         "stream",

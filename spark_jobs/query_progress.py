@@ -95,9 +95,15 @@ class ProgressTracker(StreamingQueryListener):
             self.last_progress_at = time.time()
             self._write_status()
         if progress.numInputRows:
+            # Where a batch's time went besides foreachBatch (addBatch): offsets, planning, logs.
+            parts = ", ".join(
+                f"{name} {ms}"
+                for name, ms in progress.durationMs.items()
+                if name != "triggerExecution"
+            )
             self.reporter.log.info(
                 f"{progress.name} batch {progress.batchId}: {progress.numInputRows} rows, "
-                f"{progress.processedRowsPerSecond or 0:.0f} rows/s, {duration_ms} ms"
+                f"{progress.processedRowsPerSecond or 0:.0f} rows/s, {duration_ms} ms ({parts})"
             )
 
     def onQueryIdle(self, event: Any) -> None:

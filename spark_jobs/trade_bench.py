@@ -1,14 +1,16 @@
 """`crypto-pipeline bench trades --compute-only`, the Spark side: the trades job without its
 sinks. The trades topic is read by a streaming query (available-now, the job's Kafka source and
-micro-batch cap), copies dropped in Spark's state and each micro-batch reduced to one-second
-partials on the executors (spark_jobs/trade_job.unique_partials), then merged on the driver into
-the state and every window length (spark_jobs/trade_windows.py). Nothing is written.
+micro-batch cap), shuffled by the series in the keys, each micro-batch reduced to one-second
+partials on the executors and copies dropped against the ids counted before
+(spark_jobs/trade_job.unique_partials), then merged on the driver into the state and every
+window length (spark_jobs/trade_windows.py). Nothing is written.
 Steady rate: the trades after the first micro-batch over the time from its end to the last one's
 end (the first batch carries the start-up)."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import pyarrow.compute as pc
@@ -20,7 +22,7 @@ from crypto_pipeline.windows import interval_ms
 from spark_jobs.interface.config import JobConfig
 from spark_jobs.open_windows import window_lengths
 from spark_jobs.session import build_spark_session, read_source
-from spark_jobs.trade_job import partials_and_dead, unique_partials
+from spark_jobs.trade_job import by_series, unique_partials
 from spark_jobs.trade_windows import TradeState, advance_trades
 
 
@@ -35,11 +37,12 @@ def bench_trades(job: JobConfig) -> dict[str, Any]:
     def on_batch(output: DataFrame, batch_id: int) -> None:
         nonlocal state
         started = time.monotonic()
-        partials, dead = partials_and_dead(output.toArrow())
+        now_ms = int(time.time() * 1000)
+        partials, dead, ids = unique_partials(output, job, state.ids, now_ms)
         merged = time.monotonic()
         trades = int(pc.sum(partials.column("trades")).as_py() or 0) + dead.num_rows
         step = advance_trades(
-            state, partials, lengths, delay_ms, horizon_ms, int(time.time() * 1000)
+            replace(state, ids=ids), partials, lengths, delay_ms, horizon_ms, now_ms
         )
         state = step.state
         batches.append((time.monotonic(), trades, len(step.windows)))
@@ -50,7 +53,7 @@ def bench_trades(job: JobConfig) -> dict[str, Any]:
 
     started = time.monotonic()
     query = (
-        unique_partials(read_source(spark, job), job)
+        by_series(read_source(spark, job))
         .writeStream.foreachBatch(on_batch)
         .option("checkpointLocation", job.checkpoint_dir)
         .trigger(availableNow=True)

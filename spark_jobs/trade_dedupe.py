@@ -1,53 +1,81 @@
-"""Copies of a trade dropped on the executors, per series, in Spark's state (issue 23).
+"""Copies of a trade dropped within the dedupe horizon, per series, against the ids it counted
+(issue 23). The executors do the work per trade; the driver keeps the ids and does work per
+series and batch.
 
-The checked trades are grouped by series (exchange, symbol) with `applyInPandasWithState`. A
-series' state holds the ids it counted within the dedupe horizon, each with when it was counted
-(processing time: when the batch was planned). Numeric ids are kept as intervals of consecutive
-ids counted in one batch: for an exchange's sequential ids, one per batch while the topic's
-partitions are read in step (a backlog read unevenly across partitions splits them, down to one
-per trade). Other ids (Bybit's UUIDs) are kept one by one, and the whole state of a series is
-read and written each batch, so its cost grows with the horizon's ids.
+- **Executors** (`task_partials_and_ids`). The records reach the tasks shuffled by the series in
+  their Kafka key (`exchange:SYMBOL:trade_id`), so a series' trades of a micro-batch are in one
+  task: they are checked (trade_seconds.checked_trades), their copies within the batch counted
+  once, reduced to one-second partials (trade_seconds.partials_of), and the series' ids sent
+  along as runs of consecutive numbers (an exchange's sequential ids: one run per series and
+  batch) and, for ids that are not numbers (Bybit's UUIDs), one by one.
+- **Driver** (`drop_counted`). Each series' ids counted within the horizon are kept in the job's
+  state (spark_jobs/trade_windows.TradeStateStore), each with when it was counted (processing
+  time: when the batch was planned). A series whose batch ids overlap none of them keeps its
+  partials as they are. Only a series with a copy from an earlier batch (a file replayed twice, a
+  feed's refill), or whose trades were in two tasks (a copy under another key), is read again
+  from the batch, its trades whose ids were counted dropped and its partials recomputed on the
+  driver. The key only places the work; what counts is the identity read from the message.
 
-The group's trades whose identity `exchange:SYMBOL:trade_id` is not in the state are reduced to
-one-second partials (trade_seconds.partials_of, which counts copies within them once) and their
-ids added. Ids older than the horizon are forgotten, and so is a series that got no trade for a
-horizon (Spark's processing-time timeout). The driver's `redelivered` rule
-(spark_jobs/trade_windows.py) uses the same clock, so a copy Spark no longer remembers is
-recorded for repair.
+Ids older than the horizon are forgotten. The driver's `redelivered` rule
+(spark_jobs/trade_windows.py) uses the same clock, so a copy no longer remembered is recorded for
+repair, never counted twice silently.
 
-Spark's `dropDuplicatesWithinWatermark` did the same per trade at about 20 us of core time per
-new key (bench/results.md): here a batch costs one call per series.
+Spark's `dropDuplicatesWithinWatermark` did this per trade at about 20 us of core time per new
+key, and `applyInPandasWithState` per series still cost more than half the job's time
+(bench/results.md); a shuffle by series costs little.
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from crypto_pipeline.formats import trade_message as message
-from spark_jobs.trade_seconds import CHECKED, NUMERIC_ID, partials_of
+from crypto_pipeline.formats.window_values import SERIES_SEPARATOR
+from spark_jobs.sorted_runs import run_bounds
+from spark_jobs.trade_seconds import NUMERIC_ID, OUTPUT, checked_trades, partials_of, spark_ddl
 
-# pyspark's own serializer pads each output with an all-null frame through `pd.concat`, which
-# pandas 2.3 warns about once per group in the workers' logs (imported there with this module).
-warnings.filterwarnings(
-    "ignore",
-    message="The behavior of DataFrame concatenation with empty or all-NA entries",
-    category=FutureWarning,
+INTERVAL = np.dtype([("low", np.int64), ("high", np.int64), ("seen_ms", np.int64)])
+# The executors' output: partials and dead letters (OUTPUT), and one row of kind "ids" per series
+# with its ids: runs [low, high] of numbers as int64 pairs, the other ids one per line.
+DEDUPED = pa.schema([*OUTPUT, ("id_runs", pa.binary()), ("id_texts", pa.string())])
+DEDUPED_DDL = spark_ddl(DEDUPED)
+# The ids of every series in the state file: a run of numbers (text null) or one other id.
+IDS_SCHEMA = pa.schema(
+    [
+        ("series", pa.string()),
+        ("low", pa.int64()),
+        ("high", pa.int64()),
+        ("text", pa.string()),
+        ("seen_ms", pa.int64()),
+    ]
 )
 
-# A series' state: intervals [low, high] of numeric ids and the other ids, each with the time it
-# was counted.
-STATE_DDL = "intervals BINARY, texts STRING, text_ms BINARY"
-INTERVAL = np.dtype([("low", np.int64), ("high", np.int64), ("seen_ms", np.int64)])
-# What the grouping hands over: the checked rows without their copy key (the state has the ids).
-GROUPED = pa.schema([field for field in CHECKED if field.name != "copy_key"])
+
+def split_ids(trade_ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Trade ids -> (which are numbers, their values where they are, every id as text)."""
+    numeric = pc.fill_null(pc.match_substring_regex(trade_ids, NUMERIC_ID), False).to_numpy(
+        zero_copy_only=False
+    )
+    numbers = np.zeros(len(numeric), np.int64)
+    numbers[numeric] = pc.cast(pc.filter(trade_ids, numeric), pa.int64()).to_numpy()
+    return numeric, numbers, np.asarray(trade_ids.to_numpy(zero_copy_only=False), dtype=object)
+
+
+def id_runs(numbers: np.ndarray) -> np.ndarray:
+    """Numbers -> the runs of consecutive distinct ones, as rows [low, high] (int64)."""
+    numbers = np.unique(numbers)
+    if not len(numbers):
+        return np.zeros((0, 2), np.int64)
+    breaks = np.flatnonzero(np.diff(numbers) != 1) + 1
+    return np.column_stack(
+        [numbers[np.r_[0, breaks]], numbers[np.r_[breaks - 1, len(numbers) - 1]]]
+    )
 
 
 @dataclass(frozen=True)
@@ -62,20 +90,6 @@ class CountedIds:
     def empty(cls) -> CountedIds:
         return cls(np.zeros(0, INTERVAL), np.zeros(0, dtype=object), np.zeros(0, np.int64))
 
-    @classmethod
-    def from_state(cls, row: tuple[Any, ...]) -> CountedIds:
-        intervals, texts, text_ms = row
-        times = np.frombuffer(text_ms, np.int64)
-        return cls(
-            np.frombuffer(intervals, INTERVAL),
-            np.array(texts.split("\n") if len(times) else [], dtype=object),
-            times,
-        )
-
-    def to_state(self) -> tuple[bytes, str, bytes]:
-        # Ids never hold a line end (candle_rules.TRADE_ID_PATTERN).
-        return self.intervals.tobytes(), "\n".join(self.texts), self.text_ms.tobytes()
-
     def counted(self, numbers: np.ndarray, texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Which numeric ids and which other ids are already counted."""
         lows, highs = self.intervals["low"], self.intervals["high"]
@@ -83,16 +97,19 @@ class CountedIds:
         inside = (at >= 0) & (numbers <= highs[np.maximum(at, 0)]) if len(lows) else at >= 0
         return inside, np.isin(texts, self.texts)
 
-    def adding(self, numbers: np.ndarray, texts: np.ndarray, now_ms: int) -> CountedIds:
-        """With new (uncounted) ids, counted at `now_ms`: each run of consecutive numbers one
-        interval."""
-        numbers = np.unique(numbers)
-        added = np.zeros(0, INTERVAL)
-        if len(numbers):
-            breaks = np.flatnonzero(np.diff(numbers) != 1) + 1
-            starts, ends = np.r_[0, breaks], np.r_[breaks - 1, len(numbers) - 1]
-            added = np.zeros(len(starts), INTERVAL)
-            added["low"], added["high"], added["seen_ms"] = numbers[starts], numbers[ends], now_ms
+    def overlaps(self, runs: np.ndarray, texts: np.ndarray) -> bool:
+        """Whether any id of these disjoint runs [low, high] or these other ids is counted."""
+        lows, highs = self.intervals["low"], self.intervals["high"]
+        # The counted interval starting last at or before a run's high is the only one that can
+        # overlap it without another overlapping it too (the intervals are disjoint).
+        at = np.searchsorted(lows, runs[:, 1], side="right") - 1
+        hit = (at >= 0) & (highs[np.maximum(at, 0)] >= runs[:, 0]) if len(lows) else at >= 0
+        return bool(hit.any() or np.isin(texts, self.texts).any())
+
+    def adding(self, runs: np.ndarray, texts: np.ndarray, now_ms: int) -> CountedIds:
+        """With new (uncounted) ids counted at `now_ms`: runs [low, high] and other ids."""
+        added = np.zeros(len(runs), INTERVAL)
+        added["low"], added["high"], added["seen_ms"] = runs[:, 0], runs[:, 1], now_ms
         intervals = np.concatenate([self.intervals, added])
         texts = np.unique(texts)
         return CountedIds(
@@ -111,6 +128,12 @@ class CountedIds:
             self.text_ms[recent],
         )
 
+    def __len__(self) -> int:
+        return len(self.intervals) + len(self.texts)
+
+
+IdsBySeries = dict[str, CountedIds]
+
 
 def uncounted(
     trades: pa.Table, ids: CountedIds, now_ms: int, horizon_ms: int
@@ -118,41 +141,139 @@ def uncounted(
     """One series' checked trades -> those whose id was not counted within the horizon, and the
     ids counted after them."""
     ids = ids.since(now_ms - horizon_ms)
-    trade_ids = trades.column(message.TRADE_ID)
-    numeric = pc.fill_null(pc.match_substring_regex(trade_ids, NUMERIC_ID), False).to_numpy(
-        zero_copy_only=False
-    )
-    numbers = np.zeros(len(numeric), np.int64)
-    numbers[numeric] = pc.cast(pc.filter(trade_ids, numeric), pa.int64()).to_numpy()
-    texts = trade_ids.to_numpy(zero_copy_only=False)
+    numeric, numbers, texts = split_ids(trades.column(message.TRADE_ID))
     known_numbers, known_texts = ids.counted(numbers[numeric], texts[~numeric])
     known = np.zeros(len(numeric), dtype=bool)
     known[numeric], known[~numeric] = known_numbers, known_texts
-    fresh = trades.filter(pa.array(~known))
     new_numbers, new_texts = numeric & ~known, ~numeric & ~known
-    return fresh, ids.adding(numbers[new_numbers], texts[new_texts], now_ms)
+    return trades.filter(pa.array(~known)), ids.adding(
+        id_runs(numbers[new_numbers]), texts[new_texts], now_ms
+    )
 
 
-def dedupe_and_reduce(horizon_ms: int) -> Any:
-    """applyInPandasWithState, grouped by (kind, exchange, symbol): a series' new trades ->
-    their partials (OUTPUT); the dead letters (kind "dead", no state) passed through."""
+def _series_keys(table: pa.Table) -> pa.Array:
+    return pc.binary_join_element_wise(
+        table.column("exchange"), table.column("symbol"), SERIES_SEPARATOR
+    ).combine_chunks()
 
-    def run(key: tuple[Any, ...], frames: Iterator[pd.DataFrame], state: Any) -> Iterator[Any]:
-        if state.hasTimedOut:
-            state.remove()
-            return
-        checked = pa.Table.from_pandas(
-            pd.concat(list(frames), ignore_index=True), GROUPED, preserve_index=False
+
+def drop_counted(
+    partials: pa.Table,
+    ids: pa.Table,
+    counted: Mapping[str, CountedIds],
+    now_ms: int,
+    horizon_ms: int,
+    trades_of: Callable[[list[str]], pa.Table],
+) -> tuple[pa.Table, IdsBySeries]:
+    """A batch's partials (PARTIAL_FIELDS) and its series' ids (`ids` rows of DEDUPED) -> the
+    partials without the trades counted within the horizon, and every series' ids counted after
+    them. `trades_of(series)`: the batch's checked trades (trade_seconds.CHECKED) of those
+    series, read again only for a series with an id counted before or in two tasks."""
+    before = {series: known.since(now_ms - horizon_ms) for series, known in counted.items()}
+    after, again = dict(before), set()
+    for series, run_bytes, text_lines in zip(
+        _series_keys(ids).to_pylist(),
+        ids.column("id_runs").to_pylist(),
+        ids.column("id_texts").to_pylist(),
+        strict=True,
+    ):
+        runs = np.frombuffer(run_bytes, np.int64).reshape(-1, 2)
+        texts = np.array(text_lines.split("\n") if text_lines else [], dtype=object)
+        known = after.get(series, CountedIds.empty())
+        if series in again or known.overlaps(runs, texts):
+            again.add(series)
+        else:
+            after[series] = known.adding(runs, texts, now_ms)
+    if again:
+        recounted = [partials.filter(pc.invert(pc.is_in(_series_keys(partials), pa.array(again))))]
+        trades = trades_of(sorted(again))
+        trade_series = _series_keys(trades)
+        for series in sorted(again):
+            fresh, after[series] = uncounted(
+                trades.filter(pc.equal(trade_series, series)),
+                before.get(series, CountedIds.empty()),
+                now_ms,
+                horizon_ms,
+            )
+            recounted.append(partials_of(fresh).select(partials.column_names).cast(partials.schema))
+        partials = pa.concat_tables(recounted)
+    return partials, {series: known for series, known in after.items() if len(known)}
+
+
+def ids_table(ids: Mapping[str, CountedIds]) -> pa.Table:
+    """Every series' counted ids as rows (IDS_SCHEMA), for the state file."""
+    known = list(ids.values())
+    runs = np.concatenate([np.zeros(0, INTERVAL), *(one.intervals for one in known)])
+    texts = np.concatenate([np.zeros(0, dtype=object), *(one.texts for one in known)])
+    is_text = np.r_[np.zeros(len(runs), bool), np.ones(len(texts), bool)]
+    series = [name for name, one in ids.items() for _ in range(len(one.intervals))]
+    series += [name for name, one in ids.items() for _ in range(len(one.texts))]
+    return pa.table(
+        {
+            "series": pa.array(series, pa.string()),
+            "low": pa.array(np.r_[runs["low"], np.zeros(len(texts), np.int64)], mask=is_text),
+            "high": pa.array(np.r_[runs["high"], np.zeros(len(texts), np.int64)], mask=is_text),
+            "text": pa.array(np.r_[np.full(len(runs), None), texts], pa.string()),
+            "seen_ms": np.r_[runs["seen_ms"], *(one.text_ms for one in known)].astype(np.int64),
+        },
+        IDS_SCHEMA,
+    )
+
+
+def ids_from_table(table: pa.Table) -> IdsBySeries:
+    """IDS_SCHEMA rows -> every series' counted ids."""
+    table = table.sort_by([("series", "ascending"), ("low", "ascending")])
+    names = table.column("series").to_numpy(zero_copy_only=False)
+    is_text = pc.is_valid(table.column("text")).to_numpy(zero_copy_only=False)
+    ids = {}
+    for start, end in zip(*run_bounds(names), strict=True):
+        rows = table.slice(start, end - start + 1)
+        text = is_text[start : end + 1]
+        runs = rows.filter(pa.array(~text))
+        intervals = np.zeros(runs.num_rows, INTERVAL)
+        for name in ("low", "high", "seen_ms"):
+            intervals[name] = runs.column(name).to_numpy()
+        others = rows.filter(pa.array(text))
+        ids[str(names[start])] = CountedIds(
+            intervals,
+            np.asarray(others.column("text").to_numpy(zero_copy_only=False), dtype=object),
+            others.column("seen_ms").to_numpy(),
         )
-        if key[0] != "trade":
-            yield partials_of(checked).to_pandas()
+    return ids
+
+
+def ids_rows(checked: pa.Table) -> pa.Table:
+    """A task's checked rows -> one row per series with its trades' ids (DEDUPED's id columns)."""
+    trades = checked.filter(pc.equal(checked.column("kind"), "trade"))
+    codes = _series_keys(trades).dictionary_encode().indices.to_numpy()
+    numeric, numbers, texts = split_ids(trades.column(message.TRADE_ID))
+    order = np.argsort(codes, kind="stable")
+    rows: dict[str, list[Any]] = {"exchange": [], "symbol": [], "id_runs": [], "id_texts": []}
+    if len(order):
+        for start, end in zip(*run_bounds(codes[order]), strict=True):
+            rows_of = order[start : end + 1]
+            first = int(rows_of[0])
+            rows["exchange"].append(trades.column("exchange")[first].as_py())
+            rows["symbol"].append(trades.column("symbol")[first].as_py())
+            rows["id_runs"].append(id_runs(numbers[rows_of[numeric[rows_of]]]).tobytes())
+            rows["id_texts"].append("\n".join(np.unique(texts[rows_of[~numeric[rows_of]]])))
+    count = len(rows["exchange"])
+    return pa.table({"kind": pa.array(["ids"] * count, pa.string()), **rows})
+
+
+def task_partials_and_ids(future_ms: int) -> Any:
+    """mapInArrow on the records shuffled by series (value, partition, offset, timestamp): a
+    task's partials, dead letters and each series' ids (DEDUPED)."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        tables = [batch for batch in batches if batch.num_rows]
+        if not tables:
             return
-        now_ms = state.getCurrentProcessingTimeMs()
-        counted = CountedIds.from_state(state.get) if state.exists else CountedIds.empty()
-        fresh, counted = uncounted(checked, counted, now_ms, horizon_ms)
-        state.update(counted.to_state())
-        state.setTimeoutDuration(horizon_ms)
-        if fresh.num_rows:
-            yield partials_of(fresh).to_pandas()
+        records = pa.Table.from_batches(tables).combine_chunks().to_batches()[0]
+        checked = checked_trades(records, future_ms)
+        output = pa.concat_tables(
+            [partials_of(checked), ids_rows(checked)], promote_options="default"
+        )
+        yield from output.select(DEDUPED.names).cast(DEDUPED).to_batches()
 
     return run

@@ -1,17 +1,19 @@
 """Candles from trades: the job's second query, on `<topic>.trades`, run by `--source trades`.
 
-The executors check the trades (spark_jobs/trade_seconds.py); grouped by series, each series'
-trades whose identity (`exchange:SYMBOL:trade_id`, read from the message) it counted within the
-dedupe horizon are dropped against its ids in Spark's state, and the rest reduced to one-second
-partials (spark_jobs/trade_dedupe.py); the driver merges them into its state and into every
-window they touch (spark_jobs/trade_windows.py). The windows go to both sinks apart from the
+The records are shuffled by the series in their key, so that each series' trades of a
+micro-batch are checked (spark_jobs/trade_seconds.py) and reduced in one task to one-second
+partials, copies within the batch counted once, with the series' ids
+(spark_jobs/trade_dedupe.py). The driver drops what each
+series counted within the dedupe horizon (by the identity `exchange:SYMBOL:trade_id`, read from
+the message) and merges the partials into its state and into every window they touch
+(spark_jobs/trade_windows.py). The windows go to both sinks apart from the
 kline-built ones (`<collection>_from_trades`, `<measurement>_from_trades`), with the dead letters
 of `<topic>.trades.dlq`, the late ledger and the batch metrics written as the candle job's
 (spark_jobs/batches.py).
 
 The horizon is processing time, so that no trade is ever dropped for being old: it runs on when
 the batch was planned, not on the trades' times (an event-time watermark would silently drop an
-older file's trades). The state is in RocksDB on the executors' disks.
+older file's trades). The query has no stateful Spark operator: the state is the driver's file.
 """
 
 from __future__ import annotations
@@ -20,17 +22,19 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
-from pyspark.sql.streaming.state import GroupStateTimeout
 
 from crypto_pipeline.formats import dead_letter
 from crypto_pipeline.formats.late_ledger import LATE
+from crypto_pipeline.formats.window_values import SERIES_SEPARATOR
 from crypto_pipeline.windows import interval_ms
 from spark_jobs.batches import (
     BatchTotals,
@@ -43,12 +47,13 @@ from spark_jobs.batches import (
 from spark_jobs.interface.config import JobConfig
 from spark_jobs.open_windows import window_lengths
 from spark_jobs.session import read_source, start_with_trigger
-from spark_jobs.trade_dedupe import GROUPED, STATE_DDL, dedupe_and_reduce
-from spark_jobs.trade_seconds import (
-    CHECKED_DDL,
-    OUTPUT_DDL,
-    task_checked_trades,
+from spark_jobs.trade_dedupe import (
+    DEDUPED_DDL,
+    IdsBySeries,
+    drop_counted,
+    task_partials_and_ids,
 )
+from spark_jobs.trade_seconds import CHECKED_DDL, task_checked_trades
 from spark_jobs.trade_windows import PARTIAL_NAMES, TradeStateStore, advance_trades
 
 log = logging.getLogger("spark_jobs")
@@ -63,29 +68,19 @@ def checked_records(records: DataFrame, config: JobConfig) -> DataFrame:
     )
 
 
-def unique_partials(records: DataFrame, config: JobConfig) -> DataFrame:
-    """The trades topic's records -> one-second partials and dead letters (trade_seconds.OUTPUT),
-    each trade once within the dedupe horizon (the ids each series counted, in Spark's state:
-    spark_jobs/trade_dedupe.py)."""
-    return (
-        checked_records(records, config)
-        .select(*GROUPED.names)
-        .groupBy("kind", "exchange", "symbol")
-        .applyInPandasWithState(
-            dedupe_and_reduce(interval_ms(config.dedupe_horizon)),
-            OUTPUT_DDL,
-            STATE_DDL,
-            "append",
-            GroupStateTimeout.ProcessingTimeTimeout,
-        )
-    )
+def by_series(records: DataFrame) -> DataFrame:
+    """The trades topic's records, shuffled by the series in their key (`exchange:SYMBOL:...`) so
+    that each series' trades of a micro-batch are in one task (trade_dedupe.drop_counted is exact
+    whatever the keys: it only costs more when they mislead)."""
+    series = F.substring_index(F.col("key").cast("string"), SERIES_SEPARATOR, 2)
+    return records.repartition(series).select("value", "partition", "offset", "timestamp")
 
 
 def start_trade_query(
     spark: SparkSession, config: JobConfig, checkpoint: Path, writer: TradeBatchWriter
 ) -> StreamingQuery:
     query = (
-        unique_partials(read_source(spark, config), config)
+        by_series(read_source(spark, config))
         .writeStream.queryName(TRADES_QUERY)
         .option("checkpointLocation", str(checkpoint / TRADES_QUERY))
         .foreachBatch(writer)
@@ -93,13 +88,29 @@ def start_trade_query(
     return start_with_trigger(query, config)
 
 
-def partials_and_dead(output: pa.Table) -> tuple[pa.Table, pa.Table]:
-    """A batch's output split into its partials (PARTIAL_FIELDS) and its dead-letter rows."""
+def unique_partials(
+    batch: DataFrame, config: JobConfig, counted: IdsBySeries, now_ms: int
+) -> tuple[pa.Table, pa.Table, IdsBySeries]:
+    """A micro-batch of `by_series` records -> its partials (PARTIAL_FIELDS) without the trades
+    its series counted within the horizon, its dead-letter rows, and the ids counted after it."""
+    task = task_partials_and_ids(config.future_tolerance_ms)
+    output = batch.mapInArrow(task, DEDUPED_DDL).toArrow()
     kind = output.column("kind")
-    return (
+
+    def trades_of(series: list[str]) -> pa.Table:
+        keys = F.concat_ws(SERIES_SEPARATOR, "exchange", "symbol")
+        checked = checked_records(batch, config)
+        return checked.where((F.col("kind") == "trade") & keys.isin(series)).toArrow()
+
+    partials, ids = drop_counted(
         output.filter(pc.equal(kind, "partial")).select(PARTIAL_NAMES),
-        output.filter(pc.equal(kind, "dead")),
+        output.filter(pc.equal(kind, "ids")),
+        counted,
+        now_ms,
+        interval_ms(config.dedupe_horizon),
+        trades_of,
     )
+    return partials, output.filter(pc.equal(kind, "dead")), ids
 
 
 class TradeBatchWriter:
@@ -124,14 +135,14 @@ class TradeBatchWriter:
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         config, totals = self.config, BatchTotals()
         started = time.monotonic()
-        output = batch.toArrow()  # the only Spark action of the batch
+        planned_ms = batch_time_ms(self.offsets_dir, batch_id)
+        state = self.store.load(batch_id)
+        partials, dead, ids = unique_partials(batch, config, state.ids, planned_ms)
         totals.seconds["compute"] = time.monotonic() - started
 
         started = time.monotonic()
-        planned_ms = batch_time_ms(self.offsets_dir, batch_id)
-        partials, dead = partials_and_dead(output)
         step = advance_trades(
-            self.store.load(batch_id),
+            replace(state, ids=ids),
             partials,
             self.lengths,
             interval_ms(config.watermark),

@@ -13,9 +13,9 @@ trade by (event time, trade id) with their times and ids so partials merge; high
 quote volume (price x quantity), trades, taker-buy and taker-sell volume. Trade ids order as
 numbers when they are numbers (by length, then text), in a fixed order otherwise (Bybit's UUIDs).
 
-Two stages, so that copies can be dropped between them (spark_jobs/trade_job.py): `checked_trades`
-(parse, rules; each valid trade with its identity `exchange:SYMBOL:trade_id`) and `partials_of`.
-Within one task, copies of a trade count once in the partials too.
+Two steps (spark_jobs/trade_dedupe.py runs both in one task and adds each series' ids):
+`checked_trades` (parse, rules; each valid trade with its identity `exchange:SYMBOL:trade_id`) and
+`partials_of`. Within one task, copies of a trade count once in the partials.
 
 A record that breaks a rule becomes a dead-letter row with its reason, as candles do; a block
 Arrow cannot parse whole is parsed line by line, so one bad record costs only its own line.
@@ -72,6 +72,7 @@ SPARK_TYPES = {
     pa.int64(): "BIGINT",
     pa.int32(): "INT",
     pa.float64(): "DOUBLE",
+    pa.binary(): "BINARY",
 }
 
 

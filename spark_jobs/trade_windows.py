@@ -15,17 +15,18 @@ Semantics (those of candles from candles, spark_jobs/open_windows.py, where they
   drops the seconds no open window holds;
 - a second in a closed window of the shortest length is late: recorded in the late ledger for a
   repair, and still counted in its windows that are open;
-- copies of a trade: the executors drop them within the dedupe horizon (processing time,
-  spark_jobs/trade_dedupe.py). A second that gets trades again more than the horizon after its
-  first ones may hold a copy Spark no longer knew: recorded in the ledger (`redelivered`), so
-  that its windows are recomputed, never silently doubled.
+- copies of a trade are dropped within the dedupe horizon (processing time, against the ids each
+  series counted, kept in this state: spark_jobs/trade_dedupe.py). A second that gets trades
+  again more than the horizon after its first ones may hold a copy no longer remembered:
+  recorded in the ledger (`redelivered`), so that its windows are recomputed, never silently
+  doubled.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ from crypto_pipeline.formats.late_ledger import LATE, REDELIVERED, LateEntry
 from crypto_pipeline.formats.window_values import INPUT_OFFSETS, SERIES_SEPARATOR
 from spark_jobs.open_windows import WindowLength
 from spark_jobs.state_store import StateFileError, write_durably
+from spark_jobs.trade_dedupe import IdsBySeries, ids_from_table, ids_table
 from spark_jobs.trade_seconds import PARTIAL_FIELDS, SECOND_MS, merge_partials
 
 PARTIAL_NAMES = [name for name, _ in PARTIAL_FIELDS]
@@ -49,6 +51,7 @@ Marks = dict[str, tuple[int, int]]  # series -> (watermark ms, newest trade ms)
 class TradeState:
     seconds: pd.DataFrame  # STATE_SCHEMA, one row per (exchange, symbol, second)
     marks: Marks
+    ids: IdsBySeries = field(default_factory=dict)  # counted within the dedupe horizon
 
     @classmethod
     def empty(cls) -> TradeState:
@@ -134,7 +137,7 @@ def advance_trades(
         arrived[_keys(arrived_series, arrived.second_ms).isin(forgotten)], REDELIVERED
     )
     return TradeStep(
-        TradeState(seconds[keep].reset_index(drop=True), marks),
+        replace(state, seconds=seconds[keep].reset_index(drop=True), marks=marks),
         pd.concat(windows, ignore_index=True),
         ledger,
     )
@@ -180,8 +183,10 @@ def window_rows(merged: pd.DataFrame, label: str, size_ms: int) -> pd.DataFrame:
 
 
 class TradeStateStore:
-    """The state after each batch, `<dir>/<batch id>.arrow` (the marks in its metadata): batch N
-    starts from the newest version below N, so a batch run again starts from the same state."""
+    """The state after each batch, `<dir>/<batch id>.arrow` (the marks in its metadata) and the
+    counted ids in `<batch id>.ids.arrow`, written first: a version exists once its seconds file
+    does. Batch N starts from the newest version below N, so a batch run again starts from the
+    same state."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -190,19 +195,29 @@ class TradeStateStore:
         names = [path.stem for path in self.directory.glob("*.arrow")]
         return sorted(int(name) for name in names if name.isdigit())
 
+    def _read(self, path: Path) -> pa.Table:
+        try:
+            with pa.memory_map(str(path)) as source:
+                return pa.ipc.open_file(source).read_all()
+        except (OSError, pa.ArrowInvalid) as error:
+            raise StateFileError(f"the state file {path} cannot be read ({error})") from None
+
     def load(self, batch_id: int) -> TradeState:
         earlier = [version for version in self._versions() if version < batch_id]
         if not earlier:
             return TradeState.empty()
         path = self.directory / f"{earlier[-1]}.arrow"
+        table = self._read(path)
         try:
-            with pa.memory_map(str(path)) as source:
-                table = pa.ipc.open_file(source).read_all()
             marks = json.loads((table.schema.metadata or {})[MARKS])
-        except (OSError, pa.ArrowInvalid, KeyError, ValueError) as error:
+        except (KeyError, ValueError) as error:
             raise StateFileError(f"the state file {path} cannot be read ({error})") from None
         seconds = table.replace_schema_metadata(None).to_pandas()
-        return TradeState(seconds, {name: (int(w), int(n)) for name, (w, n) in marks.items()})
+        return TradeState(
+            seconds,
+            {name: (int(w), int(n)) for name, (w, n) in marks.items()},
+            ids_from_table(self._read(path.with_suffix(".ids.arrow"))),
+        )
 
     def save(self, batch_id: int, state: TradeState) -> int:
         """Version `batch_id`, and the versions no later batch starts from removed; its bytes."""
@@ -210,8 +225,11 @@ class TradeStateStore:
         table = table.replace_schema_metadata({MARKS: json.dumps(state.marks).encode()})
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{batch_id}.arrow"
+        ids_path = path.with_suffix(".ids.arrow")
+        write_durably(ids_path, ids_table(state.ids))
         write_durably(path, table)
         for version in self._versions():
             if version < batch_id - 1:
                 (self.directory / f"{version}.arrow").unlink(missing_ok=True)
-        return path.stat().st_size
+                (self.directory / f"{version}.ids.arrow").unlink(missing_ok=True)
+        return path.stat().st_size + ids_path.stat().st_size

@@ -165,7 +165,7 @@ def latency_run(settings: Settings, rate: int, seconds: int) -> LatencyRun:
         process.wait(timeout=120)
     produced = _sent_messages(settings, topic)
     latencies = {sink: _latencies(timeline, produced) for sink, timeline in timelines.items()}
-    batch_ms, processed = _job_batches(log_path)
+    batch_ms, processed = job_batches(log_path)
     return LatencyRun(rate, seconds, len(produced), latencies, batch_ms, processed)
 
 
@@ -218,13 +218,13 @@ def _latencies(
     return latencies
 
 
-BATCH_LINE = re.compile(r"ohlcv batch \d+: (?P<rows>\d+) rows, [\d.]+ rows/s, (?P<ms>\d+) ms")
-
-
-def _job_batches(log_path: Path) -> tuple[list[int], int]:
-    """The duration of every batch that read rows and started after the first WARM_UP_S seconds
-    of batches, and the rows all batches read, from the job's log."""
-    matches = [BATCH_LINE.search(line) for line in log_path.read_text().splitlines()]
+def job_batches(log_path: Path, query: str = "ohlcv") -> tuple[list[int], int]:
+    """The duration of every batch of `query` that read rows and started after the first
+    WARM_UP_S seconds of batches, and the rows all batches read, from the job's log."""
+    line_of_batch = re.compile(
+        rf"{query} batch \d+: (?P<rows>\d+) rows, [\d.]+ rows/s, (?P<ms>\d+) ms"
+    )
+    matches = [line_of_batch.search(line) for line in log_path.read_text().splitlines()]
     batches = [m for m in matches if m]
     steady, elapsed_ms = [], 0
     for match in batches:

@@ -97,9 +97,11 @@ def bench_job(
     )
 
 
-def continuous_bench_job(settings: Settings, topic: str) -> tuple[JobConfig, Path]:
-    """The continuous job (1 s trigger, the default windows) on a new 3-partition benchmark
-    topic, and its work folder (checkpoint, heartbeat `status.json`, log)."""
+def continuous_bench_job(
+    settings: Settings, topic: str, **overrides: object
+) -> tuple[JobConfig, Path]:
+    """The continuous job (1 s trigger, the default windows unless overridden) on a new
+    3-partition benchmark topic, and its work folder (checkpoint, heartbeat `status.json`, log)."""
     ensure_topic(settings.kafka.bootstrap_servers, topic, partitions=3)
     work = settings.stack_dir / "bench" / topic
     work.mkdir(parents=True)
@@ -108,9 +110,12 @@ def continuous_bench_job(settings: Settings, topic: str) -> tuple[JobConfig, Pat
         topic,
         work / "checkpoint",
         topic,
-        trigger="1 second",
-        windows=DEFAULT_WINDOWS,
-        status_file=str(work / "status.json"),
+        **{
+            "trigger": "1 second",
+            "windows": DEFAULT_WINDOWS,
+            "status_file": str(work / "status.json"),
+            **overrides,
+        },
     )
     return job, work
 

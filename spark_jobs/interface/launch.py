@@ -8,13 +8,12 @@ import sys
 from pathlib import Path
 
 from crypto_pipeline.settings import LOOPBACK_HOSTS, REPO_ROOT
-from spark_jobs.interface.config import TRADES, JobConfig
+from spark_jobs.interface.config import JobConfig
 
 # Small-machine settings, chosen by measurement (docs/architecture.md): as many shuffle partitions
 # as cores, and enough driver heap for a micro-batch of DEFAULT_MAX_OFFSETS_PER_TRIGGER candles
 # (each batch's rows come to the driver).
 SHUFFLE_PARTITIONS = 2
-ROCKSDB = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
 DRIVER_MEMORY = "2g"
 
 
@@ -56,12 +55,6 @@ def spark_conf(job: JobConfig) -> dict[str, str]:
         # Rows per Arrow batch when a batch's windows come to the driver.
         "spark.sql.execution.arrow.maxRecordsPerBatch": "100000",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
-        # Trades: the ids each series counted (to drop copies) live on the executors' disks.
-        **(
-            {"spark.sql.streaming.stateStore.providerClass": ROCKSDB}
-            if job.source == TRADES
-            else {}
-        ),
     }
 
 

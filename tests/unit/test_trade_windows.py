@@ -124,7 +124,12 @@ def test_windows_over_many_batches_equal_the_resampling_and_quiet_minutes_have_n
     starts = set((btc_minutes.window_start_ms - T0) // 60_000)
     assert starts == set(range(20)) - {5, 6, 7, 12}  # no candle for a quiet minute
     assert not any(step.ledger for step in steps)
-    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["8.arrow", "9.arrow"]
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == [
+        "8.arrow",
+        "8.ids.arrow",
+        "9.arrow",
+        "9.ids.arrow",
+    ]
 
 
 def test_a_second_split_over_batches_merges() -> None:

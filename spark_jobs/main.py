@@ -59,6 +59,9 @@ OLD_LAYOUT = re.compile(r"^(ohlcv_\d+[mhd]|dead_letters)$")
 
 # How the state names a series (crypto_pipeline/formats/window_values.py), stamped on checkpoints.
 SERIES_KEYS = "exchange:symbol"
+# Where the trades job keeps the ids each series counted: its checkpoints before kept them in
+# Spark's state, which this job does not read.
+TRADE_IDS = "driver state"
 
 
 class CheckpointMismatch(RuntimeError):
@@ -85,7 +88,9 @@ def check_checkpoint(config: JobConfig) -> tuple[Path, str]:
     if root.is_dir() and any(OLD_LAYOUT.match(path.name) for path in root.iterdir()):
         raise CheckpointMismatch(f"{root} holds checkpoints of the previous layout; {reset}")
     stamp = root / "job.json"
-    shape = {"windows": list(config.windows), "watermark": config.watermark}
+    shape: dict[str, object] = {"windows": list(config.windows), "watermark": config.watermark}
+    if config.source == TRADES:
+        shape["trade_ids"] = TRADE_IDS
     written = json.loads(stamp.read_text()) if stamp.exists() else {}
     written_shape = {key: written[key] for key in shape if key in written}
     if written and written_shape != shape:

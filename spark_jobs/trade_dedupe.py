@@ -107,13 +107,24 @@ class CountedIds:
         return bool(hit.any() or np.isin(texts, self.texts).any())
 
     def adding(self, runs: np.ndarray, texts: np.ndarray, now_ms: int) -> CountedIds:
-        """With new (uncounted) ids counted at `now_ms`: runs [low, high] and other ids."""
+        """With new (uncounted) ids counted at `now_ms`: runs [low, high] and other ids.
+        Intervals that touch become one with the newer time, so an exchange's sequential ids
+        are one interval per series however the batches cut them: an id is then remembered as
+        long as its neighbours are, which only drops a copy for longer."""
         added = np.zeros(len(runs), INTERVAL)
         added["low"], added["high"], added["seen_ms"] = runs[:, 0], runs[:, 1], now_ms
         intervals = np.concatenate([self.intervals, added])
+        intervals = intervals[np.argsort(intervals["low"], kind="stable")]
+        if len(intervals):
+            first = np.flatnonzero(np.r_[True, intervals["low"][1:] != intervals["high"][:-1] + 1])
+            joined = np.zeros(len(first), INTERVAL)
+            joined["low"] = intervals["low"][first]
+            joined["high"] = np.maximum.reduceat(intervals["high"], first)
+            joined["seen_ms"] = np.maximum.reduceat(intervals["seen_ms"], first)
+            intervals = joined
         texts = np.unique(texts)
         return CountedIds(
-            intervals[np.argsort(intervals["low"], kind="stable")],
+            intervals,
             np.concatenate([self.texts, texts]),
             np.concatenate([self.text_ms, np.full(len(texts), now_ms, np.int64)]),
         )

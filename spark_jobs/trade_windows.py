@@ -1,5 +1,5 @@
 """Candles from trades, the driver's part: each micro-batch's one-second partials (computed on the
-executors by spark_jobs/trade_seconds.py from trades Spark has already deduplicated) merged into
+executors by spark_jobs/trade_seconds.py, copies dropped by spark_jobs/trade_dedupe.py) merged into
 the state of their series and into every window they touch. No Spark, no work per trade: the
 state and the work grow with the seconds that have trades.
 

@@ -73,37 +73,38 @@ class NewestTrades:
 class LiveTradesRun:
     rate: int
     seconds: int
-    sent: int
+    sent: dict[str, int]  # symbol -> trades sent
     sent_per_s: float
     latencies_ms: dict[str, tuple[np.ndarray, np.ndarray]]  # sink -> (latency, trades)
     batch_ms: list[int]
-    counted: dict[str, int]  # sink -> trades its 1m windows count
+    counted: dict[str, dict[str, int]]  # sink -> symbol -> trades its 1m windows count
 
     @property
     def kept_up(self) -> bool:
-        """Every trade counted once in both sinks, and batches no longer than the trigger on
-        average."""
+        """Each symbol's trades counted exactly in both sinks, every trade shown, and batches no
+        longer than the trigger on average."""
         if not self.batch_ms:
             return False
         mean_ms = sum(self.batch_ms) / len(self.batch_ms)
-        return all(n == self.sent for n in self.counted.values()) and mean_ms <= 1000
+        shown = all(np.isfinite(values).all() for values, _ in self.latencies_ms.values())
+        return shown and all(n == self.sent for n in self.counted.values()) and mean_ms <= 1000
 
 
 def latencies(
     ticks: np.ndarray, polls: list[tuple[int, dict[str, int]]], symbols: list[str]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per tick and symbol after the warm-up: the first poll showing a trade at least as new as
-    the tick's, minus the tick's time; weighed by the tick's trades of that symbol."""
-    poll_ms = np.array([at for at, _ in polls], dtype=np.int64)
+    the tick's, minus the tick's time (infinite if none did); weighed by the tick's trades of
+    that symbol. A poll's time is when it returned."""
+    poll_ms = np.array([at for at, _ in polls] + [0], dtype=np.int64)
     steady = ticks[:, 0] >= ticks[0, 0] + WARM_UP_S * 1000
     values, weights = [], []
     for column, symbol in enumerate(symbols, start=1):
         shown = np.maximum.accumulate(np.array([seen.get(symbol, -1) for _, seen in polls]))
         sent_ms, count = ticks[steady, 0], ticks[steady, column]
         first = np.searchsorted(shown, sent_ms, side="left")
-        visible = first < len(polls)
-        values.append(poll_ms[first[visible]] - sent_ms[visible])
-        weights.append(count[visible])
+        values.append(np.where(first < len(polls), poll_ms[first] - sent_ms, np.inf))
+        weights.append(count)
     return np.concatenate(values), np.concatenate(weights)
 
 
@@ -115,13 +116,25 @@ def weighted_percentile(values: np.ndarray, weights: np.ndarray, q: float) -> fl
     return float(values[order][np.searchsorted(cumulative, q * cumulative[-1])])
 
 
-def counted_trades(job: JobConfig) -> dict[str, int]:
-    """The trades each sink's 1m windows count."""
+def counted_trades(job: JobConfig) -> dict[str, dict[str, int]]:
+    """The trades each sink's 1m windows count, per symbol."""
     stored = {"mongo": read_mongo(job.mongo)[0], "influx": read_influx(job.influx)}
-    return {
-        sink: int(sum(values["trades"] for key, values in windows.items() if key[2] == "1m"))
-        for sink, windows in stored.items()
-    }
+    counted: dict[str, dict[str, int]] = {sink: {} for sink in stored}
+    for sink, windows in stored.items():
+        for (_, symbol, window, _), values in windows.items():
+            if window == "1m":
+                counted[sink][symbol] = counted[sink].get(symbol, 0) + int(values["trades"])
+    return counted
+
+
+def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def live_trades_run(settings: Settings, rate: int, seconds: int) -> LiveTradesRun:
@@ -133,11 +146,12 @@ def live_trades_run(settings: Settings, rate: int, seconds: int) -> LiveTradesRu
         process = subprocess.Popen(
             launch.driver_command(job), env=launch.process_environment(job), stdout=log, stderr=log
         )
-    newest = NewestTrades(job)
     polls: list[tuple[int, dict[str, dict[str, int]]]] = []
     producer: subprocess.Popen[bytes] | None = None
+    newest: NewestTrades | None = None
     try:
         wait_for_start(process, work)
+        newest = NewestTrades(job)
         say(f"[bench] {rate:,} trades/s for {seconds} s into {job.kafka.topic}; polling both sinks")
         producer = subprocess.Popen(
             [
@@ -147,48 +161,61 @@ def live_trades_run(settings: Settings, rate: int, seconds: int) -> LiveTradesRu
                 *["--seconds", str(seconds), "--sent", str(sent_path)],
             ]
         )
-        deadline, reported = time.time() + seconds + 120, time.time()
+        deadline, reported, started = time.time() + seconds + 120, time.time(), time.time()
         while time.time() < deadline:
+            seen = newest.poll(int(time.time() * 1000))
             now_ms = int(time.time() * 1000)
-            polls.append((now_ms, newest.poll(now_ms)))
+            polls.append((now_ms, seen))
             if process.poll() is not None:
                 raise SystemExit(f"bench trades: the job exited; see {log_path}")
             if producer.poll() is not None:
                 if producer.returncode:
-                    raise SystemExit(
-                        f"bench trades: the producer failed (exit {producer.returncode})"
-                    )
-                last = np.load(sent_path)[-1, 0]
-                if all(min(seen.values(), default=-1) >= last for seen in polls[-1][1].values()):
+                    raise SystemExit(f"bench trades: the producer failed ({producer.returncode})")
+                ticks = np.load(sent_path)
+                # Each symbol's newest trade sent, shown in both sinks.
+                newest_sent = {
+                    symbol: ticks[ticks[:, column] > 0, 0].max()
+                    for column, symbol in enumerate(BENCH_SYMBOLS, start=1)
+                }
+                if all(
+                    shown.get(s, -1) >= ms
+                    for shown in seen.values()
+                    for s, ms in newest_sent.items()
+                ):
                     break
             if time.time() - reported >= 10:
                 reported = time.time()
                 behind = {
-                    sink: f"{(now_ms - min(seen.values(), default=polls[0][0])) / 1000:.1f} s"
-                    for sink, seen in polls[-1][1].items()
+                    sink: f"{(now_ms - min(shown.values(), default=polls[0][0])) / 1000:.1f} s"
+                    for sink, shown in seen.items()
                 }
-                say(f"[bench] {(now_ms - polls[0][0]) / 1000:.0f} s: newest trade behind {behind}")
+                say(f"[bench] {time.time() - started:.0f} s: newest trade behind {behind}")
             time.sleep(POLL_S)
+        ticks = np.load(sent_path)
+        sent = dict(zip(BENCH_SYMBOLS, ticks[:, 1:].sum(axis=0).tolist(), strict=True))
+        counted = counted_trades(job)
+        # A trade of a partition read behind may still come: a few seconds more, not forever.
+        for _ in range(10):
+            if all(per_symbol == sent for per_symbol in counted.values()):
+                break
+            time.sleep(1)
+            counted = counted_trades(job)
     finally:
-        if producer is not None and producer.poll() is None:
-            producer.terminate()
-            producer.wait()
-        newest.close()
-        process.terminate()
-        process.wait(timeout=120)
-    ticks = np.load(sent_path)
-    sent = int(ticks[:, 1:].sum())
+        _stop(producer)
+        if newest is not None:
+            newest.close()
+        _stop(process)
     return LiveTradesRun(
         rate,
         seconds,
         sent,
-        sent / ((ticks[-1, 0] - ticks[0, 0]) / 1000),
+        sum(sent.values()) / ((ticks[-1, 0] - ticks[0, 0]) / 1000),
         {
             sink: latencies(ticks, [(at, seen[sink]) for at, seen in polls], BENCH_SYMBOLS)
             for sink in SINKS
         },
         job_batches(log_path, "trades")[0],
-        counted_trades(job),
+        counted,
     )
 
 
@@ -207,6 +234,7 @@ def bench_live_trades(settings: Settings, rate: int, seconds: int) -> None:
         say(
             f"| {datetime.now(tz=UTC):%Y-%m-%d} | {machine_description()} | {run.rate:,} "
             f"| {run.sent_per_s:,.0f} | {run.seconds} | {sink} "
-            f"| {run.counted[sink]:,} / {run.sent:,} | {shown} | {batches} "
+            f"| {sum(run.counted[sink].values()):,} / {sum(run.sent.values()):,} | {shown} "
+            f"| {batches} "
             f"| {'yes' if run.kept_up else 'no'} |"
         )

@@ -36,11 +36,15 @@ def test_a_formatted_trade_is_the_live_feeds_message() -> None:
 
 
 def test_latencies_are_weighed_by_the_trades_of_each_tick() -> None:
-    """Two ticks after the warm-up: 3 trades shown 500 ms after they were sent, 1 after 2 s."""
+    """Three ticks after the warm-up: 3 trades shown 500 ms after they were sent, 1 after 2 s,
+    and 1 never: its latency is infinite, not left out."""
     sent_at = T0 + 60_000
-    ticks = np.array([[T0, 1], [sent_at, 3], [sent_at + 100, 1]], dtype=np.int64)
+    ticks = np.array(
+        [[T0, 1], [sent_at, 3], [sent_at + 100, 1], [sent_at + 200, 1]], dtype=np.int64
+    )
     polls = [(sent_at + 500, {"X": sent_at}), (sent_at + 2_100, {"X": sent_at + 100})]
     values, weights = latencies(ticks, polls, ["X"])
-    assert values.tolist() == [500, 2_000] and weights.tolist() == [3, 1]
+    assert values.tolist() == [500, 2_000, np.inf] and weights.tolist() == [3, 1, 1]
     assert weighted_percentile(values, weights, 0.5) == 500
-    assert weighted_percentile(values, weights, 0.99) == 2_000
+    assert weighted_percentile(values, weights, 0.7) == 2_000
+    assert weighted_percentile(values, weights, 0.99) == np.inf

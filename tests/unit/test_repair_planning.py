@@ -25,7 +25,7 @@ from spark_jobs.backfill import (
     widened,
     windows_in_scope,
 )
-from spark_jobs.interface.config import JobConfig
+from spark_jobs.interface.config import TRADES, JobConfig
 from spark_jobs.main import CheckpointMismatch, check_checkpoint, lock_checkpoint
 from spark_jobs.open_windows import WindowLength
 
@@ -151,6 +151,22 @@ def test_a_checkpoint_has_an_id_and_its_mismatch_says_what_a_reset_really_does(
     # rewritten at the retention boundary.
     assert "idempotent" not in message
     assert "no window is overwritten with one computed from less input" in message
+
+
+def test_a_trades_checkpoint_whose_ids_were_in_sparks_state_is_refused(tmp_path: Path) -> None:
+    """The trades job kept the ids each series counted in Spark's state before; this job keeps
+    them in its own state, so an older checkpoint would forget every id: refused, with the
+    reset's advice."""
+    older = tmp_path / "ckpt"
+    older.mkdir()
+    (older / "job.json").write_text(
+        '{"windows": ["1s", "1m"], "watermark": "30 seconds", "series": "exchange:symbol"}'
+    )
+    trades = job(older, source=TRADES, windows=("1s", "1m"), watermark="30 seconds")
+    with pytest.raises(CheckpointMismatch, match="no window is overwritten"):
+        check_checkpoint(trades)
+    fresh = dataclasses.replace(trades, checkpoint_dir=str(tmp_path / "fresh"))
+    assert check_checkpoint(fresh) == check_checkpoint(fresh)
 
 
 def test_a_second_driver_on_the_same_checkpoint_is_refused(tmp_path: Path) -> None:

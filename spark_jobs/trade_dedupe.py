@@ -27,7 +27,7 @@ key, and `applyInPandasWithState` per series still cost more than half the job's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +38,14 @@ import pyarrow.compute as pc
 from crypto_pipeline.formats import trade_message as message
 from crypto_pipeline.formats.window_values import SERIES_SEPARATOR
 from spark_jobs.sorted_runs import run_bounds
-from spark_jobs.trade_seconds import NUMERIC_ID, OUTPUT, checked_trades, partials_of, spark_ddl
+from spark_jobs.trade_seconds import (
+    NUMERIC_ID,
+    OUTPUT,
+    checked_trades,
+    partials_of,
+    per_task,
+    spark_ddl,
+)
 
 INTERVAL = np.dtype([("low", np.int64), ("high", np.int64), ("seen_ms", np.int64)])
 # The executors' output: partials and dead letters (OUTPUT), and one row of kind "ids" per series
@@ -276,15 +283,11 @@ def task_partials_and_ids(future_ms: int) -> Any:
     """mapInArrow on the records shuffled by series (value, partition, offset, timestamp): a
     task's partials, dead letters and each series' ids (DEDUPED)."""
 
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        tables = [batch for batch in batches if batch.num_rows]
-        if not tables:
-            return
-        records = pa.Table.from_batches(tables).combine_chunks().to_batches()[0]
-        checked = checked_trades(records, future_ms)
+    def step(records: pa.Table) -> pa.Table:
+        checked = checked_trades(records.to_batches()[0], future_ms)
         output = pa.concat_tables(
             [partials_of(checked), ids_rows(checked)], promote_options="default"
         )
-        yield from output.select(DEDUPED.names).cast(DEDUPED).to_batches()
+        return output.select(DEDUPED.names).cast(DEDUPED)
 
-    return run
+    return per_task(step)

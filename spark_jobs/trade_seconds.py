@@ -209,7 +209,7 @@ def _partials(trades: pa.Table) -> pa.Table:
     )
 
 
-def _per_task(step: Any) -> Any:
+def per_task(step: Any) -> Any:
     """`step` (one Arrow table in, one out) as the function Spark's mapInArrow runs per task."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -222,17 +222,17 @@ def _per_task(step: Any) -> Any:
 
 def task_checked_trades(future_ms: int) -> Any:
     """mapInArrow: the trades topic's records -> CHECKED."""
-    return _per_task(lambda table: checked_trades(table.to_batches()[0], future_ms))
+    return per_task(lambda table: checked_trades(table.to_batches()[0], future_ms))
 
 
 def task_partials_of() -> Any:
     """mapInArrow: CHECKED rows (copies dropped in between) -> OUTPUT."""
-    return _per_task(partials_of)
+    return per_task(partials_of)
 
 
 def task_partials(future_ms: int) -> Any:
     """mapInArrow: the trades topic's records -> OUTPUT, copies within a task once."""
-    return _per_task(lambda table: second_partials(table.to_batches()[0], future_ms))
+    return per_task(lambda table: second_partials(table.to_batches()[0], future_ms))
 
 
 def merge_partials(partials: pa.Table, window_ms: int) -> pa.Table:

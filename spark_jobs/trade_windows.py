@@ -230,6 +230,8 @@ class TradeStateStore:
         write_durably(path, table)
         for version in self._versions():
             if version < batch_id - 1:
-                (self.directory / f"{version}.arrow").unlink(missing_ok=True)
+                # The ids first: a version left without them is never loaded again (a newer one
+                # is there), and is removed next time.
                 (self.directory / f"{version}.ids.arrow").unlink(missing_ok=True)
+                (self.directory / f"{version}.arrow").unlink(missing_ok=True)
         return path.stat().st_size + ids_path.stat().st_size

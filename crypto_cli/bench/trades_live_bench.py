@@ -20,7 +20,7 @@ from crypto_cli.bench.latency_bench import WARM_UP_S, job_batches, percentile
 from crypto_cli.bench.paced_trades import BENCH_EXCHANGE
 from crypto_cli.bench.workloads import continuous_bench_job, wait_for_start
 from crypto_pipeline.benchmarking import BENCH_SYMBOLS, machine_description
-from crypto_pipeline.clients import ensure_topic, influx_client, mongo_client
+from crypto_pipeline.clients import influx_client, mongo_client
 from crypto_pipeline.console import say
 from crypto_pipeline.formats.window_values import window_id
 from crypto_pipeline.readback import flux_string, read_influx, read_mongo
@@ -140,7 +140,6 @@ def _stop(process: subprocess.Popen[bytes] | None) -> None:
 def live_trades_run(settings: Settings, rate: int, seconds: int) -> LiveTradesRun:
     topic = f"bench.trades-live.{rate}.{int(time.time())}"
     job, work = continuous_bench_job(settings, topic, source=TRADES, windows=split_names(WINDOWS))
-    ensure_topic(settings.kafka.bootstrap_servers, job.kafka.topic, partitions=3)
     log_path, sent_path = work / "job.log", work / "sent.npy"
     with log_path.open("w") as log:
         process = subprocess.Popen(

@@ -101,8 +101,8 @@ def continuous_bench_job(
     settings: Settings, topic: str, **overrides: object
 ) -> tuple[JobConfig, Path]:
     """The continuous job (1 s trigger, the default windows unless overridden) on a new
-    3-partition benchmark topic, and its work folder (checkpoint, heartbeat `status.json`, log)."""
-    ensure_topic(settings.kafka.bootstrap_servers, topic, partitions=3)
+    3-partition benchmark topic (the trades job: its trades topic), and its work folder
+    (checkpoint, heartbeat `status.json`, log)."""
     work = settings.stack_dir / "bench" / topic
     work.mkdir(parents=True)
     job = bench_job(
@@ -117,6 +117,7 @@ def continuous_bench_job(
             **overrides,
         },
     )
+    ensure_topic(settings.kafka.bootstrap_servers, job.kafka.topic, partitions=3)
     return job, work
 
 

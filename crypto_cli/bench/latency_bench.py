@@ -31,7 +31,20 @@ from spark_jobs.interface import launch
 from spark_jobs.interface.config import JobConfig
 
 
-class SinkPoller:
+class SinkClients:
+    """A benchmark's clients of the job's two sinks, open while it polls them."""
+
+    def __init__(self, job: JobConfig) -> None:
+        self.job = job
+        self.mongo = mongo_client(job.mongo.uri)
+        self.influx = influx_client(job.influx)
+
+    def close(self) -> None:
+        self.mongo.close()
+        self.influx.close()
+
+
+class SinkPoller(SinkClients):
     """How far each sink has got per symbol (the newest event its windows show), without loading
     either: it follows the 4h windows (few documents cover much event time) from where it last
     saw each symbol, MongoDB documents looked up by `_id`, InfluxDB over that bounded range."""
@@ -39,15 +52,9 @@ class SinkPoller:
     WINDOW, AHEAD = "4h", 30
 
     def __init__(self, job: JobConfig, first_events: dict[str, int]) -> None:
-        self.job = job
+        super().__init__(job)
         self.size_ms = window_ms(self.WINDOW)
         self.seen = {sink: {s: e - 1 for s, e in first_events.items()} for sink in SINKS}
-        self.mongo = mongo_client(job.mongo.uri)
-        self.influx = influx_client(job.influx)
-
-    def close(self) -> None:
-        self.mongo.close()
-        self.influx.close()
 
     def _start(self, event_ms: int) -> int:
         return event_ms - event_ms % self.size_ms

@@ -13,12 +13,12 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from crypto_cli.bench.latency_bench import WARM_UP_S, percentile
+from crypto_cli.bench.latency_bench import WARM_UP_S, SinkClients, percentile
 from crypto_cli.bench.live_bench import bench_symbols
 from crypto_cli.bench.workloads import continuous_bench_job, wait_for_start
 from crypto_cli.live_command import SimulatorProcess, start_feed_process
 from crypto_pipeline.benchmarking import machine_description
-from crypto_pipeline.clients import influx_client, mongo_client, read_records
+from crypto_pipeline.clients import read_records
 from crypto_pipeline.console import say
 from crypto_pipeline.formats import candle_message
 from crypto_pipeline.formats.window_values import epoch_ms
@@ -26,7 +26,6 @@ from crypto_pipeline.readback import flux_string
 from crypto_pipeline.settings import Settings
 from crypto_pipeline.windows import window_ms
 from spark_jobs.interface import launch
-from spark_jobs.interface.config import JobConfig
 
 WINDOW = "5m"
 EXCHANGE = "binance"
@@ -36,17 +35,8 @@ POLL_S = 0.5
 Shown = dict[str, tuple[int, float]]
 
 
-class SinkCloses:
+class SinkCloses(SinkClients):
     """The close of each symbol's newest 5m window in both sinks, one query per sink."""
-
-    def __init__(self, job: JobConfig) -> None:
-        self.job = job
-        self.mongo = mongo_client(job.mongo.uri)
-        self.influx = influx_client(job.influx)
-
-    def close(self) -> None:
-        self.mongo.close()
-        self.influx.close()
 
     def poll(self) -> dict[str, Shown]:
         since = datetime.now(tz=UTC) - timedelta(minutes=10)

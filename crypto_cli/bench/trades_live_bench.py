@@ -16,11 +16,10 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from crypto_cli.bench.latency_bench import WARM_UP_S, job_batches, percentile
+from crypto_cli.bench.latency_bench import WARM_UP_S, SinkClients, job_batches, percentile
 from crypto_cli.bench.paced_trades import BENCH_EXCHANGE
 from crypto_cli.bench.workloads import continuous_bench_job, wait_for_start
 from crypto_pipeline.benchmarking import BENCH_SYMBOLS, machine_description
-from crypto_pipeline.clients import influx_client, mongo_client
 from crypto_pipeline.console import say
 from crypto_pipeline.formats.window_values import window_id
 from crypto_pipeline.readback import flux_string, read_influx, read_mongo
@@ -34,18 +33,9 @@ POLL_S = 0.2
 SINKS = ("mongo", "influx")
 
 
-class NewestTrades:
+class NewestTrades(SinkClients):
     """The newest trade each sink shows per symbol, from the 1m windows: MongoDB documents
     looked up by `_id` (the current minute and the one before), InfluxDB over the last minutes."""
-
-    def __init__(self, job: JobConfig) -> None:
-        self.job = job
-        self.mongo = mongo_client(job.mongo.uri)
-        self.influx = influx_client(job.influx)
-
-    def close(self) -> None:
-        self.mongo.close()
-        self.influx.close()
 
     def poll(self, now_ms: int) -> dict[str, dict[str, int]]:
         collection = self.mongo[self.job.mongo.database][self.job.mongo.collection]

@@ -41,14 +41,16 @@ def build_spark_session(job: JobConfig, app_name: str) -> SparkSession:
     return builder.getOrCreate()
 
 
-def read_source(spark: SparkSession, config: JobConfig) -> DataFrame:
+def read_source(spark: SparkSession, config: JobConfig, tasks_per_core: int = 2) -> DataFrame:
     """The stream's records: from `--starting-offsets` on a new checkpoint, at most
-    `--max-offsets-per-trigger` a micro-batch."""
+    `--max-offsets-per-trigger` a micro-batch, in at least `tasks_per_core` tasks per core (Kafka
+    partitions split if there are fewer). Measured per job (bench/results.md): the candle job ran
+    faster with a topic's 3 partitions split into 4 tasks (uneven partitions), the trades job
+    faster unsplit."""
     reader = (
         kafka_source(spark.readStream, config)
         .option("startingOffsets", config.starting_offsets)
-        # Large partitions split into tasks for every core (a topic's partitions are uneven).
-        .option("minPartitions", str(spark.sparkContext.defaultParallelism * 2))
+        .option("minPartitions", str(spark.sparkContext.defaultParallelism * tasks_per_core))
     )
     if config.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(config.max_offsets_per_trigger))

@@ -1,6 +1,6 @@
 """`crypto-pipeline bench trades --compute-only`, the Spark side: the trades job without its
 sinks. The trades topic is read by a streaming query (available-now, the job's Kafka source and
-micro-batch cap), shuffled by the series in the keys, each micro-batch reduced to one-second
+micro-batch cap), each micro-batch reduced to one-second
 partials on the executors and copies dropped against the ids counted before
 (spark_jobs/trade_job.unique_partials), then merged on the driver into the state and every
 window length (spark_jobs/trade_windows.py). Nothing is written.
@@ -22,7 +22,7 @@ from crypto_pipeline.windows import interval_ms
 from spark_jobs.interface.config import JobConfig
 from spark_jobs.open_windows import window_lengths
 from spark_jobs.session import build_spark_session, read_source
-from spark_jobs.trade_job import by_series, unique_partials
+from spark_jobs.trade_job import TASKS_PER_CORE, unique_partials
 from spark_jobs.trade_windows import TradeState, advance_trades
 
 
@@ -53,7 +53,7 @@ def bench_trades(job: JobConfig) -> dict[str, Any]:
 
     started = time.monotonic()
     query = (
-        by_series(read_source(spark, job))
+        read_source(spark, job, TASKS_PER_CORE)
         .writeStream.foreachBatch(on_batch)
         .option("checkpointLocation", job.checkpoint_dir)
         .trigger(availableNow=True)

@@ -2,19 +2,22 @@
 (issue 23). The executors do the work per trade; the driver keeps the ids and does work per
 series and batch.
 
-- **Executors** (`task_partials_and_ids`). The records reach the tasks shuffled by the series in
-  their Kafka key (`exchange:SYMBOL:trade_id`), so a series' trades of a micro-batch are in one
-  task: they are checked (trade_seconds.checked_trades), their copies within the batch counted
-  once, reduced to one-second partials (trade_seconds.partials_of), and the series' ids sent
-  along as runs of consecutive numbers (an exchange's sequential ids: one run per series and
-  batch) and, for ids that are not numbers (Bybit's UUIDs), one by one.
+- **Executors** (`task_partials_and_ids`). Each task reads a range of one Kafka partition, so a
+  series' trades of a micro-batch are spread over the tasks (by the hash of their key
+  `exchange:SYMBOL:trade_id`). A task checks them (trade_seconds.checked_trades), counts copies
+  within the task once (a copy under the same key is in the same partition), reduces them to
+  one-second partials per series (trade_seconds.partials_of), and sends each series' ids along:
+  runs of consecutive numbers (an exchange's sequential ids) and, for ids that are not numbers
+  (Bybit's UUIDs), one by one.
 - **Driver** (`drop_counted`). Each series' ids counted within the horizon are kept in the job's
   state (spark_jobs/trade_windows.TradeStateStore), each with when it was counted (processing
-  time: when the batch was planned). A series whose batch ids overlap none of them keeps its
-  partials as they are. Only a series with a copy from an earlier batch (a file replayed twice, a
-  feed's refill), or whose trades were in two tasks (a copy under another key), is read again
-  from the batch, its trades whose ids were counted dropped and its partials recomputed on the
-  driver. The key only places the work; what counts is the identity read from the message.
+  time: when the batch was planned). Each task's ids of a series are compared with those and with
+  the ids of the tasks before it in the batch. A series whose ids overlap none keeps its
+  partials as they are (the driver merges the partials of every task). Only a series with a copy
+  from an earlier batch (a file replayed twice, a feed's refill), or in two tasks (a copy under
+  another key, a partition split between tasks), is read again from the batch, its trades whose
+  ids were counted dropped and its partials recomputed on the driver. The key only places the
+  work; what counts is the identity read from the message.
 
 Ids older than the horizon are forgotten. The driver's `redelivered` rule
 (spark_jobs/trade_windows.py) uses the same clock, so a copy no longer remembered is recorded for
@@ -22,7 +25,8 @@ repair, never counted twice silently.
 
 Spark's `dropDuplicatesWithinWatermark` did this per trade at about 20 us of core time per new
 key, and `applyInPandasWithState` per series still cost more than half the job's time
-(bench/results.md); a shuffle by series costs little.
+(bench/results.md). A shuffle by series, so that each series was in one task, cost 12-15 % of
+the rate.
 """
 
 from __future__ import annotations
@@ -280,7 +284,7 @@ def ids_rows(checked: pa.Table) -> pa.Table:
 
 
 def task_partials_and_ids(future_ms: int) -> Any:
-    """mapInArrow on the records shuffled by series (value, partition, offset, timestamp): a
+    """mapInArrow on the trades topic's records (value, partition, offset, timestamp): a
     task's partials, dead letters and each series' ids (DEDUPED)."""
 
     def step(records: pa.Table) -> pa.Table:

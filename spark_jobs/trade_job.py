@@ -1,11 +1,10 @@
 """Candles from trades: the job's second query, on `<topic>.trades`, run by `--source trades`.
 
-The records are shuffled by the series in their key, so that each series' trades of a
-micro-batch are checked (spark_jobs/trade_seconds.py) and reduced in one task to one-second
-partials, copies within the batch counted once, with the series' ids
-(spark_jobs/trade_dedupe.py). The driver drops what each
-series counted within the dedupe horizon (by the identity `exchange:SYMBOL:trade_id`, read from
-the message) and merges the partials into its state and into every window they touch
+Each task of a micro-batch checks its Kafka records' trades (spark_jobs/trade_seconds.py) and
+reduces them to one-second partials per series, copies within the task counted once, with each
+series' ids (spark_jobs/trade_dedupe.py). The driver drops what each series counted within the
+dedupe horizon or in another task (by the identity `exchange:SYMBOL:trade_id`, read from the
+message) and merges the partials of every task into its state and into every window they touch
 (spark_jobs/trade_windows.py). The windows go to both sinks apart from the
 kline-built ones (`<collection>_from_trades`, `<measurement>_from_trades`), with the dead letters
 of `<topic>.trades.dlq`, the late ledger and the batch metrics written as the candle job's
@@ -13,7 +12,9 @@ of `<topic>.trades.dlq`, the late ledger and the batch metrics written as the ca
 
 The horizon is processing time, so that no trade is ever dropped for being old: it runs on when
 the batch was planned, not on the trades' times (an event-time watermark would silently drop an
-older file's trades). The query has no stateful Spark operator: the state is the driver's file.
+older file's trades). The query has no stateful Spark operator and no shuffle: the state is the
+driver's file. A shuffle by series before the Python stage measured 12-15 % slower
+(bench/results.md).
 """
 
 from __future__ import annotations
@@ -60,29 +61,25 @@ log = logging.getLogger("spark_jobs")
 TRADES_QUERY = "trades"
 
 
+RECORD_COLUMNS = ("value", "partition", "offset", "timestamp")
+# A Kafka partition split between tasks measured slower here: 145,000-152,000 trades/s unsplit
+# against 118,000-128,000 split (bench/results.md).
+TASKS_PER_CORE = 1
+
+
 def checked_records(records: DataFrame, config: JobConfig) -> DataFrame:
     """The trades topic's records (Spark's Kafka source) -> valid trades and dead letters
     (trade_seconds.CHECKED), each with the key its copies share."""
-    return records.select("value", "partition", "offset", "timestamp").mapInArrow(
+    return records.select(*RECORD_COLUMNS).mapInArrow(
         task_checked_trades(config.future_tolerance_ms), CHECKED_DDL
     )
-
-
-def by_series(records: DataFrame) -> DataFrame:
-    """The trades topic's records, shuffled by the series in their key (`exchange:SYMBOL:...`) so
-    that each series' trades of a micro-batch are in one task (trade_dedupe.drop_counted is exact
-    whatever the keys: it only costs more when they mislead). Measured against shuffling by
-    series and the 100 ms the records were produced in, which spreads a few series' trades over
-    every task: 116,819 against 105,724 trades/s (bench/results.md)."""
-    series = F.substring_index(F.col("key").cast("string"), SERIES_SEPARATOR, 2)
-    return records.repartition(series).select("value", "partition", "offset", "timestamp")
 
 
 def start_trade_query(
     spark: SparkSession, config: JobConfig, checkpoint: Path, writer: TradeBatchWriter
 ) -> StreamingQuery:
     query = (
-        by_series(read_source(spark, config))
+        read_source(spark, config, TASKS_PER_CORE)
         .writeStream.queryName(TRADES_QUERY)
         .option("checkpointLocation", str(checkpoint / TRADES_QUERY))
         .foreachBatch(writer)
@@ -93,10 +90,11 @@ def start_trade_query(
 def unique_partials(
     batch: DataFrame, config: JobConfig, counted: IdsBySeries, now_ms: int
 ) -> tuple[pa.Table, pa.Table, IdsBySeries]:
-    """A micro-batch of `by_series` records -> its partials (PARTIAL_FIELDS) without the trades
-    its series counted within the horizon, its dead-letter rows, and the ids counted after it."""
+    """A micro-batch of the trades topic's records -> its partials (PARTIAL_FIELDS) without the
+    trades counted within the horizon or in another task, its dead-letter rows, and the ids
+    counted after it."""
     task = task_partials_and_ids(config.future_tolerance_ms)
-    output = batch.mapInArrow(task, DEDUPED_DDL).toArrow()
+    output = batch.select(*RECORD_COLUMNS).mapInArrow(task, DEDUPED_DDL).toArrow()
     kind = output.column("kind")
 
     def trades_of(series: list[str]) -> pa.Table:

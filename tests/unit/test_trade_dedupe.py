@@ -177,7 +177,7 @@ def test_the_executors_partials_and_ids_leave_each_trade_counted_once_over_batch
 
 
 def test_a_series_in_two_tasks_is_read_again_and_its_copies_count_once() -> None:
-    """A copy under another Kafka key can be shuffled to another task than its trade."""
+    """A copy under another Kafka key can be in another task than its trade."""
     trades = [("BTCUSDT", str(100 + i), T0 + i * 300) for i in range(20)]
     tasks = [records(trades), records(trades[3:5])]  # the copies in another task
     output = pa.concat_tables(

@@ -179,6 +179,14 @@ def _series_keys(table: pa.Table) -> pa.Array:
     ).combine_chunks()
 
 
+def _in_two_tasks(runs: np.ndarray, texts: np.ndarray) -> bool:
+    """Whether tasks' ids of a series share one: runs [low, high] (disjoint within a task) that
+    overlap, or a text id twice (unique within a task). Sorted by low, an overlapping pair
+    implies an overlapping neighbour."""
+    runs = runs[np.argsort(runs[:, 0], kind="stable")]
+    return bool((runs[1:, 0] <= runs[:-1, 1]).any() or len(np.unique(texts)) < len(texts))
+
+
 def drop_counted(
     partials: pa.Table,
     ids: pa.Table,
@@ -193,16 +201,21 @@ def drop_counted(
     series, read again only for a series with an id counted before or in two tasks."""
     before = {series: known.since(now_ms - horizon_ms) for series, known in counted.items()}
     after, again = dict(before), set()
+    runs_of: dict[str, list[np.ndarray]] = {}
+    texts_of: dict[str, list[np.ndarray]] = {}
     for series, run_bytes, text_lines in zip(
         _series_keys(ids).to_pylist(),
         ids.column("id_runs").to_pylist(),
         ids.column("id_texts").to_pylist(),
         strict=True,
     ):
-        runs = np.frombuffer(run_bytes, np.int64).reshape(-1, 2)
-        texts = np.array(text_lines.split("\n") if text_lines else [], dtype=object)
+        runs_of.setdefault(series, []).append(np.frombuffer(run_bytes, np.int64).reshape(-1, 2))
+        texts = text_lines.split("\n") if text_lines else []
+        texts_of.setdefault(series, []).append(np.array(texts, dtype=object))
+    for series, task_runs in runs_of.items():
+        runs, texts = np.concatenate(task_runs), np.concatenate(texts_of[series])
         known = after.get(series, CountedIds.empty())
-        if series in again or known.overlaps(runs, texts):
+        if _in_two_tasks(runs, texts) or known.overlaps(runs, texts):
             again.add(series)
         else:
             after[series] = known.adding(runs, texts, now_ms)

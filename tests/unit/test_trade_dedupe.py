@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 
 from crypto_pipeline.formats.candle_message import file_lineage
 from crypto_pipeline.formats.trade_message import Trade
@@ -176,9 +177,11 @@ def test_the_executors_partials_and_ids_leave_each_trade_counted_once_over_batch
         assert (batch in reread) == earlier
 
 
-def test_a_series_in_two_tasks_is_read_again_and_its_copies_count_once() -> None:
-    """A copy under another Kafka key can be in another task than its trade."""
-    trades = [("BTCUSDT", str(100 + i), T0 + i * 300) for i in range(20)]
+@pytest.mark.parametrize("id_prefix", ["", "u"])
+def test_a_series_in_two_tasks_is_read_again_and_its_copies_count_once(id_prefix: str) -> None:
+    """A copy under another Kafka key can be in another task than its trade (numeric ids and
+    ids that are not numbers)."""
+    trades = [("BTCUSDT", f"{id_prefix}{100 + i}", T0 + i * 300) for i in range(20)]
     tasks = [records(trades), records(trades[3:5])]  # the copies in another task
     output = pa.concat_tables(
         pa.Table.from_batches(list(task_partials_and_ids(FUTURE_MS)(iter([task]))))
@@ -195,4 +198,8 @@ def test_a_series_in_two_tasks_is_read_again_and_its_copies_count_once() -> None
     )
     assert pc.sum(partials.column("trades")).as_py() == 20
     assert pc.sum(partials.column("volume")).as_py() == sum(len(i) for _, i, _ in trades)
-    assert ids["binance:BTCUSDT"].intervals[["low", "high"]].tolist() == [(100, 119)]
+    counted = ids["binance:BTCUSDT"]
+    if id_prefix:
+        assert sorted(counted.texts) == sorted(i for _, i, _ in trades)
+    else:
+        assert counted.intervals[["low", "high"]].tolist() == [(100, 119)]

@@ -1,9 +1,9 @@
 """`crypto-pipeline bench trades --compute-only`, the Spark side: the trades job without its
 sinks. The trades topic is read by a streaming query (available-now, the job's Kafka source and
-micro-batch cap), each micro-batch reduced to one-second
-partials on the executors and copies dropped against the ids counted before
-(spark_jobs/trade_job.unique_partials), then merged on the driver into the state and every
-window length (spark_jobs/trade_windows.py). Nothing is written.
+micro-batch cap), each micro-batch reduced to one-second partials on the executors and copies
+dropped against the ids counted before (spark_jobs/trade_job.unique_partials), then merged on
+the driver into the state and every window length (spark_jobs/trade_windows.py). Nothing is
+written.
 Steady rate: the trades after the first micro-batch over the time from its end to the last one's
 end (the first batch carries the start-up)."""
 

@@ -11,13 +11,13 @@ series and batch.
   (Bybit's UUIDs), one by one.
 - **Driver** (`drop_counted`). Each series' ids counted within the horizon are kept in the job's
   state (spark_jobs/trade_windows.TradeStateStore), each with when it was counted (processing
-  time: when the batch was planned). Each task's ids of a series are compared with those and with
-  the ids of the tasks before it in the batch. A series whose ids overlap none keeps its
-  partials as they are (the driver merges the partials of every task). Only a series with a copy
-  from an earlier batch (a file replayed twice, a feed's refill), or in two tasks (a copy under
-  another key, a partition split between tasks), is read again from the batch, its trades whose
-  ids were counted dropped and its partials recomputed on the driver. The key only places the
-  work; what counts is the identity read from the message.
+  time: when the batch was planned). All tasks' ids of a series are compared with those and with
+  each other. A series whose ids overlap none keeps its partials as they are (the driver merges
+  the partials of every task). Only a series with a copy from an earlier batch (a file replayed
+  twice, a feed's refill), or in two tasks (a copy under another key, a partition split between
+  tasks), is read again from the batch, its trades whose ids were counted dropped and its
+  partials recomputed on the driver. The key only places the work; what counts is the identity
+  read from the message.
 
 Ids older than the horizon are forgotten. The driver's `redelivered` rule
 (spark_jobs/trade_windows.py) uses the same clock, so a copy no longer remembered is recorded for

@@ -62,8 +62,8 @@ TRADES_QUERY = "trades"
 
 
 RECORD_COLUMNS = ("value", "partition", "offset", "timestamp")
-# A Kafka partition split between tasks measured slower here: 145,000-152,000 trades/s unsplit
-# against 118,000-128,000 split (bench/results.md).
+# Each Kafka partition one task: 1.2 times the rate of partitions split into two tasks per core,
+# in runs alternated on the same machine (bench/results.md).
 TASKS_PER_CORE = 1
 
 

@@ -1,9 +1,16 @@
 # syntax=docker/dockerfile:1
 # The project image for docker compose: Python 3.11, a Java 17 runtime for Spark, the pinned
-# Python packages, the Spark connector jars (fetched at build time by the same code the local
+# Python packages, the chart page's library (npm), the Spark connector jars (fetched at build time by the same code the local
 # stack uses), the Dagster code location and the sample data.
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+ARG NODE_IMAGE=node:22.12.0-bookworm-slim
+
+# The chart page's library, from npm (crypto_api/page/package-lock.json).
+FROM ${NODE_IMAGE} AS chart-page
+WORKDIR /page
+COPY crypto_api/page/package.json crypto_api/page/package-lock.json ./
+RUN npm ci --no-audit --no-fund
 
 FROM ${PYTHON_IMAGE} AS build
 RUN apt-get update \
@@ -28,6 +35,7 @@ RUN apt-get update \
     && useradd --create-home --uid 10001 app
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/crypto-pipeline /opt/crypto-pipeline
+COPY --from=chart-page /page/node_modules /opt/crypto-pipeline/crypto_api/page/node_modules
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     DAGSTER_HOME=/opt/dagster/home \

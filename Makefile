@@ -13,12 +13,19 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-packages lint test test-unit demo stack-up stack-down clean
 
-install: $(VENV)/.installed
+CHART_PAGE := crypto_api/page
+
+install: $(VENV)/.installed $(CHART_PAGE)/node_modules/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --progress-bar off -e ".[dev]"
+	touch $@
+
+# The chart page's library (lightweight-charts), from npm at the locked version; never committed.
+$(CHART_PAGE)/node_modules/.installed: $(CHART_PAGE)/package-lock.json
+	npm ci --prefix $(CHART_PAGE) --no-audit --no-fund
 	touch $@
 
 system-packages:
@@ -34,7 +41,7 @@ system-packages:
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy crypto_pipeline spark_jobs crypto_assets crypto_cli local_stack tests
+	$(BIN)/mypy crypto_pipeline spark_jobs crypto_assets crypto_api crypto_cli local_stack tests
 
 test-unit: install
 	$(BIN)/pytest tests/unit

@@ -21,6 +21,7 @@ from crypto_cli.data_commands import add_data_commands
 from crypto_cli.demo import ONCE_END, ONCE_START
 from crypto_cli.live_command import add_live_commands
 from crypto_cli.replay_command import add_replay_arguments
+from crypto_cli.serve_command import add_serve_command
 from crypto_pipeline.clients import KafkaUnavailable
 from crypto_pipeline.console import say
 from crypto_pipeline.formats.candle_message import FILE_EXCHANGE
@@ -270,8 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_replay_arguments(replay_parser)
     add_live_commands(commands)
-
     add_data_commands(commands)
+    add_serve_command(commands)
 
     demo_parser = commands.add_parser(
         "demo",
@@ -285,10 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument("--end", default=ONCE_END, help="--once: end of range (exclusive)")
     demo_parser.set_defaults(handler=_demo)
 
-    dashboards_parser = commands.add_parser(
+    commands.add_parser(
         "dashboards", help="write the Grafana dashboards (built in code) to docker/grafana/"
-    )
-    dashboards_parser.set_defaults(handler=_dashboards)
+    ).set_defaults(handler=_dashboards)
 
     bench_parser = commands.add_parser("bench", help="measure throughput on the local stack")
     bench_commands = bench_parser.add_subparsers(dest="bench_command", required=True)

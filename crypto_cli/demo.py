@@ -27,6 +27,7 @@ from crypto_cli.dagster_services import (
     prepare_dagster_home,
 )
 from crypto_cli.live_command import SimulatorProcess
+from crypto_cli.serve_command import ApiProcess
 from crypto_pipeline.clients import end_offsets
 from crypto_pipeline.console import say
 from crypto_pipeline.settings import SAMPLE_FILE, Settings, stream_status_file, trade_candles
@@ -182,11 +183,14 @@ def run_interactive(settings: Settings) -> int:
     launched: list[str] = []
     services: DagsterServices | None = None
     exchange: SimulatorProcess | None = None
+    chart: ApiProcess | None = None
     with _interruptible():
         try:
             stack.up(settings)
             if not settings.live_ws_url:
                 exchange = _start_simulated_exchange()
+            chart = ApiProcess({}, settings.api_port, settings.stack_dir / "logs" / "api.log")
+            say(f"[demo] chart page and candles API on {chart.url} (OpenAPI: {chart.url}docs)")
             services = DagsterServices(prepare_dagster_home(settings), settings.dagster_port)
             say(f"[demo] starting the Dagster webserver and daemon on {services.url} ...")
             services.start()
@@ -217,7 +221,7 @@ def run_interactive(settings: Settings) -> int:
             feed_id = api.launch("live_feed_job", feed_config, {DEMO_TAG: "live feed"})
             launched.append(feed_id)
             _expect(api, feed_id, "STARTED", api.wait_for_run(feed_id, 300, until=started))
-            _print_guide(services.url, settings)
+            _print_guide(services.url, chart.url, settings)
             while True:
                 time.sleep(60)
                 _print_status(api, launched, settings)
@@ -234,6 +238,9 @@ def run_interactive(settings: Settings) -> int:
             if exchange is not None:
                 exchange.stop()
                 say("[demo] simulated exchange stopped")
+            if chart is not None:
+                chart.stop()
+                say("[demo] candles API stopped")
             if started_stack:
                 stack.down(settings)
     return 0
@@ -287,10 +294,12 @@ def _terminate_runs(services: DagsterServices, run_ids: list[str]) -> None:
         say(f"[demo] could not terminate the runs cleanly ({error}); stopping the processes")
 
 
-def _print_guide(url: str, settings: Settings) -> None:
+def _print_guide(url: str, chart_url: str, settings: Settings) -> None:
     for line in [
         "",
         "The pipeline is running:",
+        f"  chart page          {chart_url}  (candles from klines and from trades, live)",
+        f"  candles API         {chart_url}docs",
         f"  Dagster UI          {url}",
         f"  asset graph         {url}{ASSET_GRAPH_PATH}",
         f"  runs                {url}/runs  (streaming_job, trade_streaming_job and "
@@ -306,6 +315,8 @@ def _print_guide(url: str, settings: Settings) -> None:
         f"{settings.influx.url} bucket {settings.influx.bucket}, measurements "
         f"{settings.influx.measurement} and {trade_candles(settings.influx.measurement)}.",
         "Grafana dashboards come with the docker compose deployment (see the README).",
+        "The chart page lists file:* (the replayed sample) and binance:* (the feed); choose",
+        "`candles from trades` for the candles built from the feed's trades, from 1 second up.",
         "Press Ctrl-C to stop everything this command started.",
         "",
     ]:

@@ -100,15 +100,22 @@ def kafka_admin(bootstrap_servers: str) -> KafkaAdminClient:
 
 
 def ensure_topic(
-    bootstrap_servers: str, topic: str, partitions: int, retention_ms: int | None = None
+    bootstrap_servers: str,
+    topic: str,
+    partitions: int,
+    retention_ms: int | None = None,
+    compacted: bool = False,
 ) -> bool:
     """Create the topic if it is missing, replicated to up to 3 brokers (with 3, a write needs 2
     in-sync replicas: one broker may fail without loss or refusal); True if this call created
     it. Records are stamped by the broker when appended (LogAppendTime), not by producers: the
-    Spark job's future rule compares event times with a clock no producer can set."""
+    Spark job's future rule compares event times with a clock no producer can set. A compacted
+    topic keeps each key's latest record instead of deleting by age."""
     configs = {"message.timestamp.type": "LogAppendTime"}
     if retention_ms is not None:
         configs["retention.ms"] = str(retention_ms)
+    if compacted:
+        configs["cleanup.policy"] = "compact"
     admin = kafka_admin(bootstrap_servers)
     try:
         if topic in admin.list_topics():

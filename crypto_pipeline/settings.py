@@ -49,6 +49,11 @@ DEFAULTS: dict[str, str] = {
     "SPARK_DRIVER_HOST": "127.0.0.1",
     # The Dagster UI, on 127.0.0.1 (docker compose publishes it on the same port).
     "DAGSTER_PORT": "3001",
+    # The candles API and chart page (`crypto-pipeline serve`). Any host but loopback needs
+    # API_TOKEN, which every request then carries.
+    "API_HOST": "127.0.0.1",
+    "API_PORT": "3002",
+    "API_TOKEN": "",
     # Files dropped here are replayed by the Dagster sensor.
     "INCOMING_DIR": str(REPO_ROOT / "data" / "incoming"),
     # Spark checkpoints and the stream's heartbeat; on the local stack also the servers' data,
@@ -80,7 +85,7 @@ LOCAL_STACK_ONLY = frozenset(
     }
 )
 # Never in a command line, a log line or the Dagster UI.
-SECRETS = frozenset({"MONGO_URI", "INFLUXDB_TOKEN"})
+SECRETS = frozenset({"MONGO_URI", "INFLUXDB_TOKEN", "API_TOKEN"})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost"})
 
 
@@ -91,6 +96,12 @@ class SettingsError(ValueError):
 def dead_letter_topic(topic: str) -> str:
     """Where rejected records of `topic` go, with their reason."""
     return f"{topic}.dlq"
+
+
+def candles_topic(topic: str) -> str:
+    """Where the Spark job on `topic` publishes every window it writes (log-compacted, keyed by
+    the window's id): the candles as a stream (crypto_pipeline/formats/candle_update.py)."""
+    return f"{topic}.candles"
 
 
 def trades_topic(topic: str) -> str:
@@ -138,6 +149,10 @@ class KafkaTarget:
     @property
     def dlq_topic(self) -> str:
         return dead_letter_topic(self.topic)
+
+    @property
+    def candles_topic(self) -> str:
+        return candles_topic(self.topic)
 
 
 @dataclass(frozen=True)
@@ -237,6 +252,9 @@ class Settings:
     spark_master_ui_port: int = 8090
     live_ws_url: str = ""
     live_rest_url: str = ""
+    api_host: str = "127.0.0.1"
+    api_port: int = 3002
+    api_token: str = field(default="", repr=False)
 
     @classmethod
     def from_env(
@@ -286,6 +304,9 @@ class Settings:
             spark_master_ui_port=number("STACK_SPARK_MASTER_UI_PORT"),
             live_ws_url=get("LIVE_WS_URL"),
             live_rest_url=get("LIVE_REST_URL"),
+            api_host=get("API_HOST"),
+            api_port=number("API_PORT"),
+            api_token=values.get("API_TOKEN") or "",
         )
 
     @property

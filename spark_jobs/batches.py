@@ -23,18 +23,14 @@ from pyspark.sql import DataFrame
 
 from crypto_pipeline.formats.late_ledger import REFUSED, LateEntry
 from crypto_pipeline.windows import interval_ms
-from spark_jobs.interface.config import JobConfig
-from spark_jobs.open_windows import (
-    CANDLE_COLUMNS,
-    BatchStep,
-    advance_all,
-    window_lengths,
-)
+from spark_jobs.interface.config import WINDOW_SINKS, JobConfig
+from spark_jobs.open_windows import CANDLE_COLUMNS, BatchStep, advance_all, window_lengths
 from spark_jobs.sinks import (
     aggregate_columns,
     aggregates_collection,
     is_transient_http,
     write_batch_metrics,
+    write_candles_topic,
     write_dead_letters,
     write_influx,
     write_late_rows,
@@ -296,16 +292,18 @@ def sink_writes(
     checkpoint_id: str = "",
     unstored: frozenset[str] = frozenset(),
 ) -> dict[str, Callable[[], object]]:
-    """What a batch writes, by sink: the windows into MongoDB (those of `unstored` inserted) and
-    InfluxDB, the dead letters to their topic, the late candles into the ledger (beside the
-    aggregates in MongoDB)."""
+    """What a batch writes, by sink: the windows into MongoDB (those of `unstored` inserted),
+    InfluxDB and the candles topic, the dead letters to their topic, the late candles into the
+    ledger (beside the aggregates in MongoDB)."""
     writes: dict[str, Callable[[], object]] = {}
-    if len(aggregates) and set(config.sinks) & {"mongo", "influx"}:
+    if len(aggregates) and set(config.sinks) & set(WINDOW_SINKS):
         columns = aggregate_columns(aggregates)
         if "mongo" in config.sinks:
             writes["mongo"] = lambda: write_mongo(columns, config, unstored)
         if "influx" in config.sinks:
             writes["influx"] = lambda: write_influx(columns, config)
+        if "candles" in config.sinks:
+            writes["candles"] = lambda: write_candles_topic(columns, config)
     if letters is not None and len(letters):
         dead = letters.rename(columns={"dead_letter_key": "key", "dead_letter_value": "value"})
         writes["dead_letters"] = lambda: write_dead_letters(dead, config)

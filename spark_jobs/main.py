@@ -43,7 +43,7 @@ from spark_jobs.interface.summary import (
 )
 from spark_jobs.query_progress import ProgressTracker, open_reporter
 from spark_jobs.session import build_spark_session, read_source, start_with_trigger
-from spark_jobs.sinks import LegacyWindowKeys, ensure_mongo_index, refuse_legacy_keys
+from spark_jobs.sinks import LegacyWindowKeys, prepare_sinks, refuse_legacy_keys
 from spark_jobs.state_store import STATE, rename_series
 from spark_jobs.trade_backfill import run_trade_backfill
 from spark_jobs.trade_job import TRADES_QUERY, TradeBatchWriter, start_trade_query
@@ -192,8 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     try:
-        if "mongo" in config.sinks:
-            ensure_mongo_index(config)
+        prepare_sinks(config)
         # Whoever produced the topic may not have created its dead-letter topic.
         ensure_topic(config.kafka.bootstrap_servers, config.kafka.dlq_topic, partitions=1)
         if config.source == TRADES:
@@ -260,8 +259,7 @@ def backfill_main(config: JobConfig) -> int:
     reporter = open_reporter()
     spark = job_session(config, "crypto-backfill")
     try:
-        if "mongo" in config.sinks:
-            ensure_mongo_index(config)
+        prepare_sinks(config)
         backfill = run_trade_backfill if config.source == TRADES else run_backfill
         metadata = {
             **backfill(spark, config).metadata(),

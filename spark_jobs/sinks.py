@@ -19,8 +19,14 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from crypto_pipeline.clients import Document, influx_client, kafka_producer, mongo_client
-from crypto_pipeline.formats import influx_point, late_ledger, window_document
+from crypto_pipeline.clients import (
+    Document,
+    ensure_topic,
+    influx_client,
+    kafka_producer,
+    mongo_client,
+)
+from crypto_pipeline.formats import candle_update, influx_point, late_ledger, window_document
 from crypto_pipeline.formats.window_values import (
     INPUT_OFFSETS,
     INTEGER_FIELDS,
@@ -79,17 +85,21 @@ def aggregate_columns(windows: pd.DataFrame) -> dict[str, list[Any]]:
     return columns
 
 
-def ensure_mongo_index(config: JobConfig) -> None:
-    """The (exchange, symbol, window, window_start) index, created once before the stream
-    starts."""
+def prepare_sinks(config: JobConfig) -> None:
+    """Before the first write: the (exchange, symbol, window, window_start) index in MongoDB,
+    the compacted candles topic (one partition: one ordered stream of window updates)."""
     from pymongo import ASCENDING
 
-    with mongo_client(config.mongo.uri) as client:
-        collection = client[config.mongo.database][config.mongo.collection]
-        collection.create_index(
-            [(name, ASCENDING) for name in ("exchange", "symbol", "window", "window_start")],
-            name=WINDOW_INDEX,
-        )
+    if "mongo" in config.sinks:
+        with mongo_client(config.mongo.uri) as client:
+            collection = client[config.mongo.database][config.mongo.collection]
+            collection.create_index(
+                [(name, ASCENDING) for name in ("exchange", "symbol", "window", "window_start")],
+                name=WINDOW_INDEX,
+            )
+    if "candles" in config.sinks:
+        bootstrap, topic = config.kafka.bootstrap_servers, config.kafka.candles_topic
+        ensure_topic(bootstrap, topic, partitions=1, compacted=True)
 
 
 class LegacyWindowKeys(RuntimeError):
@@ -273,16 +283,29 @@ def write_batch_metrics(
     write_influx_lines([line], config)
 
 
-def write_dead_letters(letters: pd.DataFrame, config: JobConfig) -> int:
-    """Invalid records to `<topic>.dlq` (key topic-partition-offset), acks from all in-sync
-    replicas; any record not delivered fails the batch."""
+def _send_all(topic: str, messages: Iterable[tuple[bytes, bytes]], config: JobConfig) -> int:
+    """Messages (key, value) to a topic, acks from all in-sync replicas, in order per key (an
+    idempotent producer); any message not delivered fails the batch."""
     bootstrap = config.kafka.bootstrap_servers
     producer = _client("kafka", (bootstrap,), lambda: kafka_producer(bootstrap))
-    sent = [
-        producer.send(config.kafka.dlq_topic, key=key.encode(), value=value.encode())
-        for key, value in zip(letters["key"], letters["value"], strict=True)
-    ]
+    sent = [producer.send(topic, key=key, value=value) for key, value in messages]
     producer.flush()
     for future in sent:
         future.get(timeout=0)  # raises the delivery error, if any
     return len(sent)
+
+
+def write_dead_letters(letters: pd.DataFrame, config: JobConfig) -> int:
+    """Invalid records to `<topic>.dlq` (key topic-partition-offset)."""
+    messages = zip(letters["key"], letters["value"], strict=True)
+    return _send_all(
+        config.kafka.dlq_topic, ((k.encode(), v.encode()) for k, v in messages), config
+    )
+
+
+def write_candles_topic(columns: dict[str, list[Any]], config: JobConfig) -> int:
+    """The windows to `<topic>.candles`, each its MongoDB document keyed by its id: written in
+    the same turn of the write lease as MongoDB, so the topic receives exactly the versions
+    MongoDB admitted, in the order it admitted them."""
+    documents = window_document.encode(columns)
+    return _send_all(config.kafka.candles_topic, map(candle_update.encode, documents), config)

@@ -46,6 +46,7 @@ from typing import Any
 import pandas as pd
 
 from crypto_pipeline.formats.window_values import (
+    FRONTIER,
     INPUT_OFFSETS,
     epoch_ms,
     series_key,
@@ -57,7 +58,6 @@ WRITE, STALE, CONFLICT = "write", "stale", "conflict"
 # A lease not renewed for this long is free: its holder died.
 LEASE_TTL_S = 120.0
 LEASE_ID = "aggregates"
-FRONTIER = "frontier|"  # + symbol: {"ends": {window label: latest window end written}}
 # Named for the keys it indexed: frontiers of windows keyed by exchange and symbol.
 FRONTIERS_INDEXED = "frontiers-indexed|exchange:symbol"
 VERSION_READERS = 4

@@ -6,7 +6,6 @@ is observed on the `kafka_klines` asset, and a failed feed is restarted with the
 
 import sys
 import time
-from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -14,7 +13,7 @@ from pydantic import Field
 from crypto_assets.resources import InfluxResource, KafkaResource, LiveFeedResource
 from crypto_assets.supervision import RESTARTS, restart_of_failed_run
 from crypto_pipeline.live.exchanges import EXCHANGES
-from crypto_pipeline.live.feed_status import feed_state, read_feed_status
+from crypto_pipeline.live.feed_status import feed_health, feed_state, read_feed_status
 
 EXCHANGE_TAG = "crypto/exchange"
 KLINES_ASSET = dg.AssetKey("kafka_klines")
@@ -72,21 +71,6 @@ def run_live_feed(
 @dg.job(description="A live exchange feed into Kafka (one exchange per run), supervised.")
 def live_feed_job() -> None:
     run_live_feed()
-
-
-def feed_health(status: dict[str, Any], now: float) -> dict[str, Any]:
-    last = status.get("last_message_at")
-    return {
-        "exchange": status["exchange"],
-        "state": feed_state(status),
-        "connected": status["connected_streams"] == status["streams"] > 0,
-        "seconds_since_message": None if last is None else round(now - last, 1),
-        "reconnects": status["reconnects"],
-        "stalls": status["stalls"],
-        "refilled": status["counts"].get("refilled", 0),
-        "closed": status["counts"].get("closed", 0),
-        "dead_letters": status["counts"].get("dead_letters", 0),
-    }
 
 
 @dg.sensor(

@@ -62,6 +62,12 @@ def series_selector(text: str) -> str:
     return f"{exchange.strip().lower()}{separator}{symbol.strip().upper()}"
 
 
+# In `<collection>_writers` (spark_jobs/window_versions.py), a document per series:
+# `{"_id": FRONTIER + series key, "ends": {window label: latest window end written, epoch ms}}`.
+# The candles API lists the series and finds their newest windows there.
+FRONTIER = "frontier|"
+
+
 def window_id(exchange: str, symbol: str, window: str, window_start_ms: int) -> str:
     """A window's natural key as one string: its MongoDB `_id`."""
     return f"{exchange}|{symbol}|{window}|{window_start_ms}"

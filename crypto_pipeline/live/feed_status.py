@@ -86,6 +86,22 @@ def feed_state(status: dict[str, Any]) -> str:
     return "running" if record.is_alive() else "crashed"
 
 
+def feed_health(status: dict[str, Any], now: float) -> dict[str, Any]:
+    """What the health sensor and the candles API report of a feed's heartbeat."""
+    last = status.get("last_message_at")
+    return {
+        "exchange": status["exchange"],
+        "state": feed_state(status),
+        "connected": status["connected_streams"] == status["streams"] > 0,
+        "seconds_since_message": None if last is None else round(now - last, 1),
+        "reconnects": status["reconnects"],
+        "stalls": status["stalls"],
+        "refilled": status["counts"].get("refilled", 0),
+        "closed": status["counts"].get("closed", 0),
+        "dead_letters": status["counts"].get("dead_letters", 0),
+    }
+
+
 def resume_points(path: Path) -> dict[str, int]:
     """Where the last feed of this heartbeat left each symbol's closed candles."""
     status = read_feed_status(path)

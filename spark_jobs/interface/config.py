@@ -43,7 +43,9 @@ AVAILABLE_NOW = "available-now"
 DEFAULT_CONTINUOUS_TRIGGER = "5 seconds"
 # Rows per micro-batch at most: a batch's rows all come to the driver.
 DEFAULT_MAX_OFFSETS_PER_TRIGGER = 1_000_000
-SINK_NAMES = ("mongo", "influx", "noop")
+# Where the windows go: MongoDB, InfluxDB and the candles topic (`<topic>.candles`).
+WINDOW_SINKS = ("mongo", "influx", "candles")
+SINK_NAMES = (*WINDOW_SINKS, "noop")
 BACKFILL_LATE = ("new", "all")
 
 
@@ -63,7 +65,7 @@ class JobConfig:
     trigger: str = AVAILABLE_NOW
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int | None = DEFAULT_MAX_OFFSETS_PER_TRIGGER
-    sinks: tuple[str, ...] = ("mongo", "influx")
+    sinks: tuple[str, ...] = WINDOW_SINKS
     # Heartbeat of a continuous run, for the Dagster health sensor.
     status_file: str | None = None
     # Bulk writes of replace-upserts sent to MongoDB at the same time.
@@ -251,7 +253,11 @@ OPTIONS = (
     Option("--starting-offsets", "starting_offsets", "earliest or latest (new checkpoints)"),
     Option("--max-offsets-per-trigger", "max_offsets_per_trigger", "micro-batch cap", int),
     Option(
-        "--sinks", "sinks", "comma-separated: mongo,influx (default) or noop", split_names, _joined
+        "--sinks",
+        "sinks",
+        "comma-separated: mongo,influx,candles (default) or noop",
+        split_names,
+        _joined,
     ),
     Option("--status-file", "status_file", "heartbeat JSON for the health sensor"),
     Option("--mongo-writers", "mongo_writers", "parallel MongoDB writers", int),

@@ -24,20 +24,32 @@ class Page:
     def __init__(self, connection: ClientConnection) -> None:
         self.connection = connection
         self.ids = itertools.count(1)
+        self.errors: list[str] = []  # console errors, uncaught exceptions, failed loads
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
         message_id = next(self.ids)
         self.connection.send(json.dumps({"id": message_id, "method": method, "params": params}))
-        while True:  # skip events until our answer arrives
+        while True:  # note errors among the events until our answer arrives
             reply = json.loads(self.connection.recv(timeout=60))
             if reply.get("id") == message_id:
                 if "error" in reply:
                     raise RuntimeError(f"{method}: {reply['error']}")
                 return dict(reply.get("result", {}))
+            self._note_error(reply.get("method"), reply.get("params", {}))
+
+    def _note_error(self, event: str | None, params: dict[str, Any]) -> None:
+        if event == "Runtime.consoleAPICalled" and params.get("type") == "error":
+            self.errors.append(" ".join(str(a.get("value", a)) for a in params.get("args", [])))
+        elif event == "Runtime.exceptionThrown":
+            self.errors.append(str(params["exceptionDetails"].get("exception", params)))
+        elif event == "Log.entryAdded" and params["entry"].get("level") == "error":
+            self.errors.append(f"{params['entry'].get('url')}: {params['entry'].get('text')}")
+
+    def evaluate(self, expression: str) -> Any:
+        return self.call("Runtime.evaluate", expression=expression).get("result", {}).get("value")
 
     def text(self) -> str:
-        result = self.call("Runtime.evaluate", expression="document.body.innerText")
-        return str(result.get("result", {}).get("value", ""))
+        return str(self.evaluate("document.body.innerText") or "")
 
     def wait_for_texts(self, texts: list[str], timeout_s: float) -> str:
         deadline = time.monotonic() + timeout_s
@@ -78,7 +90,8 @@ def chromium_page(url: str, profile_dir: Path, port: int) -> Iterator[Page]:
         page_target = next(t for t in targets if t["type"] == "page")
         with connect(page_target["webSocketDebuggerUrl"], max_size=None) as connection:
             page = Page(connection)
-            page.call("Page.enable")
+            for domain in ("Page", "Runtime", "Log"):
+                page.call(f"{domain}.enable")
             page.call("Page.navigate", url=url)
             yield page
     finally:

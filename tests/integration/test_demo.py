@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,7 @@ def test_demo_runs_until_ctrl_c_and_then_stops_everything_it_started(
     local_stack: Settings, unique_name: str, tmp_path: Path
 ) -> None:
     env = {**demo_env(unique_name, tmp_path), "DAGSTER_PORT": str(free_port())}
+    env["API_PORT"] = str(free_port())
     demo = subprocess.Popen(
         [*CLI, "demo"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -117,6 +119,16 @@ def test_demo_runs_until_ctrl_c_and_then_stops_everything_it_started(
         # Candles from the simulated exchange's trades, beside the kline-built ones.
         trade_windows = wait_for_trade_candles(local_stack, unique_name, timeout_s=120)
         assert trade_windows and {doc["exchange"] for doc in trade_windows} == {"binance"}
+        # ... and both on the chart page's API.
+        chart = f"http://127.0.0.1:{env['API_PORT']}/"
+        assert f"chart page          {chart}" in text
+        with urllib.request.urlopen(chart + "api/symbols", timeout=30) as response:
+            listed = json.loads(response.read())
+        assert ("file", "BTCUSDT") in {(s["exchange"], s["symbol"]) for s in listed["klines"]}
+        assert {s["exchange"] for s in listed["trades"]} == {"binance"}
+        query = "exchange=binance&symbol=BTCUSDT&window=1s&source=trades"
+        with urllib.request.urlopen(f"{chart}api/candles?{query}", timeout=30) as response:
+            assert json.loads(response.read())["candles"]
     finally:
         demo.send_signal(signal.SIGINT)
         rest, _ = demo.communicate(timeout=300)

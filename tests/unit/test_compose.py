@@ -21,7 +21,9 @@ COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 CLUSTER_FILE = REPO_ROOT / "docker-compose.cluster.yml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 STATEFUL = {"kafka", "mongo", "influxdb", "grafana", "postgres"}
-PROJECT_SERVICES = {"dagster-code", "dagster-webserver", "dagster-daemon", "producer"}
+PROJECT_SERVICES = {"dagster-code", "dagster-webserver", "dagster-daemon", "producer", "api"}
+# Read by `crypto-pipeline serve` only (the api service).
+API_ONLY = {"API_HOST", "API_PORT", "API_TOKEN"}
 ONE_SHOT = {"influxdb-tokens"}
 # Read by Dagster itself (instance home, docker/dagster.yaml), not by the project's settings.
 DAGSTER_ONLY = {"DAGSTER_HOME", "DAGSTER_POSTGRES_URL"}
@@ -125,7 +127,12 @@ def test_only_loopback_ports_are_published() -> None:
         for port in service.get("ports", []):
             assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
             published[port.split(":")[1]] = name
-    assert published == {"3000": "grafana", "3001": "dagster-webserver", "9092": "kafka"}
+    assert published == {
+        "3000": "grafana",
+        "3001": "dagster-webserver",
+        "3002": "api",
+        "9092": "kafka",
+    }
 
 
 def test_no_secret_is_written_in_the_compose_file() -> None:
@@ -147,8 +154,13 @@ def environment(name: str) -> dict[str, str]:
 
 def test_project_services_read_exactly_the_settings_they_need() -> None:
     # The code server runs the pipeline: every setting (the token as a file).
-    settings_names = set(DEFAULTS) - LOCAL_STACK_ONLY - {"INFLUXDB_TOKEN"} | {TOKEN_FILE}
+    settings_names = set(DEFAULTS) - LOCAL_STACK_ONLY - API_ONLY - {"INFLUXDB_TOKEN"} | {TOKEN_FILE}
     assert set(environment("dagster-code")) - DAGSTER_ONLY == settings_names
+    # The API reads the aggregates, the topics and the heartbeats; InfluxDB only to ping it.
+    api = {"KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC", "MONGO_URI", "MONGO_DATABASE"}
+    api |= {"MONGO_COLLECTION", "INFLUXDB_URL", "STACK_DIR", *API_ONLY}
+    assert set(environment("api")) == api
+    assert "spark-state:/var/lib/crypto-pipeline:ro" in compose()["services"]["api"]["volumes"]
     # The webserver and the daemon talk to the code server over gRPC: Dagster's instance only.
     for name in ("dagster-webserver", "dagster-daemon"):
         assert set(environment(name)) == DAGSTER_ONLY, name
@@ -340,6 +352,7 @@ def test_cluster_publishes_only_loopback_ports(cluster: dict[str, Any]) -> None:
     assert published == {
         "3000": "grafana",
         "3001": "dagster-webserver",
+        "3002": "api",
         "8080": "spark-master",
         "9092": "kafka",
         "9094": "kafka-2",

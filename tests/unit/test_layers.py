@@ -2,7 +2,7 @@
 
     crypto_pipeline (core library: settings, clients, rules, formats, replay, ledger, readback)
       <- spark_jobs (the Spark job; `spark_jobs.interface` is all anyone else sees of it)
-      <- crypto_assets (the Dagster code location)
+      <- crypto_assets (the Dagster code location), crypto_api (the candles API and chart page)
       <- crypto_cli (the command line), which also drives local_stack (the local servers)
 
 Inside Dagster only `definitions.py` reads the settings; no product module is over 400 lines and
@@ -19,7 +19,14 @@ import pytest
 
 from crypto_pipeline.settings import REPO_ROOT
 
-PACKAGES = ("crypto_pipeline", "spark_jobs", "crypto_assets", "crypto_cli", "local_stack")
+PACKAGES = (
+    "crypto_pipeline",
+    "spark_jobs",
+    "crypto_assets",
+    "crypto_api",
+    "crypto_cli",
+    "local_stack",
+)
 INTERFACE = "spark_jobs.interface"
 # What each package may import of the product (itself included).
 ALLOWED = {
@@ -27,8 +34,16 @@ ALLOWED = {
     "spark_jobs": ("crypto_pipeline", "spark_jobs"),
     INTERFACE: ("crypto_pipeline", INTERFACE),
     "crypto_assets": ("crypto_pipeline", INTERFACE, "crypto_assets"),
+    "crypto_api": ("crypto_pipeline", INTERFACE, "crypto_api"),
     "local_stack": ("crypto_pipeline", "local_stack"),
-    "crypto_cli": ("crypto_pipeline", INTERFACE, "crypto_assets", "local_stack", "crypto_cli"),
+    "crypto_cli": (
+        "crypto_pipeline",
+        INTERFACE,
+        "crypto_assets",
+        "crypto_api",
+        "local_stack",
+        "crypto_cli",
+    ),
 }
 MAX_LINES = 400
 
@@ -82,7 +97,7 @@ def test_the_interface_of_the_job_and_the_dagster_code_load_without_pyspark() ->
         "import sys, crypto_assets.definitions, crypto_cli\n"
         "import spark_jobs.interface.config, spark_jobs.interface.launch\n"
         "import spark_jobs.interface.heartbeat, spark_jobs.interface.repair\n"
-        "import spark_jobs.interface.summary\n"
+        "import spark_jobs.interface.summary, crypto_api.app\n"
         "assert 'pyspark' not in sys.modules, 'pyspark was loaded'\n"
     )
     subprocess.run([sys.executable, "-c", probe], check=True, cwd=REPO_ROOT)

@@ -35,7 +35,13 @@ from crypto_pipeline.formats.window_values import (
 )
 from crypto_pipeline.settings import InfluxTarget
 from spark_jobs.interface.config import JobConfig
-from spark_jobs.window_versions import WRITE, stored_versions, verdict
+from spark_jobs.window_versions import (
+    WRITE,
+    raise_frontiers,
+    stored_versions,
+    verdict,
+    window_ends,
+)
 
 T = TypeVar("T")
 
@@ -135,6 +141,12 @@ def aggregates_collection(config: JobConfig) -> Any:
 def writers_collection(config: JobConfig) -> Any:
     """Where the aggregates' write lease lives (spark_jobs/window_versions.py)."""
     return _mongo_database(config)[config.mongo.writers_collection]
+
+
+def write_frontiers(windows: pd.DataFrame, config: JobConfig) -> None:
+    """The series' frontiers raised to these windows, for a writer that holds no write lease
+    (the trades job): what the candles API lists the series and finds their newest windows by."""
+    raise_frontiers(writers_collection(config), window_ends(windows))
 
 
 class StoredAfterAll(RuntimeError):

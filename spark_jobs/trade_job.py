@@ -48,6 +48,7 @@ from spark_jobs.batches import (
 from spark_jobs.interface.config import JobConfig
 from spark_jobs.open_windows import window_lengths
 from spark_jobs.session import read_source, start_with_trigger
+from spark_jobs.sinks import write_frontiers
 from spark_jobs.trade_dedupe import (
     DEDUPED_DDL,
     IdsBySeries,
@@ -163,6 +164,8 @@ class TradeBatchWriter:
         writes = sink_writes(
             config, step.windows, letters, step.ledger, batch_id, self.checkpoint_id
         )
+        if "mongo" in config.sinks and len(step.windows):
+            writes["frontiers"] = lambda: write_frontiers(step.windows, config)
         if "influx" in config.sinks:
             counts = {
                 "windows": totals.windows,

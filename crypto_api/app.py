@@ -35,7 +35,7 @@ from crypto_api.candle_store import (
     NotFound,
     parse_time,
 )
-from crypto_api.live_hub import SEND_TIMEOUT_S, LiveHub, Subscriber
+from crypto_api.live_hub import LiveHub, Subscriber
 from crypto_pipeline.candle_rules import EXCHANGE_PATTERN, SYMBOL_PATTERN
 from crypto_pipeline.clients import end_offsets, influx_client, mongo_client
 from crypto_pipeline.formats.window_values import series_key, split_series
@@ -150,7 +150,7 @@ def create_app(settings: Settings) -> FastAPI:
         limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="windows a page spans"),
         cursor: str | None = Query(None, description="`next_cursor` of the previous page"),
         source: Source = "klines",
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         """A series' windows of one length in [start, end), oldest first, a page of at most
         `limit` windows of time; `next_cursor` (with the same other parameters) gives the next
         page, and is null on the last. `closed`: the stream will not change the window again."""
@@ -173,15 +173,18 @@ def create_app(settings: Settings) -> FastAPI:
         page = store.page(
             (exchange, symbol, window), (start_ms, end_ms), limit, latest_end, watermark_ms
         )
-        return {
-            "exchange": exchange,
-            "symbol": symbol,
-            "window": window,
-            "source": source,
-            "watermark_ms": watermark_ms,
-            "candles": page.candles,
-            "next_cursor": None if page.next_start_ms is None else str(page.next_start_ms),
-        }
+        # Plain values already: a JSONResponse skips FastAPI's encoder (a third of the time).
+        return JSONResponse(
+            {
+                "exchange": exchange,
+                "symbol": symbol,
+                "window": window,
+                "source": source,
+                "watermark_ms": watermark_ms,
+                "candles": page.candles,
+                "next_cursor": None if page.next_start_ms is None else str(page.next_start_ms),
+            }
+        )
 
     @app.get("/api/symbols")
     def symbols() -> dict[str, Any]:
@@ -275,7 +278,7 @@ def _time(text: str, name: str) -> int:
 
 
 async def _push(websocket: WebSocket, subscriber: Subscriber, hub: LiveHub) -> None:
-    """Send the subscriber's updates until it is dropped (then close with 1013) or leaves."""
+    """The subscriber's updates until it is dropped (then close with 1013) or leaves."""
 
     async def until_disconnect() -> None:
         while (await websocket.receive())["type"] != "websocket.disconnect":
@@ -284,16 +287,11 @@ async def _push(websocket: WebSocket, subscriber: Subscriber, hub: LiveHub) -> N
 
     leaving = asyncio.ensure_future(until_disconnect())
     try:
-        while (payload := await subscriber.queue.get()) is not None:
-            try:
-                await asyncio.wait_for(websocket.send_text(payload), SEND_TIMEOUT_S)
-            except TimeoutError:
-                hub.drop(subscriber, f"a send stalled for {SEND_TIMEOUT_S:.0f} s")
-                break
+        await hub.push(websocket.send_text, subscriber)
         if not leaving.done():
-            reason = subscriber.dropped or "dropped"
-            await asyncio.wait_for(websocket.close(code=1013, reason=reason[:120]), 1)
-    except (WebSocketDisconnect, TimeoutError, RuntimeError):
+            reason = (subscriber.dropped or "dropped")[:120]
+            await asyncio.wait_for(websocket.close(code=1013, reason=reason), 1)
+    except (WebSocketDisconnect, TimeoutError, RuntimeError, OSError):
         pass  # the client left, or cannot even be told it is dropped
     finally:
         leaving.cancel()

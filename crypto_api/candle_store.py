@@ -19,6 +19,7 @@ from typing import Any
 
 from crypto_pipeline.formats.window_values import (
     FRONTIER,
+    INPUT_OFFSETS,
     TRADE_FIELDS,
     epoch_ms,
     series_key,
@@ -137,7 +138,9 @@ class CandleStore:
         exchange, symbol, window = series
         start_ms, end_ms = range_ms
         until_ms = page_end(start_ms, end_ms, window_ms(window), limit)
-        documents = self.collection.find(id_range(exchange, symbol, window, start_ms, until_ms))
+        documents = self.collection.find(
+            id_range(exchange, symbol, window, start_ms, until_ms), {"_id": 0, INPUT_OFFSETS: 0}
+        )
         newest = self.newest_event_ms(exchange, symbol, window, latest_end_ms)
         candles = sorted(
             (

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,10 @@ class Subscriber:
     follows: Follow
     queue: asyncio.Queue[str | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
     dropped: str | None = None  # why, once dropped
+    # The task sending to the client, and the loop time its current send began (None between
+    # sends): the watchdog cancels a send that stalls, without a timer per message.
+    sender: asyncio.Task[Any] | None = None
+    sending_since: float | None = None
 
     def drop(self, reason: str) -> None:
         """Empty the queue and leave the end-of-stream marker: the sender closes."""
@@ -73,16 +77,46 @@ class LiveHub:
         self.thread: threading.Thread | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.error: str | None = None
+        self.watchdog: asyncio.Task[None]
 
     def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self.watchdog = self.loop.create_task(self._drop_stalled())
         self.thread = threading.Thread(target=self._consume, name="live-hub", daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
         self.stopping.set()
+        self.watchdog.cancel()
         if self.thread is not None:
             self.thread.join(timeout=10)
+
+    async def _drop_stalled(self) -> None:
+        """Every second: drop the clients whose send has waited SEND_TIMEOUT_S."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1)
+            late = loop.time() - SEND_TIMEOUT_S
+            for followers in list(self.subscribers.values()):
+                for subscriber in list(followers):
+                    since = subscriber.sending_since
+                    if since is not None and since < late and subscriber.sender is not None:
+                        self.drop(subscriber, f"a send stalled for {SEND_TIMEOUT_S:.0f} s")
+                        subscriber.sender.cancel()
+
+    async def push(self, send: Callable[[str], Awaitable[None]], subscriber: Subscriber) -> None:
+        """Send the subscriber's updates until it is dropped (the caller closes the connection)
+        or leaves (`send` raises); runs as the subscriber's sender."""
+        loop = asyncio.get_running_loop()
+        subscriber.sender = asyncio.current_task()
+        try:
+            while (payload := await subscriber.queue.get()) is not None:
+                subscriber.sending_since = loop.time()
+                await send(payload)
+                subscriber.sending_since = None
+        except asyncio.CancelledError:
+            if subscriber.dropped is None:  # not the watchdog: the server is stopping
+                raise
 
     def subscribe(self, follows: Follow) -> Subscriber:
         subscriber = Subscriber(follows)

@@ -17,6 +17,8 @@ from types import FrameType
 
 import local_stack as stack
 from crypto_cli.argument_types import parse_series, parse_time_ms
+from crypto_cli.bench.api_bench import add_api_bench
+from crypto_cli.bench.live_bench import add_live_bench
 from crypto_cli.data_commands import add_data_commands
 from crypto_cli.demo import ONCE_END, ONCE_START
 from crypto_cli.live_command import add_live_commands
@@ -185,18 +187,6 @@ def _bench_trades(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _bench_live(args: argparse.Namespace, settings: Settings) -> int:
-    if args.latency:
-        from crypto_cli.bench.live_latency_bench import bench_live_latency
-
-        bench_live_latency(settings, args.symbols, args.update_every_s, args.seconds)
-        return 0
-    from crypto_cli.bench.live_bench import bench_live
-
-    bench_live(settings, args.messages, args.symbols)
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crypto-pipeline",
@@ -352,22 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     state_bench.add_argument("--minutes", type=int, default=60, help="open candles per symbol")
     state_bench.add_argument("--batches", type=int, default=20, help="one-candle batches")
     state_bench.set_defaults(handler=_bench_state)
-    live_bench = bench_commands.add_parser(
-        "live",
-        help="messages/s one live feed process handles (parse, rules, Kafka) vs a bare "
-        "websocket client on the same frames",
-    )
-    live_bench.add_argument("--messages", type=int, default=200_000)
-    live_bench.add_argument("--symbols", type=int, default=500)
-    live_bench.add_argument(
-        "--latency",
-        action="store_true",
-        help="instead: latency from the exchange to both sinks, --symbols updating every "
-        "--update-every-s, with the continuous job",
-    )
-    live_bench.add_argument("--update-every-s", type=float, default=2.0)
-    live_bench.add_argument("--seconds", type=int, default=180)
-    live_bench.set_defaults(handler=_bench_live)
+    add_live_bench(bench_commands)
+    add_api_bench(bench_commands)
     return parser
 
 

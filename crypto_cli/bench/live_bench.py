@@ -6,6 +6,7 @@ format, from the simulator's encoder) as fast as the client reads them, once per
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import multiprocessing
 import time
@@ -130,3 +131,32 @@ def bench_live(settings: Settings, messages: int, symbols: int) -> None:
         f"| {time.strftime('%Y-%m-%d')} | {machine_description()} | {messages:,} | {symbols} | "
         f"{rate:,.0f} | {reference:,.0f} | {rate / reference:.2f} |"
     )
+
+
+def add_live_bench(bench_commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    live_bench = bench_commands.add_parser(
+        "live",
+        help="messages/s one live feed process handles (parse, rules, Kafka) vs a bare "
+        "websocket client on the same frames",
+    )
+    live_bench.add_argument("--messages", type=int, default=200_000)
+    live_bench.add_argument("--symbols", type=int, default=500)
+    live_bench.add_argument(
+        "--latency",
+        action="store_true",
+        help="instead: latency from the exchange to both sinks, --symbols updating every "
+        "--update-every-s, with the continuous job",
+    )
+    live_bench.add_argument("--update-every-s", type=float, default=2.0)
+    live_bench.add_argument("--seconds", type=int, default=180)
+    live_bench.set_defaults(handler=_bench_live)
+
+
+def _bench_live(args: argparse.Namespace, settings: Settings) -> int:
+    from crypto_cli.bench.live_latency_bench import bench_live_latency
+
+    if args.latency:
+        bench_live_latency(settings, args.symbols, args.update_every_s, args.seconds)
+    else:
+        bench_live(settings, args.messages, args.symbols)
+    return 0

@@ -24,7 +24,12 @@ from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import candlestick as candlestick_model
 from grafana_foundation_sdk.models import common
-from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableOption, VariableRefresh
+from grafana_foundation_sdk.models.dashboard import (
+    DashboardLinkType,
+    DataSourceRef,
+    VariableOption,
+    VariableRefresh,
+)
 
 from crypto_pipeline.formats.window_values import TRADE_FIELDS
 from crypto_pipeline.settings import FEEDS_SUFFIX, REPO_ROOT, trade_candles
@@ -156,6 +161,11 @@ def constants() -> list[cogbuilder.Builder[Any]]:
     return [bucket(), dashboard.ConstantVariable("measurement").value(DEFAULT_MEASUREMENT)]
 
 
+# The chart page and candles API (crypto-pipeline serve; compose's `api` service), published on
+# the host's loopback as Grafana is.
+CHART_PAGE_URL = "http://127.0.0.1:3002/"
+
+
 def _base(uid: str, title: str, refresh: str) -> dashboard.Dashboard:
     return (
         dashboard.Dashboard(title)
@@ -165,6 +175,14 @@ def _base(uid: str, title: str, refresh: str) -> dashboard.Dashboard:
         .refresh(refresh)
         .time("now-2d", "now")
         .timezone("utc")
+        .link(
+            dashboard.DashboardLink("Chart page and candles API")
+            .type(DashboardLinkType.LINK)
+            .url(CHART_PAGE_URL)
+            .tooltip("crypto-pipeline serve: candles of every series, live (add ?token=API_TOKEN)")
+            .icon("external link")
+            .target_blank(True)
+        )
     )
 
 

@@ -28,7 +28,7 @@ from crypto_pipeline.replay.generator import INTERVALS_MS
 from crypto_pipeline.settings import Settings
 from crypto_pipeline.windows import window_ms
 from spark_jobs.interface import launch
-from spark_jobs.interface.config import JobConfig
+from spark_jobs.interface.config import WINDOW_SINKS, JobConfig
 
 
 class SinkClients:
@@ -113,6 +113,7 @@ class LatencyRun:
     latencies_ms: dict[str, list[float]]
     batch_ms: list[int]
     processed: int
+    sinks: tuple[str, ...] = WINDOW_SINKS
 
     @property
     def kept_up(self) -> bool:
@@ -124,7 +125,9 @@ class LatencyRun:
         return self.processed >= self.produced and mean_ms <= 1000
 
 
-def latency_run(settings: Settings, rate: int, seconds: int) -> LatencyRun:
+def latency_run(
+    settings: Settings, rate: int, seconds: int, sinks: tuple[str, ...] = WINDOW_SINKS
+) -> LatencyRun:
     """The live job (windows 5m,1h,4h, 1 s trigger) while a separate producer process sends
     `rate` rows/s for `seconds`: per message, from its Kafka timestamp to the first poll at
     which each sink shows its event. Messages and batches of the first WARM_UP_S seconds (the
@@ -132,7 +135,7 @@ def latency_run(settings: Settings, rate: int, seconds: int) -> LatencyRun:
     rows = rate * seconds
     path = bench_rows_file(settings, rows)
     topic = f"bench.latency.{rate}.{int(time.time())}"
-    job, work = continuous_bench_job(settings, topic)
+    job, work = continuous_bench_job(settings, topic, sinks=sinks)
     log_path = work / "job.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
@@ -173,7 +176,7 @@ def latency_run(settings: Settings, rate: int, seconds: int) -> LatencyRun:
     produced = _sent_messages(settings, topic)
     latencies = {sink: _latencies(timeline, produced) for sink, timeline in timelines.items()}
     batch_ms, processed = job_batches(log_path)
-    return LatencyRun(rate, seconds, len(produced), latencies, batch_ms, processed)
+    return LatencyRun(rate, seconds, len(produced), latencies, batch_ms, processed, sinks)
 
 
 def _event_range(path: Path) -> tuple[dict[str, int], dict[str, int]]:
@@ -242,7 +245,11 @@ def job_batches(log_path: Path, query: str = "ohlcv") -> tuple[list[int], int]:
 
 
 def bench_latency(settings: Settings, rate: int, seconds: int, search: bool) -> None:
-    runs = [latency_run(settings, rate, seconds)]
+    """At `rate`: the job with its three sinks, and without the candles topic (its cost)."""
+    runs = [
+        latency_run(settings, rate, seconds),
+        latency_run(settings, rate, seconds, sinks=("mongo", "influx")),
+    ]
     if search:  # doubling, then halving the step, with shorter runs
         low, high = (rate, None) if runs[0].kept_up else (None, rate)
         step_seconds = max(60, seconds // 2)
@@ -261,7 +268,7 @@ def bench_latency(settings: Settings, rate: int, seconds: int, search: bool) -> 
     say("")
     say(
         f"| date | machine | rows/s | seconds | messages after {WARM_UP_S} s | sink "
-        "| latency p50 / p95 / p99 ms | batch p50 / p99 ms | kept up |"
+        "| latency p50 / p95 / p99 ms | batch p50 / p99 ms | kept up | the job's sinks |"
     )
     for run in runs:
         batches = f"{percentile(run.batch_ms, 0.5):,.0f} / {percentile(run.batch_ms, 0.99):,.0f}"
@@ -270,5 +277,5 @@ def bench_latency(settings: Settings, rate: int, seconds: int, search: bool) -> 
             say(
                 f"| {datetime.now(tz=UTC):%Y-%m-%d} | {machine_description()} | {run.rate:,} "
                 f"| {run.seconds} | {len(latencies):,}/{run.produced:,} | {sink} | {shown} "
-                f"| {batches} | {'yes' if run.kept_up else 'no'} |"
+                f"| {batches} | {'yes' if run.kept_up else 'no'} | {','.join(run.sinks)} |"
             )

@@ -15,6 +15,7 @@ from crypto_pipeline.clients import (
 from crypto_pipeline.console import say
 from crypto_pipeline.settings import Settings
 from local_stack.artifacts import StackError, kafka_jars, require_tool
+from spark_jobs.interface.config import WINDOW_SINKS
 
 
 def kafka_consumer_performance(settings: Settings, topic: str, messages: int) -> float:
@@ -47,7 +48,9 @@ def bench_stream(settings: Settings, rows: int, compute_only: bool = False) -> N
     ceiling = kafka_consumer_performance(settings, topic, rows)
     run_id = int(time.time())
     results = {}
-    for sinks in (("noop",),) if compute_only else (("noop",), ("mongo", "influx")):
+    # The job's sinks with and without the candles topic: its cost.
+    every = (("noop",), ("mongo", "influx"), WINDOW_SINKS)
+    for sinks in (("noop",),) if compute_only else every:
         label = ",".join(sinks)
         checkpoint = settings.stack_dir / "bench" / "checkpoints" / f"{topic}.{run_id}.{label}"
         say(

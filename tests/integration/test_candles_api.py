@@ -184,6 +184,10 @@ def test_a_page_and_the_series_list_are_ranges_of_the_id_index_not_scans(served:
             assert explained["filterPushdown"] is True
     listed = served.get("/api/symbols")[1]["klines"]
     assert {s["symbol"]: sorted(s["windows"]) for s in listed}["BTCUSDT"] == ["1h", "5m"]
+    # The OpenAPI document (what /docs shows) describes the four endpoints.
+    status, openapi = served.get("/openapi.json")
+    assert status == 200
+    assert {"/api/candles", "/api/symbols", "/api/health"} <= set(openapi["paths"])
 
 
 @pytest.mark.parametrize(

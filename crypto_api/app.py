@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import HTTPConnection
 
 from crypto_api.candle_store import (
     EARLIEST_MS,
@@ -35,22 +36,15 @@ from crypto_api.candle_store import (
     NotFound,
     parse_time,
 )
-from crypto_api.live_hub import LiveHub, Subscriber
+from crypto_api.live_hub import MAX_CLIENTS, LiveHub, Subscriber
 from crypto_pipeline.candle_rules import EXCHANGE_PATTERN, SYMBOL_PATTERN
 from crypto_pipeline.clients import end_offsets, influx_client, mongo_client
 from crypto_pipeline.formats.window_values import series_key, split_series
 from crypto_pipeline.live.exchanges import EXCHANGES
 from crypto_pipeline.live.feed_status import feed_health, read_feed_status
-from crypto_pipeline.settings import (
-    Settings,
-    candles_topic,
-    live_status_file,
-    stream_status_file,
-    trade_candles,
-    trades_topic,
-)
-from crypto_pipeline.windows import interval_ms, window_ms
-from spark_jobs.interface.config import DEFAULT_WATERMARK
+from crypto_pipeline.settings import Settings, candles_topic, live_status_file, stream_status_file
+from crypto_pipeline.windows import WINDOW_LABEL, interval_ms, window_ms
+from spark_jobs.interface.config import DEFAULT_WATERMARK, trade_targets
 from spark_jobs.interface.heartbeat import read_status, streaming_health
 
 PAGE_DIR = Path(__file__).parent / "page"
@@ -60,10 +54,9 @@ CHART_LIBRARY = (
 DEFAULT_LIMIT = 1_000
 Source = Literal["klines", "trades"]
 SOURCES: tuple[Source, ...] = ("klines", "trades")
-WINDOW_PATTERN = r"^[1-9][0-9]{0,5}[smhd]$"
 ExchangeParam = Annotated[str, Query(pattern=f"^{EXCHANGE_PATTERN}$", examples=["binance"])]
 SymbolParam = Annotated[str, Query(pattern=f"^{SYMBOL_PATTERN}$", examples=["BTCUSDT"])]
-WindowParam = Annotated[str, Query(pattern=WINDOW_PATTERN, examples=["1m"])]
+WindowParam = Annotated[str, Query(pattern=WINDOW_LABEL.pattern, examples=["1m"])]
 
 
 class Pipeline:
@@ -73,13 +66,17 @@ class Pipeline:
         self.settings = settings
         self.mongo = mongo_client(settings.mongo.uri)
         database = self.mongo[settings.mongo.database]
-        collection = settings.mongo.collection
-        self.topics = {"klines": settings.kafka.topic, "trades": trades_topic(settings.kafka.topic)}
+        trades_kafka, trades_mongo, _ = trade_targets(
+            settings.kafka, settings.mongo, settings.influx
+        )
+        targets = {
+            "klines": (settings.kafka, settings.mongo),
+            "trades": (trades_kafka, trades_mongo),
+        }
+        self.topics = {source: kafka.topic for source, (kafka, _) in targets.items()}
         self.stores = {
-            "klines": CandleStore(database, collection, settings.mongo.writers_collection),
-            "trades": CandleStore(
-                database, trade_candles(collection), f"{trade_candles(collection)}_writers"
-            ),
+            source: CandleStore(database, mongo.collection, mongo.writers_collection)
+            for source, (_, mongo) in targets.items()
         }
 
     def heartbeat(self, source: str) -> dict[str, Any] | None:
@@ -93,14 +90,13 @@ class Pipeline:
         return interval_ms(DEFAULT_WATERMARK)
 
 
-def authorized(token: str, given: str | None) -> bool:
-    return not token or (given is not None and hmac.compare_digest(given, token))
-
-
-def bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, credentials = header.partition(" ")
-    return credentials if scheme.lower() == "bearer" else request.query_params.get("token")
+def authorized(token: str, connection: HTTPConnection) -> bool:
+    """No token set, or the request carries it: `Authorization: Bearer <token>` or `token=`."""
+    if not token:
+        return True
+    scheme, _, credentials = connection.headers.get("authorization", "").partition(" ")
+    given = credentials if scheme.lower() == "bearer" else connection.query_params.get("token")
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -115,7 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub.start()
         yield
-        hub.stop()
+        await hub.stop()
         pipeline.mongo.close()
 
     app = FastAPI(
@@ -127,9 +123,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     class TokenRequired(BaseHTTPMiddleware):
         async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-            if request.url.path.startswith("/api/") and not authorized(
-                settings.api_token, bearer(request)
-            ):
+            if request.url.path.startswith("/api/") and not authorized(settings.api_token, request):
                 return JSONResponse({"detail": "a valid API token is required"}, status_code=401)
             return await call_next(request)
 
@@ -155,20 +149,27 @@ def create_app(settings: Settings) -> FastAPI:
         `limit` windows of time; `next_cursor` (with the same other parameters) gives the next
         page, and is null on the last. `closed`: the stream will not change the window again."""
         size_ms = window_ms(window)
+        # Everything given is checked before any read.
+        given_end = None if end is None else _time(end, "end")
+        given_start = None if start is None else _time(start, "start")
+        if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) == 13):
+            raise HTTPException(400, "cursor is not a next_cursor of this range")
         store = pipeline.stores[source]
         try:
             latest_end = store.latest_end(exchange, symbol, window)
         except NotFound as missing:
             raise HTTPException(404, str(missing)) from None
-        end_ms = _time(end, "end") if end is not None else latest_end
-        start_ms = _time(start, "start") if start is not None else end_ms - limit * size_ms
+        end_ms = latest_end if given_end is None else given_end
+        start_ms = (
+            max(EARLIEST_MS, end_ms - limit * size_ms) if given_start is None else given_start
+        )
         if cursor is not None:
-            if not cursor.isdigit() or not start_ms <= int(cursor) < end_ms:
+            if not start_ms <= int(cursor) < end_ms:
                 raise HTTPException(400, "cursor is not a next_cursor of this range")
             start_ms = int(cursor)
         start_ms -= start_ms % size_ms  # the window holding `start`
-        if start_ms >= end_ms:
-            raise HTTPException(400, "start must be before end")
+        if not EARLIEST_MS <= start_ms < end_ms:
+            raise HTTPException(400, "start must be before end, both after 2001-09-09")
         watermark_ms = pipeline.watermark_ms(source)
         page = store.page(
             (exchange, symbol, window), (start_ms, end_ms), limit, latest_end, watermark_ms
@@ -206,13 +207,14 @@ def create_app(settings: Settings) -> FastAPI:
         streams: dict[str, Any] = {}
         for source, topic in pipeline.topics.items():
             status = pipeline.heartbeat(source)
-            streams[source] = (
-                {"state": "never started"}
-                if status is None
-                else streaming_health(
-                    status, topic, end_offsets(settings.kafka.bootstrap_servers, topic), now
-                )
-            )
+            if status is None:
+                streams[source] = {"state": "never started"}
+                continue
+            try:
+                latest = end_offsets(settings.kafka.bootstrap_servers, topic)
+                streams[source] = streaming_health(status, topic, latest, now)
+            except Exception as error:  # Kafka away: said here, and under servers
+                streams[source] = {"state": "unknown", "error": str(error).splitlines()[0][:200]}
         feeds = [
             feed_health(status, now)
             for exchange in EXCHANGES
@@ -236,12 +238,14 @@ def create_app(settings: Settings) -> FastAPI:
         symbol: SymbolParam,
         window: WindowParam,
         source: Source = "klines",
-        token: str | None = None,
     ) -> None:
         """Each update of the series' windows of this length, as GET /api/candles shows a window
         (with `source` and `published_ms`, when the candles topic received it)."""
-        if not authorized(settings.api_token, token):
+        if not authorized(settings.api_token, websocket):
             await websocket.close(code=1008, reason="a valid API token is required")
+            return
+        if hub.full():
+            await websocket.close(code=1013, reason=f"{MAX_CLIENTS} clients already")
             return
         await websocket.accept()
         subscriber = hub.subscribe((source, series_key(exchange, symbol), window))
@@ -281,9 +285,11 @@ async def _push(websocket: WebSocket, subscriber: Subscriber, hub: LiveHub) -> N
     """The subscriber's updates until it is dropped (then close with 1013) or leaves."""
 
     async def until_disconnect() -> None:
-        while (await websocket.receive())["type"] != "websocket.disconnect":
-            pass
-        subscriber.drop("the client left")  # wakes the sender
+        try:
+            while (await websocket.receive())["type"] != "websocket.disconnect":
+                pass
+        finally:
+            subscriber.drop("the client left")  # wakes the sender
 
     leaving = asyncio.ensure_future(until_disconnect())
     try:

@@ -29,6 +29,7 @@ from crypto_pipeline.formats.window_values import epoch_ms, series_key
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 5_000  # updates waiting for one client, at most (a few MB)
+MAX_CLIENTS = 10_000  # with QUEUE_SIZE, what bounds the server's memory
 POLL_RECORDS = 1_000  # updates handed to the event loop at once, at most
 SEND_TIMEOUT_S = 5.0
 POLL_MS = 100
@@ -72,7 +73,7 @@ class LiveHub:
         self.watermark_ms = watermark_ms
         self.subscribers: dict[Follow, set[Subscriber]] = defaultdict(set)
         self.newest: dict[tuple[str, str], int] = {}  # (source, series) -> newest event ms
-        self.counts = {"updates": 0, "dropped_clients": 0}
+        self.counts = {"updates": 0, "dropped_clients": 0, "unreadable_updates": 0}
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -85,11 +86,15 @@ class LiveHub:
         self.thread = threading.Thread(target=self._consume, name="live-hub", daemon=True)
         self.thread.start()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """Off the event loop: the consumer thread may be handing it a poll."""
         self.stopping.set()
         self.watchdog.cancel()
         if self.thread is not None:
-            self.thread.join(timeout=10)
+            await asyncio.to_thread(self.thread.join, 10)
+
+    def full(self) -> bool:
+        return sum(len(followers) for followers in list(self.subscribers.values())) >= MAX_CLIENTS
 
     async def _drop_stalled(self) -> None:
         """Every second: drop the clients whose send has waited SEND_TIMEOUT_S."""
@@ -100,9 +105,8 @@ class LiveHub:
             for followers in list(self.subscribers.values()):
                 for subscriber in list(followers):
                     since = subscriber.sending_since
-                    if since is not None and since < late and subscriber.sender is not None:
+                    if since is not None and since < late:
                         self.drop(subscriber, f"a send stalled for {SEND_TIMEOUT_S:.0f} s")
-                        subscriber.sender.cancel()
 
     async def push(self, send: Callable[[str], Awaitable[None]], subscriber: Subscriber) -> None:
         """Send the subscriber's updates until it is dropped (the caller closes the connection)
@@ -117,6 +121,8 @@ class LiveHub:
         except asyncio.CancelledError:
             if subscriber.dropped is None:  # not the watchdog: the server is stopping
                 raise
+        finally:
+            subscriber.sending_since = None
 
     def subscribe(self, follows: Follow) -> Subscriber:
         subscriber = Subscriber(follows)
@@ -131,7 +137,7 @@ class LiveHub:
                 del self.subscribers[subscriber.follows]
 
     def status(self) -> dict[str, Any]:
-        clients = sum(len(followers) for followers in self.subscribers.values())
+        clients = sum(len(followers) for followers in list(self.subscribers.values()))
         return {"clients": clients, **self.counts, "error": self.error}
 
     async def _publish(self, updates: list[tuple[Follow, str]]) -> None:
@@ -152,15 +158,32 @@ class LiveHub:
             subscriber.drop(reason)
             self.counts["dropped_clients"] += 1
             log.warning("live push: dropped a client of %s (%s)", subscriber.follows, reason)
+            if subscriber.sending_since is not None and subscriber.sender is not None:
+                subscriber.sender.cancel()  # its send waits on the client: end it
 
-    def _update(self, topic: str, value: bytes, published_ms: int) -> tuple[Follow, str]:
+    def _updates(self, batches: Mapping[Any, list[Any]]) -> list[tuple[Follow, str]]:
+        """A poll's records as (what they update, the JSON pushed); an unreadable record is
+        counted (/api/health) and skipped."""
+        watermarks = {source: self.watermark_ms(source) for source in set(self.sources.values())}
+        updates = []
+        for partition, records in batches.items():
+            source = self.sources[partition.topic]
+            for record in records:
+                try:
+                    updates.append(self._update(source, record.value, record.timestamp, watermarks))
+                except (ValueError, KeyError, TypeError):
+                    self.counts["unreadable_updates"] += 1
+        return updates
+
+    def _update(
+        self, source: str, value: bytes, published_ms: int, watermarks: Mapping[str, int]
+    ) -> tuple[Follow, str]:
         document = candle_update.decode(value)
-        source = self.sources[topic]
         series = series_key(document["exchange"], document["symbol"])
         last = document.get("last_event_ms")
         newest = max(self.newest.get((source, series), -1), int(last or -1))
         self.newest[(source, series)] = newest
-        closed = is_closed(epoch_ms(document["window_end"]), newest, self.watermark_ms(source))
+        closed = is_closed(epoch_ms(document["window_end"]), newest, watermarks[source])
         shown = {**candle(document, closed), "source": source, "published_ms": published_ms}
         return (source, series, document["window"]), json.dumps(shown)
 
@@ -202,14 +225,16 @@ class LiveHub:
                     self.stopping.wait(REFRESH_TOPICS_S)
                     continue
                 batches = consumer.poll(timeout_ms=POLL_MS, max_records=POLL_RECORDS)
-                updates = [
-                    self._update(partition.topic, record.value, record.timestamp)
-                    for partition, records in batches.items()
-                    for record in records
-                ]
+                updates = self._updates(batches) if batches else []
                 if updates and self.loop is not None:
                     # Waits until the loop has queued them: the thread never runs ahead of it.
-                    asyncio.run_coroutine_threadsafe(self._publish(updates), self.loop).result()
+                    handed = asyncio.run_coroutine_threadsafe(self._publish(updates), self.loop)
+                    while not self.stopping.is_set():
+                        try:
+                            handed.result(timeout=1)
+                            break
+                        except TimeoutError:
+                            continue
                 self.error = None
         finally:
             consumer.close()

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -56,21 +57,22 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:  # type: ig
 
 class ApiProcess:
     """`crypto-pipeline serve` in its own process (the demo's and the tests' API), with the
-    environment given; `url` once it listens."""
+    environment given, its output in `log`; `url` once it listens."""
 
-    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
+    def __init__(self, env: dict[str, str], port: int, log: Path, timeout_s: float = 60) -> None:
         command = [sys.executable, "-m", "crypto_cli", "serve", "--port", str(port)]
         self.log = log
         with log.open("wb") as out:
             self.process = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=out, env={**os.environ, **env}, text=True
+                command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}
             )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        found = re.search(r"on (http://[^ ]+/)", line)
-        if found is None:
-            self.stop()
-            raise OSError(f"the candles API did not start (log: {log}): {line.strip()!r}")
+        deadline = time.monotonic() + timeout_s
+        while (found := re.search(r"chart page on (http://\S+/)", log.read_text())) is None:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                last = log.read_text().strip().splitlines()[-1:] or ["no output"]
+                raise OSError(f"the candles API did not start (log: {log}): {last[0]}")
+            time.sleep(0.1)
         self.url = found.group(1)
 
     def get(self, path: str) -> bytes:

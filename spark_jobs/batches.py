@@ -26,15 +26,12 @@ from crypto_pipeline.windows import interval_ms
 from spark_jobs.interface.config import WINDOW_SINKS, JobConfig
 from spark_jobs.open_windows import CANDLE_COLUMNS, BatchStep, advance_all, window_lengths
 from spark_jobs.sinks import (
-    aggregate_columns,
     aggregates_collection,
     is_transient_http,
+    window_writes,
     write_batch_metrics,
-    write_candles_topic,
     write_dead_letters,
-    write_influx,
     write_late_rows,
-    write_mongo,
     writers_collection,
 )
 from spark_jobs.state_store import StateStore
@@ -291,19 +288,13 @@ def sink_writes(
     batch_id: int = 0,
     checkpoint_id: str = "",
     unstored: frozenset[str] = frozenset(),
+    frontiers: bool = False,
 ) -> dict[str, Callable[[], object]]:
-    """What a batch writes, by sink: the windows into MongoDB (those of `unstored` inserted),
-    InfluxDB and the candles topic, the dead letters to their topic, the late candles into the
-    ledger (beside the aggregates in MongoDB)."""
+    """What a batch writes, by sink: the windows (sinks.window_writes), the dead letters to their
+    topic, the late candles into the ledger (beside the aggregates in MongoDB)."""
     writes: dict[str, Callable[[], object]] = {}
     if len(aggregates) and set(config.sinks) & set(WINDOW_SINKS):
-        columns = aggregate_columns(aggregates)
-        if "mongo" in config.sinks:
-            writes["mongo"] = lambda: write_mongo(columns, config, unstored)
-        if "influx" in config.sinks:
-            writes["influx"] = lambda: write_influx(columns, config)
-        if "candles" in config.sinks:
-            writes["candles"] = lambda: write_candles_topic(columns, config)
+        writes.update(window_writes(aggregates, config, unstored, frontiers))
     if letters is not None and len(letters):
         dead = letters.rename(columns={"dead_letter_key": "key", "dead_letter_value": "value"})
         writes["dead_letters"] = lambda: write_dead_letters(dead, config)

@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import pandas as pd
 
 from crypto_pipeline.clients import (
+    DELIVERY_TIMEOUT_S,
     Document,
     ensure_topic,
     influx_client,
     kafka_producer,
+    librdkafka_config,
     mongo_client,
 )
 from crypto_pipeline.formats import candle_update, influx_point, late_ledger, window_document
@@ -141,12 +143,6 @@ def aggregates_collection(config: JobConfig) -> Any:
 def writers_collection(config: JobConfig) -> Any:
     """Where the aggregates' write lease lives (spark_jobs/window_versions.py)."""
     return _mongo_database(config)[config.mongo.writers_collection]
-
-
-def write_frontiers(windows: pd.DataFrame, config: JobConfig) -> None:
-    """The series' frontiers raised to these windows, for a writer that holds no write lease
-    (the trades job): what the candles API lists the series and finds their newest windows by."""
-    raise_frontiers(writers_collection(config), window_ends(windows))
 
 
 class StoredAfterAll(RuntimeError):
@@ -315,9 +311,78 @@ def write_dead_letters(letters: pd.DataFrame, config: JobConfig) -> int:
     )
 
 
+class CandlesSender:
+    """The candles topic's producer (librdkafka: a window costs microseconds where kafka-python's
+    send costs a hundred), with `kafka_producer`'s guarantees: acks from all in-sync replicas,
+    idempotence, so the topic holds each key's versions in the order they were sent."""
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        from confluent_kafka import Producer
+
+        self.failures: list[str] = []
+        config = {**librdkafka_config(bootstrap_servers), "on_delivery": self._delivered}
+        self.producer = Producer(config)
+
+    def _delivered(self, error: Any, message: Any) -> None:
+        if error is not None:  # only failures are reported (delivery.report.only.error)
+            self.failures.append(str(error))
+
+    def send(self, topic: str, messages: Iterable[tuple[bytes, bytes]]) -> int:
+        """Every message delivered, or a KafkaTimeoutError (an outage: the batch's writes are
+        tried again while Kafka is away)."""
+        from kafka.errors import KafkaTimeoutError
+
+        sent = 0
+        for key, value in messages:
+            while True:
+                try:
+                    self.producer.produce(topic, value, key)
+                    break
+                except BufferError:  # the local queue is full: let it drain
+                    self.producer.poll(0.1)
+            sent += 1
+        undelivered = self.producer.flush(DELIVERY_TIMEOUT_S)
+        failures, self.failures = self.failures, []
+        if undelivered or failures:
+            raise KafkaTimeoutError(
+                f"{topic}: {undelivered + len(failures)} of {sent} windows not delivered "
+                f"({(failures or ['timed out'])[0]})"
+            )
+        return sent
+
+
 def write_candles_topic(columns: dict[str, list[Any]], config: JobConfig) -> int:
-    """The windows to `<topic>.candles`, each its MongoDB document keyed by its id: written in
-    the same turn of the write lease as MongoDB, so the topic receives exactly the versions
-    MongoDB admitted, in the order it admitted them."""
+    """The windows to `<topic>.candles`, each its MongoDB document keyed by its id."""
+    bootstrap = config.kafka.bootstrap_servers
+    sender = _client("candles", (bootstrap,), lambda: CandlesSender(bootstrap))
     documents = window_document.encode(columns)
-    return _send_all(config.kafka.candles_topic, map(candle_update.encode, documents), config)
+    return int(sender.send(config.kafka.candles_topic, map(candle_update.encode, documents)))
+
+
+def window_writes(
+    windows: pd.DataFrame,
+    config: JobConfig,
+    unstored: frozenset[str] = frozenset(),
+    frontiers: bool = False,
+) -> dict[str, Callable[[], object]]:
+    """The windows' writes, by sink: MongoDB (those of `unstored` inserted), then the candles
+    topic (only what MongoDB stored: a refused write sends nothing), and InfluxDB. `frontiers`:
+    also raise the series' frontiers (a writer without the write lease)."""
+    columns = aggregate_columns(windows)
+    sinks = config.sinks
+
+    def mongo_then_candles() -> None:
+        write_mongo(columns, config, unstored)
+        if "candles" in sinks:
+            write_candles_topic(columns, config)
+        if frontiers:
+            raise_frontiers(writers_collection(config), window_ends(windows))
+
+    writes: dict[str, Callable[[], object]] = {}
+    if "mongo" in sinks:
+        writes["mongo"] = mongo_then_candles
+    elif "candles" in sinks:
+        writes["candles"] = lambda: write_candles_topic(columns, config)
+    if "influx" in sinks:
+        writes["influx"] = lambda: write_influx(columns, config)
+    return writes

@@ -40,7 +40,7 @@ from spark_jobs.batches import sink_writes, write_riding_out_outages
 from spark_jobs.interface.config import JobConfig
 from spark_jobs.open_windows import window_lengths
 from spark_jobs.session import kafka_source
-from spark_jobs.sinks import late_ledger_collection, write_frontiers
+from spark_jobs.sinks import late_ledger_collection
 from spark_jobs.state_store import STATE
 from spark_jobs.trade_job import checked_records
 from spark_jobs.trade_seconds import OUTPUT_DDL, task_partials_of
@@ -134,9 +134,7 @@ def run_trade_backfill(spark: SparkSession, config: JobConfig) -> BackfillSummar
     with_open = pd.concat(still_open, ignore_index=True)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sink") as pool:
         written = pd.concat(computed, ignore_index=True)
-        writes = sink_writes(config, written)
-        if "mongo" in config.sinks and len(written):
-            writes["frontiers"] = lambda: write_frontiers(written, config)
+        writes = sink_writes(config, written, frontiers=True)
         write_riding_out_outages(pool, writes, config.sink_outage_patience_s)
     summary.seconds["total"] = time.monotonic() - started
 

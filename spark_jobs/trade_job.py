@@ -48,7 +48,6 @@ from spark_jobs.batches import (
 from spark_jobs.interface.config import JobConfig
 from spark_jobs.open_windows import window_lengths
 from spark_jobs.session import read_source, start_with_trigger
-from spark_jobs.sinks import write_frontiers
 from spark_jobs.trade_dedupe import (
     DEDUPED_DDL,
     IdsBySeries,
@@ -161,11 +160,10 @@ class TradeBatchWriter:
             for entry in step.ledger
             if entry.kind == LATE
         }
+        # No write lease here: the frontiers are raised with the writes (the candles API's).
         writes = sink_writes(
-            config, step.windows, letters, step.ledger, batch_id, self.checkpoint_id
+            config, step.windows, letters, step.ledger, batch_id, self.checkpoint_id, frontiers=True
         )
-        if "mongo" in config.sinks and len(step.windows):
-            writes["frontiers"] = lambda: write_frontiers(step.windows, config)
         if "influx" in config.sinks:
             counts = {
                 "windows": totals.windows,

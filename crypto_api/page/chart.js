@@ -13,7 +13,8 @@ const page = document.body.dataset; // what the browser test reads: candles draw
 const $ = (id) => document.getElementById(id);
 let series = {}; // "source|exchange:SYMBOL" -> {exchange, symbol, windows}
 let live = null;
-let shown = null; // {candles, volume, times: Set of drawn window starts, last}
+let shown = null; // {times: Set of drawn window starts, last, sizeMs}
+let generation = 0; // of show(): an older call still awaiting its page gives way
 
 const chart = LightweightCharts.createChart($("chart"), {
   layout: { background: { color: "#111418" }, textColor: "#d1d4dc" },
@@ -110,6 +111,7 @@ function fillWindows() {
 }
 
 async function show() {
+  const mine = ++generation;
   if (live) live.close();
   live = null;
   const entry = series[$("series").value];
@@ -130,6 +132,7 @@ async function show() {
   });
   try {
     const body = await api(`/api/candles?${query}`);
+    if (mine !== generation) return; // another series or window was chosen meanwhile
     const [prices, volumes] = withGaps(body.candles, windowMs(window));
     candleSeries.setData(prices);
     volumeSeries.setData(volumes);
@@ -146,6 +149,7 @@ async function show() {
     $("message").textContent = "";
     follow(entry, window, source);
   } catch (error) {
+    if (mine !== generation) return;
     $("message").textContent = String(error.message || error);
     setStatus("error", "bad");
   }

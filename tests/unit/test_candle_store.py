@@ -3,9 +3,11 @@ windows, times parse, the closed flag, and the candles topic's message round-tri
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
+from bson import json_util
 
 from crypto_api.candle_store import (
     EARLIEST_MS,
@@ -76,5 +78,11 @@ def test_the_candles_topic_message_is_the_mongodb_document() -> None:
     }
     key, value = candle_update.encode(document)
     assert key == b"binance|BTCUSDT|1m|1735689600000"
-    assert b'"window_start": {"$date": "2025-01-01T00:00:00Z"}' in value
     assert candle_update.decode(value) == document
+    # What MongoDB's own relaxed Extended JSON writer makes of the document, and a date with
+    # milliseconds.
+    relaxed = json_util.JSONOptions(json_mode=json_util.JSONMode.RELAXED)
+    assert json.loads(value) == json.loads(json_util.dumps(document, json_options=relaxed))
+    odd = {**document, "window_start": datetime(2025, 1, 1, 0, 0, 0, 250_000, tzinfo=UTC)}
+    _, odd_value = candle_update.encode(odd)
+    assert json.loads(odd_value) == json.loads(json_util.dumps(odd, json_options=relaxed))

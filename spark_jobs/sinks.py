@@ -37,13 +37,7 @@ from crypto_pipeline.formats.window_values import (
 )
 from crypto_pipeline.settings import InfluxTarget
 from spark_jobs.interface.config import JobConfig
-from spark_jobs.window_versions import (
-    WRITE,
-    raise_frontiers,
-    stored_versions,
-    verdict,
-    window_ends,
-)
+from spark_jobs.window_versions import WRITE, raise_frontiers, stored_versions, verdict, window_ends
 
 T = TypeVar("T")
 
@@ -150,7 +144,10 @@ class StoredAfterAll(RuntimeError):
 
 
 def write_mongo(
-    columns: dict[str, list[Any]], config: JobConfig, unstored: frozenset[str] = frozenset()
+    columns: dict[str, list[Any]],
+    config: JobConfig,
+    unstored: frozenset[str] = frozenset(),
+    documents: list[Document] | None = None,
 ) -> int:
     """Replace-upserts by `_id` (a window is replaced in place, or inserted; never absent in
     between), unordered bulk writes of MONGO_BATCH, `mongo_writers` at a time. Windows of
@@ -167,7 +164,8 @@ def write_mongo(
         (str(config.mongo_writers),),
         lambda: ThreadPoolExecutor(config.mongo_writers, thread_name_prefix="mongo"),
     )
-    documents = window_document.encode(columns)
+    if documents is None:
+        documents = window_document.encode(columns)
 
     def upsert(chunk: Sequence[Document]) -> None:
         collection.bulk_write(
@@ -351,12 +349,15 @@ class CandlesSender:
         return sent
 
 
-def write_candles_topic(columns: dict[str, list[Any]], config: JobConfig) -> int:
-    """The windows to `<topic>.candles`, each its MongoDB document keyed by its id."""
+def write_candles_topic(messages: Iterable[tuple[bytes, bytes]], config: JobConfig) -> int:
+    """The windows' messages (candle_update.encode) to `<topic>.candles`."""
     bootstrap = config.kafka.bootstrap_servers
     sender = _client("candles", (bootstrap,), lambda: CandlesSender(bootstrap))
-    documents = window_document.encode(columns)
-    return int(sender.send(config.kafka.candles_topic, map(candle_update.encode, documents)))
+    return int(sender.send(config.kafka.candles_topic, messages))
+
+
+def candle_messages(documents: list[Document]) -> list[tuple[bytes, bytes]]:
+    return [candle_update.encode(document) for document in documents]
 
 
 def window_writes(
@@ -370,19 +371,26 @@ def window_writes(
     also raise the series' frontiers (a writer without the write lease)."""
     columns = aggregate_columns(windows)
     sinks = config.sinks
+    encoder = _client("candle-encoder", (), lambda: ThreadPoolExecutor(1, "candle-encoder"))
 
     def mongo_then_candles() -> None:
-        write_mongo(columns, config, unstored)
-        if "candles" in sinks:
-            write_candles_topic(columns, config)
+        documents = window_document.encode(columns)
+        # Encoded while MongoDB writes (its writers mostly wait on the server), sent after.
+        messages = encoder.submit(candle_messages, documents) if "candles" in sinks else None
+        write_mongo(columns, config, unstored, documents)
+        if messages is not None:
+            write_candles_topic(messages.result(), config)
         if frontiers:
             raise_frontiers(writers_collection(config), window_ends(windows))
+
+    def candles_alone() -> int:
+        return write_candles_topic(candle_messages(window_document.encode(columns)), config)
 
     writes: dict[str, Callable[[], object]] = {}
     if "mongo" in sinks:
         writes["mongo"] = mongo_then_candles
     elif "candles" in sinks:
-        writes["candles"] = lambda: write_candles_topic(columns, config)
+        writes["candles"] = candles_alone
     if "influx" in sinks:
         writes["influx"] = lambda: write_influx(columns, config)
     return writes

@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 from crypto_pipeline.console import say
 from crypto_pipeline.live.runner import add_feed_arguments, run_feed, stop_on_signals
 from crypto_pipeline.live.simulator.server import FAULTS, ExchangeSimulator
+from crypto_pipeline.processes import stop_child
 from crypto_pipeline.settings import Settings
 
 
@@ -124,9 +124,4 @@ class SimulatorProcess:
         self.rest_url = f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_child(self.process)

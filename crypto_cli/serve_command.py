@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from crypto_pipeline.console import say
+from crypto_pipeline.processes import stop_child
 from crypto_pipeline.settings import LOOPBACK_HOSTS, Settings
 
 
@@ -81,9 +81,4 @@ class ApiProcess:
             return body
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_child(self.process)

@@ -88,6 +88,16 @@ def librdkafka_config(bootstrap_servers: str) -> dict[str, Any]:
     }
 
 
+def produce_waiting(producer: Any, topic: str, value: bytes, key: bytes) -> None:
+    """librdkafka's produce, waiting for room while its local queue is full."""
+    while True:
+        try:
+            producer.produce(topic, value, key)
+            return
+        except BufferError:  # let librdkafka send what it holds
+            producer.poll(0.05)
+
+
 def kafka_admin(bootstrap_servers: str) -> KafkaAdminClient:
     try:
         return KafkaAdminClient(

@@ -4,8 +4,10 @@ never matches, and a zombie (exited, not yet reaped) counts as gone."""
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 
@@ -43,3 +45,14 @@ class ProcessRecord:
 
     def is_alive(self) -> bool:
         return identity_of(self.pid) == self.identity
+
+
+def stop_child(process: subprocess.Popen[Any], timeout_s: float = 30) -> None:
+    """SIGTERM to a child process, then SIGKILL if it has not exited within `timeout_s`."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -27,6 +27,7 @@ from crypto_pipeline.clients import (
     kafka_producer,
     librdkafka_config,
     mongo_client,
+    produce_waiting,
 )
 from crypto_pipeline.formats import candle_update, influx_point, late_ledger, window_document
 from crypto_pipeline.formats.window_values import (
@@ -332,12 +333,7 @@ class CandlesSender:
 
         sent = 0
         for key, value in messages:
-            while True:
-                try:
-                    self.producer.produce(topic, value, key)
-                    break
-                except BufferError:  # the local queue is full: let it drain
-                    self.producer.poll(0.1)
+            produce_waiting(self.producer, topic, value, key)
             sent += 1
         undelivered = self.producer.flush(DELIVERY_TIMEOUT_S)
         failures, self.failures = self.failures, []

@@ -22,6 +22,7 @@ from crypto_cli.bench.workloads import continuous_bench_job, wait_for_start
 from crypto_pipeline.benchmarking import BENCH_SYMBOLS, machine_description
 from crypto_pipeline.console import say
 from crypto_pipeline.formats.window_values import window_id
+from crypto_pipeline.processes import stop_child
 from crypto_pipeline.readback import flux_string, read_influx, read_mongo
 from crypto_pipeline.settings import Settings
 from spark_jobs.interface import launch
@@ -118,13 +119,8 @@ def counted_trades(job: JobConfig) -> dict[str, dict[str, int]]:
 
 
 def _stop(process: subprocess.Popen[bytes] | None) -> None:
-    if process is not None and process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    if process is not None:
+        stop_child(process, timeout_s=120)
 
 
 def live_trades_run(settings: Settings, rate: int, seconds: int) -> LiveTradesRun:

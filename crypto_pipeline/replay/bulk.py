@@ -27,7 +27,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from crypto_pipeline.clients import DELIVERY_TIMEOUT_S, librdkafka_config
+from crypto_pipeline.clients import DELIVERY_TIMEOUT_S, librdkafka_config, produce_waiting
 from crypto_pipeline.formats.candle_message import file_lineage
 from crypto_pipeline.replay.input_files import (
     READ_ERRORS,
@@ -171,12 +171,7 @@ class _Sender:
         self.summary = summary
 
     def produce(self, topic: str, value: bytes, key: bytes) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, value, key)
-                return
-            except BufferError:  # the local queue is full: let librdkafka send
-                self.producer.poll(0.05)
+        produce_waiting(self.producer, topic, value, key)
 
     def send_all(self, block: EncodedBlock) -> None:
         """Every message of the block (no --limit, no --resume): the hot loop."""

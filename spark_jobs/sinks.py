@@ -374,10 +374,10 @@ def window_writes(
         # Encoded while MongoDB writes (its writers mostly wait on the server), sent after.
         messages = encoder.submit(candle_messages, documents) if "candles" in sinks else None
         write_mongo(columns, config, unstored, documents)
-        if messages is not None:
-            write_candles_topic(messages.result(), config)
         if frontiers:
             raise_frontiers(writers_collection(config), window_ends(windows))
+        if messages is not None:
+            write_candles_topic(messages.result(), config)
 
     def candles_alone() -> int:
         return write_candles_topic(candle_messages(window_document.encode(columns)), config)

@@ -122,8 +122,14 @@ def test_demo_runs_until_ctrl_c_and_then_stops_everything_it_started(
         # ... and both on the chart page's API.
         chart = f"http://127.0.0.1:{env['API_PORT']}/"
         assert f"chart page          {chart}" in text
-        with urllib.request.urlopen(chart + "api/symbols", timeout=30) as response:
-            listed = json.loads(response.read())
+        # A series is listed once its frontier is raised, just after its first windows are stored.
+        deadline = time.monotonic() + 60
+        while True:
+            with urllib.request.urlopen(chart + "api/symbols", timeout=30) as response:
+                listed = json.loads(response.read())
+            if listed["trades"] or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         assert ("file", "BTCUSDT") in {(s["exchange"], s["symbol"]) for s in listed["klines"]}
         assert {s["exchange"] for s in listed["trades"]} == {"binance"}
         first = listed["trades"][0]["symbol"]  # the first symbol whose trades have arrived

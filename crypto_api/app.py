@@ -119,7 +119,6 @@ def create_app(settings: Settings) -> FastAPI:
         summary="OHLCV windows from the pipeline's MongoDB, and their live updates.",
         lifespan=lifespan,
     )
-    app.state.hub = hub
 
     class TokenRequired(BaseHTTPMiddleware):
         async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:

@@ -84,6 +84,10 @@ def page_end(start_ms: int, end_ms: int, size_ms: int, limit: int) -> int:
     return min(end_ms, start_ms + limit * size_ms)
 
 
+def _ends(frontier: dict[str, Any]) -> dict[str, int]:
+    return {window: int(end) for window, end in (frontier.get("ends") or {}).items()}
+
+
 class CandleStore:
     """One collection of windows (kline-built or trade-built) and its writers' collection."""
 
@@ -94,17 +98,12 @@ class CandleStore:
     def series(self) -> dict[str, dict[str, int]]:
         """Every series written, with the latest window end of each window length."""
         documents = self.writers.find(FRONTIERS)
-        return {
-            str(doc["_id"])[len(FRONTIER) :]: {
-                k: int(v) for k, v in (doc.get("ends") or {}).items()
-            }
-            for doc in documents
-        }
+        return {str(doc["_id"])[len(FRONTIER) :]: _ends(doc) for doc in documents}
 
     def ends(self, exchange: str, symbol: str) -> dict[str, int]:
         """The series' latest window end per window length ({} if never written)."""
         doc = self.writers.find_one({"_id": FRONTIER + series_key(exchange, symbol)})
-        return {k: int(v) for k, v in ((doc or {}).get("ends") or {}).items()}
+        return _ends(doc or {})
 
     def newest_event_ms(self, exchange: str, symbol: str, window: str, end_ms: int) -> int | None:
         """The series' newest event time: the last event of its newest window (any length's

@@ -93,8 +93,11 @@ class LiveHub:
         if self.thread is not None:
             await asyncio.to_thread(self.thread.join, 10)
 
+    def clients(self) -> int:
+        return sum(len(followers) for followers in list(self.subscribers.values()))
+
     def full(self) -> bool:
-        return sum(len(followers) for followers in list(self.subscribers.values())) >= MAX_CLIENTS
+        return self.clients() >= MAX_CLIENTS
 
     async def _drop_stalled(self) -> None:
         """Every second: drop the clients whose send has waited SEND_TIMEOUT_S."""
@@ -137,8 +140,7 @@ class LiveHub:
                 del self.subscribers[subscriber.follows]
 
     def status(self) -> dict[str, Any]:
-        clients = sum(len(followers) for followers in list(self.subscribers.values()))
-        return {"clients": clients, **self.counts, "error": self.error}
+        return {"clients": self.clients(), **self.counts, "error": self.error}
 
     async def _publish(self, updates: list[tuple[Follow, str]]) -> None:
         """In the event loop: each update into its followers' queues."""

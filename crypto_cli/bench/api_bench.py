@@ -16,7 +16,6 @@ import asyncio
 import json
 import shutil
 import time
-import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
@@ -97,18 +96,19 @@ def http_latencies(
 
 
 async def _fan_out(
-    url: str, topic: str, settings: Settings, clients: int, updates: int, rate: float
+    api: ApiProcess, topic: str, settings: Settings, clients: int, updates: int, rate: float
 ) -> tuple[list[float], int]:
     """Delivery latencies (ms) of `updates` updates at `rate`/s to `clients` clients."""
     from websockets.asyncio.client import connect
 
     latencies: list[float] = []
+    url = (
+        api.url.replace("http://", "ws://")
+        + f"api/live?exchange=bench&symbol={SERIES[0]}&window=1m"
+    )
     connections = [await connect(url, compression=None, max_size=None) for _ in range(clients)]
     # Every client subscribed before the first update (the API counts them).
-    status = url.replace("ws://", "http://").split("/api/live")[0] + "/api/health"
-    while (
-        json.loads(urllib.request.urlopen(status, timeout=30).read())["live"]["clients"] < clients
-    ):
+    while json.loads(api.get("/api/health"))["live"]["clients"] < clients:
         await asyncio.sleep(0.2)
 
     async def receive(connection: Any) -> None:
@@ -149,14 +149,10 @@ def bench_api(settings: Settings, clients: int, updates: int, rate: float, windo
             for page in PAGES:
                 say(f"[bench] {REQUESTS} GETs of {page:,} windows; the same range with pymongo")
                 timings[page] = http_latencies(api, settings, name, page)
-            url = (
-                api.url.replace("http://", "ws://")
-                + f"api/live?exchange=bench&symbol={SERIES[0]}&window=1m"
-            )
             fan_out = {}
             for count in (1, clients):
                 say(f"[bench] {count:,} WebSocket clients, {updates} updates at {rate:g}/s")
-                fan_out[count] = asyncio.run(_fan_out(url, topic, settings, count, updates, rate))
+                fan_out[count] = asyncio.run(_fan_out(api, topic, settings, count, updates, rate))
         finally:
             api.stop()
     finally:

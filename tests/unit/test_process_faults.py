@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -34,6 +35,16 @@ LEAVES_A_ZOMBIE = (
     "child = os.fork()\n"
     "if child == 0: time.sleep(1); os._exit(0)\n"
     "print(child, flush=True); time.sleep(600)"
+)
+
+# Listens on a port, then ends its main thread while another thread runs: the main thread is a
+# zombie, and the process (and its socket) lives on, as a killed JVM's does while its threads exit.
+MAIN_THREAD_EXITS = (
+    "import ctypes, socket, threading, time\n"
+    "server = socket.create_server(('127.0.0.1', 0))\n"
+    "print(server.getsockname()[1], flush=True)\n"
+    "threading.Thread(target=time.sleep, args=(600,)).start()\n"
+    "ctypes.CDLL(None).pthread_exit(None)"
 )
 
 
@@ -109,6 +120,25 @@ def test_stack_down_takes_a_zombie_for_gone_and_spares_a_recycled_pid(
     assert time.monotonic() - started < 2
     assert stranger.poll() is None, "a process that is not ours was killed"
     assert parent.poll() is None
+
+
+def test_a_killed_service_is_gone_only_once_its_last_thread_has_closed_its_sockets(
+    settings: Settings, spawned: list[subprocess.Popen[str]]
+) -> None:
+    process = spawn(spawned, MAIN_THREAD_EXITS)
+    assert process.stdout is not None
+    port = int(process.stdout.readline())
+    time.sleep(0.5)  # the main thread has exited
+    assert Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    record = ProcessRecord.of(process.pid)
+    assert record is not None and record.is_alive()
+    write_pid_file(settings, "kafka", record)
+
+    stack.kill(settings, "kafka")
+
+    assert not record.is_alive()
+    with socket.socket() as probe:  # `stack up` may start the service on its port again
+        probe.bind(("127.0.0.1", port))
 
 
 def test_a_stale_heartbeat_with_a_recycled_pid_wedges_nothing(tmp_path: Path) -> None:

@@ -47,8 +47,11 @@ test-unit: install
 	$(BIN)/pytest tests/unit
 
 # The integration tests start the local stack once per session (and stop it if they started it).
+# Two workers, one test module at a time each: most tests wait on servers more than they compute,
+# so two keep both cores busy; every worker after the first runs a stack of its own
+# (tests/conftest.py).
 test: lint system-packages
-	$(BIN)/pytest tests
+	$(BIN)/pytest -n 2 --dist loadfile tests
 
 demo: install
 	$(BIN)/crypto-pipeline demo
@@ -60,4 +63,4 @@ stack-down: install
 	$(BIN)/crypto-pipeline stack down
 
 clean: stack-down
-	rm -rf $(VENV) .stack
+	rm -rf $(VENV) .stack .stack-gw*

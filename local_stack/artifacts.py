@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -86,17 +87,24 @@ def run_with_progress(
 
 
 def cached(cache_dir: Path, key: str, build: Callable[[Path, Path], None]) -> Path:
-    """Return `cache_dir/key`, first building it in a staging folder (log: `key.log`) if needed."""
+    """Return `cache_dir/key`, first building it in a staging folder (log: `key.log`) if needed.
+    One build at a time per cache: two stacks starting at once (test workers, two terminals)
+    share it, and Maven's local repository is not safe for concurrent writers."""
     target = cache_dir / key
     if (target / ".complete").exists():
         return target
-    staging = cache_dir / f".{key}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    build(staging, cache_dir / f"{key}.log")
-    (staging / ".complete").touch()
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / ".complete").exists():  # built while this one waited
+            return target
+        staging = cache_dir / f".{key}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        build(staging, cache_dir / f"{key}.log")
+        (staging / ".complete").touch()
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
     return target
 
 

@@ -103,16 +103,21 @@ def test_a_broker_killed_during_a_continuous_run_ends_exact(
         kafka_cluster, unique_name, tmp_path / "ckpt", windows=("5m", "1h"), trigger="1 second"
     )
     process = start_job(job)
+    # The sample in 60 s: the broker dies while the replay still sends, even when a busy machine
+    # makes the job's first batch take the whole sample's first half.
     replay = start_replay(
-        kafka_cluster, SAMPLE, unique_name, str(2 * 86_400 / 40), tmp_path / "replay.log"
+        kafka_cluster, SAMPLE, unique_name, str(2 * 86_400 / 60), tmp_path / "replay.log"
     )
     commits = Path(job.checkpoint_dir) / "ohlcv" / "commits"
     try:
-        wait_until(lambda: len(list(commits.glob("[0-9]*"))) > 2, 180, "batches committed")
+        wait_until(lambda: any(commits.glob("[0-9]*")), 180, "a batch committed")
         stack.kill(kafka_cluster, "kafka-3")
         assert replay.wait(timeout=300) == 0
         wait_until_committed(job, process)
         assert process.poll() is None
+    except BaseException:
+        process.kill()
+        raise
     finally:
         replay.kill()
         stack.up(kafka_cluster, only={"kafka-3"})

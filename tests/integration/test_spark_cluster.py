@@ -61,7 +61,7 @@ def test_the_job_on_a_two_worker_cluster_is_exact_from_the_cli_and_from_dagster(
     expected = expected_aggregates(read_csv_rows(path), WINDOWS)
 
     job = job_for(spark_cluster, unique_name, tmp_path / "ckpt", windows=WINDOWS)
-    assert job.spark_master == "spark://127.0.0.1:7077"
+    assert job.spark_master == f"spark://127.0.0.1:{spark_cluster.spark_master_port}"
     result = run_job(job)
     assert result.returncode == 0, result.stderr[-3000:]
     assert executors_of(spark_cluster, f"crypto-ohlcv-{unique_name}") == {

@@ -39,6 +39,10 @@ class KafkaUnavailable(RuntimeError):
     """The brokers could not be reached within the bootstrap timeout."""
 
 
+def unreachable(bootstrap_servers: str, error: Exception) -> KafkaUnavailable:
+    return KafkaUnavailable(f"cannot reach Kafka at {bootstrap_servers}: {error}")
+
+
 KAFKA_BOOTSTRAP_TIMEOUT_MS = 5_000
 # How long a producer keeps retrying a message (brokers down or electing) before it gives up.
 DELIVERY_TIMEOUT_S = 120
@@ -63,7 +67,7 @@ def kafka_producer(bootstrap_servers: str, **overrides: Any) -> KafkaProducer:
     try:
         return KafkaProducer(**config)
     except KafkaError as error:
-        raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap_servers}: {error}") from None
+        raise unreachable(bootstrap_servers, error) from None
 
 
 def librdkafka_config(bootstrap_servers: str) -> dict[str, Any]:
@@ -106,7 +110,7 @@ def kafka_admin(bootstrap_servers: str) -> KafkaAdminClient:
             request_timeout_ms=30_000,
         )
     except KafkaError as error:
-        raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap_servers}: {error}") from None
+        raise unreachable(bootstrap_servers, error) from None
 
 
 def ensure_topic(
@@ -157,9 +161,9 @@ def offset_range(
     while True:
         try:
             return _offset_range(bootstrap_servers, topic)
-        except (KafkaConnectionError, KafkaTimeoutError):
+        except (KafkaConnectionError, KafkaTimeoutError) as error:
             if time.monotonic() > deadline:
-                raise
+                raise unreachable(bootstrap_servers, error) from None
             time.sleep(1)
 
 

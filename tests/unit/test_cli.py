@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import socket
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -65,6 +66,19 @@ def test_time(text: str, ms: int) -> None:
 def test_missing_file_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["replay", "/nonexistent/k.csv"]) == 1
     assert capsys.readouterr().err == "crypto-pipeline: error: /nonexistent/k.csv: no such file\n"
+
+
+def test_kafka_out_of_reach_is_one_line_and_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as closed:  # bound, never listening: every connection is refused
+        closed.bind(("127.0.0.1", 0))
+        brokers = f"127.0.0.1:{closed.getsockname()[1]}"
+        monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", brokers)
+        assert main(["bench", "stream", "--compute-only"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"crypto-pipeline: error: cannot reach Kafka at {brokers}: ")
+    assert err.count("\n") == 1
 
 
 def zipped_klines() -> bytes:
